@@ -1,0 +1,20 @@
+"""System actions, one module each, found by name through :data:`REGISTRY`."""
+
+from __future__ import annotations
+
+from app.actions.base import SystemAction
+from app.actions.delay import DelayAction
+from app.actions.javascript import JavaScriptAction
+from app.actions.join import JoinAction
+from app.actions.switch import SwitchAction
+from app.actions.wait import WaitAction
+
+REGISTRY: dict[str, SystemAction] = {
+    action.name: action
+    for action in (SwitchAction(), DelayAction(), WaitAction(), JavaScriptAction(), JoinAction())
+}
+
+
+def get_action(name: str) -> SystemAction | None:
+    """The system action called ``name``, or None when there is none."""
+    return REGISTRY.get(name)

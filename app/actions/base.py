@@ -1,0 +1,61 @@
+"""The interface every system action implements: a new system action is one new module.
+
+An action is reached, and answers with an :data:`Outcome`: finished now (``Done``), failed
+(``Fail``), or one of the waiting outcomes that the engine knows how to keep durable
+(``Sleep`` on a timer, ``AwaitEvent`` for a posted event, ``AwaitJoin`` for other actions).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from app.definition import DEFAULT_BRANCH, ActionDef
+from app.jsontypes import JSON, JSONObject
+
+
+@dataclass(frozen=True)
+class Done:
+    output: JSON
+    branch: str = DEFAULT_BRANCH
+
+
+@dataclass(frozen=True)
+class Fail:
+    error: str
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class AwaitEvent:
+    event: str
+    timeout_seconds: float | None
+
+
+@dataclass(frozen=True)
+class AwaitJoin:
+    join_on: list[int]
+
+
+Outcome = Done | Fail | Sleep | AwaitEvent | AwaitJoin
+
+
+class SystemAction(ABC):
+    """One system action (``switch``, ``delay``...), stateless and shared by all runs."""
+
+    name: ClassVar[str]
+    # True when ``run`` may take long (a script): the engine calls it off the event loop.
+    blocking: ClassVar[bool] = False
+
+    @abstractmethod
+    def validate(self, action: ActionDef) -> None:
+        """Raise :class:`app.definition.DefinitionError` naming ``action.label`` when invalid."""
+
+    @abstractmethod
+    def run(self, action: ActionDef, document: JSONObject) -> Outcome:
+        """Decide what happens when ``action`` is reached, reading the run's data document."""

@@ -1,0 +1,28 @@
+"""wait: park until an event with this name is sent to the run, or until the timeout."""
+
+from __future__ import annotations
+
+from app.actions.base import AwaitEvent, Outcome, SystemAction
+from app.actions.delay import is_number
+from app.definition import ActionDef, DefinitionError
+from app.jsontypes import JSONObject
+
+
+class WaitAction(SystemAction):
+    name = "wait"
+
+    def validate(self, action: ActionDef) -> None:
+        if not isinstance(action.event, str) or not action.event.strip():
+            raise DefinitionError(f"{action.label}: wait needs an event name")
+        timeout = action.timeout_seconds
+        if timeout is not None and (not is_number(timeout) or timeout <= 0):
+            raise DefinitionError(
+                f"{action.label}: timeoutSeconds must be a number > 0, not {timeout!r}"
+            )
+
+    def run(self, action: ActionDef, document: JSONObject) -> Outcome:
+        timeout = action.timeout_seconds
+        return AwaitEvent(
+            event=action.event or "",
+            timeout_seconds=None if timeout is None else float(timeout),
+        )

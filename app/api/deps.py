@@ -1,0 +1,52 @@
+"""Request dependencies: the running engine, body size limits."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.engine.engine import Engine
+from app.engine.errors import EngineError
+from app.settings import Settings
+
+PAYLOAD_TOO_LARGE = 413
+
+
+class PayloadTooLarge(EngineError):
+    status_code = PAYLOAD_TOO_LARGE
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def limit_body(request: Request, most: int, what: str) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > most:
+        raise PayloadTooLarge(f"{what} is {declared} bytes; the limit is {most} bytes")
+    size = len(await request.body())
+    if size > most:
+        raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {most} bytes")
+
+
+async def limit_output(
+    request: Request, settings: Annotated[Settings, Depends(get_settings_of)]
+) -> None:
+    await limit_body(request, settings.max_output_bytes, "the result")
+
+
+async def limit_event(
+    request: Request, settings: Annotated[Settings, Depends(get_settings_of)]
+) -> None:
+    await limit_body(request, settings.max_event_bytes, "the event")
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SettingsDep = Annotated[Settings, Depends(get_settings_of)]

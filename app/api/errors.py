@@ -1,0 +1,61 @@
+"""Every error leaves as JSON ``{"error": "..."}`` with its status code."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.definition import DefinitionError
+from app.engine.errors import EngineError
+
+log = logging.getLogger("orchy.api")
+
+UNPROCESSABLE = 422
+UNAVAILABLE = 503
+INTERNAL = 500
+
+
+def error_response(status_code: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code)
+
+
+def describe_validation(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item.get("loc", ()))
+        parts.append(f"{location}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(UNPROCESSABLE, describe_validation(error))
+
+    @app.exception_handler(DefinitionError)
+    async def on_definition(_: Request, error: DefinitionError) -> JSONResponse:
+        return error_response(UNPROCESSABLE, str(error))
+
+    @app.exception_handler(EngineError)
+    async def on_engine(_: Request, error: EngineError) -> JSONResponse:
+        return error_response(error.status_code, error.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return error_response(error.status_code, str(error.detail))
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def on_redis_down(_: Request, error: Exception) -> JSONResponse:
+        return error_response(UNAVAILABLE, f"redis unavailable: {error}")
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(INTERNAL, f"internal error: {type(error).__name__}")

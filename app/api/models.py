@@ -1,0 +1,141 @@
+"""Pydantic models of the HTTP boundary."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.engine.retry import RetryPolicy
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+class WorkflowRegistered(BaseModel):
+    name: str
+    version: int
+    created: bool = Field(description="False when an identical definition was already stored")
+
+
+class WorkflowSummary(BaseModel):
+    name: str
+    latestVersion: int
+
+
+class ActionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    retryCount: int | None = Field(default=None, ge=0)
+    retryAfterSeconds: float | None = Field(default=None, ge=0)
+    retryPolicy: RetryPolicy | None = None
+    timeoutSeconds: float | None = Field(default=None, gt=0)
+
+
+class ActionDefinitionOut(BaseModel):
+    name: str
+    retryCount: int
+    retryAfterSeconds: float
+    retryPolicy: RetryPolicy
+    timeoutSeconds: float
+
+
+class ExecuteRequest(BaseModel):
+    name: str = Field(min_length=1)
+    input: Any = Field(default_factory=dict)
+    version: int | None = Field(default=None, ge=1)
+    idempotencyKey: str | None = Field(default=None, min_length=1)
+
+
+class ExecuteResponse(BaseModel):
+    flowId: str
+    created: bool = Field(description="False when the idempotency key named an existing run")
+
+
+class ActionView(BaseModel):
+    status: str
+    attempts: int
+    output: Any = None
+    error: str | None = None
+
+
+class FlowView(BaseModel):
+    id: str
+    name: str
+    version: int
+    status: str
+    reason: str
+    input: Any
+    data: dict[str, Any]
+    output: Any = None
+    actions: dict[str, ActionView]
+    createdAt: str
+    updatedAt: str
+    finishedAt: str | None = None
+
+
+class FlowSummary(BaseModel):
+    id: str
+    name: str
+    version: int
+    status: str
+    createdAt: str
+    updatedAt: str
+
+
+class FlowList(BaseModel):
+    runs: list[FlowSummary]
+    offset: int
+    limit: int
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    at: str
+    event: str
+
+
+class FlowHistory(BaseModel):
+    flowId: str
+    history: list[HistoryEntry]
+
+
+class Accepted(BaseModel):
+    status: Literal["ok", "held", "delivered", "buffered"]
+
+
+class PollRequest(BaseModel):
+    workerId: str = Field(min_length=1)
+    actions: list[str] = Field(min_length=1)
+    max: int = Field(default=1, ge=1)
+    waitSeconds: float = Field(default=0.0, ge=0)
+
+
+class TaskOut(BaseModel):
+    taskId: str
+    flowId: str
+    actionId: int
+    name: str
+    attempt: int
+    input: Any
+
+
+class PollResponse(BaseModel):
+    tasks: list[TaskOut]
+
+
+class CompleteRequest(BaseModel):
+    output: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailRequest(BaseModel):
+    error: str = Field(min_length=1)
+    retryable: bool = True
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    redis: str

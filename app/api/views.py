@@ -1,0 +1,71 @@
+"""Turns stored runs into the shapes of the API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from app.api.models import ActionView, FlowSummary, FlowView, HistoryEntry
+from app.definition import WorkflowDef
+from app.engine.params import resolve
+from app.engine.snapshot import RunSnapshot
+from app.engine.status import RunStatus
+
+MS_PER_SECOND = 1000
+
+
+def iso(ms: str | int | None) -> str | None:
+    if ms is None or ms == "":
+        return None
+    moment = datetime.fromtimestamp(int(ms) / MS_PER_SECOND, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
+    fields = snapshot.fields
+    document = snapshot.document()
+    actions = {}
+    for action_id in snapshot.action_ids():
+        actions[str(action_id)] = ActionView(
+            status=snapshot.action_field(action_id, "s") or "",
+            attempts=int(snapshot.action_field(action_id, "n") or 0),
+            output=snapshot.output(action_id),
+            error=snapshot.action_field(action_id, "e"),
+        )
+    output = None
+    if snapshot.status is RunStatus.COMPLETED:
+        template = None if workflow is None else workflow.output
+        output = document if template is None else resolve(template, document).value
+    return FlowView(
+        id=snapshot.flow_id,
+        name=snapshot.name,
+        version=snapshot.version,
+        status=snapshot.status.value,
+        reason=fields.get("reason", ""),
+        input=snapshot.input(),
+        data=document,
+        output=output,
+        actions=actions,
+        createdAt=iso(fields["createdAt"]) or "",
+        updatedAt=iso(fields["updatedAt"]) or "",
+        finishedAt=iso(fields.get("finishedAt")),
+    )
+
+
+def flow_summary(snapshot: RunSnapshot) -> FlowSummary:
+    fields = snapshot.fields
+    return FlowSummary(
+        id=snapshot.flow_id,
+        name=snapshot.name,
+        version=snapshot.version,
+        status=snapshot.status.value,
+        createdAt=iso(fields["createdAt"]) or "",
+        updatedAt=iso(fields["updatedAt"]) or "",
+    )
+
+
+def history_entry(raw: str) -> HistoryEntry:
+    entry = orjson.loads(raw)
+    entry["at"] = iso(entry.get("at"))
+    return HistoryEntry(**entry)

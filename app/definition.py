@@ -1,0 +1,54 @@
+"""The in-memory form of a workflow definition (Orchy's JSON format)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from app.jsontypes import JSON, JSONObject
+
+DEFAULT_BRANCH = "default"
+ERROR_BRANCH = "error"
+
+
+class ActionType(StrEnum):
+    USER = "user"
+    SYSTEM = "system"
+
+
+class DefinitionError(ValueError):
+    """A definition breaks a rule; the message names the action and the problem."""
+
+
+@dataclass(frozen=True)
+class ActionDef:
+    id: int
+    type: ActionType
+    name: str
+    parameters: JSONObject = field(default_factory=dict)
+    next: dict[str, list[int]] = field(default_factory=dict)
+    expression: str | None = None
+    delay_seconds: float | None = None
+    event: str | None = None
+    timeout_seconds: float | None = None
+    join_on: list[int] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"action {self.id} ({self.name})"
+
+    def branch(self, key: str) -> list[int]:
+        """Ids to start for branch ``key``, falling back to ``default``."""
+        if key in self.next:
+            return self.next[key]
+        return self.next.get(DEFAULT_BRANCH, [])
+
+
+@dataclass(frozen=True)
+class WorkflowDef:
+    name: str
+    root_action: int
+    actions: dict[int, ActionDef]
+    output: JSON = None
+    version: int = 0
+    source: JSONObject = field(default_factory=dict)

@@ -1,0 +1,112 @@
+"""Workflow and user action definitions, read through small in-process caches.
+
+A workflow version never changes once stored, so versions are cached for good; action
+settings can be changed by any client and are cached for ``action_cache_seconds``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, replace
+
+import orjson
+
+from app.definition import WorkflowDef
+from app.engine.retry import ActionSettings, RetryPolicy
+from app.engine.validate import parse_workflow
+from app.jsontypes import JSONObject
+from app.settings import Settings
+from app.store import Store
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    version: int
+    created: bool
+
+
+def canonical_json(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+class Catalog:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._workflows: dict[tuple[str, int], WorkflowDef] = {}
+        self._actions: dict[str, tuple[float, ActionSettings]] = {}
+
+    # -- workflows ------------------------------------------------------------------
+
+    async def register_workflow(self, raw: object) -> Registration:
+        """Validates and stores ``raw``; raises DefinitionError naming what is wrong."""
+        workflow = parse_workflow(raw)
+        source = canonical_json(raw)
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        version, created = await self.store.register_workflow(workflow.name, digest, source)
+        self._workflows[(workflow.name, version)] = replace(workflow, version=version)
+        return Registration(workflow.name, version, created)
+
+    async def workflow(self, name: str, version: int | None = None) -> WorkflowDef | None:
+        if version is not None and (name, version) in self._workflows:
+            return self._workflows[(name, version)]
+        found = await self.store.workflow_source(name, version)
+        if found is None:
+            return None
+        stored_version, source = found
+        cached = self._workflows.get((name, stored_version))
+        if cached is None:
+            cached = replace(parse_workflow(orjson.loads(source)), version=stored_version)
+            self._workflows[(name, stored_version)] = cached
+        return cached
+
+    async def workflow_names(self) -> list[str]:
+        return await self.store.workflow_names()
+
+    async def latest_version(self, name: str) -> int:
+        return await self.store.workflow_versions(name)
+
+    # -- user actions ---------------------------------------------------------------
+
+    async def put_action(self, action: ActionSettings) -> None:
+        await self.store.put_action(action.name, canonical_json(action_to_json(action)))
+        self._actions[action.name] = (time.monotonic(), action)
+
+    async def action(self, name: str) -> ActionSettings:
+        cached = self._actions.get(name)
+        if cached is not None and time.monotonic() - cached[0] < self.settings.action_cache_seconds:
+            return cached[1]
+        source = await self.store.action_source(name)
+        action = (
+            ActionSettings.defaults(name, self.settings)
+            if source is None
+            else action_from_json(orjson.loads(source))
+        )
+        self._actions[name] = (time.monotonic(), action)
+        return action
+
+    async def actions(self) -> list[ActionSettings]:
+        sources = await self.store.action_sources()
+        return [action_from_json(orjson.loads(source)) for _, source in sorted(sources.items())]
+
+
+def action_to_json(action: ActionSettings) -> JSONObject:
+    return {
+        "name": action.name,
+        "retryCount": action.retry_count,
+        "retryAfterSeconds": action.retry_after_seconds,
+        "retryPolicy": action.retry_policy.value,
+        "timeoutSeconds": action.timeout_seconds,
+    }
+
+
+def action_from_json(data: JSONObject) -> ActionSettings:
+    return ActionSettings(
+        name=data["name"],
+        retry_count=int(data["retryCount"]),
+        retry_after_seconds=float(data["retryAfterSeconds"]),
+        retry_policy=RetryPolicy(data["retryPolicy"]),
+        timeout_seconds=float(data["timeoutSeconds"]),
+    )

@@ -1,0 +1,405 @@
+"""The state machine: every change of a run goes through here, and reaches Redis as one
+atomic script call whose guard re-checks what was read."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.definition import DEFAULT_BRANCH, WorkflowDef
+from app.engine.catalog import Catalog
+from app.engine.errors import Conflict, Invalid, NotFound
+from app.engine.ids import TaskId, TimerKind, TimerMember, idempotent_flow_id, new_flow_id
+from app.engine.planner import Plan, Planner, dumps
+from app.engine.snapshot import Execution, RunSnapshot
+from app.engine.status import ActionStatus, RunStatus
+from app.engine.wakeups import Wakeups
+from app.jsontypes import JSON, JSONObject
+from app.settings import Settings
+from app.store import LeasedTask, Store
+from app.store.store import Outcome
+
+log = logging.getLogger("orchy.engine")
+
+MS_PER_SECOND = 1000
+LEASE_EXPIRED = "lease expired: no result within the action's timeoutSeconds"
+TERMINATED_REASON = "terminated by request"
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    flow_id: str
+    action_id: int
+    name: str
+    attempt: int
+    input: JSON
+
+
+@dataclass(frozen=True)
+class Success:
+    output: JSON
+
+
+@dataclass(frozen=True)
+class Failure:
+    error: str
+    retryable: bool
+
+
+Result = Success | Failure
+
+
+def _result_from_held(held_json: str) -> Result:
+    held = orjson.loads(held_json)
+    if "output" in held:
+        return Success(held["output"])
+    return Failure(held["error"], bool(held["retryable"]))
+
+
+def _held_json(result: Result) -> str:
+    if isinstance(result, Success):
+        return dumps({"output": result.output})
+    return dumps({"error": result.error, "retryable": result.retryable})
+
+
+class Engine:
+    def __init__(self, store: Store, settings: Settings, wakeups: Wakeups | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.catalog = Catalog(store, settings)
+        self.executor = ThreadPoolExecutor(settings.js_threads, thread_name_prefix="orchy-js")
+        self.planner = Planner(self.executor)
+        self.wakeups = wakeups or Wakeups()
+        self._partition_cursor = itertools.cycle(range(store.keys.partitions))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- reading runs ---------------------------------------------------------------
+
+    async def snapshot(self, flow_id: str) -> RunSnapshot:
+        fields = await self.store.read_run(flow_id)
+        if not fields:
+            raise NotFound(f"flow {flow_id!r} not found")
+        return RunSnapshot(flow_id, fields)
+
+    async def _workflow_of(self, snapshot: RunSnapshot) -> WorkflowDef:
+        workflow = await self.catalog.workflow(snapshot.name, snapshot.version)
+        if workflow is None:
+            raise NotFound(f"workflow {snapshot.name!r} version {snapshot.version} not found")
+        return workflow
+
+    # -- starting -------------------------------------------------------------------
+
+    async def start(
+        self,
+        name: str,
+        input_data: JSON,
+        version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[str, bool]:
+        """Starts a run; returns (flow id, created). A repeated idempotency key returns the
+        first run's id and created False."""
+        workflow = await self.catalog.workflow(name, version)
+        if workflow is None:
+            which = "" if version is None else f" version {version}"
+            raise NotFound(f"workflow {name!r}{which} not found")
+        flow_id = (
+            new_flow_id() if not idempotency_key else idempotent_flow_id(name, idempotency_key)
+        )
+        document: JSONObject = {
+            "input": input_data,
+            "flow": {"id": flow_id, "name": name, "version": workflow.version},
+        }
+        plan = await self.planner.start(workflow, [workflow.root_action], document)
+        created = await self.store.start_run(
+            flow_id,
+            name,
+            workflow.version,
+            dumps(input_data),
+            idempotency_key or "",
+            plan.fail_reason,
+            plan.ops,
+        )
+        return flow_id, created
+
+    # -- worker results -------------------------------------------------------------
+
+    async def _task_execution(self, task_id: str) -> tuple[TaskId, RunSnapshot, Execution]:
+        parsed = TaskId.parse(task_id)
+        if parsed is None:
+            raise NotFound(f"task {task_id!r} not found: task ids look like <flowId>.<n>.<n>")
+        fields = await self.store.read_run(parsed.flow_id)
+        snapshot = RunSnapshot(parsed.flow_id, fields)
+        execution = snapshot.execution(parsed.seq) if fields else None
+        if execution is None or execution.queue is None:
+            raise NotFound(f"task {task_id!r} not found")
+        if snapshot.is_terminal:
+            raise Conflict(f"task {task_id!r}: flow is {snapshot.status.value}")
+        if (
+            execution.status != ActionStatus.RUNNING
+            or execution.attempt != parsed.attempt
+            or execution.held_json is not None
+        ):
+            raise Conflict(
+                f"task {task_id!r} is not the running attempt (action is {execution.status}, "
+                f"attempt {execution.attempt}); its result was not applied"
+            )
+        return parsed, snapshot, execution
+
+    async def complete_task(self, task_id: str, output: JSON) -> str:
+        parsed, snapshot, execution = await self._task_execution(task_id)
+        return await self._finish_user_task(parsed, snapshot, execution, Success(output))
+
+    async def fail_task(self, task_id: str, error: str, retryable: bool) -> str:
+        parsed, snapshot, execution = await self._task_execution(task_id)
+        return await self._finish_user_task(parsed, snapshot, execution, Failure(error, retryable))
+
+    async def _finish_user_task(
+        self,
+        task: TaskId,
+        snapshot: RunSnapshot,
+        execution: Execution,
+        result: Result,
+        timer: TimerMember | None = None,
+    ) -> str:
+        """Applies a result (fresh from a worker, replayed after a pause, or a lease expiry).
+
+        ``timer`` is the timer being handled, when it is not a worker's call."""
+        workflow = await self._workflow_of(snapshot)
+        action = workflow.actions[execution.action_id]
+        document = snapshot.document()
+        plan = Plan()
+        if isinstance(result, Success):
+            document[str(action.id)] = {"output": result.output}
+            plan = await self.planner.start(workflow, action.branch(DEFAULT_BRANCH), document)
+            outcome = Outcome(ActionStatus.COMPLETED, dumps(result.output), branch=DEFAULT_BRANCH)
+        else:
+            settings = await self.catalog.action(execution.queue or action.name)
+            if result.retryable and settings.may_retry(task.attempt):
+                delay = settings.retry_delay_seconds(task.attempt)
+                outcome = Outcome(
+                    "QUEUED", error=result.error, retry_delay_ms=round(delay * MS_PER_SECOND)
+                )
+            else:
+                attempts = f"after {task.attempt} attempt(s)"
+                error = f"{result.error} ({attempts})"
+                await self.planner.follow_failure(workflow, action, error, document, plan)
+                outcome = Outcome(
+                    ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error"
+                )
+        lease = str(TimerMember(TimerKind.LEASE, task.flow_id, task.seq, task.attempt))
+        if timer is None:
+            timer_member = lease
+            held_member = str(TimerMember(TimerKind.RESULT, task.flow_id, task.seq, task.attempt))
+            held_outcome = _held_json(result)
+        else:
+            timer_member = str(timer)
+            # A replayed result is applied, never held again; a lease expiry is held as itself.
+            held_member = str(timer) if timer.kind is TimerKind.LEASE else ""
+            held_outcome = ""
+        answer = await self.store.transition(
+            task.flow_id,
+            task.seq,
+            ActionStatus.RUNNING,
+            task.attempt,
+            outcome,
+            plan.ops,
+            plan.fail_reason,
+            timer_member=timer_member,
+            held_member=held_member,
+            held_outcome=held_outcome,
+        )
+        self._raise_for(answer, f"task {task}")
+        return answer
+
+    @staticmethod
+    def _raise_for(answer: str, what: str) -> None:
+        if answer == "missing":
+            raise NotFound(f"{what} not found")
+        if answer == "terminal":
+            raise Conflict(f"{what}: the flow has ended")
+        if answer == "stale":
+            raise Conflict(f"{what} is not the current attempt; its result was not applied")
+
+    async def heartbeat(self, task_id: str) -> None:
+        parsed, _, execution = await self._task_execution(task_id)
+        settings = await self.catalog.action(execution.queue or "")
+        lease = TimerMember(TimerKind.LEASE, parsed.flow_id, parsed.seq, parsed.attempt)
+        answer = await self.store.heartbeat(
+            parsed.flow_id, parsed.seq, parsed.attempt, settings.lease_ms, str(lease)
+        )
+        self._raise_for(answer, f"task {task_id}")
+
+    # -- polling --------------------------------------------------------------------
+
+    async def poll(
+        self, worker_id: str, actions: list[str], most: int, wait_seconds: float
+    ) -> list[Task]:
+        """Leases up to ``most`` tasks, waiting up to ``wait_seconds`` for the first one."""
+        deadline = time.monotonic() + min(wait_seconds, self.settings.poll_max_wait_seconds)
+        leases = [(name, (await self.catalog.action(name)).lease_ms) for name in actions]
+        while True:
+            wakeup = self.wakeups.subscribe(actions)
+            try:
+                tasks = await self._take(worker_id, leases, most)
+                remaining = deadline - time.monotonic()
+                if tasks or remaining <= 0:
+                    return tasks
+                await self.wakeups.wait(wakeup, min(remaining, self.settings.poll_recheck_seconds))
+            finally:
+                self.wakeups.unsubscribe(actions, wakeup)
+
+    async def _take(self, worker_id: str, leases: list[tuple[str, int]], most: int) -> list[Task]:
+        names = {name for name, _ in leases}
+        leased: list[LeasedTask] = []
+        first = next(self._partition_cursor)
+        partitions = self.store.keys.partitions
+        for offset in range(partitions):
+            if len(leased) >= most:
+                break
+            partition = (first + offset) % partitions
+            leased += await self.store.poll(partition, leases, most - len(leased), worker_id)
+        tasks = []
+        for item in leased:
+            name = next(iter(names)) if len(names) == 1 else await self._task_name(item)
+            tasks.append(
+                Task(
+                    task_id=item.task_id,
+                    flow_id=item.flow_id,
+                    action_id=item.action_id,
+                    name=name,
+                    attempt=item.attempt,
+                    input=orjson.loads(item.input_json),
+                )
+            )
+        return tasks
+
+    async def _task_name(self, item: LeasedTask) -> str:
+        parsed = TaskId.parse(item.task_id)
+        assert parsed is not None
+        fields = await self.store.read_run(item.flow_id)
+        return fields.get(f"x:{parsed.seq}:q", "")
+
+    # -- events and lifecycle -------------------------------------------------------
+
+    async def send_event(self, flow_id: str, name: str, data: JSON) -> str:
+        answer = await self.store.send_event(flow_id, name, dumps(data))
+        if answer == "missing":
+            raise NotFound(f"flow {flow_id!r} not found")
+        if answer == "terminal":
+            raise Conflict(f"flow {flow_id!r} has ended; event {name!r} was not delivered")
+        return answer
+
+    async def pause(self, flow_id: str) -> None:
+        answer = await self.store.pause(flow_id)
+        if answer == "missing":
+            raise NotFound(f"flow {flow_id!r} not found")
+        if answer == "not_running":
+            snapshot = await self.snapshot(flow_id)
+            raise Conflict(f"flow {flow_id!r} is {snapshot.status.value}, not RUNNING")
+
+    async def resume(self, flow_id: str) -> None:
+        answer = await self.store.resume(flow_id)
+        if answer == "missing":
+            raise NotFound(f"flow {flow_id!r} not found")
+        if answer == "not_paused":
+            snapshot = await self.snapshot(flow_id)
+            raise Conflict(f"flow {flow_id!r} is {snapshot.status.value}, not PAUSED")
+
+    async def terminate(self, flow_id: str, reason: str | None = None) -> None:
+        answer = await self.store.terminate(flow_id, reason or TERMINATED_REASON)
+        if answer == "missing":
+            raise NotFound(f"flow {flow_id!r} not found")
+        if answer == "terminal":
+            snapshot = await self.snapshot(flow_id)
+            raise Conflict(f"flow {flow_id!r} has already ended ({snapshot.status.value})")
+
+    # -- timers ---------------------------------------------------------------------
+
+    async def handle_timer(self, member_text: str) -> str:
+        """Acts on one due timer claimed by a sweeper; safe to call twice for one member."""
+        member = TimerMember.parse(member_text)
+        fields = await self.store.read_run(member.flow_id)
+        snapshot = RunSnapshot(member.flow_id, fields)
+        execution = snapshot.execution(member.seq) if fields else None
+        if execution is None:
+            # The run is gone (expired) or never had this step: nothing can use the timer.
+            return await self.store.transition(
+                member.flow_id,
+                member.seq,
+                "",
+                member.generation,
+                Outcome(""),
+                timer_member=member_text,
+            )
+        task = TaskId(member.flow_id, member.seq, member.generation)
+        if member.kind is TimerKind.ENQUEUE:
+            return await self.store.requeue(
+                member.flow_id, member.seq, member.generation, member_text, execution.queue or ""
+            )
+        if member.kind is TimerKind.LEASE:
+            return await self._handle_quietly(
+                self._finish_user_task(
+                    task, snapshot, execution, Failure(LEASE_EXPIRED, True), member
+                )
+            )
+        if member.kind is TimerKind.RESULT:
+            if execution.held_json is None:
+                return "stale"
+            result = _result_from_held(execution.held_json)
+            return await self._handle_quietly(
+                self._finish_user_task(task, snapshot, execution, result, member)
+            )
+        return await self._finish_waiting(snapshot, execution, member)
+
+    @staticmethod
+    async def _handle_quietly(call: Coroutine[Any, Any, str]) -> str:
+        try:
+            return await call
+        except (Conflict, NotFound) as stale:
+            return f"stale: {stale.message}"
+
+    async def _finish_waiting(
+        self, snapshot: RunSnapshot, execution: Execution, member: TimerMember
+    ) -> str:
+        """A delay fired, a wait got its event or timed out, or a join is complete."""
+        workflow = await self._workflow_of(snapshot)
+        action = workflow.actions[execution.action_id]
+        document = snapshot.document()
+        branch = DEFAULT_BRANCH
+        output: JSON
+        if member.kind is TimerKind.FIRE:
+            output = {}
+        elif member.kind is TimerKind.WAIT_TIMEOUT:
+            output = {"timedOut": True}
+        elif execution.event_name is not None:
+            output = orjson.loads(execution.event_data_json or "null")
+            if execution.event_name in action.next:
+                branch = execution.event_name
+        else:
+            output = {str(joined): snapshot.output(joined) for joined in execution.join_on}
+        document[str(action.id)] = {"output": output}
+        plan = await self.planner.start(workflow, action.branch(branch), document)
+        return await self.store.transition(
+            snapshot.flow_id,
+            execution.seq,
+            ActionStatus.WAITING,
+            member.generation,
+            Outcome(ActionStatus.COMPLETED, dumps(output), branch=branch),
+            plan.ops,
+            plan.fail_reason,
+            timer_member=str(member),
+            held_member=str(member),
+        )
+
+
+__all__ = ["Engine", "Invalid", "RunStatus", "Task"]

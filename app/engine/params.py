@@ -1,0 +1,127 @@
+"""Parameter resolution (SPEC section 2): JSONPath references inside JSON templates.
+
+A reference is ``{$...}`` inside a string. A string that is exactly one reference becomes
+the typed value found; references inside text become text. Paths are JSONPath as parsed by
+jsonpath-ng, plus Orchy's shorthand ``$1.output`` for ``$.1.output``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.jsonpath import JSONPath
+from jsonpath_ng.parser import parse
+
+from app.jsontypes import JSON
+
+REFERENCE = re.compile(r"\{(\$[^{}]*)\}")
+"""A ``{$...}`` reference; group 1 is the path without the braces."""
+
+_SHORTHAND_ROOT = re.compile(r"^\$(?=\d)")
+_COMPACT = (",", ":")
+_PARSED_PATH_CACHE_SIZE = 4096
+
+
+class PathError(ValueError):
+    """A JSONPath does not parse; the message names the path."""
+
+
+@dataclass
+class Resolution:
+    value: JSON
+    warnings: list[str] = field(default_factory=list)
+
+
+def normalize_path(ref: str) -> str:
+    """Rewrite Orchy's shorthand ``$1.output.x`` to JSONPath ``$.1.output.x``."""
+    return _SHORTHAND_ROOT.sub("$.", ref)
+
+
+@lru_cache(maxsize=_PARSED_PATH_CACHE_SIZE)
+def compile_path(ref: str) -> JSONPath:
+    """Parse ``ref`` (shorthand allowed) into a jsonpath-ng expression, cached."""
+    path = normalize_path(ref)
+    try:
+        return parse(path)
+    except (JSONPathError, ValueError) as error:
+        raise PathError(f"JSONPath {path} does not parse: {error}".strip()) from None
+
+
+def references(template: JSON) -> Iterator[str]:
+    """Every reference (path without braces) in any string nested in ``template``."""
+    if isinstance(template, str):
+        for match in REFERENCE.finditer(template):
+            yield match.group(1)
+    elif isinstance(template, dict):
+        for value in template.values():
+            yield from references(value)
+    elif isinstance(template, list):
+        for item in template:
+            yield from references(item)
+
+
+def resolve(template: JSON, document: dict[str, Any]) -> Resolution:
+    """Resolve every reference in ``template`` against the run's data ``document``.
+
+    Raises :class:`PathError` for a path that does not parse; definitions are validated
+    before they run, so that only happens for templates that skipped validation.
+    """
+    warnings: list[str] = []
+    value = _resolve(template, document, warnings)
+    return Resolution(value=value, warnings=list(dict.fromkeys(warnings)))
+
+
+def stringify(value: JSON) -> str:
+    """The branch key for ``value``: ``true``, ``42``, ``MALE``, ``null``, compact JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return _compact_json(value)
+
+
+def _resolve(template: JSON, document: dict[str, Any], warnings: list[str]) -> JSON:
+    if isinstance(template, str):
+        return _resolve_string(template, document, warnings)
+    if isinstance(template, dict):
+        return {key: _resolve(value, document, warnings) for key, value in template.items()}
+    if isinstance(template, list):
+        return [_resolve(item, document, warnings) for item in template]
+    return template
+
+
+def _resolve_string(template: str, document: dict[str, Any], warnings: list[str]) -> JSON:
+    whole = REFERENCE.fullmatch(template)
+    if whole:
+        return _lookup(whole.group(1), document, warnings)
+    return REFERENCE.sub(
+        lambda match: _as_text(_lookup(match.group(1), document, warnings)), template
+    )
+
+
+def _lookup(ref: str, document: dict[str, Any], warnings: list[str]) -> JSON:
+    matches = compile_path(ref).find(document)
+    if not matches:
+        warnings.append(f"path {normalize_path(ref)} found nothing")
+        return None
+    # A copy, so that whoever receives the value cannot change the run's document.
+    return copy.deepcopy(matches[0].value)
+
+
+def _as_text(value: JSON) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return _compact_json(value)
+
+
+def _compact_json(value: JSON) -> str:
+    return json.dumps(value, separators=_COMPACT, ensure_ascii=False)

@@ -1,0 +1,113 @@
+"""Turns "these actions start now" into the ops of one atomic transition.
+
+User actions get their parameters resolved and are queued. System actions are run at once:
+those that finish now (switch, javascript) are followed in the same plan, so a chain of them
+costs one Redis call; those that wait (delay, wait, join) become durable ops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import orjson
+
+from app.actions import get_action
+from app.actions.base import AwaitEvent, AwaitJoin, Done, Fail, Outcome, Sleep
+from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
+from app.engine.params import resolve
+from app.jsontypes import JSON, JSONObject
+from app.store import PlannedOp
+
+MS_PER_SECOND = 1000
+NO_TIMEOUT = -1
+
+
+def dumps(value: JSON) -> str:
+    return orjson.dumps(value).decode()
+
+
+@dataclass
+class Plan:
+    ops: list[PlannedOp] = field(default_factory=list)
+    fail_reason: str = ""
+
+
+class Planner:
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    async def start(self, workflow: WorkflowDef, ids: list[int], document: JSONObject) -> Plan:
+        plan = Plan()
+        await self._reach(workflow, ids, document, plan)
+        return plan
+
+    async def _reach(
+        self, workflow: WorkflowDef, ids: list[int], document: JSONObject, plan: Plan
+    ) -> None:
+        for action_id in ids:
+            if plan.fail_reason:
+                return
+            action = workflow.actions[action_id]
+            if action.type is ActionType.USER:
+                self._queue_user_action(action, document, plan)
+            else:
+                await self._run_system_action(workflow, action, document, plan)
+
+    def _queue_user_action(self, action: ActionDef, document: JSONObject, plan: Plan) -> None:
+        resolution = resolve(action.parameters, document)
+        for warning in resolution.warnings:
+            plan.ops.append(PlannedOp("note", action.id, payload=warning))
+        plan.ops.append(
+            PlannedOp(
+                "user", action.id, action.name, payload=dumps(resolution.value), queue=action.name
+            )
+        )
+
+    async def _run_system_action(
+        self, workflow: WorkflowDef, action: ActionDef, document: JSONObject, plan: Plan
+    ) -> None:
+        implementation = get_action(action.name)
+        if implementation is None:  # validation keeps unknown names out; a stale cache may not
+            outcome: Outcome = Fail(f"unknown system action {action.name!r}")
+        elif implementation.blocking:
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(
+                self.executor, implementation.run, action, document
+            )
+        else:
+            outcome = implementation.run(action, document)
+        match outcome:
+            case Done(output=output, branch=branch):
+                plan.ops.append(PlannedOp("done", action.id, branch, dumps(output)))
+                document[str(action.id)] = {"output": output}
+                await self._reach(workflow, action.branch(branch), document, plan)
+            case Fail(error=error):
+                plan.ops.append(PlannedOp("failed", action.id, payload=error))
+                await self.follow_failure(workflow, action, error, document, plan)
+            case Sleep(seconds=seconds):
+                plan.ops.append(
+                    PlannedOp("sleep", action.id, number=round(seconds * MS_PER_SECOND))
+                )
+            case AwaitEvent(event=event, timeout_seconds=timeout):
+                timeout_ms = NO_TIMEOUT if timeout is None else round(timeout * MS_PER_SECOND)
+                plan.ops.append(PlannedOp("wait", action.id, event, number=timeout_ms))
+            case AwaitJoin(join_on=join_on):
+                payload = ",".join(str(joined) for joined in join_on)
+                plan.ops.append(PlannedOp("join", action.id, payload=payload))
+
+    async def follow_failure(
+        self,
+        workflow: WorkflowDef,
+        action: ActionDef,
+        error: str,
+        document: JSONObject,
+        plan: Plan,
+    ) -> None:
+        """Takes the action's ``error`` branch, or fails the run when it has none."""
+        if ERROR_BRANCH in action.next:
+            document[str(action.id)] = {"output": {"error": error}}
+            await self._reach(workflow, action.next[ERROR_BRANCH], document, plan)
+        else:
+            plan.fail_reason = f"{action.label} failed: {error}"

@@ -1,0 +1,48 @@
+"""User action settings (retries, lease) and the back-off they give."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from app.settings import Settings
+
+
+class RetryPolicy(StrEnum):
+    FIXED = "FIXED"
+    LINEAR = "LINEAR"
+    EXPONENTIAL = "EXPONENTIAL"
+
+
+@dataclass(frozen=True)
+class ActionSettings:
+    name: str
+    retry_count: int
+    retry_after_seconds: float
+    retry_policy: RetryPolicy
+    timeout_seconds: float
+
+    @classmethod
+    def defaults(cls, name: str, settings: Settings) -> ActionSettings:
+        return cls(
+            name=name,
+            retry_count=settings.default_retry_count,
+            retry_after_seconds=settings.default_retry_after_seconds,
+            retry_policy=RetryPolicy(settings.default_retry_policy),
+            timeout_seconds=settings.default_timeout_seconds,
+        )
+
+    def retry_delay_seconds(self, failed_attempt: int) -> float:
+        """Back-off before attempt ``failed_attempt + 1``."""
+        if self.retry_policy is RetryPolicy.FIXED:
+            return self.retry_after_seconds
+        if self.retry_policy is RetryPolicy.LINEAR:
+            return self.retry_after_seconds * failed_attempt
+        return float(self.retry_after_seconds * 2 ** (failed_attempt - 1))
+
+    def may_retry(self, failed_attempt: int) -> bool:
+        return failed_attempt <= self.retry_count
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.timeout_seconds * 1000)

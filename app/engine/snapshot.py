@@ -1,0 +1,93 @@
+"""A run as read in one HGETALL: its fields, executions, and data document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from app.engine.status import TERMINAL_RUN, RunStatus
+from app.jsontypes import JSON, JSONObject
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One execution of an action in a run (a user task, a delay, a wait, a join...)."""
+
+    seq: int
+    action_id: int
+    status: str
+    attempt: int
+    input_json: str | None
+    queue: str | None
+    event_name: str | None
+    event_data_json: str | None
+    held_json: str | None
+    join_on: list[int]
+
+
+class RunSnapshot:
+    def __init__(self, flow_id: str, fields: dict[str, str]) -> None:
+        self.flow_id = flow_id
+        self.fields = fields
+
+    @property
+    def name(self) -> str:
+        return self.fields["name"]
+
+    @property
+    def version(self) -> int:
+        return int(self.fields["version"])
+
+    @property
+    def status(self) -> RunStatus:
+        return RunStatus(self.fields["status"])
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN
+
+    def execution(self, seq: int) -> Execution | None:
+        prefix = f"x:{seq}:"
+        fields = self.fields
+        if prefix + "a" not in fields:
+            return None
+        join_on = fields.get(prefix + "jon")
+        return Execution(
+            seq=seq,
+            action_id=int(fields[prefix + "a"]),
+            status=fields[prefix + "s"],
+            attempt=int(fields[prefix + "n"]),
+            input_json=fields.get(prefix + "in"),
+            queue=fields.get(prefix + "q"),
+            event_name=fields.get(prefix + "evn"),
+            event_data_json=fields.get(prefix + "evd"),
+            held_json=fields.get(prefix + "held"),
+            join_on=[int(part) for part in join_on.split(",")] if join_on else [],
+        )
+
+    def action_ids(self) -> list[int]:
+        ids = {int(key.split(":")[1]) for key in self.fields if key.startswith("a:")}
+        return sorted(ids)
+
+    def action_field(self, action_id: int, field: str) -> str | None:
+        return self.fields.get(f"a:{action_id}:{field}")
+
+    def output(self, action_id: int) -> JSON:
+        raw = self.action_field(action_id, "o")
+        return None if raw is None else orjson.loads(raw)
+
+    def input(self) -> JSON:
+        return orjson.loads(self.fields["input"])
+
+    def document(self) -> JSONObject:
+        """The data document every expression reads (SPEC section 2)."""
+        document: JSONObject = {
+            "input": self.input(),
+            "flow": {"id": self.flow_id, "name": self.name, "version": self.version},
+        }
+        for action_id in self.action_ids():
+            raw = self.action_field(action_id, "o")
+            if raw is not None:
+                document[str(action_id)] = {"output": orjson.loads(raw)}
+        return document

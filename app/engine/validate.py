@@ -1,0 +1,211 @@
+"""Turn a decoded JSON workflow definition into a :class:`WorkflowDef`, or say what is wrong.
+
+Every rule of SPEC section 1 is checked here; each :class:`DefinitionError` names the field
+or the action and the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeGuard
+
+from app.actions import REGISTRY, get_action
+from app.actions.delay import is_number
+from app.actions.switch import SwitchAction
+from app.definition import ActionDef, ActionType, DefinitionError, WorkflowDef
+from app.engine.params import PathError, compile_path, references
+from app.jsontypes import JSON
+
+_ACTION_TYPES = ", ".join(repr(kind.value) for kind in ActionType)
+
+
+def parse_workflow(raw: object) -> WorkflowDef:
+    """Validate ``raw`` (already JSON-decoded) and build the definition (version 0)."""
+    if not isinstance(raw, dict):
+        raise DefinitionError("a workflow definition must be a JSON object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError("name must be a non-empty string")
+    raw_actions = raw.get("actions")
+    if not isinstance(raw_actions, list) or not raw_actions:
+        raise DefinitionError("actions must be a non-empty list")
+
+    actions: dict[int, ActionDef] = {}
+    for index, raw_action in enumerate(raw_actions):
+        action = _parse_action(index, raw_action)
+        if action.id in actions:
+            raise DefinitionError(f"{action.label}: id {action.id} is used by more than one action")
+        actions[action.id] = action
+
+    root = raw.get("rootAction")
+    if not _is_id(root):
+        raise DefinitionError(f"rootAction must be an action id (an integer), not {root!r}")
+    if root not in actions:
+        raise DefinitionError(f"rootAction {root} is not the id of an action")
+
+    for action in actions.values():
+        _check_links(action, actions)
+        _check_system_action(action)
+        _check_references(action)
+    output = raw.get("output")
+    _check_template_references("output", output)
+    _check_reachable(root, actions)
+    _check_acyclic(actions)
+    return WorkflowDef(name=name, root_action=root, actions=actions, output=output, source=raw)
+
+
+def _parse_action(index: int, raw: JSON) -> ActionDef:
+    where = f"actions[{index}]"
+    if not isinstance(raw, dict):
+        raise DefinitionError(f"{where} must be an object")
+    action_id = raw.get("id")
+    if not _is_id(action_id):
+        raise DefinitionError(f"{where}: id must be an integer, not {action_id!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError(f"action {action_id}: name must be a non-empty string")
+    label = f"action {action_id} ({name})"
+    kind = raw.get("type")
+    if kind not in set(ActionType):
+        raise DefinitionError(f"{label}: type must be one of {_ACTION_TYPES}, not {kind!r}")
+    return ActionDef(
+        id=action_id,
+        type=ActionType(kind),
+        name=name,
+        parameters=_optional(raw, "parameters", label, dict, "an object") or {},
+        next=_parse_next(raw.get("next"), label),
+        expression=_optional(raw, "expression", label, str, "a string"),
+        delay_seconds=_optional_number(raw, "delaySeconds", label),
+        event=_optional(raw, "event", label, str, "a string"),
+        timeout_seconds=_optional_number(raw, "timeoutSeconds", label),
+        join_on=_parse_join_on(raw.get("joinOn"), label),
+    )
+
+
+def _optional(raw: dict[str, Any], key: str, label: str, kind: type, described: str) -> Any:
+    """``raw[key]`` when it is a ``kind``; None when absent or null."""
+    value = raw.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise DefinitionError(f"{label}: {key} must be {described}, not {value!r}")
+    return value
+
+
+def _optional_number(raw: dict[str, Any], key: str, label: str) -> float | None:
+    value = raw.get(key)
+    if value is not None and not is_number(value):
+        raise DefinitionError(f"{label}: {key} must be a number, not {value!r}")
+    return value
+
+
+def _parse_next(raw: JSON, label: str) -> dict[str, list[int]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise DefinitionError(f"{label}: next must be an object of branch -> list of ids")
+    for branch, targets in raw.items():
+        if not isinstance(targets, list) or not all(_is_id(target) for target in targets):
+            raise DefinitionError(
+                f"{label}: next.{branch} must be a list of action ids, not {targets!r}"
+            )
+    return {branch: list(targets) for branch, targets in raw.items()}
+
+
+def _parse_join_on(raw: JSON, label: str) -> list[int] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(_is_id(item) for item in raw):
+        raise DefinitionError(f"{label}: joinOn must be a list of action ids, not {raw!r}")
+    return list(raw)
+
+
+def _check_links(action: ActionDef, actions: dict[int, ActionDef]) -> None:
+    for branch, targets in action.next.items():
+        for target in targets:
+            if target not in actions:
+                raise DefinitionError(
+                    f"{action.label}: next.{branch} names action {target}, which does not exist"
+                )
+    for joined in action.join_on or []:
+        if joined not in actions:
+            raise DefinitionError(
+                f"{action.label}: joinOn names action {joined}, which does not exist"
+            )
+
+
+def _check_system_action(action: ActionDef) -> None:
+    if action.type is not ActionType.SYSTEM:
+        return
+    system_action = get_action(action.name)
+    if system_action is None:
+        known = ", ".join(sorted(REGISTRY))
+        raise DefinitionError(
+            f"{action.label}: unknown system action {action.name!r} (known: {known})"
+        )
+    system_action.validate(action)
+
+
+def _check_references(action: ActionDef) -> None:
+    _check_template_references(f"{action.label}: parameters", action.parameters)
+    if action.type is ActionType.SYSTEM and action.name == SwitchAction.name:
+        _check_template_references(f"{action.label}: expression", action.expression)
+
+
+def _check_template_references(where: str, template: JSON) -> None:
+    for ref in references(template):
+        try:
+            compile_path(ref)
+        except PathError as error:
+            raise DefinitionError(f"{where}: {error}") from None
+
+
+def _check_reachable(root: int, actions: dict[int, ActionDef]) -> None:
+    reached = {root}
+    frontier = [root]
+    while frontier:
+        for target in _successors(actions[frontier.pop()]):
+            if target not in reached:
+                reached.add(target)
+                frontier.append(target)
+    unreachable = [action.label for action in actions.values() if action.id not in reached]
+    if unreachable:
+        verb = "is" if len(unreachable) == 1 else "are"
+        raise DefinitionError(
+            f"{', '.join(unreachable)} {verb} not reachable from rootAction {root}"
+        )
+
+
+def _check_acyclic(actions: dict[int, ActionDef]) -> None:
+    """Depth-first search without recursion, so that long chains cannot overflow the stack."""
+    finished: set[int] = set()
+    for start in actions:
+        if start in finished:
+            continue
+        path = [start]
+        on_path = {start}
+        pending = [iter(_successors(actions[start]))]
+        while pending:
+            target = next(pending[-1], None)
+            if target is None:
+                done = path.pop()
+                on_path.discard(done)
+                finished.add(done)
+                pending.pop()
+                continue
+            if target in on_path:
+                cycle = [*path[path.index(target) :], target]
+                raise DefinitionError(
+                    f"{actions[target].label} is in a cycle: "
+                    + " -> ".join(str(action_id) for action_id in cycle)
+                )
+            if target not in finished:
+                path.append(target)
+                on_path.add(target)
+                pending.append(iter(_successors(actions[target])))
+
+
+def _successors(action: ActionDef) -> Iterable[int]:
+    return dict.fromkeys(target for targets in action.next.values() for target in targets)
+
+
+def _is_id(value: JSON) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)

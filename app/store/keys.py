@@ -1,0 +1,90 @@
+"""Every Redis key and channel name. Nothing else builds a key.
+
+A run, its history, events, waiters and held results, the queue entries that point at it
+and its timers all share one hash tag ``{p<N>}``: the run's partition. So each transition is
+one script on one slot, and the whole store runs on Redis Cluster. Workflow and action
+definitions live under the ``{meta}`` tag.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+PREFIX = "orchy"
+META = f"{PREFIX}:{{meta}}"
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The keys of one run, in the order the run-changing scripts take them."""
+
+    run: str
+    history: str
+    timers: str
+    events: str
+    waiters: str
+    held: str
+
+    def as_list(self) -> list[str]:
+        return [self.run, self.history, self.timers, self.events, self.waiters, self.held]
+
+
+class Keys:
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+
+    def partition_of(self, flow_id: str) -> int:
+        return zlib.crc32(flow_id.encode()) % self.partitions
+
+    def _base(self, partition: int) -> str:
+        return f"{PREFIX}:{{p{partition}}}"
+
+    def run_prefix(self, partition: int) -> str:
+        return f"{self._base(partition)}:run:"
+
+    def history_prefix(self, partition: int) -> str:
+        return f"{self._base(partition)}:hist:"
+
+    def run(self, flow_id: str) -> RunKeys:
+        partition = self.partition_of(flow_id)
+        base = self._base(partition)
+        return RunKeys(
+            run=f"{self.run_prefix(partition)}{flow_id}",
+            history=f"{self.history_prefix(partition)}{flow_id}",
+            timers=self.timers(partition),
+            events=f"{base}:events:{flow_id}",
+            waiters=f"{base}:waiters:{flow_id}",
+            held=f"{base}:held:{flow_id}",
+        )
+
+    def queue(self, partition: int, action: str) -> str:
+        return f"{self._base(partition)}:q:{action}"
+
+    def timers(self, partition: int) -> str:
+        return f"{self._base(partition)}:timers"
+
+    def runs_index(self, partition: int) -> str:
+        return f"{self._base(partition)}:runs"
+
+    def runs_by_name(self, partition: int, name: str) -> str:
+        return f"{self._base(partition)}:runs:{name}"
+
+    def workflow(self, name: str) -> str:
+        return f"{META}:wf:{name}"
+
+    @property
+    def workflow_names(self) -> str:
+        return f"{META}:workflows"
+
+    @property
+    def actions(self) -> str:
+        return f"{META}:actions"
+
+    @property
+    def config(self) -> str:
+        return f"{META}:config"
+
+    @property
+    def notify_channel(self) -> str:
+        return f"{PREFIX}:notify"

@@ -1,0 +1,225 @@
+-- common.lua: helpers shared by every script that changes a run. The loader puts this text
+-- in front of each such script, so each one is still a single atomic EVAL.
+--
+-- A run is one hash (``ctx.run``) holding:
+--   id, name, version, status, reason, input, createdAt, updatedAt, finishedAt,
+--   seq (last execution number), active (executions queued, running or waiting),
+--   joins (comma list of join action ids still waiting),
+--   x:<seq>:a|s|n|in|q|w|e|ev|evn|evd|jon|held  one execution of an action
+--                                     (action id, status, attempt or generation, input,
+--                                      queue name, worker, error, awaited event, event
+--                                      name and data received, join ids, held outcome)
+--   a:<id>:s|n|o|e|x|jw|jf            the latest execution of action <id> (status,
+--                                      attempts, output, error, its seq, waiting join
+--                                      seq, join fired)
+-- A timer member is "<kind>|<flowId>|<seq>|<n>", scored by its due time in ms.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local TERMINAL = { COMPLETED = true, FAILED = true, TERMINATED = true }
+local OPEN = { QUEUED = true, RUNNING = true, WAITING = true }
+
+local function xf(seq, field) return 'x:' .. seq .. ':' .. field end
+local function af(aid, field) return 'a:' .. aid .. ':' .. field end
+
+local function hist(ctx, entry)
+  entry.at = ctx.now
+  redis.call('RPUSH', ctx.hist, cjson.encode(entry))
+end
+
+-- Adds a timer and, when it becomes the earliest one of the partition, wakes the sweepers.
+local function add_timer(ctx, member, due)
+  local first = redis.call('ZRANGE', ctx.timers, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', ctx.timers, due, member)
+  if first[2] == nil or tonumber(first[2]) > due then
+    redis.call('PUBLISH', ctx.channel, 't|' .. ctx.partition .. '|' .. due)
+  end
+end
+
+local function timer_member(ctx, kind, seq, n)
+  return kind .. '|' .. ctx.flow .. '|' .. seq .. '|' .. n
+end
+
+local function is_latest(ctx, aid, seq)
+  return redis.call('HGET', ctx.run, af(aid, 'x')) == tostring(seq)
+end
+
+local function new_exec(ctx, aid, status, n)
+  local seq = redis.call('HINCRBY', ctx.run, 'seq', 1)
+  redis.call('HSET', ctx.run, xf(seq, 'a'), aid, xf(seq, 's'), status, xf(seq, 'n'), n,
+    af(aid, 's'), status, af(aid, 'n'), n, af(aid, 'x'), seq)
+  if OPEN[status] then redis.call('HINCRBY', ctx.run, 'active', 1) end
+  return seq
+end
+
+-- Sets an execution's status (and its action's, when it is the latest execution).
+local function set_exec_status(ctx, seq, status)
+  local aid = redis.call('HGET', ctx.run, xf(seq, 'a'))
+  local was = redis.call('HGET', ctx.run, xf(seq, 's'))
+  redis.call('HSET', ctx.run, xf(seq, 's'), status)
+  if is_latest(ctx, aid, seq) then redis.call('HSET', ctx.run, af(aid, 's'), status) end
+  if OPEN[was] and not OPEN[status] then redis.call('HINCRBY', ctx.run, 'active', -1) end
+  return aid
+end
+
+-- The run's first buffered event called ``name``, removed from the buffer; nil if none.
+local function take_event(ctx, name)
+  local entries = redis.call('LRANGE', ctx.events, 0, -1)
+  for _, entry in ipairs(entries) do
+    local decoded = cjson.decode(entry)
+    if decoded.n == name then
+      redis.call('LREM', ctx.events, 1, entry)
+      return decoded.d
+    end
+  end
+  return nil
+end
+
+-- A wait execution receives its event: the step timer completes it with the data.
+local function consume_event(ctx, seq, name, data)
+  redis.call('HSET', ctx.run, xf(seq, 'evn'), name, xf(seq, 'evd'), data, xf(seq, 'n'), 2)
+  redis.call('ZREM', ctx.timers, timer_member(ctx, 'wto', seq, 1))
+  add_timer(ctx, timer_member(ctx, 'step', seq, 2), ctx.now)
+end
+
+-- Applies the ops that the engine planned, read from ARGV[i...]:
+-- a count, then six values per op: kind, action id, name, payload, number, KEYS index.
+local function apply_ops(ctx, i)
+  local count = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, count do
+    local kind, aid, name, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local number, key_index = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+    local action = tonumber(aid)
+    i = i + 6
+    if kind == 'user' then
+      local seq = new_exec(ctx, aid, 'QUEUED', 1)
+      redis.call('HSET', ctx.run, xf(seq, 'in'), payload, xf(seq, 'q'), name)
+      redis.call('RPUSH', KEYS[key_index], ctx.flow .. '.' .. seq .. '.1')
+      redis.call('PUBLISH', ctx.channel, 'q|' .. ctx.partition .. '|' .. name)
+      hist(ctx, { event = 'QUEUED', action = action, seq = seq, name = name })
+    elseif kind == 'done' then
+      local seq = new_exec(ctx, aid, 'COMPLETED', 1)
+      redis.call('HSET', ctx.run, af(aid, 'o'), payload)
+      redis.call('HDEL', ctx.run, af(aid, 'e'))
+      hist(ctx, { event = 'COMPLETED', action = action, seq = seq, branch = name })
+    elseif kind == 'failed' then
+      local seq = new_exec(ctx, aid, 'FAILED', 1)
+      redis.call('HSET', ctx.run, af(aid, 'e'), payload, af(aid, 'o'),
+        cjson.encode({ error = payload }))
+      hist(ctx, { event = 'FAILED', action = action, seq = seq, error = payload })
+    elseif kind == 'sleep' then
+      local seq = new_exec(ctx, aid, 'WAITING', 1)
+      add_timer(ctx, timer_member(ctx, 'fire', seq, 1), ctx.now + number)
+      hist(ctx, { event = 'WAITING', action = action, seq = seq, delayMs = number })
+    elseif kind == 'wait' then
+      local seq = new_exec(ctx, aid, 'WAITING', 1)
+      redis.call('HSET', ctx.run, xf(seq, 'ev'), name)
+      local data = take_event(ctx, name)
+      if data then
+        consume_event(ctx, seq, name, data)
+        hist(ctx, { event = 'EVENT_CONSUMED', action = action, seq = seq, name = name })
+      else
+        redis.call('RPUSH', ctx.waiters, seq .. '|' .. name)
+        if number >= 0 then
+          add_timer(ctx, timer_member(ctx, 'wto', seq, 1), ctx.now + number)
+        end
+        hist(ctx, { event = 'WAITING', action = action, seq = seq, name = name })
+      end
+    elseif kind == 'join' then
+      if redis.call('HEXISTS', ctx.run, af(aid, 'jf')) == 1 then
+        hist(ctx, { event = 'JOIN_ALREADY_DONE', action = action })
+      elseif redis.call('HEXISTS', ctx.run, af(aid, 'jw')) == 1 then
+        hist(ctx, { event = 'JOIN_ARRIVAL', action = action })
+      else
+        local seq = new_exec(ctx, aid, 'WAITING', 1)
+        redis.call('HSET', ctx.run, af(aid, 'jw'), seq, xf(seq, 'jon'), payload)
+        local joins = redis.call('HGET', ctx.run, 'joins')
+        if joins == false or joins == '' then joins = aid else joins = joins .. ',' .. aid end
+        redis.call('HSET', ctx.run, 'joins', joins)
+        hist(ctx, { event = 'WAITING', action = action, seq = seq, joinOn = payload })
+      end
+    elseif kind == 'note' then
+      hist(ctx, { event = 'WARNING', action = action, detail = payload })
+    end
+  end
+  return i
+end
+
+-- Marks every open execution FAILED with ``reason`` (the run has ended without them).
+local function close_open_execs(ctx, reason)
+  local last = tonumber(redis.call('HGET', ctx.run, 'seq') or '0')
+  for seq = 1, last do
+    if OPEN[redis.call('HGET', ctx.run, xf(seq, 's'))] then
+      local aid = set_exec_status(ctx, seq, 'FAILED')
+      redis.call('HSET', ctx.run, xf(seq, 'e'), reason)
+      if is_latest(ctx, aid, seq) then redis.call('HSET', ctx.run, af(aid, 'e'), reason) end
+    end
+  end
+  redis.call('HSET', ctx.run, 'active', 0, 'joins', '')
+end
+
+local function finish_run(ctx, status, reason)
+  if status ~= 'COMPLETED' then close_open_execs(ctx, reason) end
+  redis.call('HSET', ctx.run, 'status', status, 'reason', reason, 'updatedAt', ctx.now,
+    'finishedAt', ctx.now)
+  hist(ctx, { event = 'RUN_' .. status, reason = reason })
+  for _, key in ipairs({ ctx.run, ctx.hist, ctx.events, ctx.waiters, ctx.held }) do
+    redis.call('EXPIRE', key, ctx.retention)
+  end
+end
+
+-- Starts the step of every join whose actions have all finished.
+local function check_joins(ctx)
+  local joins = redis.call('HGET', ctx.run, 'joins')
+  if joins == false or joins == '' then return 0 end
+  local waiting = {}
+  for aid in string.gmatch(joins, '[^,]+') do
+    local seq = redis.call('HGET', ctx.run, af(aid, 'jw'))
+    local ready = true
+    for id in string.gmatch(redis.call('HGET', ctx.run, xf(seq, 'jon')), '[^,]+') do
+      local status = redis.call('HGET', ctx.run, af(id, 's'))
+      if status ~= 'COMPLETED' and status ~= 'FAILED' then
+        ready = false
+        break
+      end
+    end
+    if ready then
+      redis.call('HSET', ctx.run, xf(seq, 'n'), 2, af(aid, 'jf'), 1)
+      redis.call('HDEL', ctx.run, af(aid, 'jw'))
+      add_timer(ctx, timer_member(ctx, 'step', seq, 2), ctx.now)
+      hist(ctx, { event = 'JOIN_READY', action = tonumber(aid), seq = tonumber(seq) })
+    else
+      table.insert(waiting, aid)
+    end
+  end
+  redis.call('HSET', ctx.run, 'joins', table.concat(waiting, ','))
+  return #waiting
+end
+
+-- After a change: completes the run when nothing is left, fails it when only joins that
+-- can never be satisfied are left.
+local function settle(ctx)
+  local waiting_joins = check_joins(ctx)
+  local status = redis.call('HGET', ctx.run, 'status')
+  if TERMINAL[status] then return end
+  local active = tonumber(redis.call('HGET', ctx.run, 'active'))
+  if active == 0 then
+    finish_run(ctx, 'COMPLETED', '')
+  elseif waiting_joins > 0 and waiting_joins == active then
+    finish_run(ctx, 'FAILED', 'join action(s) ' .. redis.call('HGET', ctx.run, 'joins')
+      .. ' wait for actions that can no longer finish')
+  end
+end
+
+-- The context of a run-changing script: KEYS[1..6] and ARGV[1..4] are the same for all.
+local function run_context()
+  return {
+    run = KEYS[1], hist = KEYS[2], timers = KEYS[3], events = KEYS[4], waiters = KEYS[5],
+    held = KEYS[6], flow = ARGV[1], partition = ARGV[2], channel = ARGV[3],
+    retention = tonumber(ARGV[4]), now = now_ms(),
+  }
+end

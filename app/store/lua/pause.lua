@@ -1,0 +1,11 @@
+-- pause.lua: a RUNNING run becomes PAUSED; results and timers that arrive are held.
+-- KEYS[1] run hash, [2] history list
+-- ARGV[1] flow id
+-- Returns "ok", "not_running" or "missing".
+local ctx = { run = KEYS[1], hist = KEYS[2], now = now_ms() }
+local status = redis.call('HGET', ctx.run, 'status')
+if status == false then return 'missing' end
+if status ~= 'RUNNING' then return 'not_running' end
+redis.call('HSET', ctx.run, 'status', 'PAUSED', 'updatedAt', ctx.now)
+hist(ctx, { event = 'RUN_PAUSED' })
+return 'ok'

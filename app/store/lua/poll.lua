@@ -1,0 +1,33 @@
+-- poll.lua: leases up to ARGV[3] queued tasks from this partition's queues.
+-- KEYS[1] partition timers zset, [2..] the partition's queues to take from, in order
+-- ARGV[1] run key prefix (run key = prefix .. flow id), [2] history key prefix,
+--     [3] most tasks to lease, [4] worker id, [5] partition, [6] notify channel,
+--     [7..] lease ms for each queue of KEYS[2..]
+-- Returns a list of {task id, flow id, action id, attempt, input JSON}. Entries of ended
+-- runs, and stale entries, are dropped.
+local now = now_ms()
+local wanted = tonumber(ARGV[3])
+local leased = {}
+for q = 2, #KEYS do
+  while #leased < wanted do
+    local task = redis.call('LPOP', KEYS[q])
+    if not task then break end
+    local flow, seq, attempt = string.match(task, '^(.+)%.(%d+)%.(%d+)$')
+    local ctx = { run = ARGV[1] .. flow, hist = ARGV[2] .. flow, timers = KEYS[1],
+      channel = ARGV[6], partition = ARGV[5], flow = flow, now = now }
+    local status = redis.call('HGET', ctx.run, 'status')
+    if status == 'RUNNING' or status == 'PAUSED' then
+      local exec = redis.call('HMGET', ctx.run, xf(seq, 's'), xf(seq, 'n'), xf(seq, 'a'),
+        xf(seq, 'in'))
+      if exec[1] == 'QUEUED' and exec[2] == attempt then
+        set_exec_status(ctx, seq, 'RUNNING')
+        redis.call('HSET', ctx.run, xf(seq, 'w'), ARGV[4], 'updatedAt', now)
+        add_timer(ctx, timer_member(ctx, 'lease', seq, attempt), now + tonumber(ARGV[5 + q]))
+        hist(ctx, { event = 'RUNNING', action = tonumber(exec[3]), seq = tonumber(seq),
+          attempt = tonumber(attempt), worker = ARGV[4] })
+        table.insert(leased, { task, flow, exec[3], attempt, exec[4] })
+      end
+    end
+  end
+end
+return leased

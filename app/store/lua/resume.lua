@@ -1,0 +1,15 @@
+-- resume.lua: a PAUSED run runs again; everything held is made due now, in order.
+-- KEYS[1] run hash, [2] history list, [3] partition timers zset, [4] events list,
+--     [5] waiters list, [6] held set
+-- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds
+-- Returns "ok", "not_paused" or "missing".
+local ctx = run_context()
+local status = redis.call('HGET', ctx.run, 'status')
+if status == false then return 'missing' end
+if status ~= 'PAUSED' then return 'not_paused' end
+redis.call('HSET', ctx.run, 'status', 'RUNNING', 'updatedAt', ctx.now)
+local held = redis.call('SMEMBERS', ctx.held)
+for _, member in ipairs(held) do add_timer(ctx, member, ctx.now) end
+redis.call('DEL', ctx.held)
+hist(ctx, { event = 'RUN_RESUMED', released = #held })
+return 'ok'

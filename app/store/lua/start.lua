@@ -1,0 +1,19 @@
+-- start.lua: creates a run and applies the engine's plan for its root action.
+-- KEYS[1] run hash, [2] history list, [3] partition timers zset, [4] events list,
+--     [5] waiters list, [6] held set, [7] partition index of all runs, [8] partition index
+--     of the runs of this workflow name, [9..] queues named by the ops
+-- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds,
+--     [5] workflow name, [6] version, [7] input JSON, [8] idempotency key or "",
+--     [9] reason to fail the run at once or "", [10..] ops (see apply_ops)
+-- Returns "created", or "exists" when a run with this id (same idempotency key) exists.
+local ctx = run_context()
+if redis.call('EXISTS', ctx.run) == 1 then return 'exists' end
+redis.call('HSET', ctx.run, 'id', ctx.flow, 'name', ARGV[5], 'version', ARGV[6],
+  'status', 'RUNNING', 'reason', '', 'input', ARGV[7], 'idempotencyKey', ARGV[8],
+  'createdAt', ctx.now, 'updatedAt', ctx.now, 'seq', 0, 'active', 0, 'joins', '')
+redis.call('ZADD', KEYS[7], ctx.now, ctx.flow)
+redis.call('ZADD', KEYS[8], ctx.now, ctx.flow)
+hist(ctx, { event = 'RUN_STARTED', name = ARGV[5], version = tonumber(ARGV[6]) })
+apply_ops(ctx, 10)
+if ARGV[9] ~= '' then finish_run(ctx, 'FAILED', ARGV[9]) else settle(ctx) end
+return 'created'

@@ -1,0 +1,70 @@
+-- transition.lua: ends (or retries) one execution of an action and applies the engine's plan
+-- for what follows, if the execution is still in the state the engine read.
+-- KEYS[1] run hash, [2] history list, [3] partition timers zset, [4] events list,
+--     [5] waiters list, [6] held set, [7..] queues named by the ops
+-- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds,
+--     [5] execution seq, [6] expected execution status, [7] expected attempt/generation,
+--     [8] timer member that this transition consumes (lease or fired timer) or "",
+--     [9] member to keep in the held set when the run is paused, "" when this is
+--         itself a held result being applied,
+--     [10] outcome JSON kept with a held worker result, or "",
+--     [11] new status: COMPLETED, FAILED, or QUEUED for a retry,
+--     [12] output JSON (COMPLETED, or FAILED's {"error": ...}), [13] error text,
+--     [14] branch taken, [15] retry delay ms, [16] reason to fail the run or "",
+--     [17..] ops (see apply_ops)
+-- Returns "ok", "held" (run paused: kept for resume), "stale" (not in the expected state,
+-- or a result already held), "terminal" (run ended) or "missing" (no such run).
+local ctx = run_context()
+local seq, member, held_member = ARGV[5], ARGV[8], ARGV[9]
+local status = redis.call('HGET', ctx.run, 'status')
+if status == false or TERMINAL[status] then
+  if member ~= '' then redis.call('ZREM', ctx.timers, member) end
+  if status == false then return 'missing' end
+  return 'terminal'
+end
+local exec = redis.call('HMGET', ctx.run, xf(seq, 's'), xf(seq, 'n'), xf(seq, 'held'))
+if exec[1] ~= ARGV[6] or exec[2] ~= ARGV[7] or (held_member ~= '' and exec[3]) then
+  if member ~= '' then redis.call('ZREM', ctx.timers, member) end
+  return 'stale'
+end
+if status == 'PAUSED' and held_member ~= '' then
+  if member ~= '' then redis.call('ZREM', ctx.timers, member) end
+  if ARGV[10] ~= '' then redis.call('HSET', ctx.run, xf(seq, 'held'), ARGV[10]) end
+  redis.call('SADD', ctx.held, held_member)
+  hist(ctx, { event = 'HELD', seq = tonumber(seq), item = held_member })
+  return 'held'
+end
+if member ~= '' then redis.call('ZREM', ctx.timers, member) end
+redis.call('HDEL', ctx.run, xf(seq, 'held'))
+redis.call('HSET', ctx.run, 'updatedAt', ctx.now)
+local aid = redis.call('HGET', ctx.run, xf(seq, 'a'))
+local action = tonumber(aid)
+local new_status = ARGV[11]
+if new_status == 'QUEUED' then
+  local attempt = tonumber(ARGV[7]) + 1
+  redis.call('HSET', ctx.run, xf(seq, 's'), 'QUEUED', xf(seq, 'n'), attempt, xf(seq, 'e'), ARGV[13])
+  if is_latest(ctx, aid, seq) then
+    redis.call('HSET', ctx.run, af(aid, 's'), 'QUEUED', af(aid, 'n'), attempt, af(aid, 'e'), ARGV[13])
+  end
+  add_timer(ctx, timer_member(ctx, 'enq', seq, attempt), ctx.now + tonumber(ARGV[15]))
+  hist(ctx, { event = 'RETRY_SCHEDULED', action = action, seq = tonumber(seq),
+    attempt = attempt, error = ARGV[13], delayMs = tonumber(ARGV[15]) })
+else
+  set_exec_status(ctx, seq, new_status)
+  local event_name = redis.call('HGET', ctx.run, xf(seq, 'ev'))
+  if event_name then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. event_name) end
+  if is_latest(ctx, aid, seq) then
+    redis.call('HSET', ctx.run, af(aid, 'o'), ARGV[12])
+    if new_status == 'FAILED' then
+      redis.call('HSET', ctx.run, af(aid, 'e'), ARGV[13])
+    else
+      redis.call('HDEL', ctx.run, af(aid, 'e'))
+    end
+  end
+  redis.call('HSET', ctx.run, xf(seq, 'e'), ARGV[13])
+  hist(ctx, { event = new_status, action = action, seq = tonumber(seq), branch = ARGV[14],
+    error = ARGV[13] })
+end
+apply_ops(ctx, 17)
+if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end
+return 'ok'

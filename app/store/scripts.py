@@ -1,0 +1,47 @@
+"""Loads the Lua scripts of ``lua/``; the run-changing ones get ``common.lua`` in front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+SCRIPT_NAMES = (
+    "start",
+    "transition",
+    "requeue",
+    "poll",
+    "heartbeat",
+    "event",
+    "claim_timers",
+    "pause",
+    "resume",
+    "terminate",
+    "register_workflow",
+)
+
+
+def script_source(name: str) -> str:
+    folder = resources.files("app.store") / "lua"
+    common = (folder / "common.lua").read_text()
+    return common + "\n" + (folder / f"{name}.lua").read_text()
+
+
+@dataclass
+class Scripts:
+    start: Any
+    transition: Any
+    requeue: Any
+    poll: Any
+    heartbeat: Any
+    event: Any
+    claim_timers: Any
+    pause: Any
+    resume: Any
+    terminate: Any
+    register_workflow: Any
+
+    @classmethod
+    def register(cls, client: Any) -> Scripts:
+        """Registers every script on ``client`` (EVALSHA, falling back to EVAL once)."""
+        return cls(**{name: client.register_script(script_source(name)) for name in SCRIPT_NAMES})

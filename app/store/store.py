@@ -1,0 +1,328 @@
+"""The only module that reads or writes Redis. Each method is one atomic step."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.store.keys import Keys, RunKeys
+from app.store.scripts import Scripts
+
+# redis-py's asyncio ``Redis`` or ``RedisCluster``, opened with ``decode_responses=True``; their
+# stubs type every reply as ``bytes | str``, which that option makes ``str``.
+RedisClient = Any
+
+# The first KEYS index after the fixed ones of start.lua and transition.lua.
+START_FIXED_KEYS = 8
+TRANSITION_FIXED_KEYS = 6
+
+
+@dataclass(frozen=True)
+class PlannedOp:
+    """One step of a plan, as ``apply_ops`` in common.lua reads it."""
+
+    kind: str
+    action_id: int
+    name: str = ""
+    payload: str = ""
+    number: int = 0
+    queue: str | None = None
+
+
+@dataclass(frozen=True)
+class LeasedTask:
+    task_id: str
+    flow_id: str
+    action_id: int
+    attempt: int
+    input_json: str
+
+
+@dataclass(frozen=True)
+class TimerClaim:
+    now_ms: int
+    next_due_ms: int | None
+    due: list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ends (or retries) one execution, as transition.lua takes it."""
+
+    new_status: str
+    output_json: str = ""
+    error: str = ""
+    branch: str = ""
+    retry_delay_ms: int = 0
+
+
+class Store:
+    def __init__(self, client: RedisClient, partitions: int, retention_seconds: int) -> None:
+        self.client = client
+        self.keys = Keys(partitions)
+        self.retention_seconds = retention_seconds
+        self.scripts = Scripts.register(client)
+
+    # -- set-up and health ------------------------------------------------------------
+
+    async def check_partitions(self) -> None:
+        """Refuses a partition count other than the one this database was started with."""
+        await self.client.hsetnx(self.keys.config, "partitions", str(self.keys.partitions))
+        stored = await self.client.hget(self.keys.config, "partitions")
+        if stored is not None and int(stored) != self.keys.partitions:
+            raise RuntimeError(
+                f"this Redis holds runs spread over {stored} partitions; "
+                f"set ORCHY_PARTITIONS={stored}"
+            )
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    # -- definitions ----------------------------------------------------------------
+
+    async def register_workflow(self, name: str, digest: str, source: str) -> tuple[int, bool]:
+        keys = [self.keys.workflow(name), self.keys.workflow_names]
+        version, created = await self.scripts.register_workflow(
+            keys=keys, args=[name, digest, source]
+        )
+        return int(version), bool(created)
+
+    async def workflow_source(self, name: str, version: int | None) -> tuple[int, str] | None:
+        key = self.keys.workflow(name)
+        if version is None:
+            latest = await self.client.hget(key, "latest")
+            if latest is None:
+                return None
+            version = int(latest)
+        source = await self.client.hget(key, f"v:{version}")
+        return None if source is None else (version, source)
+
+    async def workflow_versions(self, name: str) -> int:
+        latest = await self.client.hget(self.keys.workflow(name), "latest")
+        return 0 if latest is None else int(latest)
+
+    async def workflow_names(self) -> list[str]:
+        return sorted(await self.client.smembers(self.keys.workflow_names))
+
+    async def put_action(self, name: str, source: str) -> None:
+        await self.client.hset(self.keys.actions, name, source)
+
+    async def action_source(self, name: str) -> str | None:
+        value: str | None = await self.client.hget(self.keys.actions, name)
+        return value
+
+    async def action_sources(self) -> dict[str, str]:
+        values: dict[str, str] = await self.client.hgetall(self.keys.actions)
+        return values
+
+    # -- run transitions ------------------------------------------------------------
+
+    def _run_args(self, flow_id: str) -> list[Any]:
+        partition = self.keys.partition_of(flow_id)
+        return [flow_id, partition, self.keys.notify_channel, self.retention_seconds]
+
+    def _ops(
+        self, flow_id: str, ops: Sequence[PlannedOp], first_key: int
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS for the ops' queues (numbered from ``first_key``) and the ops' ARGV."""
+        partition = self.keys.partition_of(flow_id)
+        queue_keys: list[str] = []
+        args: list[Any] = [len(ops)]
+        for op in ops:
+            key_index = 0
+            if op.queue is not None:
+                queue_keys.append(self.keys.queue(partition, op.queue))
+                key_index = first_key + len(queue_keys) - 1
+            args += [op.kind, op.action_id, op.name, op.payload, op.number, key_index]
+        return queue_keys, args
+
+    async def start_run(
+        self,
+        flow_id: str,
+        name: str,
+        version: int,
+        input_json: str,
+        idempotency_key: str,
+        fail_reason: str,
+        ops: Sequence[PlannedOp],
+    ) -> bool:
+        """Creates the run; False when a run with this id already exists."""
+        run_keys = self.keys.run(flow_id)
+        partition = self.keys.partition_of(flow_id)
+        queue_keys, op_args = self._ops(flow_id, ops, START_FIXED_KEYS + 1)
+        keys = [
+            *run_keys.as_list(),
+            self.keys.runs_index(partition),
+            self.keys.runs_by_name(partition, name),
+            *queue_keys,
+        ]
+        args = [
+            *self._run_args(flow_id),
+            name,
+            version,
+            input_json,
+            idempotency_key,
+            fail_reason,
+            *op_args,
+        ]
+        result = await self.scripts.start(keys=keys, args=args)
+        return bool(result == "created")
+
+    async def transition(
+        self,
+        flow_id: str,
+        seq: int,
+        expected_status: str,
+        expected_attempt: int,
+        outcome: Outcome,
+        ops: Sequence[PlannedOp] = (),
+        fail_reason: str = "",
+        timer_member: str = "",
+        held_member: str = "",
+        held_outcome: str = "",
+    ) -> str:
+        queue_keys, op_args = self._ops(flow_id, ops, TRANSITION_FIXED_KEYS + 1)
+        keys = [*self.keys.run(flow_id).as_list(), *queue_keys]
+        args = [
+            *self._run_args(flow_id),
+            seq,
+            expected_status,
+            expected_attempt,
+            timer_member,
+            held_member,
+            held_outcome,
+            outcome.new_status,
+            outcome.output_json,
+            outcome.error,
+            outcome.branch,
+            outcome.retry_delay_ms,
+            fail_reason,
+            *op_args,
+        ]
+        return str(await self.scripts.transition(keys=keys, args=args))
+
+    async def requeue(
+        self, flow_id: str, seq: int, attempt: int, timer_member: str, queue: str
+    ) -> str:
+        partition = self.keys.partition_of(flow_id)
+        keys = [*self.keys.run(flow_id).as_list(), self.keys.queue(partition, queue)]
+        args = [*self._run_args(flow_id), seq, attempt, timer_member, queue]
+        return str(await self.scripts.requeue(keys=keys, args=args))
+
+    async def send_event(self, flow_id: str, name: str, data_json: str) -> str:
+        keys = self.keys.run(flow_id).as_list()
+        args = [*self._run_args(flow_id), name, data_json]
+        return str(await self.scripts.event(keys=keys, args=args))
+
+    async def pause(self, flow_id: str) -> str:
+        run_keys = self.keys.run(flow_id)
+        return str(await self.scripts.pause(keys=[run_keys.run, run_keys.history], args=[flow_id]))
+
+    async def resume(self, flow_id: str) -> str:
+        keys = self.keys.run(flow_id).as_list()
+        return str(await self.scripts.resume(keys=keys, args=self._run_args(flow_id)))
+
+    async def terminate(self, flow_id: str, reason: str) -> str:
+        keys = self.keys.run(flow_id).as_list()
+        args = [*self._run_args(flow_id), reason]
+        return str(await self.scripts.terminate(keys=keys, args=args))
+
+    # -- tasks ----------------------------------------------------------------------
+
+    async def poll(
+        self,
+        partition: int,
+        queues: Sequence[tuple[str, int]],
+        most: int,
+        worker_id: str,
+    ) -> list[LeasedTask]:
+        """Leases up to ``most`` tasks of one partition; ``queues`` pairs names with lease ms."""
+        keys = [self.keys.timers(partition)]
+        keys += [self.keys.queue(partition, name) for name, _ in queues]
+        args: list[Any] = [
+            self.keys.run_prefix(partition),
+            self.keys.history_prefix(partition),
+            most,
+            worker_id,
+            partition,
+            self.keys.notify_channel,
+        ]
+        args += [lease_ms for _, lease_ms in queues]
+        rows = await self.scripts.poll(keys=keys, args=args)
+        return [
+            LeasedTask(
+                task_id=row[0],
+                flow_id=row[1],
+                action_id=int(row[2]),
+                attempt=int(row[3]),
+                input_json=row[4],
+            )
+            for row in rows
+        ]
+
+    async def heartbeat(
+        self, flow_id: str, seq: int, attempt: int, lease_ms: int, timer_member: str
+    ) -> str:
+        run_keys = self.keys.run(flow_id)
+        keys = [run_keys.run, run_keys.timers]
+        args = [seq, attempt, lease_ms, timer_member]
+        return str(await self.scripts.heartbeat(keys=keys, args=args))
+
+    async def queue_length(self, partition: int, action: str) -> int:
+        return int(await self.client.llen(self.keys.queue(partition, action)))
+
+    # -- timers ---------------------------------------------------------------------
+
+    async def claim_timers(self, partition: int, most: int, claim_ms: int) -> TimerClaim:
+        reply = await self.scripts.claim_timers(
+            keys=[self.keys.timers(partition)], args=[most, claim_ms]
+        )
+        next_due = int(reply[1])
+        members = reply[2:]
+        due = [(members[i], int(float(members[i + 1]))) for i in range(0, len(members), 2)]
+        return TimerClaim(
+            now_ms=int(reply[0]), next_due_ms=None if next_due < 0 else next_due, due=due
+        )
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def read_run(self, flow_id: str) -> dict[str, str]:
+        fields: dict[str, str] = await self.client.hgetall(self.keys.run(flow_id).run)
+        return fields
+
+    async def read_history(self, flow_id: str) -> list[str]:
+        entries: list[str] = await self.client.lrange(self.keys.run(flow_id).history, 0, -1)
+        return entries
+
+    async def newest_runs(self, name: str | None, most: int) -> list[tuple[str, int]]:
+        """Up to ``most`` (flow id, created ms) pairs, newest first, over all partitions."""
+        per_partition = []
+        for partition in range(self.keys.partitions):
+            key = (
+                self.keys.runs_index(partition)
+                if name is None
+                else self.keys.runs_by_name(partition, name)
+            )
+            rows = await self.client.zrevrange(key, 0, most - 1, withscores=True)
+            per_partition.append([(member, int(score)) for member, score in rows])
+        merged = heapq.merge(*per_partition, key=lambda row: row[1], reverse=True)
+        return list(merged)[:most]
+
+    async def runs_status(self, flow_ids: Sequence[str]) -> list[str | None]:
+        statuses = []
+        for flow_id in flow_ids:
+            statuses.append(await self.client.hget(self.keys.run(flow_id).run, "status"))
+        return statuses
+
+    async def forget_runs(self, name: str | None, flow_ids: Sequence[str]) -> None:
+        """Drops expired runs from the listing indexes."""
+        for flow_id in flow_ids:
+            partition = self.keys.partition_of(flow_id)
+            await self.client.zrem(self.keys.runs_index(partition), flow_id)
+            if name is not None:
+                await self.client.zrem(self.keys.runs_by_name(partition, name), flow_id)
+
+
+__all__ = ["LeasedTask", "Outcome", "PlannedOp", "RunKeys", "Store", "TimerClaim"]

@@ -1,0 +1,28 @@
+"""The Python worker library: run functions as Orchy user actions.
+
+```python
+from app.worker import Worker, NonRetryableError
+
+worker = Worker()
+
+@worker.action("query-db", retry_count=3, timeout_seconds=30.0)
+def query_db(input: dict) -> dict: ...
+
+worker.run_sync()
+```
+"""
+
+from __future__ import annotations
+
+from app.worker.errors import ActionRegistrationError, NonRetryableError
+from app.worker.loader import load_worker
+from app.worker.registry import RetryPolicy
+from app.worker.worker import Worker
+
+__all__ = [
+    "ActionRegistrationError",
+    "NonRetryableError",
+    "RetryPolicy",
+    "Worker",
+    "load_worker",
+]

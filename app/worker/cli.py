@@ -1,0 +1,34 @@
+"""``orchy worker TARGET``, free of any CLI framework: ``app/cli.py`` parses the options."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from app.worker.loader import load_worker
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def run_worker_command(target: str, server_url: str | None, concurrency: int | None) -> None:
+    """Load the Worker named by ``target`` and run it until SIGINT/SIGTERM.
+
+    Exits with a one-line message (``SystemExit``) when the target or an option is wrong.
+    """
+    # Console scripts do not put the current folder on sys.path; ``module:attr`` targets
+    # are written relative to it, as with ``python -m``.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    try:
+        worker = load_worker(target)
+        if server_url is not None:
+            worker.server_url = server_url
+        if concurrency is not None:
+            worker.concurrency = concurrency
+    except ValueError as exc:
+        raise SystemExit(f"orchy worker: {exc}") from None
+    worker.run_sync()

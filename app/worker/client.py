@@ -1,0 +1,257 @@
+"""The worker's half of the HTTP protocol (SPEC section 5), over one ``httpx.AsyncClient``.
+
+Results, heartbeats and action definitions are retried on connection errors and 5xx
+answers: repeating them is safe because the server answers a duplicate result with 409.
+A poll is sent exactly once: a repeated poll could lease tasks whose answer is then lost,
+leaving them stuck until their lease expires, so the caller backs off and sends a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Self
+from urllib.parse import quote
+
+import httpx
+
+from app.jsontypes import JSON, JSONObject
+
+logger = logging.getLogger("orchy.worker")
+
+_MAX_LOGGED_BODY_CHARS = 500
+"""An error answer without an ``error`` field is logged cut to this length."""
+
+
+class ReplyStatus(StrEnum):
+    OK = "ok"
+    STALE = "stale"  # 409: the attempt is no longer the current one, or already answered
+    NOT_FOUND = "not_found"  # 404
+    REJECTED = "rejected"  # any other 3xx/4xx: the request itself is wrong
+    UNREACHABLE = "unreachable"  # connection errors or 5xx, retries spent
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How the server answered a retried request, once retries are over."""
+
+    status: ReplyStatus
+    http_status: int | None
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ReplyStatus.OK
+
+
+@dataclass(frozen=True)
+class Task:
+    """One leased attempt of a user action, as ``POST /tasks/poll`` delivers it."""
+
+    task_id: str
+    flow_id: str
+    action_id: int | str
+    name: str
+    attempt: int
+    input: JSON
+
+    @classmethod
+    def from_json(cls, data: JSON) -> Task:
+        if not isinstance(data, dict):
+            raise ValueError(f"a task must be an object, not {type(data).__name__}")
+        task_id, name = data.get("taskId"), data.get("name")
+        if not isinstance(task_id, str | int) or isinstance(task_id, bool) or task_id == "":
+            raise ValueError(f"task without a usable taskId: {task_id!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"task {task_id} has no action name")
+        attempt = data.get("attempt", 1)
+        action_id = data.get("actionId", "")
+        return cls(
+            task_id=str(task_id),
+            flow_id=str(data.get("flowId", "")),
+            action_id=action_id if isinstance(action_id, int | str) else str(action_id),
+            name=name,
+            attempt=attempt if isinstance(attempt, int) else 1,
+            input=data.get("input", {}),
+        )
+
+    @property
+    def label(self) -> str:
+        return f"task {self.task_id} ({self.name}, flow {self.flow_id}, attempt {self.attempt})"
+
+
+class PollError(Exception):
+    """A poll that did not deliver tasks; never to be replayed."""
+
+    def __init__(self, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class UnencodableBodyError(ValueError):
+    """A body (an action's output) that cannot be written as JSON."""
+
+
+def encode_json(body: JSON) -> bytes:
+    """Strict JSON: NaN and infinities are refused, as the server's parser refuses them."""
+    try:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UnencodableBodyError(f"not JSON serialisable: {exc}") from exc
+    return text.encode()
+
+
+def describe_error(exc: BaseException) -> str:
+    """``ExcType: message``, the shape of every error the worker logs or reports."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _answer_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        for key in ("error", "detail"):
+            if key in data:
+                value = data[key]
+                return value if isinstance(value, str) else json.dumps(value)
+    return response.text[:_MAX_LOGGED_BODY_CHARS]
+
+
+class OrchyClient:
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        timeout_seconds: float,
+        retries: int,
+        backoff_seconds: float,
+    ) -> None:
+        self._timeout_seconds = timeout_seconds
+        self._retries = retries
+        self._backoff_seconds = backoff_seconds
+        self._http = httpx.AsyncClient(
+            base_url=server_url.rstrip("/"),
+            timeout=httpx.Timeout(timeout_seconds),
+            # The worker's own concurrency bounds the connections: a poll, and per task
+            # in hand a heartbeat and a result.
+            limits=httpx.Limits(max_connections=None),
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def register_action(self, definition: JSONObject) -> Reply:
+        return await self._post_with_retries("/metadata/action", definition)
+
+    async def complete(self, task_id: str, output: JSONObject) -> Reply:
+        """Raises :class:`UnencodableBodyError` before sending when ``output`` is not JSON."""
+        return await self._post_with_retries(_task_path(task_id, "complete"), {"output": output})
+
+    async def fail(self, task_id: str, error: str, *, retryable: bool) -> Reply:
+        return await self._post_with_retries(
+            _task_path(task_id, "fail"), {"error": error, "retryable": retryable}
+        )
+
+    async def heartbeat(self, task_id: str) -> Reply:
+        return await self._post_with_retries(_task_path(task_id, "heartbeat"), {})
+
+    async def poll(
+        self, worker_id: str, actions: list[str], max_tasks: int, wait_seconds: float
+    ) -> list[Task]:
+        """One long-poll, sent once. Raises :class:`PollError` when no tasks list came back."""
+        body = {
+            "workerId": worker_id,
+            "actions": actions,
+            "max": max_tasks,
+            "waitSeconds": wait_seconds,
+        }
+        # The server holds the request for up to ``wait_seconds`` before answering.
+        timeout = httpx.Timeout(self._timeout_seconds, read=self._timeout_seconds + wait_seconds)
+        try:
+            response = await self._http.post(
+                "/tasks/poll", content=encode_json(body), timeout=timeout
+            )
+        except httpx.TransportError as exc:
+            raise PollError(describe_error(exc)) from exc
+        if response.status_code != httpx.codes.OK:
+            raise PollError(
+                f"server answered {response.status_code}: {_answer_message(response)}",
+                response.status_code,
+            )
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise PollError(f"poll answer is not JSON: {exc}") from exc
+        raw_tasks = data.get("tasks") if isinstance(data, dict) else None
+        if not isinstance(raw_tasks, list):
+            raise PollError(f"poll answer has no tasks list: {str(data)[:_MAX_LOGGED_BODY_CHARS]}")
+        tasks: list[Task] = []
+        for raw in raw_tasks:
+            try:
+                tasks.append(Task.from_json(raw))
+            except ValueError as exc:
+                # Leased but unusable: it comes back when its lease expires.
+                logger.error("dropping a malformed task from the poll answer: %s", exc)
+        return tasks
+
+    async def _post_with_retries(self, path: str, body: JSON) -> Reply:
+        content = encode_json(body)
+        reason = ""
+        for attempt in range(self._retries + 1):
+            http_status: int | None = None
+            try:
+                response = await self._http.post(path, content=content)
+            except httpx.TransportError as exc:
+                reason = describe_error(exc)
+            else:
+                http_status = response.status_code
+                if not httpx.codes.is_server_error(http_status):
+                    return _reply(response)
+                reason = f"server answered {http_status}: {_answer_message(response)}"
+            if attempt < self._retries:
+                delay = self._backoff_seconds * 2**attempt
+                logger.info(
+                    "POST %s failed (%s); retry %d/%d in %.2f s",
+                    path,
+                    reason,
+                    attempt + 1,
+                    self._retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        return Reply(ReplyStatus.UNREACHABLE, http_status, reason)
+
+
+def _task_path(task_id: str, verb: str) -> str:
+    return f"/tasks/{quote(task_id, safe='')}/{verb}"
+
+
+def _reply(response: httpx.Response) -> Reply:
+    code = response.status_code
+    if httpx.codes.is_success(code):
+        return Reply(ReplyStatus.OK, code, "")
+    message = _answer_message(response)
+    if code == httpx.codes.CONFLICT:
+        return Reply(ReplyStatus.STALE, code, message)
+    if code == httpx.codes.NOT_FOUND:
+        return Reply(ReplyStatus.NOT_FOUND, code, message)
+    return Reply(ReplyStatus.REJECTED, code, message)

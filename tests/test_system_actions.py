@@ -1,0 +1,396 @@
+"""System actions: switch, delay, wait, join and javascript (SPEC section 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.actions import REGISTRY, get_action
+from app.actions.base import AwaitEvent, AwaitJoin, Done, Fail, Outcome, Sleep, SystemAction
+from app.actions.javascript import JavaScriptAction, Limits
+from app.definition import ActionDef, ActionType, DefinitionError
+from app.settings import get_settings
+
+SEED = Path(__file__).resolve().parent.parent / "workflows" / "notificationWorkflow.json"
+# Generous: the limit is 1 s; the rest is start-up and a loaded machine.
+JS_TIMEOUT_BOUND_SECONDS = 3.0
+SUBPROCESS_TIMEOUT_SECONDS = 60
+
+
+def system_action(name: str, action_id: int = 3, **fields: Any) -> ActionDef:
+    return ActionDef(id=action_id, type=ActionType.SYSTEM, name=name, **fields)
+
+
+def registered(name: str) -> SystemAction:
+    action = get_action(name)
+    assert action is not None
+    return action
+
+
+def run(name: str, document: dict[str, Any] | None = None, **fields: Any) -> Outcome:
+    return registered(name).run(system_action(name, **fields), document or {})
+
+
+def rejection(name: str, **fields: Any) -> str:
+    with pytest.raises(DefinitionError) as caught:
+        registered(name).validate(system_action(name, **fields))
+    return str(caught.value)
+
+
+# --- registry -------------------------------------------------------------------------
+
+
+def test_the_registry_holds_the_five_system_actions() -> None:
+    assert sorted(REGISTRY) == ["delay", "javascript", "join", "switch", "wait"]
+    assert all(REGISTRY[name].name == name for name in REGISTRY)
+    assert get_action("nope") is None
+    assert registered("javascript").blocking
+    assert not registered("switch").blocking
+
+
+# --- switch -----------------------------------------------------------------------------
+
+GENDER_BRANCHES = {"MALE": [4], "FEMALE": [5]}
+
+
+def test_switch_takes_the_branch_matching_the_value() -> None:
+    document = {"1": {"output": {"user": {"gender": "FEMALE"}}}}
+
+    outcome = run("switch", document, expression="{$.1.output.user.gender}", next=GENDER_BRANCHES)
+
+    assert outcome == Done(output={"value": "FEMALE"}, branch="FEMALE")
+
+
+def test_switch_falls_back_to_default() -> None:
+    document = {"1": {"output": {"user": {"gender": "OTHER"}}}}
+
+    outcome = run(
+        "switch",
+        document,
+        expression="{$1.output.user.gender}",
+        next={**GENDER_BRANCHES, "default": [6]},
+    )
+
+    assert outcome == Done(output={"value": "OTHER"}, branch="default")
+
+
+def test_switch_without_a_match_or_default_fails_naming_the_value() -> None:
+    document = {"input": {"kind": "OTHER"}}
+
+    outcome = run("switch", document, expression="{$.input.kind}", next=GENDER_BRANCHES)
+
+    assert isinstance(outcome, Fail)
+    assert "action 3 (switch)" in outcome.error
+    assert "'OTHER'" in outcome.error
+
+
+@pytest.mark.parametrize(
+    ("value", "branch"),
+    [(True, "true"), (False, "false"), (42, "42"), (42.0, "42"), (None, "null"), ("MALE", "MALE")],
+)
+def test_switch_branches_on_the_string_form_of_the_value(value: Any, branch: str) -> None:
+    branches = {"true": [1], "false": [2], "42": [3], "null": [4], "MALE": [5]}
+
+    outcome = run("switch", {"input": {"v": value}}, expression="{$.input.v}", next=branches)
+
+    assert outcome == Done(output={"value": value}, branch=branch)
+
+
+def test_switch_on_a_missing_path_branches_on_null() -> None:
+    outcome = run("switch", {"input": {}}, expression="{$.input.v}", next={"null": [4]})
+
+    assert outcome == Done(output={"value": None}, branch="null")
+
+
+def test_switch_on_text_with_references_branches_on_the_text() -> None:
+    document = {"input": {"a": "x", "b": 1}}
+
+    outcome = run("switch", document, expression="{$.input.a}-{$.input.b}", next={"x-1": [4]})
+
+    assert outcome == Done(output={"value": "x-1"}, branch="x-1")
+
+
+def test_switch_on_an_expression_without_references_uses_it_literally() -> None:
+    outcome = run("switch", {}, expression="MALE", next=GENDER_BRANCHES)
+
+    assert outcome == Done(output={"value": "MALE"}, branch="MALE")
+
+
+@pytest.mark.parametrize("expression", [None, "", "   "])
+def test_switch_needs_an_expression(expression: str | None) -> None:
+    assert rejection("switch", expression=expression) == (
+        "action 3 (switch): switch needs an expression"
+    )
+
+
+def test_switch_rejects_a_path_that_does_not_parse() -> None:
+    message = rejection("switch", expression="{$.input[}")
+
+    assert message.startswith("action 3 (switch):")
+    assert "$.input[" in message
+
+
+def test_switch_accepts_a_valid_expression() -> None:
+    registered("switch").validate(system_action("switch", expression="{$1.output.x}"))
+
+
+# --- delay ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [0, 10, 0.5])
+def test_delay_sleeps_for_delay_seconds(seconds: float) -> None:
+    registered("delay").validate(system_action("delay", delay_seconds=seconds))
+
+    assert run("delay", delay_seconds=seconds) == Sleep(seconds=float(seconds))
+
+
+def test_delay_needs_delay_seconds() -> None:
+    assert rejection("delay") == "action 3 (delay): delay needs delaySeconds"
+
+
+@pytest.mark.parametrize("seconds", [-1, True, "10", float("inf")])
+def test_delay_rejects_a_delay_that_is_not_a_number_at_least_zero(seconds: Any) -> None:
+    message = rejection("delay", delay_seconds=seconds)
+
+    assert message.startswith("action 3 (delay): delaySeconds must be a number >= 0")
+
+
+# --- wait -------------------------------------------------------------------------------
+
+
+def test_wait_awaits_its_event_with_the_timeout() -> None:
+    registered("wait").validate(system_action("wait", event="open", timeout_seconds=20))
+
+    assert run("wait", event="open", timeout_seconds=20) == AwaitEvent("open", 20.0)
+
+
+def test_wait_without_a_timeout_waits_forever() -> None:
+    registered("wait").validate(system_action("wait", event="open"))
+
+    assert run("wait", event="open") == AwaitEvent("open", None)
+
+
+@pytest.mark.parametrize("event", [None, "", " "])
+def test_wait_needs_an_event(event: str | None) -> None:
+    assert rejection("wait", event=event) == "action 3 (wait): wait needs an event name"
+
+
+@pytest.mark.parametrize("timeout", [0, -5, False, "20"])
+def test_wait_rejects_a_timeout_that_is_not_a_positive_number(timeout: Any) -> None:
+    message = rejection("wait", event="open", timeout_seconds=timeout)
+
+    assert message.startswith("action 3 (wait): timeoutSeconds must be a number > 0")
+
+
+# --- join -------------------------------------------------------------------------------
+
+
+def test_join_awaits_the_actions_it_joins() -> None:
+    registered("join").validate(system_action("join", join_on=[4, 5]))
+
+    assert run("join", join_on=[4, 5]) == AwaitJoin([4, 5])
+
+
+@pytest.mark.parametrize("join_on", [None, []])
+def test_join_needs_join_on(join_on: list[int] | None) -> None:
+    message = rejection("join", join_on=join_on)
+
+    assert message == "action 3 (join): join needs joinOn, a non-empty list of ids"
+
+
+@pytest.mark.parametrize("join_on", [[4, "5"], [True], [4, 4]])
+def test_join_rejects_a_join_on_that_is_not_a_list_of_distinct_ids(join_on: list[Any]) -> None:
+    assert rejection("join", join_on=join_on).startswith("action 3 (join): joinOn")
+
+
+# --- javascript ---------------------------------------------------------------------------
+
+
+def javascript(
+    script: str, document: dict[str, Any], action: SystemAction | None = None
+) -> Outcome:
+    action_def = system_action("javascript", action_id=2, expression=script)
+    return (action or registered("javascript")).run(action_def, document)
+
+
+def seed_script() -> str:
+    seed = json.loads(SEED.read_text())
+    script = next(a["expression"] for a in seed["actions"] if a["name"] == "javascript")
+    assert isinstance(script, str)
+    return script
+
+
+@pytest.mark.parametrize(("age", "discount"), [(25, 20), (20, 20), (15, 10)])
+def test_the_seed_script_gives_the_discount(age: int, discount: int) -> None:
+    user = {"age": age, "gender": "MALE", "phone": "+100"}
+    document: dict[str, Any] = {"input": {"userId": 1234}, "1": {"output": {"user": user}}}
+
+    outcome = javascript(seed_script(), document)
+
+    assert isinstance(outcome, Done)
+    assert outcome.output["user"] == {**user, "discount": discount}
+    assert outcome.output["result"] == discount
+    assert "input" not in outcome.output
+    assert document["1"]["output"]["user"] == user
+
+
+def test_javascript_output_holds_added_and_changed_keys_and_the_result() -> None:
+    document = {"input": {"a": 1}, "kept": {"x": [1, 2]}, "changed": 1, "flag": 1}
+
+    outcome = javascript(
+        "$.added = {n: 1}; $.changed = 2; $.kept = {x: [1, 2]}; $.flag = true; 'done'", document
+    )
+
+    assert outcome == Done(output={"added": {"n": 1}, "changed": 2, "flag": True, "result": "done"})
+
+
+def test_javascript_result_is_null_when_the_script_completes_with_undefined() -> None:
+    assert javascript("var unused = 1;", {}) == Done(output={"result": None})
+
+
+def test_javascript_result_keeps_its_json_type() -> None:
+    outcome = javascript("({n: 1.5, list: [1, 'a', null, true]})", {})
+
+    assert outcome == Done(output={"result": {"n": 1.5, "list": [1, "a", None, True]}})
+
+
+def test_javascript_reads_keys_that_are_not_identifiers() -> None:
+    document = {"__proto__": {"x": 1}, "1": {"output": {"v": "é\u2028"}}}
+
+    outcome = javascript("$['1'].output.v + $['__proto__'].x", document)
+
+    assert outcome == Done(output={"result": "é\u20281"})
+
+
+def test_javascript_runtime_error_fails_with_the_message() -> None:
+    outcome = javascript("null.x", {})
+
+    assert isinstance(outcome, Fail)
+    assert outcome.error.startswith("javascript action 2 (javascript): TypeError:")
+    assert "reading 'x'" in outcome.error
+
+
+def test_javascript_thrown_value_fails_with_the_value() -> None:
+    outcome = javascript("throw {code: 7}", {})
+
+    assert outcome == Fail('javascript action 2 (javascript): uncaught {"code":7}')
+
+
+def test_javascript_result_that_is_not_json_fails() -> None:
+    outcome = javascript("$.big = 10n", {})
+
+    assert isinstance(outcome, Fail)
+    assert "BigInt" in outcome.error
+
+
+def test_javascript_limits_come_from_the_settings() -> None:
+    settings = get_settings()
+
+    assert JavaScriptAction().limits() == Limits(
+        timeout_seconds=settings.js_timeout_seconds,
+        max_memory_bytes=settings.js_max_memory_bytes,
+    )
+
+
+def test_javascript_infinite_loop_fails_after_the_time_limit() -> None:
+    started = time.monotonic()
+
+    outcome = javascript("while (true) {}", {}, JavaScriptAction(timeout_seconds=1))
+
+    assert outcome == Fail("javascript action 2 (javascript): timed out after 1s")
+    assert time.monotonic() - started < JS_TIMEOUT_BOUND_SECONDS
+
+
+def test_javascript_memory_bomb_fails() -> None:
+    bomb = "var hoard = []; while (true) { hoard.push(new Array(100000).fill(1)); }"
+
+    limited = JavaScriptAction(timeout_seconds=10, max_memory_bytes=32 * 1024 * 1024)
+
+    outcome = javascript(bomb, {}, limited)
+
+    assert outcome == Fail("javascript action 2 (javascript): ran out of memory (limit 32 MiB)")
+
+
+def test_javascript_scripts_do_not_share_globals() -> None:
+    assert javascript("var leaked = 1; leaked", {}) == Done(output={"result": 1})
+
+    outcome = javascript("typeof leaked", {})
+
+    assert outcome == Done(output={"result": "undefined"})
+
+
+def test_javascript_runs_from_a_thread_with_a_running_event_loop() -> None:
+    async def from_the_loop() -> tuple[Outcome, Outcome]:
+        return javascript("1 + 1", {}), javascript("while (true) {}", {})
+
+    finished, stopped = asyncio.run(from_the_loop())
+
+    assert finished == Done(output={"result": 2})
+    assert isinstance(stopped, Fail)
+
+
+CONCURRENT_SCRIPTS = """
+from concurrent.futures import ThreadPoolExecutor
+
+from app.actions.base import Done, Fail
+from app.actions.javascript import JavaScriptAction
+from app.definition import ActionDef, ActionType
+
+action = JavaScriptAction(timeout_seconds=0.2)
+
+
+def script(number):
+    code = "while (true) {}" if number % 4 == 0 else f"$.n = {number}; {number} * 2"
+    definition = ActionDef(id=2, type=ActionType.SYSTEM, name="javascript", expression=code)
+    return action.run(definition, {})
+
+
+with ThreadPoolExecutor(8) as pool:
+    outcomes = list(pool.map(script, range(16)))
+assert sum(isinstance(outcome, Fail) for outcome in outcomes) == 4, outcomes
+assert outcomes[1] == Done(output={"n": 1, "result": 2}), outcomes
+print("ok")
+"""
+
+
+def test_javascript_runs_concurrently_from_fresh_threads_and_exits_cleanly() -> None:
+    # A fresh interpreter: V8 start-up and interpreter exit are what is tested here.
+    finished = subprocess.run(
+        [sys.executable, "-c", CONCURRENT_SCRIPTS],
+        cwd=SEED.parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+    assert (finished.returncode, finished.stdout.strip(), finished.stderr) == (0, "ok", "")
+
+
+def test_javascript_validation_accepts_the_seed_script() -> None:
+    registered("javascript").validate(system_action("javascript", expression=seed_script()))
+
+
+@pytest.mark.parametrize("script", ["$.a = ;", "if (x {", "return 1"])
+def test_javascript_validation_rejects_a_script_that_does_not_compile(script: str) -> None:
+    message = rejection("javascript", expression=script)
+
+    assert message.startswith("action 3 (javascript): script does not compile: SyntaxError")
+
+
+def test_javascript_validation_does_not_run_the_script() -> None:
+    registered("javascript").validate(system_action("javascript", expression="while (true) {}"))
+
+
+@pytest.mark.parametrize("script", [None, "", "  "])
+def test_javascript_needs_an_expression(script: str | None) -> None:
+    assert rejection("javascript", expression=script).startswith(
+        "action 3 (javascript): javascript needs an expression"
+    )
