@@ -663,6 +663,14 @@ async def test_no_more_tasks_than_slots_are_in_hand(fake: FakeOrchy) -> None:
     assert asked[0] == 2
 
 
+async def test_a_poll_never_asks_for_more_than_the_server_allows(fake: FakeOrchy) -> None:
+    worker = Worker(fake.url, concurrency=5, settings=fast_settings(poll_max_tasks=3))
+    worker.action("a")(lambda input: None)
+    async with running(worker):
+        await eventually(lambda: bool(fake.bodies("/tasks/poll")))
+    assert fake.bodies("/tasks/poll")[0]["max"] == 3
+
+
 async def test_long_tasks_send_heartbeats_until_the_lease_is_lost(fake: FakeOrchy) -> None:
     worker = Worker(fake.url, settings=fast_settings(worker_heartbeat_seconds=0.05))
     release = asyncio.Event()

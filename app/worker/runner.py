@@ -41,6 +41,7 @@ class RunConfig:
     worker_id: str
     concurrency: int
     poll_wait_seconds: float
+    poll_max_tasks: int  # the server refuses larger polls
     heartbeat_seconds: float
     backoff_seconds: float
     max_backoff_doublings: int
@@ -140,7 +141,10 @@ class WorkerRun:
                     return
                 continue
             poll = self._client.poll(
-                self._config.worker_id, names, free, self._config.poll_wait_seconds
+                self._config.worker_id,
+                names,
+                min(free, self._config.poll_max_tasks),
+                self._config.poll_wait_seconds,
             )
             try:
                 tasks = await self._unless_stopped(poll)

@@ -133,6 +133,7 @@ class Worker:
             worker_id=self.worker_id,
             concurrency=concurrency,
             poll_wait_seconds=settings.worker_poll_wait_seconds,
+            poll_max_tasks=settings.poll_max_tasks,
             heartbeat_seconds=settings.worker_heartbeat_seconds,
             backoff_seconds=settings.worker_http_backoff_seconds,
             max_backoff_doublings=settings.worker_http_retries,
