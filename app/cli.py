@@ -153,3 +153,7 @@ def event(
 
 def main() -> None:
     sys.exit(cli())
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Api, unique, wait_until
+from tests.conftest import Api, ServerThread, unique, wait_until
 
 
 def user(
@@ -495,3 +495,26 @@ async def test_form_encoded_curl_body_is_read_as_json(http: httpx.AsyncClient) -
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 200, response.text
+
+
+async def test_poll_abandoned_by_its_client_leases_nothing(api: Api, server: ServerThread) -> None:
+    name = unique("hangup")
+    action = f"{name}-a"
+    await api.register(workflow(name, user(1, action)))
+    body = {"workerId": "gone", "actions": [action], "max": 1, "waitSeconds": 30}
+    async with httpx.AsyncClient(base_url=server.url, timeout=0.3) as impatient:
+        try:
+            await impatient.post("/tasks/poll", json=body)
+        except httpx.TimeoutException:
+            pass
+        else:
+            raise AssertionError("the long poll answered before its wait was over")
+    wakeups = server.app.state.engine.wakeups
+
+    async def poll_gone() -> bool:
+        return bool(wakeups.waiting(action) == 0)
+
+    await wait_until(poll_gone, timeout=3, what="the server to drop the abandoned poll")
+    flow_id = await api.start(name)
+    task = await api.poll_one(action, wait=3)
+    assert task["flowId"] == flow_id

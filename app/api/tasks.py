@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from app.api.deps import EngineDep, SettingsDep, limit_output
 from app.api.models import (
@@ -28,11 +29,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/poll", response_model=PollResponse, responses=ERRORS)
-async def poll(request: PollRequest, engine: EngineDep, settings: SettingsDep) -> PollResponse:
+async def poll(
+    request: PollRequest, http_request: Request, engine: EngineDep, settings: SettingsDep
+) -> PollResponse:
     """Leases up to ``max`` tasks of ``actions``, waiting up to ``waitSeconds`` for one."""
     if request.max > settings.poll_max_tasks:
         raise Invalid(f"max: at most {settings.poll_max_tasks} tasks per poll")
-    tasks = await engine.poll(request.workerId, request.actions, request.max, request.waitSeconds)
+    gone = asyncio.Event()
+    watcher = asyncio.create_task(_watch_disconnect(http_request, gone))
+    try:
+        tasks = await engine.poll(
+            request.workerId, request.actions, request.max, request.waitSeconds, gone
+        )
+    finally:
+        watcher.cancel()
     return PollResponse(
         tasks=[
             TaskOut(
@@ -46,6 +56,16 @@ async def poll(request: PollRequest, engine: EngineDep, settings: SettingsDep) -
             for task in tasks
         ]
     )
+
+
+async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
+    """Sets ``gone`` when the client hangs up (the body has been read, so the next message
+    the server gets for this request is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
 
 
 @router.post(

@@ -3,6 +3,7 @@ atomic script call whose guard re-checks what was read."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -242,21 +243,31 @@ class Engine:
     # -- polling --------------------------------------------------------------------
 
     async def poll(
-        self, worker_id: str, actions: list[str], most: int, wait_seconds: float
+        self,
+        worker_id: str,
+        actions: list[str],
+        most: int,
+        wait_seconds: float,
+        gone: asyncio.Event | None = None,
     ) -> list[Task]:
-        """Leases up to ``most`` tasks, waiting up to ``wait_seconds`` for the first one."""
+        """Leases up to ``most`` tasks, waiting up to ``wait_seconds`` for the first one.
+
+        ``gone`` is set when the client hangs up: a poll nobody will read must not lease."""
         deadline = time.monotonic() + min(wait_seconds, self.settings.poll_max_wait_seconds)
         leases = [(name, (await self.catalog.action(name)).lease_ms) for name in actions]
-        while True:
+        while gone is None or not gone.is_set():
             wakeup = self.wakeups.subscribe(actions)
             try:
                 tasks = await self._take(worker_id, leases, most)
                 remaining = deadline - time.monotonic()
                 if tasks or remaining <= 0:
                     return tasks
-                await self.wakeups.wait(wakeup, min(remaining, self.settings.poll_recheck_seconds))
+                await self.wakeups.wait(
+                    wakeup, min(remaining, self.settings.poll_recheck_seconds), gone
+                )
             finally:
                 self.wakeups.unsubscribe(actions, wakeup)
+        return []
 
     async def _take(self, worker_id: str, leases: list[tuple[str, int]], most: int) -> list[Task]:
         names = {name for name, _ in leases}

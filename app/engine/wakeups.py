@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
+from typing import Any
 
 
 class Wakeups:
@@ -27,9 +27,23 @@ class Wakeups:
                     del self._waiters[action]
 
     @staticmethod
-    async def wait(future: asyncio.Future[None], timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+    async def wait(
+        future: asyncio.Future[None], timeout: float, gone: asyncio.Event | None = None
+    ) -> None:
+        """Waits for ``future``, ``timeout``, or ``gone`` being set, whichever comes first."""
+        waits: list[asyncio.Future[Any]] = [asyncio.shield(future)]
+        gone_task = None if gone is None else asyncio.ensure_future(gone.wait())
+        if gone_task is not None:
+            waits.append(gone_task)
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in waits:
+                pending.cancel()
+
+    def waiting(self, action: str) -> int:
+        """How many long polls of this process wait for ``action``."""
+        return len(self._waiters.get(action, ()))
 
     def notify(self, action: str) -> None:
         for future in self._waiters.get(action, ()):

@@ -9,6 +9,7 @@ import sys
 from app.worker.loader import load_worker
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_CHATTY_LOGGERS = ("httpx", "httpcore")
 
 
 def run_worker_command(target: str, server_url: str | None, concurrency: int | None) -> None:
@@ -23,6 +24,9 @@ def run_worker_command(target: str, server_url: str | None, concurrency: int | N
         sys.path.insert(0, cwd)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+        # httpx logs every request at INFO: one line per poll drowns the worker's own log.
+        for noisy in _CHATTY_LOGGERS:
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         worker = load_worker(target)
         if server_url is not None:

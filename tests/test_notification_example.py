@@ -1,0 +1,121 @@
+"""The seed's notification example, file unchanged, run by the real worker process
+(``orchy worker workflows/notification_worker.py``) against a real uvicorn server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Api, ServerThread, unique, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / "workflows" / "notificationWorkflow.json"
+INPUT = json.loads((ROOT / "workflows" / "notificationWorkflow.input.json").read_text())
+MALE_USER = 1234
+FEMALE_USER = 42
+EXIT_SECONDS = 15
+
+
+@pytest.fixture
+def notification_worker(server: ServerThread) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "worker",
+            str(ROOT / "workflows" / "notification_worker.py"),
+            "--server",
+            server.url,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(EXIT_SECONDS) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_shared_example_is_unchanged() -> None:
+    shared = ROOT.parent / "shared" / "notificationWorkflow.json"
+    if not shared.exists():
+        pytest.skip("no ../shared next to this checkout")
+    assert json.loads(WORKFLOW.read_text()) == json.loads(shared.read_text())
+
+
+async def _run(api: Api, user_id: int) -> str:
+    return await api.start("notificationWorkflow", {**INPUT, "userId": user_id})
+
+
+async def test_notification_example_all_three_branches(
+    api: Api, http: httpx.AsyncClient, notification_worker: subprocess.Popen[bytes]
+) -> None:
+    response = await http.post("/metadata/workflow", content=WORKFLOW.read_bytes())
+    assert response.status_code == 200, response.text
+    male = await _run(api, MALE_USER)
+    female_open = await _run(api, FEMALE_USER)
+    female_timeout = await _run(api, FEMALE_USER)
+
+    async def waiting_for_open(flow_id: str) -> bool:
+        actions: dict[str, Any] = (await api.flow(flow_id))["actions"]
+        return actions.get("7", {}).get("status") == "WAITING"
+
+    await wait_until(lambda: waiting_for_open(female_open), what="the FEMALE run to wait")
+    sent = await http.post(f"/flow/{female_open}/events/open", json={"opened": True})
+    assert sent.json() == {"status": "delivered"}
+
+    male_flow, open_flow, timeout_flow = await asyncio.gather(
+        api.wait_status(male, "COMPLETED", timeout=40),
+        api.wait_status(female_open, "COMPLETED", timeout=40),
+        api.wait_status(female_timeout, "COMPLETED", timeout=40),
+    )
+
+    assert male_flow["data"]["2"]["output"]["user"]["discount"] == 20
+    assert male_flow["data"]["4"]["output"] == {"sent": True, "to": f"+1-555-{MALE_USER}"}
+    assert set(male_flow["actions"]) == {"1", "2", "3", "4", "6", "8"}
+    assert male_flow["actions"]["8"]["status"] == "COMPLETED"
+    history = (await http.get(f"/flow/{male}/history")).json()["history"]
+    sms_queued = [e for e in history if e["event"] == "QUEUED" and e.get("action") == 4]
+    assert sms_queued, "sendSms was never queued"
+
+    assert set(open_flow["actions"]) == {"1", "2", "3", "5", "7", "9"}
+    assert open_flow["actions"]["7"]["output"] == {"opened": True}
+    assert set(timeout_flow["actions"]) == {"1", "2", "3", "5", "7", "10"}
+    assert timeout_flow["actions"]["7"]["output"] == {"timedOut": True}
+
+
+@pytest.mark.parametrize(("age", "discount"), [(25, 20), (20, 20), (19, 10)])
+async def test_sms_message_is_built_from_the_javascript_discount(
+    api: Api, age: int, discount: int
+) -> None:
+    """Action 4's parameters as a worker receives them (the tests act as the worker here)."""
+    definition = json.loads(WORKFLOW.read_text())
+    definition["name"] = unique("notification-message")
+    await api.register(definition)
+    flow_id = await api.start(definition["name"], INPUT)
+    query = await api.poll_one("query-db")
+    assert query["flowId"] == flow_id and query["input"] == {"userId": INPUT["userId"]}
+    user = {"gender": "MALE", "age": age, "phone": "+1-555-0"}
+    await api.complete(query["taskId"], {"user": user, "phone": "+1-555-0"})
+    sms = await api.poll_one("sendSms")
+    assert sms["input"] == {
+        "phoneNumber": "+1-555-0",
+        "message": f"Hi hi first sms get discount {discount} %",
+    }
+    await api.http.post(f"/flow/{flow_id}/terminate")
