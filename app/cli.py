@@ -76,6 +76,7 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_level="info",
+        access_log=settings.access_log,
     )
 
 

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     health_timeout_seconds: float = 1.0
 
     host: str = "127.0.0.1"
+    access_log: bool = False
     port: int = 8080
 
     # Runs are spread over this many Redis hash tags; fixed for the life of a database.

@@ -50,7 +50,12 @@ class Catalog:
         return Registration(workflow.name, version, created)
 
     async def workflow(self, name: str, version: int | None = None) -> WorkflowDef | None:
-        if version is not None and (name, version) in self._workflows:
+        if version is None:
+            # One small read for the latest version number; the definition is cached.
+            version = await self.store.workflow_versions(name) or None
+            if version is None:
+                return None
+        if (name, version) in self._workflows:
             return self._workflows[(name, version)]
         found = await self.store.workflow_source(name, version)
         if found is None:

@@ -255,33 +255,48 @@ class Engine:
         ``gone`` is set when the client hangs up: a poll nobody will read must not lease."""
         deadline = time.monotonic() + min(wait_seconds, self.settings.poll_max_wait_seconds)
         leases = [(name, (await self.catalog.action(name)).lease_ms) for name in actions]
+        look_everywhere = True
         while gone is None or not gone.is_set():
             wakeup = self.wakeups.subscribe(actions)
             try:
-                tasks = await self._take(worker_id, leases, most)
+                tasks = await self._take(worker_id, leases, most, look_everywhere)
                 remaining = deadline - time.monotonic()
                 if tasks or remaining <= 0:
                     return tasks
                 await self.wakeups.wait(
                     wakeup, min(remaining, self.settings.poll_recheck_seconds), gone
                 )
+                # Woken by a notification: its hint says where. Timed out: look everywhere.
+                look_everywhere = not wakeup.done()
             finally:
                 self.wakeups.unsubscribe(actions, wakeup)
         return []
 
-    async def _take(self, worker_id: str, leases: list[tuple[str, int]], most: int) -> list[Task]:
-        names = {name for name, _ in leases}
-        leased: list[LeasedTask] = []
-        first = next(self._partition_cursor)
+    async def _take(
+        self, worker_id: str, leases: list[tuple[str, int]], most: int, look_everywhere: bool
+    ) -> list[Task]:
+        names = [name for name, _ in leases]
+        hints = self.wakeups.hinted(names)
         partitions = self.store.keys.partitions
-        for offset in range(partitions):
+        if look_everywhere:
+            first = next(self._partition_cursor)
+            order = [(first + offset) % partitions for offset in range(partitions)]
+        else:
+            order = sorted({partition for _, partition in hints})
+        leased: list[LeasedTask] = []
+        for partition in order:
             if len(leased) >= most:
                 break
-            partition = (first + offset) % partitions
-            leased += await self.store.poll(partition, leases, most - len(leased), worker_id)
+            wanted = most - len(leased)
+            got = await self.store.poll(partition, leases, wanted, worker_id)
+            leased += got
+            if len(got) < wanted:
+                self.wakeups.drained(
+                    {key: gen for key, gen in hints.items() if key[1] == partition}
+                )
         tasks = []
         for item in leased:
-            name = next(iter(names)) if len(names) == 1 else await self._task_name(item)
+            name = names[0] if len(names) == 1 else await self._task_name(item)
             tasks.append(
                 Task(
                     task_id=item.task_id,

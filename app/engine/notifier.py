@@ -60,6 +60,6 @@ class Notifier:
     def dispatch(self, data: str) -> None:
         kind, partition, rest = data.split("|", 2)
         if kind == "q":
-            self.wakeups.notify(rest)
+            self.wakeups.notify(rest, int(partition))
         elif kind == "t" and self.sweeper is not None:
             self.sweeper.notify(int(partition), int(float(rest)))

@@ -1,4 +1,7 @@
-"""Wakes long-polling requests of this process when tasks are queued for their actions."""
+"""Wakes long-polling requests of this process when tasks are queued for their actions, and
+remembers in which partitions tasks may be waiting, so that a poll looks there and not in
+every partition. A hint that is missing costs latency, never a task: polls that find
+nothing fall back to looking everywhere at least every ``poll_recheck_seconds``."""
 
 from __future__ import annotations
 
@@ -10,6 +13,23 @@ from typing import Any
 class Wakeups:
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        # action -> partition -> how many notifications were seen (a generation counter).
+        self._hints: dict[str, dict[int, int]] = defaultdict(dict)
+
+    def hinted(self, actions: list[str]) -> dict[tuple[str, int], int]:
+        """The (action, partition) pairs that may hold tasks, with their generations."""
+        return {
+            (action, partition): generation
+            for action in actions
+            for partition, generation in self._hints.get(action, {}).items()
+        }
+
+    def drained(self, seen: dict[tuple[str, int], int]) -> None:
+        """Forgets hints found empty, unless a notification came after they were read."""
+        for (action, partition), generation in seen.items():
+            hints = self._hints.get(action)
+            if hints is not None and hints.get(partition) == generation:
+                del hints[partition]
 
     def subscribe(self, actions: list[str]) -> asyncio.Future[None]:
         """Registers before looking at the queues, so that no notification is missed."""
@@ -45,7 +65,10 @@ class Wakeups:
         """How many long polls of this process wait for ``action``."""
         return len(self._waiters.get(action, ()))
 
-    def notify(self, action: str) -> None:
+    def notify(self, action: str, partition: int | None = None) -> None:
+        if partition is not None:
+            hints = self._hints[action]
+            hints[partition] = hints.get(partition, 0) + 1
         for future in self._waiters.get(action, ()):
             if not future.done():
                 future.set_result(None)

@@ -7,5 +7,7 @@ if status == false then return 'missing' end
 if TERMINAL[status] then return 'terminal' end
 local exec = redis.call('HMGET', KEYS[1], xf(ARGV[1], 's'), xf(ARGV[1], 'n'), xf(ARGV[1], 'held'))
 if exec[1] ~= 'RUNNING' or exec[2] ~= ARGV[2] or exec[3] then return 'stale' end
+-- No lease timer: it expired while the run was paused and is held; the attempt is over.
+if not redis.call('ZSCORE', KEYS[2], ARGV[4]) then return 'stale' end
 redis.call('ZADD', KEYS[2], 'XX', now_ms() + tonumber(ARGV[3]), ARGV[4])
 return 'ok'

@@ -4,7 +4,7 @@
 --     [3] most tasks to lease, [4] worker id, [5] partition, [6] notify channel,
 --     [7..] lease ms for each queue of KEYS[2..]
 -- Returns a list of {task id, flow id, action id, attempt, input JSON}. Entries of ended
--- runs, and stale entries, are dropped.
+-- runs, stale entries and malformed entries are dropped.
 local now = now_ms()
 local wanted = tonumber(ARGV[3])
 local leased = {}
@@ -13,6 +13,7 @@ for q = 2, #KEYS do
     local task = redis.call('LPOP', KEYS[q])
     if not task then break end
     local flow, seq, attempt = string.match(task, '^(.+)%.(%d+)%.(%d+)$')
+    if flow then
     local ctx = { run = ARGV[1] .. flow, hist = ARGV[2] .. flow, timers = KEYS[1],
       channel = ARGV[6], partition = ARGV[5], flow = flow, now = now }
     local status = redis.call('HGET', ctx.run, 'status')
@@ -27,6 +28,7 @@ for q = 2, #KEYS do
           attempt = tonumber(attempt), worker = ARGV[4] })
         table.insert(leased, { task, flow, exec[3], attempt, exec[4] })
       end
+    end
     end
   end
 end

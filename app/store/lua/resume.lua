@@ -1,4 +1,4 @@
--- resume.lua: a PAUSED run runs again; everything held is made due now, in order.
+-- resume.lua: a PAUSED run runs again; everything held is made due now.
 -- KEYS[1] run hash, [2] history list, [3] partition timers zset, [4] events list,
 --     [5] waiters list, [6] held set
 -- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds

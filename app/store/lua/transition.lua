@@ -6,7 +6,7 @@
 --     [5] execution seq, [6] expected execution status, [7] expected attempt/generation,
 --     [8] timer member that this transition consumes (lease or fired timer) or "",
 --     [9] member to keep in the held set when the run is paused, "" when this is
---         itself a held result being applied,
+--         itself a held result being applied (it is then held as ARGV[8] if paused),
 --     [10] outcome JSON kept with a held worker result, or "",
 --     [11] new status: COMPLETED, FAILED, or QUEUED for a retry,
 --     [12] output JSON (COMPLETED, or FAILED's {"error": ...}), [13] error text,
@@ -16,6 +16,10 @@
 -- or a result already held), "terminal" (run ended) or "missing" (no such run).
 local ctx = run_context()
 local seq, member, held_member = ARGV[5], ARGV[8], ARGV[9]
+-- A fresh result (from a worker or a timer) names its held member; a held result being
+-- replayed does not, and is held again as its own timer member if the run paused again.
+local fresh = held_member ~= ''
+if not fresh then held_member = member end
 local status = redis.call('HGET', ctx.run, 'status')
 if status == false or TERMINAL[status] then
   if member ~= '' then redis.call('ZREM', ctx.timers, member) end
@@ -23,12 +27,16 @@ if status == false or TERMINAL[status] then
   return 'terminal'
 end
 local exec = redis.call('HMGET', ctx.run, xf(seq, 's'), xf(seq, 'n'), xf(seq, 'held'))
-if exec[1] ~= ARGV[6] or exec[2] ~= ARGV[7] or (held_member ~= '' and exec[3]) then
+if exec[1] ~= ARGV[6] or exec[2] ~= ARGV[7] or (fresh and exec[3]) then
   if member ~= '' then redis.call('ZREM', ctx.timers, member) end
   return 'stale'
 end
 if status == 'PAUSED' and held_member ~= '' then
-  if member ~= '' then redis.call('ZREM', ctx.timers, member) end
+  if member ~= '' then
+    redis.call('ZREM', ctx.timers, member)
+    -- A worker's result supersedes its lease expiry if that was held meanwhile.
+    if member ~= held_member then redis.call('SREM', ctx.held, member) end
+  end
   if ARGV[10] ~= '' then redis.call('HSET', ctx.run, xf(seq, 'held'), ARGV[10]) end
   redis.call('SADD', ctx.held, held_member)
   hist(ctx, { event = 'HELD', seq = tonumber(seq), item = held_member })

@@ -1,0 +1,132 @@
+"""event.lua: delivering or buffering events.
+
+Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.store.store import Store
+from tests.test_lua_scripts import (
+    Lua,
+    member,
+    private_lua,
+    user,
+    wait,
+)
+
+
+@pytest.fixture
+def lua(store: Store) -> Lua:
+    return private_lua(store)
+
+
+async def test_event_is_delivered_to_the_oldest_waiter(lua: Lua) -> None:
+    event = lua.new_name("ev")
+    flow = await lua.start([wait(1, event, 60_000), wait(2, event, 60_000)])
+    assert await lua.waiters(flow) == [f"1|{event}", f"2|{event}"]
+
+    before = await lua.now()
+    assert await lua.store.send_event(flow, event, '{"k":"first"}') == "delivered"
+    after = await lua.now()
+
+    run = await lua.run(flow)
+    assert (run["x:1:evn"], run["x:1:evd"], run["x:1:n"]) == (event, '{"k":"first"}', "2")
+    assert "x:2:evn" not in run
+    assert run["x:2:n"] == "1"
+    assert before <= int(run["updatedAt"]) <= after
+    assert await lua.score(flow, member("wto", flow, 1, 1)) is None
+    step = await lua.score(flow, member("step", flow, 1, 2))
+    assert step is not None
+    assert before <= step <= after
+    assert await lua.score(flow, member("wto", flow, 2, 1)) is not None
+    assert await lua.waiters(flow) == [f"2|{event}"]
+    received = (await lua.history(flow))[-1]
+    assert (received["event"], received["name"], received["seq"]) == ("EVENT_RECEIVED", event, 1)
+
+    assert await lua.store.send_event(flow, event, '{"k":"second"}') == "delivered"
+    run = await lua.run(flow)
+    assert (run["x:2:evd"], run["x:2:n"]) == ('{"k":"second"}', "2")
+    assert await lua.score(flow, member("wto", flow, 2, 1)) is None
+    assert await lua.score(flow, member("step", flow, 2, 2)) is not None
+    assert await lua.waiters(flow) == []
+    assert await lua.events(flow) == []
+
+    # The step timer completes the wait; its timeout timer would now be stale.
+    assert await lua.finish_waiting(flow, 1, "step", 2, '{"k":"first"}') == "ok"
+    assert await lua.finish_waiting(flow, 1, "wto", 1) == "stale"
+    assert (await lua.run(flow))["a:1:o"] == '{"k":"first"}'
+
+
+async def test_events_are_buffered_and_consumed_in_order(lua: Lua) -> None:
+    queue = lua.new_name()
+    event = lua.new_name("ev")
+    flow = await lua.start([user(1, queue)])
+    assert await lua.store.send_event(flow, event, '"one"') == "buffered"
+    assert await lua.store.send_event(flow, event, '"two"') == "buffered"
+    assert await lua.store.send_event(flow, event, '"three"') == "buffered"
+    assert [json.loads(entry) for entry in await lua.events(flow)] == [
+        {"n": event, "d": '"one"'},
+        {"n": event, "d": '"two"'},
+        {"n": event, "d": '"three"'},
+    ]
+    buffered = [e for e in await lua.history(flow) if e["event"] == "EVENT_BUFFERED"]
+    assert [e["name"] for e in buffered] == [event] * 3
+    await lua.poll(flow, queue)
+
+    assert await lua.complete(flow, 1, ops=[wait(2, event), wait(3, event)]) == "ok"
+
+    run = await lua.run(flow)
+    assert (run["x:2:evd"], run["x:3:evd"]) == ('"one"', '"two"')
+    assert [json.loads(entry)["d"] for entry in await lua.events(flow)] == ['"three"']
+    assert await lua.waiters(flow) == []
+
+
+async def test_waiters_of_different_events_are_independent(lua: Lua) -> None:
+    left, right, nobody = lua.new_name("ev"), lua.new_name("ev"), lua.new_name("ev")
+    flow = await lua.start([wait(1, left, 60_000), wait(2, right, 60_000)])
+
+    assert await lua.store.send_event(flow, right, "2") == "delivered"
+    assert await lua.store.send_event(flow, nobody, "3") == "buffered"
+
+    run = await lua.run(flow)
+    assert (run["x:2:evn"], run["x:2:evd"]) == (right, "2")
+    assert "x:1:evn" not in run
+    assert await lua.waiters(flow) == [f"1|{left}"]
+    assert await lua.score(flow, member("wto", flow, 1, 1)) is not None
+    assert await lua.score(flow, member("step", flow, 1, 2)) is None
+    assert [json.loads(entry)["n"] for entry in await lua.events(flow)] == [nobody]
+
+    assert await lua.store.send_event(flow, left, "1") == "delivered"
+    assert (await lua.run(flow))["x:1:evd"] == "1"
+    assert await lua.waiters(flow) == []
+
+
+async def test_event_of_ended_or_missing_run(lua: Lua) -> None:
+    event = lua.new_name("ev")
+    flow = await lua.start([wait(1, event)])
+    assert await lua.store.terminate(flow, "stop") == "ok"
+    run_before = await lua.run(flow)
+
+    assert await lua.store.send_event(flow, event, "1") == "terminal"
+    assert await lua.run(flow) == run_before
+    assert await lua.events(flow) == []
+    ghost = lua.new_flow()
+    assert await lua.store.send_event(ghost, event, "1") == "missing"
+    assert await lua.client.exists(lua.run_keys(ghost).events) == 0
+    assert await lua.client.exists(lua.run_keys(ghost).run) == 0
+
+
+async def test_event_to_a_paused_run_is_delivered_and_its_step_held(lua: Lua) -> None:
+    event = lua.new_name("ev")
+    flow = await lua.start([wait(1, event)])
+    assert await lua.store.pause(flow) == "ok"
+
+    assert await lua.store.send_event(flow, event, '"x"') == "delivered"
+    assert await lua.finish_waiting(flow, 1, "step", 2) == "held"
+
+    assert await lua.held(flow) == {member("step", flow, 1, 2)}
+    assert (await lua.run(flow))["x:1:s"] == "WAITING"

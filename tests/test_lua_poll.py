@@ -1,0 +1,164 @@
+"""poll.lua: leasing queued tasks.
+
+Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app.store.store import LeasedTask, Store
+from tests.test_lua_scripts import (
+    Lua,
+    member,
+    private_lua,
+    task_id,
+    user,
+)
+
+
+@pytest.fixture
+def lua(store: Store) -> Lua:
+    return private_lua(store)
+
+
+async def test_poll_leases_queued_tasks_up_to_most(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue, '{"i":1}'), user(2, queue, '{"i":2}'), user(5, queue)])
+
+    before = await lua.now()
+    first = await lua.store.poll(lua.partition(flow), [(queue, 7000)], 2, "worker-a")
+    after = await lua.now()
+    assert first == [
+        LeasedTask(task_id(flow, 1, 1), flow, 1, 1, '{"i":1}'),
+        LeasedTask(task_id(flow, 2, 1), flow, 2, 1, '{"i":2}'),
+    ]
+    run = await lua.run(flow)
+    for seq, aid in ((1, 1), (2, 2)):
+        assert (run[f"x:{seq}:s"], run[f"x:{seq}:w"], run[f"a:{aid}:s"]) == (
+            "RUNNING",
+            "worker-a",
+            "RUNNING",
+        )
+        lease = await lua.score(flow, member("lease", flow, seq, 1))
+        assert lease is not None
+        assert before + 7000 <= lease <= after + 7000
+    assert run["x:3:s"] == "QUEUED"
+    assert await lua.score(flow, member("lease", flow, 3, 1)) is None
+    assert await lua.queue(flow, queue) == [task_id(flow, 3, 1)]
+    running = [entry for entry in await lua.history(flow) if entry["event"] == "RUNNING"]
+    assert [(e["action"], e["seq"], e["attempt"], e["worker"]) for e in running] == [
+        (1, 1, 1, "worker-a"),
+        (2, 2, 1, "worker-a"),
+    ]
+
+    second = await lua.poll(flow, queue, most=5)
+    assert [task.task_id for task in second] == [task_id(flow, 3, 1)]
+    assert second[0].action_id == 5
+    # Nothing is leased twice.
+    assert await lua.poll(flow, queue, most=5) == []
+    assert (await lua.run(flow))["active"] == "3"
+
+
+async def test_poll_takes_queues_in_order_with_their_own_lease(lua: Lua) -> None:
+    first_queue, second_queue = lua.new_name(), lua.new_name()
+    flow = await lua.start(
+        [user(1, first_queue), user(2, first_queue), user(3, second_queue), user(4, second_queue)]
+    )
+    before = await lua.now()
+    tasks = await lua.store.poll(
+        lua.partition(flow), [(first_queue, 1000), (second_queue, 50_000)], 3, "w"
+    )
+    after = await lua.now()
+
+    assert [task.task_id for task in tasks] == [task_id(flow, seq, 1) for seq in (1, 2, 3)]
+    for seq, lease_ms in ((1, 1000), (2, 1000), (3, 50_000)):
+        due = await lua.score(flow, member("lease", flow, seq, 1))
+        assert due is not None
+        assert before + lease_ms <= due <= after + lease_ms, seq
+    assert await lua.queue(flow, second_queue) == [task_id(flow, 4, 1)]
+
+
+async def test_poll_drops_entries_of_ended_runs(lua: Lua) -> None:
+    queue = lua.new_name()
+    terminated = await lua.start([user(1, queue)])
+    # Another run in the same partition, so that its entry shares the queue.
+    failing = lua.new_flow()
+    while lua.partition(failing) != lua.partition(terminated):
+        failing = lua.new_flow()
+    await lua.start([user(1, queue)], flow=failing, fail_reason="bad")
+    live = lua.new_flow()
+    while lua.partition(live) != lua.partition(terminated):
+        live = lua.new_flow()
+    await lua.start([user(1, queue)], flow=live)
+    assert await lua.store.terminate(terminated, "stop") == "ok"
+
+    tasks = await lua.poll(live, queue)
+
+    assert [task.task_id for task in tasks] == [task_id(live, 1, 1)]
+    assert await lua.queue(live, queue) == []
+    assert (await lua.run(terminated))["x:1:s"] == "FAILED"
+    assert await lua.score(terminated, member("lease", terminated, 1, 1)) is None
+    assert await lua.score(failing, member("lease", failing, 1, 1)) is None
+
+
+async def test_poll_leases_tasks_of_a_paused_run(lua: Lua) -> None:
+    # poll.lua takes PAUSED runs on purpose: the pause holds the result, not the delivery.
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    assert await lua.store.pause(flow) == "ok"
+
+    tasks = await lua.poll(flow, queue)
+
+    assert [task.task_id for task in tasks] == [task_id(flow, 1, 1)]
+    assert (await lua.run(flow))["x:1:s"] == "RUNNING"
+    assert await lua.complete(flow, 1) == "held"
+
+
+async def test_poll_checks_the_run_status_not_only_the_execution(lua: Lua) -> None:
+    # Defence in depth: a run marked ended whose execution still reads QUEUED.
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.client.hset(lua.run_keys(flow).run, "status", "TERMINATED")
+
+    assert await lua.poll(flow, queue) == []
+
+    assert await lua.queue(flow, queue) == []
+    assert (await lua.run(flow))["x:1:s"] == "QUEUED"
+    assert await lua.score(flow, member("lease", flow, 1, 1)) is None
+
+
+async def test_poll_drops_stale_entries(lua: Lua) -> None:
+    queue, other = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, other)])
+    ghost = lua.new_flow()
+    await lua.client.rpush(
+        lua.queue_key(flow, queue),
+        task_id(flow, 1, 2),  # an attempt that does not exist
+        task_id(flow, 9, 1),  # an execution that does not exist
+        task_id(ghost, 1, 1),  # a run that does not exist
+        task_id(flow, 1, 1),  # the real one
+        task_id(flow, 1, 1),  # the same again: RUNNING by now
+    )
+
+    tasks = await lua.poll(flow, queue)
+
+    assert [task.task_id for task in tasks] == [task_id(flow, 1, 1)]
+    assert await lua.queue(flow, queue) == []
+    # Its own queue's entry is now stale too.
+    assert await lua.poll(flow, other) == []
+    assert await lua.queue(flow, other) == []
+    run = await lua.run(flow)
+    assert (run["x:1:s"], run["x:1:n"], run["active"]) == ("RUNNING", "1", "1")
+    assert "x:9:s" not in run
+
+
+async def test_poll_skips_a_malformed_queue_entry(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.client.rpush(lua.queue_key(flow, queue), "not-a-task-id")
+
+    tasks = await lua.poll(flow, queue)
+
+    assert [task.task_id for task in tasks] == [task_id(flow, 1, 1)]
+    assert await lua.queue(flow, queue) == []

@@ -1,0 +1,127 @@
+"""requeue.lua: a retry's back-off is over.
+
+Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from app.store.store import Outcome, Store
+from tests.test_lua_scripts import (
+    Lua,
+    member,
+    messages,
+    notify_subscription,
+    private_lua,
+    task_id,
+    user,
+)
+
+
+@pytest.fixture
+def lua(store: Store) -> Lua:
+    return private_lua(store)
+
+
+@pytest_asyncio.fixture
+async def pubsub(lua: Lua, redis_url: str) -> AsyncIterator[Any]:
+    async with notify_subscription(lua, redis_url) as channel:
+        yield channel
+
+
+async def retried(lua: Lua, queue: str) -> str:
+    """A run whose action 1 failed once and waits for its second attempt."""
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    answer = await lua.store.transition(
+        flow,
+        1,
+        "RUNNING",
+        1,
+        Outcome("QUEUED", error="e", retry_delay_ms=0),
+        timer_member=member("lease", flow, 1, 1),
+    )
+    assert answer == "ok"
+    return flow
+
+
+async def test_requeue_puts_the_next_attempt_on_the_queue(lua: Lua, pubsub: Any) -> None:
+    queue = lua.new_name()
+    flow = await retried(lua, queue)
+    partition = lua.partition(flow)
+    # start's queue message, then the lease timer and the enq timer (each the earliest).
+    earlier = await messages(pubsub, 3)
+    assert earlier[0] == f"q|{partition}|{queue}"
+    assert [text.split("|")[:2] for text in earlier[1:]] == [["t", str(partition)]] * 2
+    enq = member("enq", flow, 1, 2)
+    assert await lua.score(flow, enq) is not None
+
+    assert await lua.store.requeue(flow, 1, 2, enq, queue) == "ok"
+
+    assert await lua.queue(flow, queue) == [task_id(flow, 1, 2)]
+    assert await lua.score(flow, enq) is None
+    assert await messages(pubsub, 1) == [f"q|{partition}|{queue}"]
+    assert (await lua.history(flow))[-1]["event"] == "QUEUED"
+    assert (await lua.history(flow))[-1]["attempt"] == 2
+    tasks = await lua.poll(flow, queue)
+    assert [(task.task_id, task.attempt) for task in tasks] == [(task_id(flow, 1, 2), 2)]
+    assert await lua.score(flow, member("lease", flow, 1, 2)) is not None
+    # Once leased, the same enq timer handled again is stale and queues nothing.
+    assert await lua.store.requeue(flow, 1, 2, enq, queue) == "stale"
+    assert await lua.queue(flow, queue) == []
+
+
+async def test_requeue_of_a_stale_attempt_is_refused(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await retried(lua, queue)
+    old = member("enq", flow, 1, 1)
+    await lua.client.zadd(lua.timers_key(flow), {old: 1})
+    run_before = await lua.run(flow)
+
+    assert await lua.store.requeue(flow, 1, 1, old, queue) == "stale"
+    assert await lua.store.requeue(flow, 5, 1, member("enq", flow, 5, 1), queue) == "stale"
+
+    assert await lua.queue(flow, queue) == []
+    assert await lua.score(flow, old) is None
+    assert await lua.run(flow) == run_before
+    # The current attempt's timer is untouched.
+    assert await lua.score(flow, member("enq", flow, 1, 2)) is not None
+
+
+async def test_requeue_of_a_paused_run_is_held(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await retried(lua, queue)
+    enq = member("enq", flow, 1, 2)
+    assert await lua.store.pause(flow) == "ok"
+
+    assert await lua.store.requeue(flow, 1, 2, enq, queue) == "held"
+
+    assert await lua.held(flow) == {enq}
+    assert await lua.score(flow, enq) is None
+    assert await lua.queue(flow, queue) == []
+    assert await lua.store.resume(flow) == "ok"
+    assert await lua.score(flow, enq) is not None
+    assert await lua.store.requeue(flow, 1, 2, enq, queue) == "ok"
+    assert await lua.queue(flow, queue) == [task_id(flow, 1, 2)]
+
+
+async def test_requeue_of_ended_or_missing_run(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await retried(lua, queue)
+    enq = member("enq", flow, 1, 2)
+    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.requeue(flow, 1, 2, enq, queue) == "terminal"
+    assert await lua.score(flow, enq) is None
+    assert await lua.queue(flow, queue) == []
+
+    ghost = lua.new_flow()
+    ghost_enq = member("enq", ghost, 1, 2)
+    await lua.client.zadd(lua.timers_key(ghost), {ghost_enq: 1})
+    assert await lua.store.requeue(ghost, 1, 2, ghost_enq, queue) == "missing"
+    assert await lua.score(ghost, ghost_enq) is None
+    assert await lua.queue(ghost, queue) == []

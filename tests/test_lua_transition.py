@@ -1,0 +1,309 @@
+"""transition.lua: ending, retrying or holding one execution.
+
+Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.store.store import Outcome, Store
+from tests.test_lua_scripts import (
+    LEASE_MS,
+    RETENTION,
+    Lua,
+    events_of,
+    member,
+    private_lua,
+    sleep,
+    task_id,
+    user,
+    wait,
+)
+
+
+@pytest.fixture
+def lua(store: Store) -> Lua:
+    return private_lua(store)
+
+
+async def test_transition_completes_execution_and_the_run(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    lease = member("lease", flow, 1, 1)
+    assert await lua.score(flow, lease) is not None
+
+    assert await lua.complete(flow, 1, output='{"r":42}') == "ok"
+
+    run = await lua.run(flow)
+    assert (run["x:1:s"], run["a:1:s"], run["a:1:o"], run["x:1:e"]) == (
+        "COMPLETED",
+        "COMPLETED",
+        '{"r":42}',
+        "",
+    )
+    assert (run["active"], run["status"]) == ("0", "COMPLETED")
+    assert "x:1:held" not in run
+    assert await lua.score(flow, lease) is None
+    history = await lua.history(flow)
+    assert events_of(history)[-2:] == ["COMPLETED", "RUN_COMPLETED"]
+    assert (history[-2]["seq"], history[-2]["branch"], history[-2]["action"]) == (1, "default", 1)
+
+
+async def test_transition_applies_ops_to_their_queues(lua: Lua) -> None:
+    queue, left, right = lua.new_name(), lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+
+    answer = await lua.complete(flow, 1, ops=[user(2, left, '"L"'), user(3, right, '"R"')])
+
+    assert answer == "ok"
+    assert await lua.queue(flow, left) == [task_id(flow, 2, 1)]
+    assert await lua.queue(flow, right) == [task_id(flow, 3, 1)]
+    run = await lua.run(flow)
+    assert (run["status"], run["active"], run["x:2:in"], run["x:3:q"]) == (
+        "RUNNING",
+        "2",
+        '"L"',
+        right,
+    )
+
+
+async def test_transition_stale_guard_changes_nothing(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    run_before = await lua.run(flow)
+    history_before = await lua.history(flow)
+    lease = member("lease", flow, 1, 1)
+    lease_due = await lua.score(flow, lease)
+
+    wrong_attempt = await lua.complete(flow, 1, attempt=2)
+    wrong_status = await lua.store.transition(
+        flow, 1, "WAITING", 1, Outcome("COMPLETED", "{}"), timer_member=""
+    )
+    no_such_exec = await lua.complete(flow, 8)
+
+    assert (wrong_attempt, wrong_status, no_such_exec) == ("stale", "stale", "stale")
+    assert await lua.run(flow) == run_before
+    assert await lua.history(flow) == history_before
+    assert await lua.score(flow, lease) == lease_due
+
+
+async def test_transition_duplicate_completion_is_stale(lua: Lua) -> None:
+    queue, next_queue = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue), sleep(2, 60_000)])
+    await lua.poll(flow, queue)
+    assert await lua.complete(flow, 1, output='{"first":1}') == "ok"
+    run_before = await lua.run(flow)
+
+    again = await lua.complete(flow, 1, output='{"second":2}', ops=[user(3, next_queue)])
+
+    assert again == "stale"
+    assert await lua.run(flow) == run_before
+    assert run_before["a:1:o"] == '{"first":1}'
+    assert await lua.queue(flow, next_queue) == []
+
+
+async def test_transition_on_ended_run_is_terminal_and_drops_the_timer(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue), sleep(2, 60_000)])
+    await lua.poll(flow, queue)
+    assert await lua.store.terminate(flow, "stop") == "ok"
+    # Terminate leaves the run's timers; whoever handles them removes them.
+    lease, fire = member("lease", flow, 1, 1), member("fire", flow, 2, 1)
+    assert await lua.score(flow, lease) is not None
+    assert await lua.score(flow, fire) is not None
+    run_before = await lua.run(flow)
+
+    assert await lua.complete(flow, 1) == "terminal"
+    assert await lua.finish_waiting(flow, 2, "fire", 1) == "terminal"
+
+    assert await lua.score(flow, lease) is None
+    assert await lua.score(flow, fire) is None
+    assert await lua.run(flow) == run_before
+
+
+async def test_transition_of_missing_run_drops_the_timer(lua: Lua) -> None:
+    ghost = lua.new_flow()
+    timer = member("fire", ghost, 1, 1)
+    await lua.client.zadd(lua.timers_key(ghost), {timer: 1})
+
+    answer = await lua.store.transition(
+        ghost, 1, "", 1, Outcome(""), timer_member=timer, held_member=timer
+    )
+
+    assert answer == "missing"
+    assert await lua.score(ghost, timer) is None
+    assert await lua.client.exists(lua.run_keys(ghost).run) == 0
+    assert await lua.client.exists(lua.run_keys(ghost).history) == 0
+
+
+async def test_transition_retry_requeues_after_the_delay(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+
+    before = await lua.now()
+    answer = await lua.store.transition(
+        flow,
+        1,
+        "RUNNING",
+        1,
+        Outcome("QUEUED", error="flaky", retry_delay_ms=2500),
+        timer_member=member("lease", flow, 1, 1),
+        held_member=member("res", flow, 1, 1),
+    )
+    after = await lua.now()
+
+    assert answer == "ok"
+    run = await lua.run(flow)
+    assert (run["x:1:s"], run["x:1:n"], run["x:1:e"]) == ("QUEUED", "2", "flaky")
+    assert (run["a:1:s"], run["a:1:n"], run["a:1:e"]) == ("QUEUED", "2", "flaky")
+    assert (run["status"], run["active"]) == ("RUNNING", "1")
+    enq = member("enq", flow, 1, 2)
+    due = await lua.score(flow, enq)
+    assert due is not None
+    assert before + 2500 <= due <= after + 2500
+    assert await lua.score(flow, member("lease", flow, 1, 1)) is None
+    assert await lua.queue(flow, queue) == []
+    retry = (await lua.history(flow))[-1]
+    assert (retry["event"], retry["attempt"], retry["error"], retry["delayMs"]) == (
+        "RETRY_SCHEDULED",
+        2,
+        "flaky",
+        2500,
+    )
+    # The first attempt's result is stale now.
+    assert await lua.complete(flow, 1, attempt=1) == "stale"
+
+
+async def test_transition_fail_reason_fails_run_and_closes_open_executions(lua: Lua) -> None:
+    queue = lua.new_name()
+    event = lua.new_name("ev")
+    flow = await lua.start([user(1, queue), user(2, queue), sleep(3, 60_000), wait(4, event)])
+    await lua.poll(flow, queue, most=1)
+
+    answer = await lua.fail(flow, 1, "broken", fail_reason="action 1 failed")
+
+    assert answer == "ok"
+    run = await lua.run(flow)
+    assert (run["status"], run["reason"], run["active"], run["joins"]) == (
+        "FAILED",
+        "action 1 failed",
+        "0",
+        "",
+    )
+    assert (run["x:1:s"], run["x:1:e"], run["a:1:e"]) == ("FAILED", "broken", "broken")
+    for seq in (2, 3, 4):
+        assert (run[f"x:{seq}:s"], run[f"x:{seq}:e"]) == ("FAILED", "action 1 failed"), seq
+        assert run[f"a:{seq}:s"] == "FAILED"
+        assert run[f"a:{seq}:e"] == "action 1 failed"
+    assert 0 < await lua.ttl(lua.run_keys(flow).run) <= RETENTION
+    assert (await lua.history(flow))[-1]["event"] == "RUN_FAILED"
+
+
+async def test_transition_on_paused_run_holds_the_result(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    assert await lua.store.pause(flow) == "ok"
+    lease, result = member("lease", flow, 1, 1), member("res", flow, 1, 1)
+
+    assert await lua.complete(flow, 1, output='{"r":1}') == "held"
+
+    run = await lua.run(flow)
+    assert json.loads(run["x:1:held"]) == {"output": {"r": 1}}
+    assert (run["x:1:s"], run["status"], run["active"]) == ("RUNNING", "PAUSED", "1")
+    assert "a:1:o" not in run
+    assert await lua.held(flow) == {result}
+    assert await lua.score(flow, lease) is None
+    assert (await lua.history(flow))[-1]["event"] == "HELD"
+    # A second result for the same attempt is refused and replaces nothing.
+    assert await lua.complete(flow, 1, output='{"r":2}') == "stale"
+    assert json.loads((await lua.run(flow))["x:1:held"]) == {"output": {"r": 1}}
+    assert await lua.held(flow) == {result}
+    # So is a heartbeat.
+    assert await lua.store.heartbeat(flow, 1, 1, LEASE_MS, lease) == "stale"
+
+    # Resume makes it due; the replay (held member "") applies it.
+    assert await lua.store.resume(flow) == "ok"
+    assert await lua.score(flow, result) is not None
+    replay = await lua.store.transition(
+        flow,
+        1,
+        "RUNNING",
+        1,
+        Outcome("COMPLETED", '{"r":1}', branch="default"),
+        timer_member=result,
+    )
+    assert replay == "ok"
+    run = await lua.run(flow)
+    assert (run["status"], run["x:1:s"], run["a:1:o"]) == ("COMPLETED", "COMPLETED", '{"r":1}')
+    assert "x:1:held" not in run
+    assert await lua.score(flow, result) is None
+
+
+async def test_transition_holds_a_fired_timer_of_a_paused_run(lua: Lua) -> None:
+    flow = await lua.start([sleep(1, 0)])
+    fire = member("fire", flow, 1, 1)
+    assert await lua.store.pause(flow) == "ok"
+
+    assert await lua.finish_waiting(flow, 1, "fire", 1) == "held"
+
+    assert await lua.held(flow) == {fire}
+    assert await lua.score(flow, fire) is None
+    run = await lua.run(flow)
+    assert (run["x:1:s"], run["status"]) == ("WAITING", "PAUSED")
+    assert "x:1:held" not in run
+
+
+async def test_wait_timeout_removes_its_waiter(lua: Lua) -> None:
+    event = lua.new_name("ev")
+    flow = await lua.start([wait(1, event, 0), wait(2, event, 60_000)])
+    timeout = member("wto", flow, 1, 1)
+    assert await lua.score(flow, timeout) is not None
+
+    assert await lua.finish_waiting(flow, 1, "wto", 1, '{"timedOut":true}') == "ok"
+
+    run = await lua.run(flow)
+    assert (run["x:1:s"], run["a:1:o"], run["active"]) == ("COMPLETED", '{"timedOut":true}', "1")
+    assert await lua.score(flow, timeout) is None
+    assert await lua.waiters(flow) == [f"2|{event}"]
+    # The next event goes to the wait still waiting, not to the one that timed out.
+    assert await lua.store.send_event(flow, event, "7") == "delivered"
+    run = await lua.run(flow)
+    assert (run["x:2:evd"], run["x:2:n"]) == ("7", "2")
+    assert "x:1:evn" not in run
+
+
+async def test_replayed_result_of_a_run_paused_again_is_held_again(lua: Lua) -> None:
+    queue, next_queue = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    assert await lua.store.pause(flow) == "ok"
+    assert await lua.complete(flow, 1) == "held"
+    assert await lua.store.resume(flow) == "ok"
+    result = member("res", flow, 1, 1)
+    assert await lua.score(flow, result) is not None
+    # Paused again before the sweeper got to the released result.
+    assert await lua.store.pause(flow) == "ok"
+
+    # What the engine sends for a "res" timer: the held result, with no held member.
+    answer = await lua.store.transition(
+        flow,
+        1,
+        "RUNNING",
+        1,
+        Outcome("COMPLETED", '{"ok":true}', branch="default"),
+        [user(2, next_queue)],
+        timer_member=result,
+    )
+
+    assert answer == "held"
+    assert (await lua.run(flow))["x:1:s"] == "RUNNING"
+    assert await lua.queue(flow, next_queue) == []
+    assert await lua.held(flow) == {result}
