@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     # Limits on what clients send.
     max_output_bytes: int = 1024 * 1024
     max_event_bytes: int = 1024 * 1024
+    max_batch_bytes: int = 16 * 1024 * 1024
 
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600

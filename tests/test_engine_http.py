@@ -518,3 +518,34 @@ async def test_poll_abandoned_by_its_client_leases_nothing(api: Api, server: Ser
     flow_id = await api.start(name)
     task = await api.poll_one(action, wait=3)
     assert task["flowId"] == flow_id
+
+
+async def test_batch_results_answer_each_result_on_its_own(
+    api: Api, http: httpx.AsyncClient, settings: Any
+) -> None:
+    name = unique("batch")
+    action = f"{name}-a"
+    await set_action(http, action, retryCount=0)
+    await api.register(workflow(name, user(1, action)))
+    ok_flow, failing_flow, big_flow = [await api.start(name) for _ in range(3)]
+    tasks = {task["flowId"]: task for task in await api.poll([action], most=3)}
+    assert set(tasks) == {ok_flow, failing_flow, big_flow}
+    huge = "x" * (settings.max_output_bytes + 1)
+    body = {
+        "results": [
+            {"taskId": tasks[ok_flow]["taskId"], "output": {"v": 1}},
+            {"taskId": tasks[ok_flow]["taskId"], "output": {"v": 2}},
+            {"taskId": tasks[failing_flow]["taskId"], "error": "nope", "retryable": False},
+            {"taskId": tasks[big_flow]["taskId"], "output": {"huge": huge}},
+            {"taskId": "unknown.1.1", "output": {}},
+        ]
+    }
+    response = await http.post("/tasks/results", json=body)
+    assert response.status_code == 200, response.text
+    statuses = [item["status"] for item in response.json()["results"]]
+    assert statuses == [200, 409, 200, 413, 404]
+    assert (await api.wait_status(ok_flow, "COMPLETED"))["actions"]["1"]["output"] == {"v": 1}
+    await api.wait_status(failing_flow, "FAILED")
+    assert (await api.flow(big_flow))["actions"]["1"]["status"] == "RUNNING"
+    neither = await http.post("/tasks/results", json={"results": [{"taskId": "a.1.1"}]})
+    assert neither.status_code == 422 and "output" in neither.json()["error"]

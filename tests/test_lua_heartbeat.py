@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.store.store import Store
+from app.store.store import Outcome, Store
 from tests.test_lua_scripts import (
     Lua,
     member,
@@ -61,3 +61,62 @@ async def test_heartbeat_of_ended_or_missing_run(lua: Lua) -> None:
         "missing"
     )
     assert await lua.score(ghost, member("lease", ghost, 1, 1)) is None
+
+
+async def test_heartbeat_after_a_held_lease_expiry_is_stale(lua: Lua) -> None:
+    """A lease that expired while the run was paused is held, not in the timers: the
+    attempt is over, and a heartbeat must not pretend otherwise."""
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    lease = member("lease", flow, 1, 1)
+    assert await lua.store.pause(flow) == "ok"
+    expiry = Outcome("QUEUED", error="lease expired", retry_delay_ms=0)
+    held = await lua.store.transition(
+        flow, 1, "RUNNING", 1, expiry, timer_member=lease, held_member=lease
+    )
+    assert held == "held"
+    assert await lua.score(flow, lease) is None
+    assert await lua.store.heartbeat(flow, 1, 1, 90_000, lease) == "stale"
+
+
+async def test_lease_expiry_loses_to_a_heartbeat_after_the_claim(lua: Lua) -> None:
+    """The sweeper claimed the lease timer, then a heartbeat moved it: the expiry that the
+    sweeper then applies must change nothing."""
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    lease = member("lease", flow, 1, 1)
+    claimed = await lua.score(flow, lease)
+    assert claimed is not None
+    assert await lua.store.heartbeat(flow, 1, 1, 90_000, lease) == "ok"
+    expiry = Outcome("QUEUED", error="lease expired", retry_delay_ms=0)
+    answer = await lua.store.transition(
+        flow,
+        1,
+        "RUNNING",
+        1,
+        expiry,
+        timer_member=lease,
+        held_member=lease,
+        claimed_score=int(claimed),
+    )
+    assert answer == "stale"
+    run = await lua.run(flow)
+    assert (run["x:1:s"], run["x:1:n"]) == ("RUNNING", "1")
+    assert await lua.score(flow, lease) is not None
+    # With the score it really has, the expiry applies.
+    current = await lua.score(flow, lease)
+    assert current is not None
+    answer = await lua.store.transition(
+        flow,
+        1,
+        "RUNNING",
+        1,
+        expiry,
+        timer_member=lease,
+        held_member=lease,
+        claimed_score=int(current),
+    )
+    assert answer == "ok"
+    assert (await lua.run(flow))["x:1:s"] == "QUEUED"

@@ -42,6 +42,12 @@ async def limit_output(
     await limit_body(request, settings.max_output_bytes, "the result")
 
 
+async def limit_batch(
+    request: Request, settings: Annotated[Settings, Depends(get_settings_of)]
+) -> None:
+    await limit_body(request, settings.max_batch_bytes, "the batch of results")
+
+
 async def limit_event(
     request: Request, settings: Annotated[Settings, Depends(get_settings_of)]
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.engine.retry import RetryPolicy
 
@@ -129,6 +129,36 @@ class PollResponse(BaseModel):
 
 class CompleteRequest(BaseModel):
     output: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskResult(BaseModel):
+    """One result in a batch: ``output`` for a completion, or ``error`` for a failure."""
+
+    taskId: str = Field(min_length=1)
+    output: dict[str, Any] | None = None
+    error: str | None = Field(default=None, min_length=1)
+    retryable: bool = True
+
+    @model_validator(mode="after")
+    def one_of_output_or_error(self) -> TaskResult:
+        if (self.output is None) == (self.error is None):
+            raise ValueError("give exactly one of output (completed) or error (failed)")
+        return self
+
+
+class ResultsRequest(BaseModel):
+    results: list[TaskResult] = Field(min_length=1)
+
+
+class ResultStatus(BaseModel):
+    taskId: str
+    status: int = Field(description="200 applied (or held), 404, 409, 413 as the single routes")
+    held: bool = False
+    error: str | None = None
+
+
+class ResultsResponse(BaseModel):
+    results: list[ResultStatus]
 
 
 class FailRequest(BaseModel):

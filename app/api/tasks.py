@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
 
-from app.api.deps import EngineDep, SettingsDep, limit_output
+from app.api.deps import EngineDep, PayloadTooLarge, SettingsDep, limit_batch, limit_output
 from app.api.models import (
     Accepted,
     CompleteRequest,
@@ -15,11 +16,19 @@ from app.api.models import (
     FailRequest,
     PollRequest,
     PollResponse,
-    TaskOut,
+    ResultsRequest,
+    ResultsResponse,
+    ResultStatus,
+    TaskResult,
 )
-from app.engine.errors import Invalid
+from app.engine.engine import Engine
+from app.engine.errors import EngineError, Invalid
+from app.settings import Settings
+from app.store import LeasedTask
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+JSON_MEDIA_TYPE = "application/json"
+OK = 200
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
@@ -31,7 +40,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("/poll", response_model=PollResponse, responses=ERRORS)
 async def poll(
     request: PollRequest, http_request: Request, engine: EngineDep, settings: SettingsDep
-) -> PollResponse:
+) -> Response:
     """Leases up to ``max`` tasks of ``actions``, waiting up to ``waitSeconds`` for one."""
     if request.max > settings.poll_max_tasks:
         raise Invalid(f"max: at most {settings.poll_max_tasks} tasks per poll")
@@ -43,19 +52,24 @@ async def poll(
         )
     finally:
         watcher.cancel()
-    return PollResponse(
-        tasks=[
-            TaskOut(
-                taskId=task.task_id,
-                flowId=task.flow_id,
-                actionId=task.action_id,
-                name=task.name,
-                attempt=task.attempt,
-                input=task.input,
-            )
-            for task in tasks
-        ]
-    )
+    return Response(_tasks_body(tasks), media_type=JSON_MEDIA_TYPE)
+
+
+def _tasks_body(tasks: list[LeasedTask]) -> bytes:
+    """The poll answer, with each task's input spliced in as stored: no parse, no re-dump."""
+    parts = []
+    for task in tasks:
+        head = orjson.dumps(
+            {
+                "taskId": task.task_id,
+                "flowId": task.flow_id,
+                "actionId": task.action_id,
+                "name": task.name,
+                "attempt": task.attempt,
+            }
+        )
+        parts.append(head[:-1] + b',"input":' + task.input_json.encode() + b"}")
+    return b'{"tasks":[' + b",".join(parts) + b"]}"
 
 
 async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
@@ -90,6 +104,39 @@ async def fail(task_id: str, request: FailRequest, engine: EngineDep) -> Accepte
     """Reports a failed attempt: retried per the action's policy unless not retryable."""
     answer = await engine.fail_task(task_id, request.error, request.retryable)
     return Accepted(status="held" if answer == "held" else "ok")
+
+
+@router.post(
+    "/results",
+    response_model=ResultsResponse,
+    responses=ERRORS,
+    dependencies=[Depends(limit_batch)],
+)
+async def results(
+    request: ResultsRequest, engine: EngineDep, settings: SettingsDep
+) -> ResultsResponse:
+    """Applies many results in one request, each as its own ``/complete`` or ``/fail`` would,
+    and answers a status for each: one failing result never affects the others."""
+    if len(request.results) > settings.poll_max_tasks:
+        raise Invalid(f"results: at most {settings.poll_max_tasks} per request")
+    statuses = await asyncio.gather(*(_apply(engine, settings, item) for item in request.results))
+    return ResultsResponse(results=list(statuses))
+
+
+async def _apply(engine: Engine, settings: Settings, item: TaskResult) -> ResultStatus:
+    try:
+        if item.output is not None:
+            size = len(orjson.dumps(item.output))
+            if size > settings.max_output_bytes:
+                raise PayloadTooLarge(
+                    f"output is {size} bytes; the limit is {settings.max_output_bytes} bytes"
+                )
+            answer = await engine.complete_task(item.taskId, item.output)
+        else:
+            answer = await engine.fail_task(item.taskId, item.error or "", item.retryable)
+    except EngineError as error:
+        return ResultStatus(taskId=item.taskId, status=error.status_code, error=error.message)
+    return ResultStatus(taskId=item.taskId, status=OK, held=answer == "held")
 
 
 @router.post("/{task_id}/heartbeat", response_model=Accepted, responses=ERRORS)

@@ -35,16 +35,6 @@ TERMINATED_REASON = "terminated by request"
 
 
 @dataclass(frozen=True)
-class Task:
-    task_id: str
-    flow_id: str
-    action_id: int
-    name: str
-    attempt: int
-    input: JSON
-
-
-@dataclass(frozen=True)
 class Success:
     output: JSON
 
@@ -171,6 +161,7 @@ class Engine:
         execution: Execution,
         result: Result,
         timer: TimerMember | None = None,
+        claimed_score: int | None = None,
     ) -> str:
         """Applies a result (fresh from a worker, replayed after a pause, or a lease expiry).
 
@@ -218,6 +209,7 @@ class Engine:
             timer_member=timer_member,
             held_member=held_member,
             held_outcome=held_outcome,
+            claimed_score=claimed_score,
         )
         self._raise_for(answer, f"task {task}")
         return answer
@@ -249,7 +241,7 @@ class Engine:
         most: int,
         wait_seconds: float,
         gone: asyncio.Event | None = None,
-    ) -> list[Task]:
+    ) -> list[LeasedTask]:
         """Leases up to ``most`` tasks, waiting up to ``wait_seconds`` for the first one.
 
         ``gone`` is set when the client hangs up: a poll nobody will read must not lease."""
@@ -274,7 +266,7 @@ class Engine:
 
     async def _take(
         self, worker_id: str, leases: list[tuple[str, int]], most: int, look_everywhere: bool
-    ) -> list[Task]:
+    ) -> list[LeasedTask]:
         names = [name for name, _ in leases]
         hints = self.wakeups.hinted(names)
         partitions = self.store.keys.partitions
@@ -294,26 +286,7 @@ class Engine:
                 self.wakeups.drained(
                     {key: gen for key, gen in hints.items() if key[1] == partition}
                 )
-        tasks = []
-        for item in leased:
-            name = names[0] if len(names) == 1 else await self._task_name(item)
-            tasks.append(
-                Task(
-                    task_id=item.task_id,
-                    flow_id=item.flow_id,
-                    action_id=item.action_id,
-                    name=name,
-                    attempt=item.attempt,
-                    input=orjson.loads(item.input_json),
-                )
-            )
-        return tasks
-
-    async def _task_name(self, item: LeasedTask) -> str:
-        parsed = TaskId.parse(item.task_id)
-        assert parsed is not None
-        fields = await self.store.read_run(item.flow_id)
-        return fields.get(f"x:{parsed.seq}:q", "")
+        return leased
 
     # -- events and lifecycle -------------------------------------------------------
 
@@ -351,8 +324,11 @@ class Engine:
 
     # -- timers ---------------------------------------------------------------------
 
-    async def handle_timer(self, member_text: str) -> str:
-        """Acts on one due timer claimed by a sweeper; safe to call twice for one member."""
+    async def handle_timer(self, member_text: str, claimed_score: int | None = None) -> str:
+        """Acts on one due timer claimed by a sweeper; safe to call twice for one member.
+
+        ``claimed_score`` is the score the claim gave the timer: a lease expiry is dropped if
+        a heartbeat moved the lease since."""
         member = TimerMember.parse(member_text)
         fields = await self.store.read_run(member.flow_id)
         snapshot = RunSnapshot(member.flow_id, fields)
@@ -375,7 +351,7 @@ class Engine:
         if member.kind is TimerKind.LEASE:
             return await self._handle_quietly(
                 self._finish_user_task(
-                    task, snapshot, execution, Failure(LEASE_EXPIRED, True), member
+                    task, snapshot, execution, Failure(LEASE_EXPIRED, True), member, claimed_score
                 )
             )
         if member.kind is TimerKind.RESULT:
@@ -428,4 +404,4 @@ class Engine:
         )
 
 
-__all__ = ["Engine", "Invalid", "RunStatus", "Task"]
+__all__ = ["Engine", "Invalid", "RunStatus"]

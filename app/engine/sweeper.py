@@ -81,7 +81,7 @@ class Sweeper:
             self._clock_offset_ms = claim.now_ms - time.time() * MS_PER_SECOND
             for member, _due in claim.due:
                 await self._slots.acquire()
-                task = asyncio.create_task(self._handle(member))
+                task = asyncio.create_task(self._handle(member, claim.now_ms + claim_ms))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             claimed += len(claim.due)
@@ -93,9 +93,9 @@ class Sweeper:
                 self._next_due[partition] = claim.next_due_ms - self._clock_offset_ms
         return claimed
 
-    async def _handle(self, member: str) -> None:
+    async def _handle(self, member: str, claimed_score: int) -> None:
         try:
-            await self.engine.handle_timer(member)
+            await self.engine.handle_timer(member, claimed_score)
             self.fired += 1
         except Exception:  # the claim expires and the timer is tried again
             log.exception("timer %s failed; it will be retried", member)

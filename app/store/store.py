@@ -38,6 +38,7 @@ class LeasedTask:
     action_id: int
     attempt: int
     input_json: str
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class Store:
         timer_member: str = "",
         held_member: str = "",
         held_outcome: str = "",
+        claimed_score: int | None = None,
     ) -> str:
         queue_keys, op_args = self._ops(flow_id, ops, TRANSITION_FIXED_KEYS + 1)
         keys = [*self.keys.run(flow_id).as_list(), *queue_keys]
@@ -199,6 +201,7 @@ class Store:
             outcome.branch,
             outcome.retry_delay_ms,
             fail_reason,
+            "" if claimed_score is None else claimed_score,
             *op_args,
         ]
         return str(await self.scripts.transition(keys=keys, args=args))
@@ -258,6 +261,7 @@ class Store:
                 action_id=int(row[2]),
                 attempt=int(row[3]),
                 input_json=row[4],
+                name=row[5],
             )
             for row in rows
         ]

@@ -171,6 +171,20 @@ class OrchyClient:
             _task_path(task_id, "fail"), {"error": error, "retryable": retryable}
         )
 
+    async def results(self, encoded_results: list[bytes]) -> list[Reply]:
+        """POST /tasks/results with results already encoded (see :func:`encode_json`); one
+        Reply per result, in order."""
+        content = b'{"results":[' + b",".join(encoded_results) + b"]}"
+        reply, response = await self._send_with_retries("/tasks/results", content)
+        if not reply.ok or response is None:
+            return [reply] * len(encoded_results)
+        try:
+            statuses = response.json()["results"]
+            return [_reply_of(int(item["status"]), item.get("error") or "") for item in statuses]
+        except (ValueError, KeyError, TypeError) as exc:
+            broken = Reply(ReplyStatus.REJECTED, response.status_code, f"bad answer: {exc}")
+            return [broken] * len(encoded_results)
+
     async def heartbeat(self, task_id: str) -> Reply:
         return await self._post_with_retries(_task_path(task_id, "heartbeat"), {})
 
@@ -214,7 +228,12 @@ class OrchyClient:
         return tasks
 
     async def _post_with_retries(self, path: str, body: JSON) -> Reply:
-        content = encode_json(body)
+        reply, _ = await self._send_with_retries(path, encode_json(body))
+        return reply
+
+    async def _send_with_retries(
+        self, path: str, content: bytes
+    ) -> tuple[Reply, httpx.Response | None]:
         reason = ""
         for attempt in range(self._retries + 1):
             http_status: int | None = None
@@ -225,7 +244,7 @@ class OrchyClient:
             else:
                 http_status = response.status_code
                 if not httpx.codes.is_server_error(http_status):
-                    return _reply(response)
+                    return _reply(response), response
                 reason = f"server answered {http_status}: {_answer_message(response)}"
             if attempt < self._retries:
                 delay = self._backoff_seconds * 2**attempt
@@ -238,7 +257,7 @@ class OrchyClient:
                     delay,
                 )
                 await asyncio.sleep(delay)
-        return Reply(ReplyStatus.UNREACHABLE, http_status, reason)
+        return Reply(ReplyStatus.UNREACHABLE, http_status, reason), None
 
 
 def _task_path(task_id: str, verb: str) -> str:
@@ -249,7 +268,12 @@ def _reply(response: httpx.Response) -> Reply:
     code = response.status_code
     if httpx.codes.is_success(code):
         return Reply(ReplyStatus.OK, code, "")
-    message = _answer_message(response)
+    return _reply_of(code, _answer_message(response))
+
+
+def _reply_of(code: int, message: str) -> Reply:
+    if httpx.codes.is_success(code):
+        return Reply(ReplyStatus.OK, code, "")
     if code == httpx.codes.CONFLICT:
         return Reply(ReplyStatus.STALE, code, message)
     if code == httpx.codes.NOT_FOUND:

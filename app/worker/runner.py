@@ -15,6 +15,7 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 from app.jsontypes import JSONObject
+from app.worker.batcher import ResultBatcher
 from app.worker.client import (
     OrchyClient,
     PollError,
@@ -29,6 +30,8 @@ from app.worker.registry import ActionRegistry, RegisteredAction, normalize_outp
 from app.worker.threads import DaemonThreadPool
 
 logger = logging.getLogger("orchy.worker")
+
+HEARTBEATS_PER_LEASE = 3
 
 T = TypeVar("T")
 
@@ -82,6 +85,7 @@ class WorkerRun:
         self._in_hand: dict[asyncio.Task[None], Task] = {}
         self._slot_freed = asyncio.Event()
         self._heartbeats: set[asyncio.Task[None]] = set()
+        self._results = ResultBatcher(client, config.poll_max_tasks)
 
     async def serve(self) -> None:
         """Run until ``stop`` is set, then drain; cancelling this abandons everything."""
@@ -209,7 +213,7 @@ class WorkerRun:
     async def _report(self, task: Task, outcome: Outcome) -> None:
         if isinstance(outcome, Completed):
             try:
-                reply = await self._client.complete(task.task_id, outcome.output)
+                reply = await self._results.complete(task.task_id, outcome.output)
             except UnencodableBodyError as exc:
                 logger.error("%s: the output cannot be sent: %s", task.label, exc)
                 outcome = Failed(describe_error(exc), retryable=False)
@@ -230,7 +234,7 @@ class WorkerRun:
                     f"OutputRejected: the server answered {reply.http_status}: {reply.message}",
                     retryable=False,
                 )
-        reply = await self._client.fail(task.task_id, outcome.error, retryable=outcome.retryable)
+        reply = await self._results.fail(task.task_id, outcome.error, retryable=outcome.retryable)
         self._log_reply(task, "fail", reply)
 
     def _log_reply(self, task: Task, verb: str, reply: Reply) -> None:
@@ -271,6 +275,11 @@ class WorkerRun:
 
     async def _heartbeat(self, task: Task) -> None:
         interval = self._config.heartbeat_seconds
+        action = self._registry.get(task.name)
+        timeout = None if action is None else action.options.timeout_seconds
+        if timeout is not None:
+            # Beat well inside the lease the action declared, whatever the default interval.
+            interval = min(interval, timeout / HEARTBEATS_PER_LEASE)
         while True:
             await asyncio.sleep(interval)
             reply = await self._client.heartbeat(task.task_id)

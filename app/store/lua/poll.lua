@@ -3,7 +3,7 @@
 -- ARGV[1] run key prefix (run key = prefix .. flow id), [2] history key prefix,
 --     [3] most tasks to lease, [4] worker id, [5] partition, [6] notify channel,
 --     [7..] lease ms for each queue of KEYS[2..]
--- Returns a list of {task id, flow id, action id, attempt, input JSON}. Entries of ended
+-- Returns a list of {task id, flow id, action id, attempt, input JSON, action name}. Entries of ended
 -- runs, stale entries and malformed entries are dropped.
 local now = now_ms()
 local wanted = tonumber(ARGV[3])
@@ -19,14 +19,14 @@ for q = 2, #KEYS do
     local status = redis.call('HGET', ctx.run, 'status')
     if status == 'RUNNING' or status == 'PAUSED' then
       local exec = redis.call('HMGET', ctx.run, xf(seq, 's'), xf(seq, 'n'), xf(seq, 'a'),
-        xf(seq, 'in'))
+        xf(seq, 'in'), xf(seq, 'q'))
       if exec[1] == 'QUEUED' and exec[2] == attempt then
         set_exec_status(ctx, seq, 'RUNNING')
         redis.call('HSET', ctx.run, xf(seq, 'w'), ARGV[4], 'updatedAt', now)
         add_timer(ctx, timer_member(ctx, 'lease', seq, attempt), now + tonumber(ARGV[5 + q]))
         hist(ctx, { event = 'RUNNING', action = tonumber(exec[3]), seq = tonumber(seq),
           attempt = tonumber(attempt), worker = ARGV[4] })
-        table.insert(leased, { task, flow, exec[3], attempt, exec[4] })
+        table.insert(leased, { task, flow, exec[3], attempt, exec[4], exec[5] })
       end
     end
     end

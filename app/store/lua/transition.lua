@@ -11,7 +11,9 @@
 --     [11] new status: COMPLETED, FAILED, or QUEUED for a retry,
 --     [12] output JSON (COMPLETED, or FAILED's {"error": ...}), [13] error text,
 --     [14] branch taken, [15] retry delay ms, [16] reason to fail the run or "",
---     [17..] ops (see apply_ops)
+--     [17] the score the timer ARGV[8] was claimed with, or "": if it changed since
+--          (a heartbeat extended a lease being expired), nothing happens ("stale"),
+--     [18..] ops (see apply_ops)
 -- Returns "ok", "held" (run paused: kept for resume), "stale" (not in the expected state,
 -- or a result already held), "terminal" (run ended) or "missing" (no such run).
 local ctx = run_context()
@@ -25,6 +27,9 @@ if status == false or TERMINAL[status] then
   if member ~= '' then redis.call('ZREM', ctx.timers, member) end
   if status == false then return 'missing' end
   return 'terminal'
+end
+if ARGV[17] ~= '' and tonumber(redis.call('ZSCORE', ctx.timers, member)) ~= tonumber(ARGV[17]) then
+  return 'stale'
 end
 local exec = redis.call('HMGET', ctx.run, xf(seq, 's'), xf(seq, 'n'), xf(seq, 'held'))
 if exec[1] ~= ARGV[6] or exec[2] ~= ARGV[7] or (fresh and exec[3]) then
@@ -73,6 +78,6 @@ else
   hist(ctx, { event = new_status, action = action, seq = tonumber(seq), branch = ARGV[14],
     error = ARGV[13] })
 end
-apply_ops(ctx, 17)
+apply_ops(ctx, 18)
 if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end
 return 'ok'
