@@ -6,10 +6,11 @@ Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from app.store.store import Outcome, Store
+from app.store.store import Outcome, Store, Transition
 from tests.test_lua_scripts import (
     LEASE_MS,
     RETENTION,
@@ -307,3 +308,24 @@ async def test_replayed_result_of_a_run_paused_again_is_held_again(lua: Lua) -> 
     assert (await lua.run(flow))["x:1:s"] == "RUNNING"
     assert await lua.queue(flow, next_queue) == []
     assert await lua.held(flow) == {result}
+
+
+async def test_pipelined_transitions_answer_in_order_and_survive_a_script_flush(
+    lua: Lua, redis_client: Any
+) -> None:
+    queue = lua.new_name()
+    first, second = lua.new_flow(), lua.new_flow()
+    await lua.start([user(1, queue)], flow=first)
+    await lua.start([user(1, queue)], flow=second)
+    await lua.poll(first, queue)
+    await lua.poll(second, queue)
+    await redis_client.script_flush()
+    done = Outcome("COMPLETED", '{"r":1}', branch="default")
+    changes = [
+        Transition(first, 1, "RUNNING", 1, done, timer_member=member("lease", first, 1, 1)),
+        Transition(first, 1, "RUNNING", 1, done),  # the same again: the run has ended
+        Transition(second, 1, "RUNNING", 1, done, timer_member=member("lease", second, 1, 1)),
+    ]
+    assert await lua.store.transitions(changes) == ["ok", "terminal", "ok"]
+    assert (await lua.run(first))["status"] == "COMPLETED"
+    assert (await lua.run(second))["status"] == "COMPLETED"

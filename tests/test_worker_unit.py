@@ -375,6 +375,10 @@ def test_example_definitions_are_well_formed_and_served(definition: str, worker_
 # -- the HTTP protocol, against a fake server ---------------------------------------------
 
 
+OK = 200
+SERVER_ERROR = 500
+
+
 class FakeOrchy:
     """Just enough of SPEC section 5 to drive a worker: a task queue and scripted answers."""
 
@@ -388,6 +392,7 @@ class FakeOrchy:
         self.app = Starlette(
             routes=[
                 Route("/tasks/poll", self.poll, methods=["POST"]),
+                Route("/tasks/results", self.results, methods=["POST"]),
                 Route("/tasks/{task_id}/{verb}", self.report, methods=["POST"]),
                 Route("/metadata/action", self.report, methods=["POST"]),
             ]
@@ -438,6 +443,28 @@ class FakeOrchy:
             if tasks or time.monotonic() >= deadline:
                 return JSONResponse({"tasks": tasks})
             await asyncio.sleep(0.01)
+
+    async def results(self, request: Request) -> JSONResponse:
+        """A batch is recorded as the single ``/complete`` and ``/fail`` calls it stands for;
+        a scripted 5xx for any of them fails the whole request, as a server error would."""
+        statuses = []
+        for item in (await request.json())["results"]:
+            result = dict(item)
+            task_id = result.pop("taskId")
+            verb = "complete" if "output" in result else "fail"
+            statuses.append((task_id, self._record(f"/tasks/{task_id}/{verb}", result)))
+        for _, status in statuses:
+            if status is not None and status >= SERVER_ERROR:
+                return JSONResponse({"error": f"scripted {status}"}, status_code=status)
+        answers = [
+            {
+                "taskId": task_id,
+                "status": status or OK,
+                "error": None if status is None else f"scripted {status}",
+            }
+            for task_id, status in statuses
+        ]
+        return JSONResponse({"results": answers})
 
     async def report(self, request: Request) -> JSONResponse:
         status = self._record(request.url.path, await request.json())

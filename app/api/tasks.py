@@ -19,11 +19,9 @@ from app.api.models import (
     ResultsRequest,
     ResultsResponse,
     ResultStatus,
-    TaskResult,
 )
-from app.engine.engine import Engine
+from app.engine.engine import Failure, Result, Success
 from app.engine.errors import EngineError, Invalid
-from app.settings import Settings
 from app.store import LeasedTask
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -119,24 +117,30 @@ async def results(
     and answers a status for each: one failing result never affects the others."""
     if len(request.results) > settings.poll_max_tasks:
         raise Invalid(f"results: at most {settings.poll_max_tasks} per request")
-    statuses = await asyncio.gather(*(_apply(engine, settings, item) for item in request.results))
-    return ResultsResponse(results=list(statuses))
-
-
-async def _apply(engine: Engine, settings: Settings, item: TaskResult) -> ResultStatus:
-    try:
+    statuses: list[ResultStatus | None] = [None] * len(request.results)
+    accepted: list[tuple[int, tuple[str, Result]]] = []
+    for index, item in enumerate(request.results):
         if item.output is not None:
             size = len(orjson.dumps(item.output))
             if size > settings.max_output_bytes:
-                raise PayloadTooLarge(
-                    f"output is {size} bytes; the limit is {settings.max_output_bytes} bytes"
+                statuses[index] = ResultStatus(
+                    taskId=item.taskId,
+                    status=PayloadTooLarge.status_code,
+                    error=f"output is {size} bytes; the limit is {settings.max_output_bytes} bytes",
                 )
-            answer = await engine.complete_task(item.taskId, item.output)
+                continue
+            accepted.append((index, (item.taskId, Success(item.output))))
         else:
-            answer = await engine.fail_task(item.taskId, item.error or "", item.retryable)
-    except EngineError as error:
-        return ResultStatus(taskId=item.taskId, status=error.status_code, error=error.message)
-    return ResultStatus(taskId=item.taskId, status=OK, held=answer == "held")
+            accepted.append((index, (item.taskId, Failure(item.error or "", item.retryable))))
+    answers = await engine.apply_results([result for _, result in accepted])
+    for (index, (task_id, _)), answer in zip(accepted, answers, strict=True):
+        if isinstance(answer, EngineError):
+            statuses[index] = ResultStatus(
+                taskId=task_id, status=answer.status_code, error=answer.message
+            )
+        else:
+            statuses[index] = ResultStatus(taskId=task_id, status=OK, held=answer == "held")
+    return ResultsResponse(results=[status for status in statuses if status is not None])
 
 
 @router.post("/{task_id}/heartbeat", response_model=Accepted, responses=ERRORS)

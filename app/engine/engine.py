@@ -16,7 +16,7 @@ import orjson
 
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine.catalog import Catalog
-from app.engine.errors import Conflict, Invalid, NotFound
+from app.engine.errors import Conflict, EngineError, Invalid, NotFound
 from app.engine.ids import TaskId, TimerKind, TimerMember, idempotent_flow_id, new_flow_id
 from app.engine.planner import Plan, Planner, dumps
 from app.engine.snapshot import Execution, RunSnapshot
@@ -25,13 +25,14 @@ from app.engine.wakeups import Wakeups
 from app.jsontypes import JSON, JSONObject
 from app.settings import Settings
 from app.store import LeasedTask, Store
-from app.store.store import Outcome
+from app.store.store import Outcome, Transition
 
 log = logging.getLogger("orchy.engine")
 
 MS_PER_SECOND = 1000
 LEASE_EXPIRED = "lease expired: no result within the action's timeoutSeconds"
 TERMINATED_REASON = "terminated by request"
+TASK_ID_SHAPE = "task ids look like <flowId>.<n>.<n>"
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,14 @@ class Engine:
     async def _task_execution(self, task_id: str) -> tuple[TaskId, RunSnapshot, Execution]:
         parsed = TaskId.parse(task_id)
         if parsed is None:
-            raise NotFound(f"task {task_id!r} not found: task ids look like <flowId>.<n>.<n>")
+            raise NotFound(f"task {task_id!r} not found: {TASK_ID_SHAPE}")
         fields = await self.store.read_run(parsed.flow_id)
+        return self._check_task(task_id, parsed, fields)
+
+    @staticmethod
+    def _check_task(
+        task_id: str, parsed: TaskId, fields: dict[str, str]
+    ) -> tuple[TaskId, RunSnapshot, Execution]:
         snapshot = RunSnapshot(parsed.flow_id, fields)
         execution = snapshot.execution(parsed.seq) if fields else None
         if execution is None or execution.queue is None:
@@ -154,6 +161,34 @@ class Engine:
         parsed, snapshot, execution = await self._task_execution(task_id)
         return await self._finish_user_task(parsed, snapshot, execution, Failure(error, retryable))
 
+    async def apply_results(self, results: list[tuple[str, Result]]) -> list[str | EngineError]:
+        """Many worker results: one pipelined read of their runs, one pipelined write of
+        their transitions. Each answer is what the single call would return or raise."""
+        answers: list[str | EngineError] = [NotFound("")] * len(results)
+        parsed = [TaskId.parse(task_id) for task_id, _ in results]
+        flows = sorted({task.flow_id for task in parsed if task is not None})
+        fields_of = dict(zip(flows, await self.store.read_runs(flows), strict=True))
+        planned: list[tuple[int, TaskId, Transition]] = []
+        for index, ((task_id, result), task) in enumerate(zip(results, parsed, strict=True)):
+            try:
+                if task is None:
+                    raise NotFound(
+                        f"task {task_id!r} not found: task ids look like <flowId>.<n>.<n>"
+                    )
+                _, snapshot, execution = self._check_task(task_id, task, fields_of[task.flow_id])
+                change = await self._plan_user_result(task, snapshot, execution, result)
+                planned.append((index, task, change))
+            except EngineError as error:
+                answers[index] = error
+        replies = await self.store.transitions([change for _, _, change in planned])
+        for (index, task, _), reply in zip(planned, replies, strict=True):
+            try:
+                self._raise_for(reply, f"task {task}")
+                answers[index] = reply
+            except EngineError as error:
+                answers[index] = error
+        return answers
+
     async def _finish_user_task(
         self,
         task: TaskId,
@@ -166,6 +201,22 @@ class Engine:
         """Applies a result (fresh from a worker, replayed after a pause, or a lease expiry).
 
         ``timer`` is the timer being handled, when it is not a worker's call."""
+        change = await self._plan_user_result(
+            task, snapshot, execution, result, timer, claimed_score
+        )
+        answer = await self.store.transitions([change])
+        self._raise_for(answer[0], f"task {task}")
+        return answer[0]
+
+    async def _plan_user_result(
+        self,
+        task: TaskId,
+        snapshot: RunSnapshot,
+        execution: Execution,
+        result: Result,
+        timer: TimerMember | None = None,
+        claimed_score: int | None = None,
+    ) -> Transition:
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
         document = snapshot.document()
@@ -198,7 +249,7 @@ class Engine:
             # A replayed result is applied, never held again; a lease expiry is held as itself.
             held_member = str(timer) if timer.kind is TimerKind.LEASE else ""
             held_outcome = ""
-        answer = await self.store.transition(
+        return Transition(
             task.flow_id,
             task.seq,
             ActionStatus.RUNNING,
@@ -211,8 +262,6 @@ class Engine:
             held_outcome=held_outcome,
             claimed_score=claimed_score,
         )
-        self._raise_for(answer, f"task {task}")
-        return answer
 
     @staticmethod
     def _raise_for(answer: str, what: str) -> None:

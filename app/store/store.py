@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from app.store.keys import Keys, RunKeys
 from app.store.scripts import Scripts
 
@@ -57,6 +59,23 @@ class Outcome:
     error: str = ""
     branch: str = ""
     retry_delay_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Transition:
+    """All that transition.lua takes (see its header)."""
+
+    flow_id: str
+    seq: int
+    expected_status: str
+    expected_attempt: int
+    outcome: Outcome
+    ops: Sequence[PlannedOp] = ()
+    fail_reason: str = ""
+    timer_member: str = ""
+    held_member: str = ""
+    held_outcome: str = ""
+    claimed_score: int | None = None
 
 
 class Store:
@@ -185,26 +204,65 @@ class Store:
         held_outcome: str = "",
         claimed_score: int | None = None,
     ) -> str:
-        queue_keys, op_args = self._ops(flow_id, ops, TRANSITION_FIXED_KEYS + 1)
-        keys = [*self.keys.run(flow_id).as_list(), *queue_keys]
-        args = [
-            *self._run_args(flow_id),
+        change = Transition(
+            flow_id,
             seq,
             expected_status,
             expected_attempt,
+            outcome,
+            ops,
+            fail_reason,
             timer_member,
             held_member,
             held_outcome,
+            claimed_score,
+        )
+        keys, args = self._transition_call(change)
+        return str(await self.scripts.transition(keys=keys, args=args))
+
+    async def transitions(self, changes: Sequence[Transition]) -> list[str]:
+        """Several transitions in one pipelined round trip; each is still its own atomic
+        script, and the answers come in order."""
+        if not changes:
+            return []
+        script = self.scripts.transition
+        calls = [self._transition_call(change) for change in changes]
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = await pipe.execute(raise_on_error=False)
+        answers = []
+        for (keys, args), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                # Not run (the script cache was flushed): run it the loading way.
+                reply = await script(keys=keys, args=args)
+            elif isinstance(reply, Exception):
+                raise reply
+            answers.append(str(reply))
+        return answers
+
+    def _transition_call(self, change: Transition) -> tuple[list[str], list[Any]]:
+        queue_keys, op_args = self._ops(change.flow_id, change.ops, TRANSITION_FIXED_KEYS + 1)
+        keys = [*self.keys.run(change.flow_id).as_list(), *queue_keys]
+        outcome = change.outcome
+        args = [
+            *self._run_args(change.flow_id),
+            change.seq,
+            change.expected_status,
+            change.expected_attempt,
+            change.timer_member,
+            change.held_member,
+            change.held_outcome,
             outcome.new_status,
             outcome.output_json,
             outcome.error,
             outcome.branch,
             outcome.retry_delay_ms,
-            fail_reason,
-            "" if claimed_score is None else claimed_score,
+            change.fail_reason,
+            "" if change.claimed_score is None else change.claimed_score,
             *op_args,
         ]
-        return str(await self.scripts.transition(keys=keys, args=args))
+        return keys, args
 
     async def requeue(
         self, flow_id: str, seq: int, attempt: int, timer_member: str, queue: str
@@ -296,6 +354,16 @@ class Store:
         fields: dict[str, str] = await self.client.hgetall(self.keys.run(flow_id).run)
         return fields
 
+    async def read_runs(self, flow_ids: Sequence[str]) -> list[dict[str, str]]:
+        """Several runs in one pipelined round trip."""
+        if not flow_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for flow_id in flow_ids:
+            pipe.hgetall(self.keys.run(flow_id).run)
+        replies: list[dict[str, str]] = await pipe.execute()
+        return replies
+
     async def read_history(self, flow_id: str) -> list[str]:
         entries: list[str] = await self.client.lrange(self.keys.run(flow_id).history, 0, -1)
         return entries
@@ -329,4 +397,4 @@ class Store:
                 await self.client.zrem(self.keys.runs_by_name(partition, name), flow_id)
 
 
-__all__ = ["LeasedTask", "Outcome", "PlannedOp", "RunKeys", "Store", "TimerClaim"]
+__all__ = ["LeasedTask", "Outcome", "PlannedOp", "RunKeys", "Store", "TimerClaim", "Transition"]

@@ -183,13 +183,25 @@ class WorkerRun:
 
     async def _handle(self, task: Task) -> None:
         logger.debug("running %s", task.label)
-        heartbeat = asyncio.create_task(self._heartbeat(task), name=f"orchy-hb-{task.task_id}")
-        self._heartbeats.add(heartbeat)
-        heartbeat.add_done_callback(self._heartbeats.discard)
+        interval = self._heartbeat_interval(task)
+        heartbeats: list[asyncio.Task[None]] = []
+
+        def start_heartbeats() -> None:
+            # Only tasks that outlive one interval pay for a heartbeat task.
+            heartbeat = asyncio.create_task(
+                self._heartbeat(task, interval), name=f"orchy-hb-{task.task_id}"
+            )
+            self._heartbeats.add(heartbeat)
+            heartbeat.add_done_callback(self._heartbeats.discard)
+            heartbeats.append(heartbeat)
+
+        first_beat = asyncio.get_running_loop().call_later(interval, start_heartbeats)
         try:
             outcome = await self._execute(self._registry.get(task.name), task)
         finally:
-            heartbeat.cancel()
+            first_beat.cancel()
+            for heartbeat in heartbeats:
+                heartbeat.cancel()
         await self._report(task, outcome)
 
     async def _execute(self, action: RegisteredAction | None, task: Task) -> Outcome:
@@ -273,32 +285,37 @@ class WorkerRun:
                     reply.message,
                 )
 
-    async def _heartbeat(self, task: Task) -> None:
+    def _heartbeat_interval(self, task: Task) -> float:
         interval = self._config.heartbeat_seconds
         action = self._registry.get(task.name)
         timeout = None if action is None else action.options.timeout_seconds
         if timeout is not None:
             # Beat well inside the lease the action declared, whatever the default interval.
             interval = min(interval, timeout / HEARTBEATS_PER_LEASE)
+        return interval
+
+    async def _heartbeat(self, task: Task, interval: float) -> None:
+        """Beats now, then every ``interval``, until cancelled or the lease is lost."""
         while True:
-            await asyncio.sleep(interval)
             reply = await self._client.heartbeat(task.task_id)
-            if reply.ok:
-                continue
             if reply.status is ReplyStatus.UNREACHABLE:
                 logger.warning("%s: heartbeat not delivered: %s", task.label, reply.message)
-                continue
-            if reply.status in (ReplyStatus.STALE, ReplyStatus.NOT_FOUND):
-                logger.warning(
-                    "%s: heartbeat answered %s, the lease is lost; its result will be refused",
-                    task.label,
-                    reply.http_status,
-                )
-            else:
-                logger.error(
-                    "%s: heartbeat answered %s: %s", task.label, reply.http_status, reply.message
-                )
-            return
+            elif not reply.ok:
+                if reply.status in (ReplyStatus.STALE, ReplyStatus.NOT_FOUND):
+                    logger.warning(
+                        "%s: heartbeat answered %s, the lease is lost; its result will be refused",
+                        task.label,
+                        reply.http_status,
+                    )
+                else:
+                    logger.error(
+                        "%s: heartbeat answered %s: %s",
+                        task.label,
+                        reply.http_status,
+                        reply.message,
+                    )
+                return
+            await asyncio.sleep(interval)
 
     # -- shutdown ---------------------------------------------------------------------
 

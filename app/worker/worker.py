@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any
 
 import httpx
+import uvloop
 
 from app.settings import Settings, get_settings
 from app.worker.client import OrchyClient
@@ -170,8 +171,8 @@ class Worker:
         logger.info("worker %s stopped", self.worker_id)
 
     def run_sync(self) -> None:
-        """``asyncio.run(self.run())``, stopping on SIGINT/SIGTERM."""
-        asyncio.run(self.run())
+        """Runs until SIGINT/SIGTERM, on uvloop (a dependency of uvicorn[standard])."""
+        uvloop.run(self.run())
 
 
 def _check_concurrency(value: int) -> None:

@@ -1,0 +1,37 @@
+"""The benchmark's user actions: ``bench-step`` does nothing; ``bench-last`` counts finished
+runs in Redis (``BENCH_COUNTER_URL``/``BENCH_COUNTER_KEY``); ``bench-timed`` records the
+step-to-step latency (its input ``t`` is the previous step's end, in ns) into a Redis list."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis.asyncio as redis
+
+from app.worker import Worker
+
+worker = Worker()
+_counter = redis.Redis.from_url(os.environ.get("BENCH_COUNTER_URL", "redis://127.0.0.1:6379/5"))
+COUNTER_KEY = os.environ.get("BENCH_COUNTER_KEY", "bench:done")
+LATENCY_KEY = os.environ.get("BENCH_LATENCY_KEY", "bench:latency")
+
+
+@worker.action("bench-step")
+async def step(input: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@worker.action("bench-last")
+async def last(input: dict[str, Any]) -> dict[str, Any]:
+    await _counter.incr(COUNTER_KEY)
+    return {}
+
+
+@worker.action("bench-timed")
+async def timed(input: dict[str, Any]) -> dict[str, Any]:
+    previous_end = input.get("t")
+    if previous_end:
+        await _counter.rpush(LATENCY_KEY, time.time_ns() - int(previous_end))
+    return {"t": time.time_ns()}
