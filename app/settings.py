@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     max_output_bytes: int = 1024 * 1024
     max_event_bytes: int = 1024 * 1024
     max_batch_bytes: int = 16 * 1024 * 1024
+    max_starts_per_request: int = 1000
 
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600

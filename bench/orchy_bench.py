@@ -33,6 +33,8 @@ WORKER_FILE = ROOT / "bench" / "noop_worker.py"
 HEALTH_DEADLINE_SECONDS = 30.0
 STEP_SECONDS = 0.05
 START_CLIENTS = 16
+START_BATCH = 200
+START_BATCH_CLIENTS = 2
 CHAIN_STEPS = 4
 LATENCY_RUNS = 200
 FAN_OUT = 1000
@@ -210,6 +212,23 @@ async def start_runs(url: str, name: str, count: int, clients: int = START_CLIEN
     return count / (time.perf_counter() - started)
 
 
+async def start_runs_batched(url: str, name: str, count: int, batch: int = START_BATCH) -> float:
+    """Starts ``count`` runs through POST /flow/execute/many; returns starts per second."""
+    sizes = [min(batch, count - done) for done in range(0, count, batch)]
+    pending = iter(sizes)
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            for size in pending:
+                body = {"name": name, "inputs": [{}] * size}
+                response = await http.post("/flow/execute/many", json=body)
+                response.raise_for_status()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(START_BATCH_CLIENTS)))
+    return count / (time.perf_counter() - started)
+
+
 def register(url: str, definition: dict[str, Any]) -> None:
     httpx.post(f"{url}/metadata/workflow", json=definition, timeout=30).raise_for_status()
 
@@ -252,7 +271,7 @@ def chain(current: Stack, runs: int) -> dict[str, Any]:
     pids = stack_pids(current)
     cpu_before = cpu_seconds(pids)
     started = time.perf_counter()
-    start_rate = asyncio.run(start_runs(current.url, name, runs))
+    start_rate = asyncio.run(start_runs_batched(current.url, name, runs))
     wait_counter(client, "bench:done", runs)
     elapsed = time.perf_counter() - started
     cpu_after = cpu_seconds(pids)

@@ -549,3 +549,20 @@ async def test_batch_results_answer_each_result_on_its_own(
     assert (await api.flow(big_flow))["actions"]["1"]["status"] == "RUNNING"
     neither = await http.post("/tasks/results", json={"results": [{"taskId": "a.1.1"}]})
     assert neither.status_code == 422 and "output" in neither.json()["error"]
+
+
+async def test_execute_many_starts_one_run_per_input(api: Api, http: httpx.AsyncClient) -> None:
+    name = unique("many")
+    await api.register(workflow(name, user(1, f"{name}-a", x="{$.input.x}")))
+    response = await http.post(
+        "/flow/execute/many", json={"name": name, "inputs": [{"x": 1}, {"x": 2}]}
+    )
+    assert response.status_code == 201, response.text
+    flow_ids = response.json()["flowIds"]
+    assert len(set(flow_ids)) == 2
+    tasks = await api.poll([f"{name}-a"], most=2)
+    assert sorted((task["flowId"], task["input"]["x"]) for task in tasks) == sorted(
+        zip(flow_ids, [1, 2], strict=True)
+    )
+    empty = await http.post("/flow/execute/many", json={"name": name, "inputs": []})
+    assert empty.status_code == 422 and "inputs" in empty.json()["error"]

@@ -10,6 +10,8 @@ from app.api.deps import EngineDep, SettingsDep, limit_event
 from app.api.models import (
     Accepted,
     ErrorResponse,
+    ExecuteManyRequest,
+    ExecuteManyResponse,
     ExecuteRequest,
     ExecuteResponse,
     FlowHistory,
@@ -17,6 +19,7 @@ from app.api.models import (
     FlowView,
 )
 from app.api.views import flow_summary, flow_view, history_entry
+from app.engine.errors import Invalid
 from app.engine.snapshot import RunSnapshot
 from app.engine.status import RunStatus
 
@@ -36,6 +39,19 @@ async def execute(request: ExecuteRequest, engine: EngineDep) -> ExecuteResponse
         request.name, request.input, request.version, request.idempotencyKey
     )
     return ExecuteResponse(flowId=flow_id, created=created)
+
+
+@router.post(
+    "/execute/many", status_code=CREATED, response_model=ExecuteManyResponse, responses=ERRORS
+)
+async def execute_many(
+    request: ExecuteManyRequest, engine: EngineDep, settings: SettingsDep
+) -> ExecuteManyResponse:
+    """Starts one run per input in one request (at most ``ORCHY_MAX_STARTS_PER_REQUEST``)."""
+    if len(request.inputs) > settings.max_starts_per_request:
+        raise Invalid(f"inputs: at most {settings.max_starts_per_request} runs per request")
+    started = await engine.start_many(request.name, request.inputs, request.version)
+    return ExecuteManyResponse(flowIds=[flow_id for flow_id, _ in started])
 
 
 @router.get("", response_model=FlowList, responses=ERRORS)

@@ -49,6 +49,16 @@ class ExecuteRequest(BaseModel):
     idempotencyKey: str | None = Field(default=None, min_length=1)
 
 
+class ExecuteManyRequest(BaseModel):
+    name: str = Field(min_length=1)
+    inputs: list[Any] = Field(min_length=1, description="one run per input")
+    version: int | None = Field(default=None, ge=1)
+
+
+class ExecuteManyResponse(BaseModel):
+    flowIds: list[str]
+
+
 class ExecuteResponse(BaseModel):
     flowId: str
     created: bool = Field(description="False when the idempotency key named an existing run")

@@ -25,7 +25,7 @@ from app.engine.wakeups import Wakeups
 from app.jsontypes import JSON, JSONObject
 from app.settings import Settings
 from app.store import LeasedTask, Store
-from app.store.store import Outcome, Transition
+from app.store.store import Outcome, RunStart, Transition
 
 log = logging.getLogger("orchy.engine")
 
@@ -100,28 +100,45 @@ class Engine:
     ) -> tuple[str, bool]:
         """Starts a run; returns (flow id, created). A repeated idempotency key returns the
         first run's id and created False."""
+        [started] = await self.start_many(name, [input_data], version, [idempotency_key])
+        return started
+
+    async def start_many(
+        self,
+        name: str,
+        inputs: list[JSON],
+        version: int | None = None,
+        idempotency_keys: list[str | None] | None = None,
+    ) -> list[tuple[str, bool]]:
+        """Starts one run per input, in one pipelined round trip."""
         workflow = await self.catalog.workflow(name, version)
         if workflow is None:
             which = "" if version is None else f" version {version}"
             raise NotFound(f"workflow {name!r}{which} not found")
-        flow_id = (
-            new_flow_id() if not idempotency_key else idempotent_flow_id(name, idempotency_key)
-        )
-        document: JSONObject = {
-            "input": input_data,
-            "flow": {"id": flow_id, "name": name, "version": workflow.version},
-        }
-        plan = await self.planner.start(workflow, [workflow.root_action], document)
-        created = await self.store.start_run(
-            flow_id,
-            name,
-            workflow.version,
-            dumps(input_data),
-            idempotency_key or "",
-            plan.fail_reason,
-            plan.ops,
-        )
-        return flow_id, created
+        keys = idempotency_keys or [None] * len(inputs)
+        starts = []
+        for input_data, key in zip(inputs, keys, strict=True):
+            flow_id = idempotent_flow_id(name, key) if key else new_flow_id()
+            document: JSONObject = {
+                "input": input_data,
+                "flow": {"id": flow_id, "name": name, "version": workflow.version},
+            }
+            plan = await self.planner.start(workflow, [workflow.root_action], document)
+            starts.append(
+                RunStart(
+                    flow_id,
+                    name,
+                    workflow.version,
+                    dumps(input_data),
+                    key or "",
+                    plan.fail_reason,
+                    plan.ops,
+                )
+            )
+        created = await self.store.start_runs(starts)
+        return [
+            (start.flow_id, was_created) for start, was_created in zip(starts, created, strict=True)
+        ]
 
     # -- worker results -------------------------------------------------------------
 

@@ -62,6 +62,19 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class RunStart:
+    """All that start.lua takes (see its header)."""
+
+    flow_id: str
+    name: str
+    version: int
+    input_json: str
+    idempotency_key: str
+    fail_reason: str
+    ops: Sequence[PlannedOp]
+
+
+@dataclass(frozen=True)
 class Transition:
     """All that transition.lua takes (see its header)."""
 
@@ -169,26 +182,55 @@ class Store:
         ops: Sequence[PlannedOp],
     ) -> bool:
         """Creates the run; False when a run with this id already exists."""
-        run_keys = self.keys.run(flow_id)
+        start = RunStart(flow_id, name, version, input_json, idempotency_key, fail_reason, ops)
+        return (await self.start_runs([start]))[0]
+
+    async def start_runs(self, starts: Sequence[RunStart]) -> list[bool]:
+        """Creates several runs in one pipelined round trip (each its own atomic script)."""
+        calls = [self._start_call(start) for start in starts]
+        return [answer == "created" for answer in await self._run_pipelined("start", calls)]
+
+    def _start_call(self, start: RunStart) -> tuple[list[str], list[Any]]:
+        flow_id = start.flow_id
         partition = self.keys.partition_of(flow_id)
-        queue_keys, op_args = self._ops(flow_id, ops, START_FIXED_KEYS + 1)
+        queue_keys, op_args = self._ops(flow_id, start.ops, START_FIXED_KEYS + 1)
         keys = [
-            *run_keys.as_list(),
+            *self.keys.run(flow_id).as_list(),
             self.keys.runs_index(partition),
-            self.keys.runs_by_name(partition, name),
+            self.keys.runs_by_name(partition, start.name),
             *queue_keys,
         ]
         args = [
             *self._run_args(flow_id),
-            name,
-            version,
-            input_json,
-            idempotency_key,
-            fail_reason,
+            start.name,
+            start.version,
+            start.input_json,
+            start.idempotency_key,
+            start.fail_reason,
             *op_args,
         ]
-        result = await self.scripts.start(keys=keys, args=args)
-        return bool(result == "created")
+        return keys, args
+
+    async def _run_pipelined(
+        self, script_name: str, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> list[str]:
+        """Runs one script many times in one round trip; answers in order."""
+        if not calls:
+            return []
+        script = getattr(self.scripts, script_name)
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = await pipe.execute(raise_on_error=False)
+        answers = []
+        for (keys, args), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                # Not run (the script cache was flushed): run it the loading way.
+                reply = await script(keys=keys, args=args)
+            elif isinstance(reply, Exception):
+                raise reply
+            answers.append(str(reply))
+        return answers
 
     async def transition(
         self,
@@ -223,23 +265,8 @@ class Store:
     async def transitions(self, changes: Sequence[Transition]) -> list[str]:
         """Several transitions in one pipelined round trip; each is still its own atomic
         script, and the answers come in order."""
-        if not changes:
-            return []
-        script = self.scripts.transition
         calls = [self._transition_call(change) for change in changes]
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        replies = await pipe.execute(raise_on_error=False)
-        answers = []
-        for (keys, args), reply in zip(calls, replies, strict=True):
-            if isinstance(reply, NoScriptError):
-                # Not run (the script cache was flushed): run it the loading way.
-                reply = await script(keys=keys, args=args)
-            elif isinstance(reply, Exception):
-                raise reply
-            answers.append(str(reply))
-        return answers
+        return await self._run_pipelined("transition", calls)
 
     def _transition_call(self, change: Transition) -> tuple[list[str], list[Any]]:
         queue_keys, op_args = self._ops(change.flow_id, change.ops, TRANSITION_FIXED_KEYS + 1)
@@ -397,4 +424,13 @@ class Store:
                 await self.client.zrem(self.keys.runs_by_name(partition, name), flow_id)
 
 
-__all__ = ["LeasedTask", "Outcome", "PlannedOp", "RunKeys", "Store", "TimerClaim", "Transition"]
+__all__ = [
+    "LeasedTask",
+    "Outcome",
+    "PlannedOp",
+    "RunKeys",
+    "RunStart",
+    "Store",
+    "TimerClaim",
+    "Transition",
+]
