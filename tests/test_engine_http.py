@@ -566,3 +566,23 @@ async def test_execute_many_starts_one_run_per_input(api: Api, http: httpx.Async
     )
     empty = await http.post("/flow/execute/many", json={"name": name, "inputs": []})
     assert empty.status_code == 422 and "inputs" in empty.json()["error"]
+
+
+async def test_output_template_and_missing_path_warning(api: Api, http: httpx.AsyncClient) -> None:
+    name = unique("template")
+    await api.register(
+        workflow(
+            name,
+            user(1, f"{name}-a", who="{$.input.nobody}", flow="{$.flow.name}"),
+            output={"answer": "{$.1.output.n}", "text": "n={$.1.output.n}"},
+        )
+    )
+    flow_id = await api.start(name)
+    task = await api.poll_one(f"{name}-a")
+    assert task["input"] == {"who": None, "flow": name}
+    await api.complete(task["taskId"], {"n": 42})
+    flow = await api.wait_status(flow_id, "COMPLETED")
+    assert flow["output"] == {"answer": 42, "text": "n=42"}
+    history = (await http.get(f"/flow/{flow_id}/history")).json()["history"]
+    warnings = [entry for entry in history if entry["event"] == "WARNING"]
+    assert len(warnings) == 1 and "$.input.nobody" in warnings[0]["detail"]
