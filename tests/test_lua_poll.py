@@ -30,8 +30,8 @@ async def test_poll_leases_queued_tasks_up_to_most(lua: Lua) -> None:
     first = await lua.store.poll(lua.partition(flow), [(queue, 7000)], 2, "worker-a")
     after = await lua.now()
     assert first == [
-        LeasedTask(task_id(flow, 1, 1), flow, 1, 1, '{"i":1}'),
-        LeasedTask(task_id(flow, 2, 1), flow, 2, 1, '{"i":2}'),
+        LeasedTask(task_id(flow, 1, 1), flow, 1, 1, '{"i":1}', queue),
+        LeasedTask(task_id(flow, 2, 1), flow, 2, 1, '{"i":2}', queue),
     ]
     run = await lua.run(flow)
     for seq, aid in ((1, 1), (2, 2)):
