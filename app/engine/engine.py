@@ -171,12 +171,16 @@ class Engine:
         return parsed, snapshot, execution
 
     async def complete_task(self, task_id: str, output: JSON) -> str:
-        parsed, snapshot, execution = await self._task_execution(task_id)
-        return await self._finish_user_task(parsed, snapshot, execution, Success(output))
+        return await self._apply_one(task_id, Success(output))
 
     async def fail_task(self, task_id: str, error: str, retryable: bool) -> str:
-        parsed, snapshot, execution = await self._task_execution(task_id)
-        return await self._finish_user_task(parsed, snapshot, execution, Failure(error, retryable))
+        return await self._apply_one(task_id, Failure(error, retryable))
+
+    async def _apply_one(self, task_id: str, result: Result) -> str:
+        [answer] = await self.apply_results([(task_id, result)])
+        if isinstance(answer, EngineError):
+            raise answer
+        return answer
 
     async def apply_results(self, results: list[tuple[str, Result]]) -> list[str | EngineError]:
         """Many worker results: one pipelined read of their runs, one pipelined write of
