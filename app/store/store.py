@@ -220,7 +220,8 @@ class Store:
         script = getattr(self.scripts, script_name)
         pipe = self.client.pipeline(transaction=False)
         for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            # execute_command: redis-py refuses a pipelined evalsha() on Redis Cluster.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         replies = await pipe.execute(raise_on_error=False)
         answers = []
         for (keys, args), reply in zip(calls, replies, strict=True):
