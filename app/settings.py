@@ -16,6 +16,8 @@ class Settings(BaseSettings):
         default="", validation_alias=AliasChoices("ORCHY_REDIS_URL", "REDIS_URL")
     )
     data_dir: str = ".orchy-data"
+    # A Redis call that takes longer fails (the request answers 503) instead of hanging.
+    redis_timeout_seconds: float = 5.0
     embedded_start_timeout_seconds: float = 10.0
 
     health_timeout_seconds: float = 1.0

@@ -28,8 +28,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         connection = open_connection(settings)
-        client = connection.client()
-        pubsub_client = connection.pubsub_client()
+        client = connection.client(settings.redis_timeout_seconds)
+        pubsub_client = connection.pubsub_client(settings.redis_timeout_seconds)
         store = Store(client, settings.partitions, settings.retention_seconds)
         await store.check_partitions()
         wakeups = Wakeups()

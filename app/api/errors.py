@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,7 +17,11 @@ from app.engine.errors import EngineError
 
 log = logging.getLogger("orchy.api")
 
+BAD_REQUEST = 400
 UNPROCESSABLE = 422
+UNSTORABLE_JSON = (
+    "the JSON cannot be stored (integers must fit in 64 bits, nesting must stay under 255 levels)"
+)
 UNAVAILABLE = 503
 INTERNAL = 500
 
@@ -48,7 +53,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return error_response(error.status_code, str(error.detail))
+        # FastAPI answers an unreadable body (not UTF-8) with 400; bad input is 422 here.
+        status = UNPROCESSABLE if error.status_code == BAD_REQUEST else error.status_code
+        return error_response(status, str(error.detail))
+
+    @app.exception_handler(orjson.JSONEncodeError)
+    async def on_unstorable(_: Request, error: orjson.JSONEncodeError) -> JSONResponse:
+        return error_response(UNPROCESSABLE, f"{UNSTORABLE_JSON}: {error}")
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

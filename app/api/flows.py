@@ -30,6 +30,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse},
 }
 CREATED = 201
+# Deeper pages than this are not served: filter by name or status instead.
+MAX_OFFSET = 100_000
 
 
 @router.post("/execute", status_code=CREATED, response_model=ExecuteResponse, responses=ERRORS)
@@ -60,7 +62,7 @@ async def list_flows(
     settings: SettingsDep,
     name: str | None = Query(default=None, min_length=1),
     status: RunStatus | None = None,
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
     limit: int = Query(default=50, ge=1, le=500),
 ) -> FlowList:
     """Runs, newest first. With ``status``, the newest ``list_scan_max`` runs are searched."""

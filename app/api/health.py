@@ -19,6 +19,7 @@ async def health(engine: EngineDep, settings: SettingsDep) -> JSONResponse:
         await asyncio.wait_for(engine.store.ping(), settings.health_timeout_seconds)
     except Exception as error:  # any failure to reach Redis is what this route reports
         return JSONResponse(
-            {"status": "degraded", "redis": f"error: {error}"}, status_code=UNAVAILABLE
+            {"status": "degraded", "redis": f"error: {str(error) or type(error).__name__}"},
+            status_code=UNAVAILABLE,
         )
     return JSONResponse({"status": "ok", "redis": "ok"})

@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.api.deps import EngineDep, PayloadTooLarge, SettingsDep, limit_batch, limit_output
+from app.api.errors import UNPROCESSABLE, UNSTORABLE_JSON
 from app.api.models import (
     Accepted,
     CompleteRequest,
@@ -121,7 +122,13 @@ async def results(
     accepted: list[tuple[int, tuple[str, Result]]] = []
     for index, item in enumerate(request.results):
         if item.output is not None:
-            size = len(orjson.dumps(item.output))
+            try:
+                size = len(orjson.dumps(item.output))
+            except orjson.JSONEncodeError as error:
+                statuses[index] = ResultStatus(
+                    taskId=item.taskId, status=UNPROCESSABLE, error=f"{UNSTORABLE_JSON}: {error}"
+                )
+                continue
             if size > settings.max_output_bytes:
                 statuses[index] = ResultStatus(
                     taskId=item.taskId,

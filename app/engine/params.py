@@ -44,14 +44,28 @@ def normalize_path(ref: str) -> str:
     return _SHORTHAND_ROOT.sub("$.", ref)
 
 
+_PROBE_DOCUMENT: dict[str, Any] = {
+    "input": {"a": [1, {"b": "c"}]},
+    "flow": {"id": "probe", "name": "probe", "version": 1},
+    "1": {"output": {"a": 1}},
+}
+
+
 @lru_cache(maxsize=_PARSED_PATH_CACHE_SIZE)
 def compile_path(ref: str) -> JSONPath:
     """Parse ``ref`` (shorthand allowed) into a jsonpath-ng expression, cached."""
     path = normalize_path(ref)
     try:
-        return parse(path)
+        compiled = parse(path)
     except (JSONPathError, ValueError) as error:
         raise PathError(f"JSONPath {path} does not parse: {error}".strip()) from None
+    try:
+        # Some expressions parse but cannot be evaluated at all (``&``, ``parent``...).
+        compiled.find(_PROBE_DOCUMENT)
+    except Exception as error:  # jsonpath-ng raises anything from its evaluators
+        reason = str(error) or type(error).__name__
+        raise PathError(f"JSONPath {path} cannot be evaluated: {reason}") from None
+    return compiled
 
 
 def references(template: JSON) -> Iterator[str]:
@@ -107,7 +121,13 @@ def _resolve_string(template: str, document: dict[str, Any], warnings: list[str]
 
 
 def _lookup(ref: str, document: dict[str, Any], warnings: list[str]) -> JSON:
-    matches = compile_path(ref).find(document)
+    try:
+        matches = compile_path(ref).find(document)
+    except PathError:
+        raise
+    except Exception as error:  # a path that evaluates on the probe may still fail on data
+        warnings.append(f"path {normalize_path(ref)} could not be evaluated: {error}")
+        return None
     if not matches:
         warnings.append(f"path {normalize_path(ref)} found nothing")
         return None

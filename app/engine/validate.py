@@ -66,7 +66,7 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
         raise DefinitionError(f"action {action_id}: name must be a non-empty string")
     label = f"action {action_id} ({name})"
     kind = raw.get("type")
-    if kind not in set(ActionType):
+    if not isinstance(kind, str) or kind not in set(ActionType):
         raise DefinitionError(f"{label}: type must be one of {_ACTION_TYPES}, not {kind!r}")
     return ActionDef(
         id=action_id,

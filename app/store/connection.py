@@ -7,6 +7,7 @@ URL forms: ``redis://host:port/db``, ``rediss://...``, ``unix:///path.sock``, an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -16,23 +17,32 @@ from app.store.embedded import EmbeddedRedis, data_dir_path
 from app.store.store import RedisClient
 
 CLUSTER_SCHEME = "redis+cluster://"
+DEFAULT_TIMEOUT_SECONDS = 5.0
 
 
 def is_cluster_url(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEME)
 
 
-def client_for_url(url: str) -> RedisClient:
+def client_for_url(url: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> RedisClient:
+    """A client whose calls give up after ``timeout_seconds``: a frozen Redis must turn into
+    503 answers, never into requests that hang."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": timeout_seconds,
+        "socket_connect_timeout": timeout_seconds,
+    }
     if is_cluster_url(url):
-        return RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME) :], decode_responses=True)
-    return Redis.from_url(url, decode_responses=True)
+        return RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME) :], **options)
+    return Redis.from_url(url, **options)
 
 
-def pubsub_client_for_url(url: str) -> Redis:
-    """A plain client for SUBSCRIBE: cluster pub/sub reaches every node, so any one will do."""
+def pubsub_client_for_url(url: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Redis:
+    """A plain client for SUBSCRIBE: cluster pub/sub reaches every node, so any one will do.
+    It waits for messages without a read timeout; connecting still times out."""
     if is_cluster_url(url):
-        return Redis.from_url("redis://" + url[len(CLUSTER_SCHEME) :], decode_responses=True)
-    return Redis.from_url(url, decode_responses=True)
+        url = "redis://" + url[len(CLUSTER_SCHEME) :]
+    return Redis.from_url(url, decode_responses=True, socket_connect_timeout=timeout_seconds)
 
 
 @dataclass
@@ -40,11 +50,11 @@ class Connection:
     url: str
     embedded: EmbeddedRedis | None
 
-    def client(self) -> RedisClient:
-        return client_for_url(self.url)
+    def client(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> RedisClient:
+        return client_for_url(self.url, timeout_seconds)
 
-    def pubsub_client(self) -> Redis:
-        return pubsub_client_for_url(self.url)
+    def pubsub_client(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Redis:
+        return pubsub_client_for_url(self.url, timeout_seconds)
 
     def close(self) -> None:
         if self.embedded is not None:
