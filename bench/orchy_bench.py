@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +327,9 @@ def start_rate(current: Stack, runs: int) -> dict[str, Any]:
     return {
         "runs": runs,
         "starts_per_second": round(rate, 1),
-        "server_cpu_ms_per_start": round((cpu_after["server"] - cpu_before["server"]) * 1000 / runs, 3),
+        "server_cpu_ms_per_start": round(
+            (cpu_after["server"] - cpu_before["server"]) * 1000 / runs, 3
+        ),
     }
 
 
