@@ -354,6 +354,19 @@ def memory(current: Stack, runs_done: int, used_before: int) -> dict[str, Any]:
     }
 
 
+def growth(redis_target: str, workers: int, concurrency: int, sizes: str) -> list[dict[str, Any]]:
+    """The chain at growing sizes, each on a fresh server and database: tasks/s should stay
+    flat; also the server's RSS and Redis memory per finished run."""
+    rows = []
+    for size in (int(part) for part in sizes.split(",")):
+        with stack(redis_target, workers, concurrency, {}) as current:
+            before = int(current.redis().info("memory")["used_memory"])
+            row = {"size": size, **chain(current, size)}
+            row.update(memory(current, size, before))
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--redis", default="embedded", help="embedded, or a redis:// URL")
@@ -378,14 +391,7 @@ def main() -> None:
         if args.workload in ("fanout", "all"):
             results["fan_out"] = fan_out(current)
     if args.workload in ("growth", "all"):
-        growth = []
-        for size in (int(part) for part in args.sizes.split(",")):
-            with stack(args.redis, args.workers, args.concurrency, {}) as current:
-                before = int(current.redis().info("memory")["used_memory"])
-                row = {"size": size, **chain(current, size)}
-                row.update(memory(current, size, before))
-                growth.append(row)
-        results["growth"] = growth
+        results["growth"] = growth(args.redis, args.workers, args.concurrency, args.sizes)
     print(json.dumps(results, indent=2))
 
 

@@ -1,0 +1,107 @@
+"""The whole benchmark in one command: Orchy's workloads on the embedded Redis and on the
+local Redis, then the peers (Celery, RQ, DBOS, LiteFlow) doing the same chain and step
+latency work with the same number of worker processes. Prints one table and writes it to
+bench/results/latest.md with a PNG chart beside it.
+
+    python -m bench.run                    # chain + latency everywhere, then the peers
+    python -m bench.run --full             # also start rate, growth (1k/10k/100k), fan-out
+    python -m bench.run --no-peers --runs 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import orchy_bench, report
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+LOCAL_REDIS = "redis://127.0.0.1:6379/5"
+TARGETS = (("embedded redis", "embedded"), ("redis 6379", LOCAL_REDIS))
+START_RATE_RUNS = 5000
+
+
+def orchy_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    for label, target in TARGETS:
+        with orchy_bench.stack(target, args.workers, args.concurrency, {}) as current:
+            chain = orchy_bench.chain(current, args.runs)
+            latency = orchy_bench.latency(current)
+            row = {
+                "engine": f"orchy ({label})",
+                "tasks_per_second": chain["tasks_per_second"],
+                "latency_ms": {key: latency[key] for key in ("p50", "p90", "p99")},
+                "notes": f"cpu ms/task {chain['cpu_ms_per_task']}",
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.full:
+                extra[f"start rate ({label})"] = orchy_bench.start_rate(current, START_RATE_RUNS)
+                extra[f"fan-out ({label})"] = orchy_bench.fan_out(current)
+        if args.full:
+            extra[f"growth ({label})"] = orchy_bench.growth(
+                target, args.workers, args.concurrency, args.sizes
+            )
+    return rows, extra
+
+
+def peer_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    out = RESULTS / "peers.jsonl"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "peers" / "setup.py")], check=True)
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "peers" / "run_peers.py"),
+        "--runs",
+        str(args.runs),
+        "--workers",
+        str(args.workers),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(command, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return report.read_rows(out.read_text().splitlines()) if out.exists() else []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=orchy_bench.DEFAULT_WORKERS)
+    parser.add_argument("--concurrency", type=int, default=orchy_bench.DEFAULT_CONCURRENCY)
+    parser.add_argument("--full", action="store_true", help="also start rate, growth, fan-out")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="growth sizes")
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    rows, extra = orchy_rows(args)
+    if not args.no_peers:
+        rows += peer_rows(args)
+    table = report.render(rows)
+    lines = [
+        "# Benchmark results",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+        f"N={args.runs} runs of a 4-step chain, {args.workers} worker processes each; "
+        f"load average at the end {os.getloadavg()[0]:.2f}; "
+        f"{time.monotonic() - started:.0f} s in all.",
+        "",
+        table,
+    ]
+    for title, figures in extra.items():
+        lines += [f"## {title}", "", "```json", json.dumps(figures, indent=2), "```", ""]
+    text = "\n".join(lines)
+    (RESULTS / "latest.md").write_text(text)
+    report.chart(rows, RESULTS / "latest.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
