@@ -2,48 +2,32 @@
 
 The action's output holds every top-level key of ``$`` that the script added or changed,
 plus ``result``, the script's completion value (which wins over a ``$.result`` the script
-sets). Each run gets a fresh V8 isolate (about 3 ms of a 4-5 ms run), so scripts cannot see
-each other's globals, and a script stopped for time or memory leaves nothing behind.
+sets). Each run gets a fresh V8 isolate, so scripts cannot see each other's globals, and a
+script stopped for time or memory leaves nothing behind.
 
-mini-racer quirks handled here:
+Scripts run in separate processes (:mod:`app.actions.js_pool`), never in the server: V8
+cannot interrupt some builtins (``Array.from({length: 1e8})`` runs on for many seconds after
+its time limit) and aborts the whole process when a single allocation is too big (``new
+Array(1e9).fill(1)``). The server kills a process that overruns its script's time limit and
+replaces one that died. Compiling a script at registration (which never runs it) uses a
+process of its own, so that registering never waits behind running scripts.
 
-- V8 must be initialised on the main thread: when the first isolate is created on another
-  thread, later isolates crash the process (segfault or a failed V8 check). Importing this
-  module initialises it when the import happens on the main thread, as it does in the
-  server, the CLI and pytest.
-- ``eval`` with a timeout refuses to run on a thread with a running asyncio loop, so such
-  callers are served from a helper thread.
-- An isolate must be closed, or the interpreter hangs at exit. Closing right after a
-  timeout lets V8 call back into a closed asyncio loop (a noisy "Exception ignored"), so a
-  stopped isolate first evaluates a no-op, which returns once the stop has completed.
+:func:`close` stops the processes (the engine's close); :func:`start` starts them ahead of
+the first script.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from py_mini_racer import (
-    JSEvalException,
-    JSOOMException,
-    JSTimeoutException,
-    MiniRacer,
-    init_mini_racer,
-)
-
+from app.actions import js_pool
 from app.actions.base import Done, Fail, Outcome, SystemAction
+from app.actions.js_pool import Reply, Status
 from app.definition import ActionDef, DefinitionError
 from app.jsontypes import JSON, JSONObject
 from app.settings import get_settings
-
-_T = TypeVar("_T")
 
 RESULT_KEY = "result"
 
@@ -85,9 +69,10 @@ var $ = {};
 
 _MIB = 1024 * 1024
 _V8_LOCATION = re.compile(r"^<anonymous>:\d+: ")
-
-if threading.current_thread() is threading.main_thread():
-    init_mini_racer(ignore_duplicate_init=True)
+RUN_ROLE = "run"
+CHECK_ROLE = "check"
+# Registration compiles one script at a time and is rare.
+CHECK_PROCESSES = 1
 
 
 class ScriptError(Exception):
@@ -136,9 +121,8 @@ class JavaScriptAction(SystemAction):
         script = action.expression
         if not isinstance(script, str) or not script.strip():
             raise DefinitionError(f"{action.label}: javascript needs an expression (the script)")
-        limits = self.limits()
         try:
-            problem = _off_event_loop(lambda: syntax_error(script, limits))
+            problem = syntax_error(script, self.limits())
         except ScriptError as error:
             raise DefinitionError(f"{action.label}: script could not be checked: {error}") from None
         if problem:
@@ -148,7 +132,7 @@ class JavaScriptAction(SystemAction):
         script = action.expression or ""
         limits = self.limits()
         try:
-            evaluation = _off_event_loop(lambda: evaluate(script, document, limits))
+            evaluation = evaluate(script, document, limits)
         except ScriptError as error:
             return Fail(f"javascript {action.label}: {error}")
         after = evaluation.document
@@ -167,7 +151,7 @@ class JavaScriptAction(SystemAction):
 def evaluate(script: str, document: JSONObject, limits: Limits) -> Evaluation:
     """Run ``script`` with ``$`` = ``document``; the document afterwards and the result."""
     program = _RUNNER % {"document": _js_string(json.dumps(document)), "script": _js_string(script)}
-    report = json.loads(_eval_isolated(program, limits))
+    report = json.loads(_outcome(_run_pool(limits).run(program, *_eval_limits(limits)), limits))
     if "error" in report:
         raise ScriptError(report["error"])
     return Evaluation(document=report.get("document"), result=report.get(RESULT_KEY))
@@ -177,7 +161,7 @@ def syntax_error(script: str, limits: Limits) -> str:
     """The SyntaxError ``script`` raises when parsed, or ``""`` when it compiles."""
     mark = _js_string(_COMPILED_MARK)
     program = _SYNTAX_CHECK % {"mark": mark, "source": _js_string(f"throw {mark};\n{script}")}
-    return _eval_isolated(program, limits)
+    return _outcome(_check_pool(limits).run(program, *_eval_limits(limits)), limits)
 
 
 def same_json(left: JSON, right: JSON) -> bool:
@@ -195,43 +179,42 @@ def same_json(left: JSON, right: JSON) -> bool:
     return bool(left == right)
 
 
-def _eval_isolated(program: str, limits: Limits) -> str:
-    racer = MiniRacer()
-    try:
-        try:
-            value: Any = racer.eval(
-                program, timeout_sec=limits.timeout_seconds, max_memory=limits.max_memory_bytes
-            )
-        except JSTimeoutException:
-            _settle(racer, limits)
-            raise ScriptError(f"timed out after {limits.timeout_seconds:g}s") from None
-        except JSOOMException:
-            _settle(racer, limits)
-            raise ScriptError(
-                f"ran out of memory (limit {limits.max_memory_bytes / _MIB:g} MiB)"
-            ) from None
-        except JSEvalException as error:
-            raise ScriptError(_first_line(str(error))) from None
-    finally:
-        racer.close()
-    if not isinstance(value, str):
-        raise ScriptError(f"script runner returned {type(value).__name__}, not text")
-    return value
+def start() -> None:
+    """Start the script processes now rather than on the first script; blocks briefly."""
+    limits = JavaScriptAction().limits()
+    _run_pool(limits).start()
+    _check_pool(limits).start()
 
 
-def _settle(racer: MiniRacer, limits: Limits) -> None:
-    # Only waiting for the stop to complete; closing works whatever this answers.
-    with suppress(JSEvalException):
-        racer.eval("0", timeout_sec=limits.timeout_seconds)
+def close() -> None:
+    """Stop the script processes, killing running scripts; later scripts start new ones."""
+    js_pool.close_all()
 
 
-def _off_event_loop(work: Callable[[], _T]) -> _T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return work()
-    with ThreadPoolExecutor(max_workers=1) as helper:
-        return helper.submit(work).result()
+def _run_pool(limits: Limits) -> js_pool.SandboxPool:
+    return js_pool.pool(RUN_ROLE, get_settings().js_threads, limits.max_memory_bytes)
+
+
+def _check_pool(limits: Limits) -> js_pool.SandboxPool:
+    return js_pool.pool(CHECK_ROLE, CHECK_PROCESSES, limits.max_memory_bytes)
+
+
+def _eval_limits(limits: Limits) -> tuple[float, int]:
+    return limits.timeout_seconds, limits.max_memory_bytes
+
+
+def _outcome(reply: Reply, limits: Limits) -> str:
+    match reply.status:
+        case Status.OK:
+            return reply.text
+        case Status.TIMED_OUT:
+            raise ScriptError(f"timed out after {limits.timeout_seconds:g}s")
+        case Status.OUT_OF_MEMORY:
+            raise ScriptError(f"ran out of memory (limit {limits.max_memory_bytes / _MIB:g} MiB)")
+        case Status.ERROR:
+            raise ScriptError(_first_line(reply.text))
+        case Status.BROKEN:
+            raise ScriptError(reply.text)
 
 
 def _js_string(text: str) -> str:

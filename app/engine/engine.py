@@ -317,7 +317,7 @@ class Engine:
         ``gone`` is set when the client hangs up: a poll nobody will read must not lease."""
         deadline = time.monotonic() + min(wait_seconds, self.settings.poll_max_wait_seconds)
         leases = [(name, (await self.catalog.action(name)).lease_ms) for name in actions]
-        look_everywhere = True
+        look_everywhere = self.wakeups.full_scan_due(actions, self.settings.poll_recheck_seconds)
         while gone is None or not gone.is_set():
             wakeup = self.wakeups.subscribe(actions)
             try:
@@ -341,6 +341,7 @@ class Engine:
         hints = self.wakeups.hinted(names)
         partitions = self.store.keys.partitions
         if look_everywhere:
+            self.wakeups.scanned_everywhere(names)
             first = next(self._partition_cursor)
             order = [(first + offset) % partitions for offset in range(partitions)]
         else:

@@ -6,6 +6,7 @@ nothing fall back to looking everywhere at least every ``poll_recheck_seconds``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -15,6 +16,19 @@ class Wakeups:
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         # action -> partition -> how many notifications were seen (a generation counter).
         self._hints: dict[str, dict[int, int]] = defaultdict(dict)
+        self._last_full_scan: dict[str, float] = {}
+
+    def full_scan_due(self, actions: list[str], interval: float) -> bool:
+        """Whether a poll must look in every partition rather than where tasks were
+        announced: at least every ``interval`` per action, in case an announcement was
+        lost (tasks queued before this process started, or during a reconnect)."""
+        stale = time.monotonic() - interval
+        return any(self._last_full_scan.get(action, 0.0) < stale for action in actions)
+
+    def scanned_everywhere(self, actions: list[str]) -> None:
+        now = time.monotonic()
+        for action in actions:
+            self._last_full_scan[action] = now
 
     def hinted(self, actions: list[str]) -> dict[tuple[str, int], int]:
         """The (action, partition) pairs that may hold tasks, with their generations."""
@@ -74,6 +88,7 @@ class Wakeups:
                 future.set_result(None)
 
     def notify_all(self) -> None:
+        self._last_full_scan.clear()
         for waiters in self._waiters.values():
             for future in waiters:
                 if not future.done():
