@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from app.actions import js_pool
 from app.actions.base import Done, Fail, Outcome, SystemAction
-from app.actions.js_pool import Reply, Status
+from app.actions.js_pool import Status
 from app.definition import ActionDef, DefinitionError
 from app.jsontypes import JSON, JSONObject
 from app.settings import get_settings
@@ -151,7 +151,7 @@ class JavaScriptAction(SystemAction):
 def evaluate(script: str, document: JSONObject, limits: Limits) -> Evaluation:
     """Run ``script`` with ``$`` = ``document``; the document afterwards and the result."""
     program = _RUNNER % {"document": _js_string(json.dumps(document)), "script": _js_string(script)}
-    report = json.loads(_outcome(_run_pool(limits).run(program, *_eval_limits(limits)), limits))
+    report = json.loads(_run(_run_pool(limits), program, limits))
     if "error" in report:
         raise ScriptError(report["error"])
     return Evaluation(document=report.get("document"), result=report.get(RESULT_KEY))
@@ -161,7 +161,7 @@ def syntax_error(script: str, limits: Limits) -> str:
     """The SyntaxError ``script`` raises when parsed, or ``""`` when it compiles."""
     mark = _js_string(_COMPILED_MARK)
     program = _SYNTAX_CHECK % {"mark": mark, "source": _js_string(f"throw {mark};\n{script}")}
-    return _outcome(_check_pool(limits).run(program, *_eval_limits(limits)), limits)
+    return _run(_check_pool(limits), program, limits)
 
 
 def same_json(left: JSON, right: JSON) -> bool:
@@ -199,11 +199,9 @@ def _check_pool(limits: Limits) -> js_pool.SandboxPool:
     return js_pool.pool(CHECK_ROLE, CHECK_PROCESSES, limits.max_memory_bytes)
 
 
-def _eval_limits(limits: Limits) -> tuple[float, int]:
-    return limits.timeout_seconds, limits.max_memory_bytes
-
-
-def _outcome(reply: Reply, limits: Limits) -> str:
+def _run(pool: js_pool.SandboxPool, program: str, limits: Limits) -> str:
+    """The program's value (text), or ScriptError saying why there is none."""
+    reply = pool.run(program, limits.timeout_seconds, limits.max_memory_bytes)
     match reply.status:
         case Status.OK:
             return reply.text

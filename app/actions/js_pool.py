@@ -1,15 +1,15 @@
 """Script processes (:mod:`app.actions.js_sandbox`) that the server can kill.
 
 A :class:`SandboxPool` keeps up to ``size`` long-lived processes, each with its own V8, and
-lends one to each call of :meth:`SandboxPool.run`, which blocks its thread (never an event
-loop: callers run on executor threads) until the answer or the deadline: the script's time
-limit plus a grace. A process that misses the deadline is killed (it may be inside a V8
-builtin that cannot be interrupted); one that dies (V8 aborts on running out of memory) is
-reported. Either way it is replaced by a fresh one on the next call, whose start-up does not
-count against that call's time limit.
+lends one to each call of :meth:`SandboxPool.run`, which blocks its thread (callers run on
+executor threads, never on an event loop) until the answer or the deadline: the script's
+time limit plus a grace. A process that misses the deadline is killed (it may be inside a V8
+builtin that cannot be interrupted); one that dies (V8 aborts when it runs out of memory) is
+reported. Either way the next call starts a fresh one, and that start-up does not count
+against the call's time limit.
 
 Processes end with the server: each watches its stdin, which hangs up when the server exits
-however it died; :func:`close_all` stops them earlier (the engine's close).
+however it died. :func:`close_all` stops them earlier (the engine's close).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -40,10 +41,15 @@ SPAWN_TIMEOUT_SECONDS = 10.0
 # mini-racer checks the heap limit only between allocations, and buffers live off the heap.
 MEMORY_SLACK_BYTES = 64 * 1024 * 1024
 STOP_WAIT_SECONDS = 1.0
+# A process that dies while idle never saw the request; one retry covers that.
+SEND_ATTEMPTS = 2
 _READ_CHUNK_BYTES = 64 * 1024
-# How a V8 fatal error (out of memory, above all) ends a process, and how the kernel's OOM
-# killer does.
+_MS_PER_SECOND = 1000
+# How V8 ends a process on a fatal error (out of memory above all), how C++ does on a failed
+# allocation, and how the kernel's OOM killer does.
 _OUT_OF_MEMORY_SIGNALS = frozenset({signal.SIGTRAP, signal.SIGABRT, signal.SIGKILL})
+_SHUTTING_DOWN = "stopped: the server is shutting down"
+_NOT_STARTED = "could not start a script process"
 
 
 class Status(Enum):
@@ -51,7 +57,7 @@ class Status(Enum):
     ERROR = js_sandbox.ERROR
     TIMED_OUT = js_sandbox.TIMED_OUT
     OUT_OF_MEMORY = js_sandbox.OUT_OF_MEMORY
-    # The process died for another reason, or could not be started; ``text`` says why.
+    # No answer, for another reason than time or memory; ``text`` says which.
     BROKEN = "broken"
 
 
@@ -61,15 +67,12 @@ class Reply:
     text: str = ""
 
 
-_SHUTTING_DOWN = "stopped: the server is shutting down"
-
-
 class _ProcessGone(Exception):
-    """The process closed its stdout: it died, or broke the protocol."""
+    """The process closed its end of a pipe or broke the protocol: it is dead or dying."""
 
 
 class _Process:
-    """One script process and the reading end of its frames."""
+    """One script process, with deadline-bound framing over its pipes."""
 
     def __init__(self, headroom_bytes: int) -> None:
         self.popen = subprocess.Popen(
@@ -79,10 +82,17 @@ class _Process:
             bufsize=0,
         )
         assert self.popen.stdin is not None and self.popen.stdout is not None
-        self._stdin = self.popen.stdin
+        self._stdin = self.popen.stdin.fileno()
         self._stdout = self.popen.stdout.fileno()
+        # A stuck process must not hold the server's thread past the deadline, in a write
+        # any more than in a read.
+        os.set_blocking(self._stdin, False)
         self._buffer = bytearray()
         self.retiring = False
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
 
     def ready(self, deadline: float) -> bool:
         try:
@@ -91,14 +101,22 @@ class _Process:
             return False
         return frame is not None and frame[0].get(js_sandbox.STATUS) == js_sandbox.READY
 
-    def send(self, header: dict[str, Any], payload: bytes) -> bool:
-        """False when the process is gone, so it cannot have seen the request."""
+    def send(self, frame: bytes, deadline: float) -> bool:
+        """Write ``frame``; False when ``deadline`` passes first."""
         if self.popen.poll() is not None:
-            return False
-        try:
-            self._stdin.write(encode_frame(header, payload))
-        except (BrokenPipeError, ValueError):
-            return False
+            raise _ProcessGone("exited")
+        poller = select.poll()
+        poller.register(self._stdin, select.POLLOUT)
+        pending = memoryview(frame)
+        while pending:
+            if not self._wait(poller, deadline):
+                return False
+            try:
+                pending = pending[os.write(self._stdin, pending) :]
+            except BlockingIOError:
+                continue
+            except OSError as error:
+                raise _ProcessGone(str(error)) from None
         return True
 
     def receive(self, deadline: float) -> tuple[dict[str, Any], bytes] | None:
@@ -122,31 +140,40 @@ class _Process:
         poller.register(self._stdout, select.POLLIN)
         while not (done := complete()):
             if len(self._buffer) > js_sandbox.MAX_HEADER_BYTES and b"\n" not in self._buffer:
-                raise _ProcessGone("header line too long")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not poller.poll(remaining * 1000):
+                raise _ProcessGone("sent a header line that is too long")
+            if not self._wait(poller, deadline):
                 return None
-            chunk = os.read(self._stdout, _READ_CHUNK_BYTES)
+            try:
+                chunk = os.read(self._stdout, _READ_CHUNK_BYTES)
+            except OSError as error:
+                raise _ProcessGone(str(error)) from None
             if not chunk:
                 raise _ProcessGone("closed its output")
             self._buffer += chunk
-        return int(done)
+        return done
 
-    def kill(self) -> None:
+    @staticmethod
+    def _wait(poller: select.poll, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        return remaining > 0 and bool(poller.poll(remaining * _MS_PER_SECOND))
+
+    def signal_kill(self) -> None:
+        """Kill without waiting; the thread using the process sees it end and cleans up."""
         with suppress(ProcessLookupError):
             self.popen.kill()
+
+    def kill(self) -> None:
+        self.signal_kill()
         self.popen.wait()
         self._close_pipes()
 
     def stop(self) -> None:
-        """Ask the process to exit (it does on end of input); kill it if it does not."""
-        with suppress(OSError):
-            self._stdin.close()
+        """Ask the process to exit (it does at end of input); kill it if it does not."""
+        self._close_pipes()
         try:
             self.popen.wait(STOP_WAIT_SECONDS)
         except subprocess.TimeoutExpired:
             self.kill()
-        self._close_pipes()
 
     def exit_reason(self) -> Status:
         """Why a process that stopped answering ended: memory, or something else."""
@@ -161,10 +188,19 @@ class _Process:
             return Status.OUT_OF_MEMORY
         return Status.BROKEN
 
+    def describe_exit(self) -> str:
+        code = self.popen.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            with suppress(ValueError):
+                return f"signal {signal.Signals(-code).name}"
+        return f"exit status {code}"
+
     def _close_pipes(self) -> None:
         for pipe in (self.popen.stdin, self.popen.stdout):
-            with suppress(OSError):
-                if pipe is not None:
+            if pipe is not None:
+                with suppress(OSError):
                     pipe.close()
 
 
@@ -176,87 +212,153 @@ class SandboxPool:
         self._headroom_bytes = headroom_bytes
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
-        self._idle: list[_Process] = []
+        # Oldest first: a process prepares its next isolate after answering, so the one idle
+        # longest is the likeliest to have it ready.
+        self._idle: deque[_Process] = deque()
         self._busy: set[_Process] = set()
+        self._starting = 0
+        self._waiting = 0
+        self._changed = threading.Condition(self._lock)
         self._closed = False
 
     def run(self, program: str, timeout_seconds: float, max_memory_bytes: int) -> Reply:
         """Evaluate ``program`` in a script process; its value must be text."""
         header = {js_sandbox.TIMEOUT: timeout_seconds, js_sandbox.MEMORY: max_memory_bytes}
-        payload = program.encode()
+        frame = encode_frame(header, program.encode())
         with self._slots:
-            process = self._take()
-            while process is not None and not process.send(header, payload):
-                # Died while idle, so it never saw the request: another one takes it.
-                self._drop(process)
-                process.kill()
+            for _ in range(SEND_ATTEMPTS):
                 process = self._take()
-            if process is None:
-                return Reply(Status.BROKEN, self._why_no_process())
-            deadline = time.monotonic() + timeout_seconds + GRACE_SECONDS
-            try:
-                frame = process.receive(deadline)
-            except _ProcessGone:
-                self._drop(process)
-                return self._gone(process)
-            if frame is None:
-                self._drop(process)
-                process.kill()
-                return Reply(Status.TIMED_OUT)
-            reply_header, text = frame
-            process.retiring = bool(reply_header.get(js_sandbox.RETIRE))
-            self._give_back(process)
-        try:
-            status = Status(reply_header.get(js_sandbox.STATUS))
-        except ValueError:
-            return Reply(Status.BROKEN, f"the script process answered {reply_header!r}")
-        return Reply(status, text.decode())
+                if process is None:
+                    return Reply(Status.BROKEN, _SHUTTING_DOWN if self._closed else _NOT_STARTED)
+                deadline = time.monotonic() + timeout_seconds + GRACE_SECONDS
+                try:
+                    if process.send(frame, deadline):
+                        return self._answer(process, deadline)
+                except _ProcessGone:
+                    self._drop(process)
+                    process.kill()
+                    continue
+                return self._timed_out(process)
+        return Reply(Status.BROKEN, _NOT_STARTED)
 
-    def start(self) -> None:
-        """Start the processes that are missing now, rather than on first use."""
+    def pids(self) -> list[int]:
+        """The process ids of the pool's processes, idle or busy."""
         with self._lock:
-            missing = 0 if self._closed else self._size - len(self._idle) - len(self._busy)
-        started = [_Process(self._headroom_bytes) for _ in range(missing)]
+            return [process.pid for process in (*self._idle, *self._busy)]
+
+    def start(self, most: int | None = None) -> None:
+        """Start the missing processes (at most ``most``) now, rather than on first use."""
+        with self._lock:
+            missing = 0 if self._closed else max(0, self._size - self._count())
+            if most is not None:
+                missing = min(missing, most)
+            self._starting += missing
+        launched = [self._launch() for _ in range(missing)]
         deadline = time.monotonic() + SPAWN_TIMEOUT_SECONDS
-        for process in started:
-            if not process.ready(deadline):
-                process.kill()
-                continue
+        for process in launched:
+            ready = process is not None and process.ready(deadline)
             with self._lock:
-                full = self._closed or len(self._idle) + len(self._busy) >= self._size
-                if not full:
+                self._starting -= 1
+                keep = ready and not self._closed
+                if keep and process is not None:
                     self._idle.append(process)
-            if full:
-                process.stop()
+                self._changed.notify_all()
+            if not keep and process is not None:
+                process.kill()
 
     def close(self) -> None:
         """Stop every process, killing those that run a script; the pool is done."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
+            idle, self._idle = self._idle, deque()
             busy = list(self._busy)
+            self._changed.notify_all()
         for process in busy:
-            process.kill()
+            process.signal_kill()
         for process in idle:
             process.stop()
 
+    def _answer(self, process: _Process, deadline: float) -> Reply:
+        try:
+            frame = process.receive(deadline)
+        except _ProcessGone:
+            self._drop(process)
+            reason = process.exit_reason()
+            self._replenish()
+            if self._closed:
+                return Reply(Status.BROKEN, _SHUTTING_DOWN)
+            if reason is Status.OUT_OF_MEMORY:
+                return Reply(Status.OUT_OF_MEMORY)
+            return Reply(Status.BROKEN, f"the script process died ({process.describe_exit()})")
+        if frame is None:
+            return self._timed_out(process)
+        header, text = frame
+        status_text = header.get(js_sandbox.STATUS)
+        if status_text in js_sandbox.ENDING_STATUSES:
+            self._end(process)
+        else:
+            process.retiring = bool(header.get(js_sandbox.RETIRE))
+            self._give_back(process)
+        try:
+            status = Status(status_text)
+        except ValueError:
+            return Reply(Status.BROKEN, f"the script process answered {header!r}")
+        return Reply(status, text.decode())
+
+    def _timed_out(self, process: _Process) -> Reply:
+        self._end(process)
+        return Reply(Status.TIMED_OUT)
+
+    def _end(self, process: _Process) -> None:
+        """Kill a process that may still be running a script, and start its successor."""
+        self._drop(process)
+        process.kill()
+        self._replenish()
+
+    def _replenish(self) -> None:
+        # In the background, so that neither this call nor the next waits for the start-up.
+        threading.Thread(target=self.start, args=(1,), name="orchy-js-start", daemon=True).start()
+
     def _take(self) -> _Process | None:
         with self._lock:
-            if self._closed:
-                return None
-            while self._idle:
-                process = self._idle.pop()
-                if process.popen.poll() is None:
-                    self._busy.add(process)
-                    return process
-                process.kill()
-        process = _Process(self._headroom_bytes)
-        if not process.ready(time.monotonic() + SPAWN_TIMEOUT_SECONDS):
+            while True:
+                if self._closed:
+                    return None
+                while self._idle:
+                    idle = self._idle.popleft()
+                    if idle.popen.poll() is None:
+                        self._busy.add(idle)
+                        return idle
+                    idle.kill()
+                # A process on its way is sooner than one started now.
+                if self._starting <= self._waiting:
+                    break
+                self._waiting += 1
+                try:
+                    self._changed.wait(SPAWN_TIMEOUT_SECONDS)
+                finally:
+                    self._waiting -= 1
+            self._starting += 1
+        process = self._launch()
+        ready = process is not None and process.ready(time.monotonic() + SPAWN_TIMEOUT_SECONDS)
+        with self._lock:
+            self._starting -= 1
+            keep = ready and not self._closed
+            if keep and process is not None:
+                self._busy.add(process)
+        if process is not None and not keep:
             process.kill()
             return None
-        with self._lock:
-            self._busy.add(process)
         return process
+
+    def _launch(self) -> _Process | None:
+        try:
+            return _Process(self._headroom_bytes)
+        except OSError:
+            return None
+
+    def _count(self) -> int:
+        return len(self._idle) + len(self._busy) + self._starting
 
     def _give_back(self, process: _Process) -> None:
         with self._lock:
@@ -264,35 +366,13 @@ class SandboxPool:
             keep = not process.retiring and not self._closed
             if keep:
                 self._idle.append(process)
+                self._changed.notify()
         if not keep:
             process.stop()
 
     def _drop(self, process: _Process) -> None:
         with self._lock:
             self._busy.discard(process)
-
-    def _why_no_process(self) -> str:
-        if self._closed:
-            return _SHUTTING_DOWN
-        return "could not start a script process"
-
-    def _gone(self, process: _Process) -> Reply:
-        reason = process.exit_reason()
-        if self._closed:
-            return Reply(Status.BROKEN, _SHUTTING_DOWN)
-        if reason is Status.OUT_OF_MEMORY:
-            return Reply(Status.OUT_OF_MEMORY)
-        return Reply(Status.BROKEN, f"the script process died ({_describe(process)})")
-
-
-def _describe(process: _Process) -> str:
-    code = process.popen.returncode
-    if code is None:
-        return "no exit status"
-    if code < 0:
-        with suppress(ValueError):
-            return f"signal {signal.Signals(-code).name}"
-    return f"exit status {code}"
 
 
 _pools: dict[tuple[str, int], SandboxPool] = {}
@@ -307,6 +387,13 @@ def pool(role: str, size: int, max_memory_bytes: int) -> SandboxPool:
         if found is None:
             found = _pools[key] = SandboxPool(size, max_memory_bytes + MEMORY_SLACK_BYTES)
         return found
+
+
+def pids() -> list[int]:
+    """The process ids of every script process, idle or busy."""
+    with _pools_lock:
+        pools = list(_pools.values())
+    return [pid for each in pools for pid in each.pids()]
 
 
 def close_all() -> None:

@@ -17,12 +17,14 @@ class PayloadTooLarge(EngineError):
     status_code = PAYLOAD_TOO_LARGE
 
 
-def get_engine(request: Request) -> Engine:
+# Dependencies are async on purpose: FastAPI runs a plain ``def`` dependency on a thread
+# pool, a thread hop per request for reading an attribute.
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_settings_of(request: Request) -> Settings:
+async def get_settings_of(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

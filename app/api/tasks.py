@@ -111,9 +111,7 @@ async def fail(task_id: str, request: FailRequest, engine: EngineDep) -> Accepte
     responses=ERRORS,
     dependencies=[Depends(limit_batch)],
 )
-async def results(
-    request: ResultsRequest, engine: EngineDep, settings: SettingsDep
-) -> ResultsResponse:
+async def results(request: ResultsRequest, engine: EngineDep, settings: SettingsDep) -> Response:
     """Applies many results in one request, each as its own ``/complete`` or ``/fail`` would,
     and answers a status for each: one failing result never affects the others."""
     if len(request.results) > settings.poll_max_tasks:
@@ -147,7 +145,9 @@ async def results(
             )
         else:
             statuses[index] = ResultStatus(taskId=task_id, status=OK, held=answer == "held")
-    return ResultsResponse(results=[status for status in statuses if status is not None])
+    reply = ResultsResponse(results=[status for status in statuses if status is not None])
+    # Written here rather than by FastAPI, which would validate the model all over again.
+    return Response(reply.model_dump_json(), media_type=JSON_MEDIA_TYPE)
 
 
 @router.post("/{task_id}/heartbeat", response_model=Accepted, responses=ERRORS)

@@ -9,7 +9,7 @@ import sys
 from app.worker.loader import load_worker
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_CHATTY_LOGGERS = ("httpx", "httpcore")
+_CHATTY_LOGGERS = ("aiohttp.access", "aiohttp.client")
 
 
 def run_worker_command(target: str, server_url: str | None, concurrency: int | None) -> None:
@@ -24,7 +24,7 @@ def run_worker_command(target: str, server_url: str | None, concurrency: int | N
         sys.path.insert(0, cwd)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
-        # httpx logs every request at INFO: one line per poll drowns the worker's own log.
+        # A line per poll would drown the worker's own log.
         for noisy in _CHATTY_LOGGERS:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

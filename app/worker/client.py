@@ -1,4 +1,5 @@
-"""The worker's half of the HTTP protocol (SPEC section 5), over one ``httpx.AsyncClient``.
+"""The worker's half of the HTTP protocol (SPEC section 5), over one aiohttp session: a
+worker makes many small requests, and aiohttp's are the cheapest of the Python clients.
 
 Results, heartbeats and action definitions are retried on connection errors and 5xx
 answers: repeating them is safe because the server answers a duplicate result with 409.
@@ -17,7 +18,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
 from app.jsontypes import JSON, JSONObject
 
@@ -111,7 +112,34 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-def _answer_message(response: httpx.Response) -> str:
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer, read whole."""
+
+    status_code: int
+    content: bytes
+
+    def json(self) -> JSON:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+OK = 200
+NOT_FOUND = 404
+CONFLICT = 409
+SERVER_ERROR = 500
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _is_success(code: int) -> bool:
+    return OK <= code < 300
+
+
+def _answer_message(response: Answer) -> str:
     try:
         data = response.json()
     except ValueError:
@@ -136,14 +164,25 @@ class OrchyClient:
         self._timeout_seconds = timeout_seconds
         self._retries = retries
         self._backoff_seconds = backoff_seconds
-        self._http = httpx.AsyncClient(
-            base_url=server_url.rstrip("/"),
-            timeout=httpx.Timeout(timeout_seconds),
-            # The worker's own concurrency bounds the connections: a poll, and per task
-            # in hand a heartbeat and a result.
-            limits=httpx.Limits(max_connections=None),
-            headers={"Content-Type": "application/json"},
-        )
+        self._base_url = server_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the event loop it is made on.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                # The worker's own concurrency bounds the connections: a poll, and per task
+                # in hand a heartbeat and a result.
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=self._timeout_seconds),
+                headers=JSON_HEADERS,
+            )
+        return self._session
+
+    async def _post(self, path: str, content: bytes, timeout: float | None = None) -> Answer:
+        limit = aiohttp.ClientTimeout(total=timeout or self._timeout_seconds)
+        async with self._http().post(self._base_url + path, data=content, timeout=limit) as reply:
+            return Answer(reply.status, await reply.read())
 
     async def __aenter__(self) -> Self:
         return self
@@ -157,7 +196,8 @@ class OrchyClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def register_action(self, definition: JSONObject) -> Reply:
         return await self._post_with_retries("/metadata/action", definition)
@@ -199,14 +239,12 @@ class OrchyClient:
             "waitSeconds": wait_seconds,
         }
         # The server holds the request for up to ``wait_seconds`` before answering.
-        timeout = httpx.Timeout(self._timeout_seconds, read=self._timeout_seconds + wait_seconds)
+        timeout = self._timeout_seconds + wait_seconds
         try:
-            response = await self._http.post(
-                "/tasks/poll", content=encode_json(body), timeout=timeout
-            )
-        except httpx.TransportError as exc:
+            response = await self._post("/tasks/poll", encode_json(body), timeout)
+        except TRANSPORT_ERRORS as exc:
             raise PollError(describe_error(exc)) from exc
-        if response.status_code != httpx.codes.OK:
+        if response.status_code != OK:
             raise PollError(
                 f"server answered {response.status_code}: {_answer_message(response)}",
                 response.status_code,
@@ -231,19 +269,17 @@ class OrchyClient:
         reply, _ = await self._send_with_retries(path, encode_json(body))
         return reply
 
-    async def _send_with_retries(
-        self, path: str, content: bytes
-    ) -> tuple[Reply, httpx.Response | None]:
+    async def _send_with_retries(self, path: str, content: bytes) -> tuple[Reply, Answer | None]:
         reason = ""
         for attempt in range(self._retries + 1):
             http_status: int | None = None
             try:
-                response = await self._http.post(path, content=content)
-            except httpx.TransportError as exc:
+                response = await self._post(path, content)
+            except TRANSPORT_ERRORS as exc:
                 reason = describe_error(exc)
             else:
                 http_status = response.status_code
-                if not httpx.codes.is_server_error(http_status):
+                if http_status < SERVER_ERROR:
                     return _reply(response), response
                 reason = f"server answered {http_status}: {_answer_message(response)}"
             if attempt < self._retries:
@@ -264,18 +300,18 @@ def _task_path(task_id: str, verb: str) -> str:
     return f"/tasks/{quote(task_id, safe='')}/{verb}"
 
 
-def _reply(response: httpx.Response) -> Reply:
+def _reply(response: Answer) -> Reply:
     code = response.status_code
-    if httpx.codes.is_success(code):
+    if _is_success(code):
         return Reply(ReplyStatus.OK, code, "")
     return _reply_of(code, _answer_message(response))
 
 
 def _reply_of(code: int, message: str) -> Reply:
-    if httpx.codes.is_success(code):
+    if _is_success(code):
         return Reply(ReplyStatus.OK, code, "")
-    if code == httpx.codes.CONFLICT:
+    if code == CONFLICT:
         return Reply(ReplyStatus.STALE, code, message)
-    if code == httpx.codes.NOT_FOUND:
+    if code == NOT_FOUND:
         return Reply(ReplyStatus.NOT_FOUND, code, message)
     return Reply(ReplyStatus.REJECTED, code, message)

@@ -12,8 +12,8 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import uvloop
 
 from app.settings import Settings, get_settings
@@ -182,8 +182,11 @@ def _check_concurrency(value: int) -> None:
 
 def _check_server_url(url: str) -> None:
     try:
-        scheme = httpx.URL(url).scheme
-    except httpx.InvalidURL as exc:
+        parsed = urlsplit(url)
+        scheme = parsed.scheme
+        if scheme in _URL_SCHEMES and not parsed.hostname:
+            raise ValueError("no host")
+    except ValueError as exc:
         raise ValueError(f"invalid server URL {url!r}: {exc}") from None
     if scheme not in _URL_SCHEMES:
         raise ValueError(f"the server URL must start with http:// or https://: {url!r}")
