@@ -41,7 +41,7 @@ SPAWN_TIMEOUT_SECONDS = 10.0
 # mini-racer checks the heap limit only between allocations, and buffers live off the heap.
 MEMORY_SLACK_BYTES = 64 * 1024 * 1024
 STOP_WAIT_SECONDS = 1.0
-# A process that dies while idle never saw the request; one retry covers that.
+# A process found dead before it acknowledged a program did not run it; another may.
 SEND_ATTEMPTS = 2
 _READ_CHUNK_BYTES = 64 * 1024
 _MS_PER_SECOND = 1000
@@ -96,10 +96,18 @@ class _Process:
 
     def ready(self, deadline: float) -> bool:
         try:
-            frame = self.receive(deadline)
+            return self.expect(js_sandbox.READY, deadline)
         except _ProcessGone:
             return False
-        return frame is not None and frame[0].get(js_sandbox.STATUS) == js_sandbox.READY
+
+    def expect(self, status: str, deadline: float) -> bool:
+        """Read a frame that must have ``status``; False when ``deadline`` passes first."""
+        frame = self.receive(deadline)
+        if frame is None:
+            return False
+        if frame[0].get(js_sandbox.STATUS) != status:
+            raise _ProcessGone(f"sent {frame[0]!r} where {status!r} was due")
+        return True
 
     def send(self, frame: bytes, deadline: float) -> bool:
         """Write ``frame``; False when ``deadline`` passes first."""
@@ -232,13 +240,17 @@ class SandboxPool:
                     return Reply(Status.BROKEN, _SHUTTING_DOWN if self._closed else _NOT_STARTED)
                 deadline = time.monotonic() + timeout_seconds + GRACE_SECONDS
                 try:
-                    if process.send(frame, deadline):
-                        return self._answer(process, deadline)
+                    delivered = process.send(frame, deadline) and process.expect(
+                        js_sandbox.RECEIVED, deadline
+                    )
                 except _ProcessGone:
+                    # Gone before it acknowledged the program, so without running it.
                     self._drop(process)
                     process.kill()
                     continue
-                return self._timed_out(process)
+                if not delivered:
+                    return self._timed_out(process)
+                return self._answer(process, deadline)
         return Reply(Status.BROKEN, _NOT_STARTED)
 
     def pids(self) -> list[int]:

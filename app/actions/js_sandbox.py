@@ -6,16 +6,18 @@ says how many bytes follow) and then that many bytes of UTF-8 payload.
 
 - Once started, the process sends ``{"status": "ready"}``.
 - A request's header holds ``timeout`` (seconds) and ``memory`` (bytes, mini-racer's heap
-  limit); its payload is the program. The answer's ``status`` is ``ok`` (the payload is the
-  program's value, which must be text), ``error`` (the payload is the message), ``timeout``
-  or ``oom``; after the last two the process exits, since V8 may not have stopped yet (some
-  builtins cannot be interrupted). ``retire: true`` asks the server to replace the process
-  once it has read the answer.
+  limit); its payload is the program. The process acknowledges it at once with
+  ``{"status": "received"}``, so a process that dies before acknowledging never ran the
+  program, and another process can run it.
+- The answer's ``status`` is ``ok`` (the payload is the program's value, which must be
+  text), ``error`` (the payload is the message), ``timeout`` or ``oom``. After the last two
+  the process exits: V8 may not have stopped yet, as some builtins cannot be interrupted.
+  ``retire: true`` asks the server to replace the process once it has read the answer.
 
 Running this file by path, with ``-P``, imports neither ``app`` nor the server's settings:
-the process starts in about 0.15 s and holds little besides V8. The module
-imports nothing but the standard library at the top, because the server imports it too, for
-the framing; V8 is loaded only by :func:`main`.
+the process starts in about 0.15 s and holds little besides V8. The module imports only the
+standard library at the top, because the server imports it too, for the framing; V8 is
+loaded by :func:`main` alone.
 
 Memory: after start-up the process caps its data segment (``RLIMIT_DATA``) at what it uses
 then (about 560 MiB, mostly V8's 512 MiB code range, which counts although it is only
@@ -45,6 +47,7 @@ TIMEOUT = "timeout"
 MEMORY = "memory"
 RETIRE = "retire"
 READY = "ready"
+RECEIVED = "received"
 OK = "ok"
 ERROR = "error"
 TIMED_OUT = "timeout"
@@ -204,6 +207,7 @@ def _serve(
     retire = False
     while (frame := _read_frame(requests)) is not None:
         header, payload = frame
+        _send(frames_out, {STATUS: RECEIVED})
         timeout = float(header[TIMEOUT])
         program = payload.decode(errors="replace")
         status, text = evaluator.evaluate(program, timeout, int(header[MEMORY]))

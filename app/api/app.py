@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(JSONBodyMiddleware)
     install_error_handlers(app)
-    for module in (metadata, flows, tasks, health):
+    # Workers' routes first: they are matched on every poll and result.
+    for module in (tasks, flows, metadata, health):
         app.include_router(module.router)
     return app

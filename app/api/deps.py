@@ -29,6 +29,12 @@ async def get_settings_of(request: Request) -> Settings:
     return settings
 
 
+def engine_and_settings(request: Request) -> tuple[Engine, Settings]:
+    """For the hottest routes, which skip dependency injection."""
+    state = request.app.state
+    return state.engine, state.settings
+
+
 async def limit_body(request: Request, most: int, what: str) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > most:
@@ -42,12 +48,6 @@ async def limit_output(
     request: Request, settings: Annotated[Settings, Depends(get_settings_of)]
 ) -> None:
     await limit_body(request, settings.max_output_bytes, "the result")
-
-
-async def limit_batch(
-    request: Request, settings: Annotated[Settings, Depends(get_settings_of)]
-) -> None:
-    await limit_body(request, settings.max_batch_bytes, "the batch of results")
 
 
 async def limit_event(

@@ -8,7 +8,13 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
-from app.api.deps import EngineDep, PayloadTooLarge, SettingsDep, limit_batch, limit_output
+from app.api.deps import (
+    EngineDep,
+    PayloadTooLarge,
+    engine_and_settings,
+    limit_body,
+    limit_output,
+)
 from app.api.errors import UNPROCESSABLE, UNSTORABLE_JSON
 from app.api.models import (
     Accepted,
@@ -36,11 +42,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The two routes every worker calls all the time, /poll and /results, take the engine from
+# the request rather than through dependencies: FastAPI's dependency solving costs more
+# than the rest of such a request.
+
+
 @router.post("/poll", response_model=PollResponse, responses=ERRORS)
-async def poll(
-    request: PollRequest, http_request: Request, engine: EngineDep, settings: SettingsDep
-) -> Response:
+async def poll(request: PollRequest, http_request: Request) -> Response:
     """Leases up to ``max`` tasks of ``actions``, waiting up to ``waitSeconds`` for one."""
+    engine, settings = engine_and_settings(http_request)
     if request.max > settings.poll_max_tasks:
         raise Invalid(f"max: at most {settings.poll_max_tasks} tasks per poll")
     gone = asyncio.Event()
@@ -105,15 +115,12 @@ async def fail(task_id: str, request: FailRequest, engine: EngineDep) -> Accepte
     return Accepted(status="held" if answer == "held" else "ok")
 
 
-@router.post(
-    "/results",
-    response_model=ResultsResponse,
-    responses=ERRORS,
-    dependencies=[Depends(limit_batch)],
-)
-async def results(request: ResultsRequest, engine: EngineDep, settings: SettingsDep) -> Response:
+@router.post("/results", response_model=ResultsResponse, responses=ERRORS)
+async def results(request: ResultsRequest, http_request: Request) -> Response:
     """Applies many results in one request, each as its own ``/complete`` or ``/fail`` would,
     and answers a status for each: one failing result never affects the others."""
+    engine, settings = engine_and_settings(http_request)
+    await limit_body(http_request, settings.max_batch_bytes, "the batch of results")
     if len(request.results) > settings.poll_max_tasks:
         raise Invalid(f"results: at most {settings.poll_max_tasks} per request")
     statuses: list[ResultStatus | None] = [None] * len(request.results)
