@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # JavaScript system action.
     js_timeout_seconds: float = 1.0
     js_max_memory_bytes: int = 64 * 1024 * 1024
+    # Scripts run in this many child processes (killed on timeout, capped in memory); the
+    # engine keeps as many threads to wait on them.
+    js_processes: int = 4
     js_threads: int = 4
 
     # GET /flow with a status filter looks at this many newest runs.

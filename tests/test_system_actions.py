@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.actions import REGISTRY, get_action
+from app.actions import REGISTRY, get_action, js_pool
+from app.actions import javascript as javascript_module
 from app.actions.base import AwaitEvent, AwaitJoin, Done, Fail, Outcome, Sleep, SystemAction
 from app.actions.javascript import JavaScriptAction, Limits
+from app.actions.js_pool import Reply, SandboxPool, Status
 from app.definition import ActionDef, ActionType, DefinitionError
 from app.settings import get_settings
 
@@ -394,3 +402,230 @@ def test_javascript_needs_an_expression(script: str | None) -> None:
     assert rejection("javascript", expression=script).startswith(
         "action 3 (javascript): javascript needs an expression"
     )
+
+
+# --- javascript: script processes ---------------------------------------------------------
+
+# Past what V8 can stop inside one builtin; each fails, or kills, only its script process.
+MEMORY_BOMBS = {
+    "fill of a 1e9-element array": "new Array(1e9).fill(1)",
+    "Array.from of 1e8 elements": "Array.from({length: 1e8}).length",
+    "1 GB ArrayBuffer": "new ArrayBuffer(1e9)",
+    "3e7 doubles": "new Array(3e7).fill(1.5).length",
+    "hoard of arrays": "var hoard = []; while (true) hoard.push(new Array(1e6))",
+}
+# Which one depends on who wins: V8's heap limit, the process's data limit, or the deadline.
+MEMORY_BOMB_FAILURES = ("ran out of memory", "Array buffer allocation failed", "timed out")
+CONCURRENT_LOOPS = 8
+# Process start-ups and a loaded 2-core machine, over the waves of time limits themselves.
+LOOPS_SLACK_SECONDS = 3.0
+PROCESS_TIMEOUT_SECONDS = 0.2
+POOL_HEADROOM_BYTES = 128 * 1024 * 1024
+POOL_MEMORY_BYTES = 64 * 1024 * 1024
+EXIT_WAIT_SECONDS = 5.0
+POLL_INTERVAL_SECONDS = 0.05
+RUNNING_SCRIPT_SECONDS = 60
+BUSY_SCRIPT_MS = 500
+# Below any baseline (VmData may fall under it once an isolate is freed): always grown.
+ALWAYS_GROWN = -(1 << 40)
+ZOMBIE_STATES = ("Z", "X")
+
+
+def running(pid: int) -> bool:
+    """Some thread of ``pid`` is not a zombie: the process has not exited, or is not done
+    exiting (its main thread turns zombie first). Not reaped is not running: an orphan's
+    reaper need not be quick in a container."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with suppress(OSError):
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+    return any(state not in ZOMBIE_STATES for state in states)
+
+
+def wait_for_exit(pids: list[int]) -> list[int]:
+    """The pids still running after EXIT_WAIT_SECONDS."""
+    deadline = time.monotonic() + EXIT_WAIT_SECONDS
+    while (alive := [pid for pid in pids if running(pid)]) and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL_SECONDS)
+    return alive
+
+
+@pytest.fixture
+def lone_pool() -> Iterator[SandboxPool]:
+    pool = SandboxPool(1, POOL_HEADROOM_BYTES)
+    pool.start()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("script", MEMORY_BOMBS.values(), ids=MEMORY_BOMBS.keys())
+def test_javascript_memory_bomb_fails_the_action_in_time_and_the_next_script_runs(
+    script: str,
+) -> None:
+    started = time.monotonic()
+
+    outcome = javascript(script, {}, JavaScriptAction(timeout_seconds=1))
+
+    assert time.monotonic() - started < JS_TIMEOUT_BOUND_SECONDS
+    assert isinstance(outcome, Fail)
+    assert outcome.error.startswith("javascript action 2 (javascript): "), outcome.error
+    assert any(failure in outcome.error for failure in MEMORY_BOMB_FAILURES), outcome.error
+    assert javascript("6 * 7", {}) == Done(output={"result": 42})
+
+
+def test_javascript_concurrent_infinite_loops_all_fail_in_time() -> None:
+    action = JavaScriptAction(timeout_seconds=1)
+    waves = math.ceil(CONCURRENT_LOOPS / get_settings().js_threads)
+    started = time.monotonic()
+
+    def loop(_: int) -> Outcome:
+        return javascript("while (true) {}", {}, action)
+
+    with ThreadPoolExecutor(CONCURRENT_LOOPS) as threads:
+        outcomes = list(threads.map(loop, range(CONCURRENT_LOOPS)))
+
+    elapsed = time.monotonic() - started
+    timed_out = Fail("javascript action 2 (javascript): timed out after 1s")
+    assert outcomes == [timed_out] * CONCURRENT_LOOPS
+    assert elapsed < waves * (1 + js_pool.GRACE_SECONDS) + LOOPS_SLACK_SECONDS, elapsed
+    assert javascript("6 * 7", {}) == Done(output={"result": 42})
+
+
+def test_a_script_process_that_stops_answering_is_killed_at_the_deadline(
+    lone_pool: SandboxPool,
+) -> None:
+    [pid] = lone_pool.pids()
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+
+    reply = lone_pool.run("'late'", PROCESS_TIMEOUT_SECONDS, POOL_MEMORY_BYTES)
+
+    elapsed = time.monotonic() - started
+    assert reply == Reply(Status.TIMED_OUT)
+    assert PROCESS_TIMEOUT_SECONDS <= elapsed < PROCESS_TIMEOUT_SECONDS + JS_TIMEOUT_BOUND_SECONDS
+    assert not running(pid)
+    assert lone_pool.run("'next'", 1, POOL_MEMORY_BYTES) == Reply(Status.OK, "next")
+    assert lone_pool.pids() != [pid]
+
+
+@pytest.mark.parametrize(
+    ("death", "reply"),
+    [
+        (signal.SIGSEGV, Reply(Status.BROKEN, "the script process died (signal SIGSEGV)")),
+        (signal.SIGTRAP, Reply(Status.OUT_OF_MEMORY)),  # how V8 ends a process out of memory
+    ],
+)
+def test_a_script_process_that_dies_fails_its_script_and_is_replaced(
+    lone_pool: SandboxPool, death: signal.Signals, reply: Reply
+) -> None:
+    [pid] = lone_pool.pids()
+    with ThreadPoolExecutor(1) as thread:
+        looping = thread.submit(
+            lone_pool.run, "while (true) {}", RUNNING_SCRIPT_SECONDS, POOL_MEMORY_BYTES
+        )
+        time.sleep(PROCESS_TIMEOUT_SECONDS)  # the script is running
+        os.kill(pid, death)
+        assert looping.result(timeout=EXIT_WAIT_SECONDS) == reply
+
+    assert lone_pool.run("'next'", 1, POOL_MEMORY_BYTES) == Reply(Status.OK, "next")
+
+
+def test_a_script_process_that_died_idle_does_not_fail_the_next_script(
+    lone_pool: SandboxPool,
+) -> None:
+    [pid] = lone_pool.pids()
+    os.kill(pid, signal.SIGKILL)  # sent a program before or after it is gone: both must work
+
+    assert lone_pool.run("'next'", 1, POOL_MEMORY_BYTES) == Reply(Status.OK, "next")
+    assert wait_for_exit([pid]) == []
+
+
+def test_javascript_close_stops_the_script_processes_and_later_scripts_start_new_ones() -> None:
+    javascript_module.close()  # the pools other limits made
+    javascript_module.start()
+    started = js_pool.pids()
+    assert len(started) == get_settings().js_threads + javascript_module.CHECK_PROCESSES
+
+    javascript_module.close()
+
+    assert js_pool.pids() == []
+    assert wait_for_exit(started) == []
+    assert javascript("6 * 7", {}) == Done(output={"result": 42})
+
+
+def test_a_script_process_that_grew_is_replaced_once_it_said_so() -> None:
+    pool = SandboxPool(1, POOL_HEADROOM_BYTES, drift_limit_bytes=ALWAYS_GROWN)
+    try:
+        pool.start()
+        [first] = pool.pids()
+
+        assert pool.run("'a'", 1, POOL_MEMORY_BYTES) == Reply(Status.OK, "a")  # finds it grew
+        assert pool.run("'b'", 1, POOL_MEMORY_BYTES) == Reply(Status.OK, "b")  # and says so
+
+        assert wait_for_exit([first]) == []
+        assert pool.run("'c'", 1, POOL_MEMORY_BYTES) == Reply(Status.OK, "c")
+        assert first not in pool.pids()
+    finally:
+        pool.close()
+
+
+def test_closing_a_pool_lets_a_running_script_finish_then_stops_its_process(
+    lone_pool: SandboxPool,
+) -> None:
+    [pid] = lone_pool.pids()
+    busy = f"var end = Date.now() + {BUSY_SCRIPT_MS}; while (Date.now() < end) {{}} 'done'"
+    with ThreadPoolExecutor(1) as thread:
+        busy_run = thread.submit(lone_pool.run, busy, RUNNING_SCRIPT_SECONDS, POOL_MEMORY_BYTES)
+        time.sleep(PROCESS_TIMEOUT_SECONDS)  # the script is running
+
+        lone_pool.close()
+
+        assert busy_run.result(timeout=EXIT_WAIT_SECONDS) == Reply(Status.OK, "done")
+    assert wait_for_exit([pid]) == []
+    # Whoever still holds the pool is served, by a process it does not keep.
+    assert lone_pool.run("'late'", 1, POOL_MEMORY_BYTES) == Reply(Status.OK, "late")
+    assert lone_pool.pids() == []
+
+
+ORPHANED_SCRIPTS = """
+import threading
+import time
+
+from app.actions import javascript, js_pool
+from app.actions.javascript import JavaScriptAction
+from app.definition import ActionDef, ActionType
+
+javascript.start()
+definition = ActionDef(id=2, type=ActionType.SYSTEM, name="javascript", expression="while (1) {}")
+looping = JavaScriptAction(timeout_seconds=%(timeout)d)
+threading.Thread(target=looping.run, args=(definition, {}), daemon=True).start()
+time.sleep(%(settle)f)
+print(" ".join(map(str, js_pool.pids())), flush=True)
+time.sleep(%(timeout)d)
+"""
+
+
+def test_script_processes_exit_when_the_server_is_killed() -> None:
+    # One of them is in the middle of a script, which would run for a minute.
+    program = ORPHANED_SCRIPTS % {
+        "timeout": RUNNING_SCRIPT_SECONDS,
+        "settle": PROCESS_TIMEOUT_SECONDS,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-c", program], cwd=SEED.parent.parent, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        pids = [int(pid) for pid in server.stdout.readline().split()]
+        assert len(pids) == get_settings().js_threads + javascript_module.CHECK_PROCESSES
+        assert all(map(running, pids))
+
+        server.kill()
+        server.wait(SUBPROCESS_TIMEOUT_SECONDS)
+
+        assert wait_for_exit(pids) == []
+    finally:
+        server.kill()
+        server.wait(SUBPROCESS_TIMEOUT_SECONDS)

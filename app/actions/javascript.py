@@ -187,12 +187,13 @@ def start() -> None:
 
 
 def close() -> None:
-    """Stop the script processes, killing running scripts; later scripts start new ones."""
+    """Stop the script processes, busy ones once their script is done (within its time limit
+    and a grace); later scripts start new ones."""
     js_pool.close_all()
 
 
 def _run_pool(limits: Limits) -> js_pool.SandboxPool:
-    return js_pool.pool(RUN_ROLE, get_settings().js_threads, limits.max_memory_bytes)
+    return js_pool.pool(RUN_ROLE, get_settings().js_processes, limits.max_memory_bytes)
 
 
 def _check_pool(limits: Limits) -> js_pool.SandboxPool:

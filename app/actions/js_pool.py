@@ -40,6 +40,10 @@ SPAWN_TIMEOUT_SECONDS = 10.0
 # Data-segment room for a process over what it uses idle, beyond the V8 heap limit itself:
 # mini-racer checks the heap limit only between allocations, and buffers live off the heap.
 MEMORY_SLACK_BYTES = 64 * 1024 * 1024
+# Freed isolates leave the allocator of a process a little bigger (about 20 MiB after
+# thousands of heavy scripts); past this much growth a process asks to be replaced, before
+# the growth eats the headroom scripts are promised.
+DRIFT_LIMIT_BYTES = 32 * 1024 * 1024
 STOP_WAIT_SECONDS = 1.0
 # A process found dead before it acknowledged a program did not run it; another may.
 SEND_ATTEMPTS = 2
@@ -48,7 +52,6 @@ _MS_PER_SECOND = 1000
 # How V8 ends a process on a fatal error (out of memory above all), how C++ does on a failed
 # allocation, and how the kernel's OOM killer does.
 _OUT_OF_MEMORY_SIGNALS = frozenset({signal.SIGTRAP, signal.SIGABRT, signal.SIGKILL})
-_SHUTTING_DOWN = "stopped: the server is shutting down"
 _NOT_STARTED = "could not start a script process"
 
 
@@ -74,9 +77,15 @@ class _ProcessGone(Exception):
 class _Process:
     """One script process, with deadline-bound framing over its pipes."""
 
-    def __init__(self, headroom_bytes: int) -> None:
+    def __init__(self, headroom_bytes: int, drift_limit_bytes: int) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, "-P", str(SANDBOX_PROGRAM), str(headroom_bytes)],
+            [
+                sys.executable,
+                "-P",
+                str(SANDBOX_PROGRAM),
+                str(headroom_bytes),
+                str(drift_limit_bytes),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
@@ -165,13 +174,9 @@ class _Process:
         remaining = deadline - time.monotonic()
         return remaining > 0 and bool(poller.poll(remaining * _MS_PER_SECOND))
 
-    def signal_kill(self) -> None:
-        """Kill without waiting; the thread using the process sees it end and cleans up."""
+    def kill(self) -> None:
         with suppress(ProcessLookupError):
             self.popen.kill()
-
-    def kill(self) -> None:
-        self.signal_kill()
         self.popen.wait()
         self._close_pipes()
 
@@ -213,18 +218,26 @@ class _Process:
 
 
 class SandboxPool:
-    """Up to ``size`` script processes whose data segment has ``headroom_bytes`` to grow."""
+    """Up to ``size`` script processes whose data segment has ``headroom_bytes`` to grow
+    while they run a script, and which are replaced once they keep ``drift_limit_bytes`` of
+    that when idle."""
 
-    def __init__(self, size: int, headroom_bytes: int) -> None:
+    def __init__(
+        self, size: int, headroom_bytes: int, drift_limit_bytes: int = DRIFT_LIMIT_BYTES
+    ) -> None:
         self._size = size
         self._headroom_bytes = headroom_bytes
+        self._drift_limit_bytes = drift_limit_bytes
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         # Oldest first: a process prepares its next isolate after answering, so the one idle
         # longest is the likeliest to have it ready.
         self._idle: deque[_Process] = deque()
         self._busy: set[_Process] = set()
+        # Starting: all processes on their way; coming: those that will be idle, not taken
+        # by the caller that started them.
         self._starting = 0
+        self._coming = 0
         self._waiting = 0
         self._changed = threading.Condition(self._lock)
         self._closed = False
@@ -237,7 +250,7 @@ class SandboxPool:
             for _ in range(SEND_ATTEMPTS):
                 process = self._take()
                 if process is None:
-                    return Reply(Status.BROKEN, _SHUTTING_DOWN if self._closed else _NOT_STARTED)
+                    return Reply(Status.BROKEN, _NOT_STARTED)
                 deadline = time.monotonic() + timeout_seconds + GRACE_SECONDS
                 try:
                     delivered = process.send(frame, deadline) and process.expect(
@@ -265,12 +278,14 @@ class SandboxPool:
             if most is not None:
                 missing = min(missing, most)
             self._starting += missing
+            self._coming += missing
         launched = [self._launch() for _ in range(missing)]
         deadline = time.monotonic() + SPAWN_TIMEOUT_SECONDS
         for process in launched:
             ready = process is not None and process.ready(deadline)
             with self._lock:
                 self._starting -= 1
+                self._coming -= 1
                 keep = ready and not self._closed
                 if keep and process is not None:
                     self._idle.append(process)
@@ -279,14 +294,16 @@ class SandboxPool:
                 process.kill()
 
     def close(self) -> None:
-        """Stop every process, killing those that run a script; the pool is done."""
+        """Stop the idle processes now and the others once their script is done.
+
+        Scripts already running finish (within their time limit and the grace) rather than
+        fail for the shutdown, and callers already inside the pool are still served, by
+        processes it does not keep: the pools are shared by every engine in the process.
+        """
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, deque()
-            busy = list(self._busy)
             self._changed.notify_all()
-        for process in busy:
-            process.signal_kill()
         for process in idle:
             process.stop()
 
@@ -297,8 +314,6 @@ class SandboxPool:
             self._drop(process)
             reason = process.exit_reason()
             self._replenish()
-            if self._closed:
-                return Reply(Status.BROKEN, _SHUTTING_DOWN)
             if reason is Status.OUT_OF_MEMORY:
                 return Reply(Status.OUT_OF_MEMORY)
             return Reply(Status.BROKEN, f"the script process died ({process.describe_exit()})")
@@ -334,16 +349,15 @@ class SandboxPool:
     def _take(self) -> _Process | None:
         with self._lock:
             while True:
-                if self._closed:
-                    return None
                 while self._idle:
                     idle = self._idle.popleft()
                     if idle.popen.poll() is None:
                         self._busy.add(idle)
                         return idle
                     idle.kill()
-                # A process on its way is sooner than one started now.
-                if self._starting <= self._waiting:
+                # A process on its way to the idle ones is sooner than one started now (a
+                # closed pool sends none there).
+                if self._closed or self._coming <= self._waiting:
                     break
                 self._waiting += 1
                 try:
@@ -355,17 +369,16 @@ class SandboxPool:
         ready = process is not None and process.ready(time.monotonic() + SPAWN_TIMEOUT_SECONDS)
         with self._lock:
             self._starting -= 1
-            keep = ready and not self._closed
-            if keep and process is not None:
+            if ready and process is not None:
                 self._busy.add(process)
-        if process is not None and not keep:
+                return process
+        if process is not None:
             process.kill()
-            return None
-        return process
+        return None
 
     def _launch(self) -> _Process | None:
         try:
-            return _Process(self._headroom_bytes)
+            return _Process(self._headroom_bytes, self._drift_limit_bytes)
         except OSError:
             return None
 
@@ -381,6 +394,7 @@ class SandboxPool:
                 self._changed.notify()
         if not keep:
             process.stop()
+            self._replenish()
 
     def _drop(self, process: _Process) -> None:
         with self._lock:
@@ -409,7 +423,8 @@ def pids() -> list[int]:
 
 
 def close_all() -> None:
-    """Stop every script process; pools start new ones when used again."""
+    """Stop every script process, busy ones once their script is done; later calls start
+    new ones."""
     with _pools_lock:
         pools = list(_pools.values())
         _pools.clear()

@@ -1,7 +1,7 @@
 """The script process: evaluates JavaScript programs in V8 (mini-racer) for the server.
 
-The server (:mod:`app.actions.js_pool`) starts it as ``python -P js_sandbox.py HEADROOM``
-and speaks frames over its stdin and stdout: a header line (a JSON object whose ``size``
+The server (:mod:`app.actions.js_pool`) starts it as ``python -P js_sandbox.py HEADROOM
+DRIFT`` and speaks frames over its stdin and stdout: a header line (a JSON object whose ``size``
 says how many bytes follow) and then that many bytes of UTF-8 payload.
 
 - Once started, the process sends ``{"status": "ready"}``.
@@ -12,12 +12,12 @@ says how many bytes follow) and then that many bytes of UTF-8 payload.
 - The answer's ``status`` is ``ok`` (the payload is the program's value, which must be
   text), ``error`` (the payload is the message), ``timeout`` or ``oom``. After the last two
   the process exits: V8 may not have stopped yet, as some builtins cannot be interrupted.
-  ``retire: true`` asks the server to replace the process once it has read the answer.
+  ``retire: true`` asks the server to replace the process once it has read the answer: it
+  is sent once the process, idle, uses more than DRIFT bytes over its baseline.
 
 Running this file by path, with ``-P``, imports neither ``app`` nor the server's settings:
-the process starts in about 0.15 s and holds little besides V8. The module imports only the
-standard library at the top, because the server imports it too, for the framing; V8 is
-loaded by :func:`main` alone.
+the process starts in about 0.15 s and holds little besides V8. The server imports this
+module too, for the framing, but only :func:`main` loads and initialises V8.
 
 Memory: after start-up the process caps its data segment (``RLIMIT_DATA``) at what it uses
 then (about 560 MiB, mostly V8's 512 MiB code range, which counts although it is only
@@ -35,11 +35,15 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-if TYPE_CHECKING:
-    from py_mini_racer import MiniRacer
+from py_mini_racer import (
+    JSEvalException,
+    JSOOMException,
+    JSTimeoutException,
+    MiniRacer,
+    init_mini_racer,
+)
 
 STATUS = "status"
 SIZE = "size"
@@ -58,10 +62,6 @@ ENDING_STATUSES = frozenset({TIMED_OUT, OUT_OF_MEMORY})
 
 # Longer header lines are not ours: the stream is broken.
 MAX_HEADER_BYTES = 4096
-# Freed isolates leave the allocator a little bigger (about 36 MiB after thousands of heavy
-# scripts); past this much growth the process asks to be replaced before the growth eats the
-# headroom scripts are promised.
-DRIFT_LIMIT_BYTES = 32 * 1024 * 1024
 # Created and closed before the baseline is measured, so that memory every isolate's life
 # leaves behind (the allocator's arenas, cached thread stacks) counts as baseline.
 WARM_UP_ISOLATES = 2
@@ -129,18 +129,13 @@ class _Evaluator:
     """One fresh isolate per program, created ahead so that a request does not wait for it."""
 
     def __init__(self) -> None:
-        from py_mini_racer import MiniRacer
-
-        self._make: Callable[[], MiniRacer] = MiniRacer
         self._racer: MiniRacer | None = None
 
     def prepare(self) -> None:
         if self._racer is None:
-            self._racer = self._make()
+            self._racer = MiniRacer()
 
     def evaluate(self, program: str, timeout: float, memory: int) -> tuple[str, str]:
-        from py_mini_racer import JSEvalException, JSOOMException, JSTimeoutException
-
         try:
             self.prepare()
         except MemoryError:
@@ -169,9 +164,7 @@ class _Evaluator:
 
 
 def main(argv: list[str]) -> None:
-    from py_mini_racer import init_mini_racer
-
-    headroom = int(argv[1])
+    headroom, drift = int(argv[1]), int(argv[2])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server, which stops us
     # A V8 fatal error aborts the process; a core of its 1.4 TiB address space helps no one.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -194,7 +187,7 @@ def main(argv: list[str]) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     try:
         _send(frames_out, {STATUS: READY, "baseline": baseline, "headroom": headroom})
-        _serve(requests, frames_out, evaluator, baseline)
+        _serve(requests, frames_out, evaluator, None if baseline is None else baseline + drift)
     except (BrokenPipeError, FrameError):
         pass  # the server is gone, or is not one
     # Skips interpreter finalisation, which can hang on a V8 isolate left open.
@@ -202,7 +195,7 @@ def main(argv: list[str]) -> None:
 
 
 def _serve(
-    requests: IO[bytes], frames_out: IO[bytes], evaluator: _Evaluator, baseline: int | None
+    requests: IO[bytes], frames_out: IO[bytes], evaluator: _Evaluator, idle_limit: int | None
 ) -> None:
     retire = False
     while (frame := _read_frame(requests)) is not None:
@@ -220,7 +213,7 @@ def _serve(
         except MemoryError:
             retire = True
         used = _data_segment_bytes()
-        if baseline is not None and used is not None and used - baseline > DRIFT_LIMIT_BYTES:
+        if idle_limit is not None and used is not None and used > idle_limit:
             retire = True
 
 

@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await store.check_partitions()
         wakeups = Wakeups()
         engine = Engine(store, settings, wakeups)
+        await engine.warm_up()
         sweeper = Sweeper(engine, settings)
         notifier = Notifier(
             pubsub_client,

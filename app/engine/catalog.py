@@ -6,6 +6,7 @@ settings can be changed by any client and are cached for ``action_cache_seconds`
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, replace
@@ -42,7 +43,8 @@ class Catalog:
 
     async def register_workflow(self, raw: object) -> Registration:
         """Validates and stores ``raw``; raises DefinitionError naming what is wrong."""
-        workflow = parse_workflow(raw)
+        # Off the event loop: checking a script's syntax is a round trip to a script process.
+        workflow = await asyncio.get_running_loop().run_in_executor(None, parse_workflow, raw)
         source = canonical_json(raw)
         digest = hashlib.sha256(source.encode()).hexdigest()
         version, created = await self.store.register_workflow(workflow.name, digest, source)
@@ -63,7 +65,10 @@ class Catalog:
         stored_version, source = found
         cached = self._workflows.get((name, stored_version))
         if cached is None:
-            cached = replace(parse_workflow(orjson.loads(source)), version=stored_version)
+            parsed = await asyncio.get_running_loop().run_in_executor(
+                None, parse_workflow, orjson.loads(source)
+            )
+            cached = replace(parsed, version=stored_version)
             self._workflows[(name, stored_version)] = cached
         return cached
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from app.actions import javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine.catalog import Catalog
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound
@@ -67,13 +68,19 @@ class Engine:
         self.store = store
         self.settings = settings
         self.catalog = Catalog(store, settings)
-        self.executor = ThreadPoolExecutor(settings.js_threads, thread_name_prefix="orchy-js")
+        threads = max(settings.js_threads, settings.js_processes)
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="orchy-js")
         self.planner = Planner(self.executor)
         self.wakeups = wakeups or Wakeups()
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
 
+    async def warm_up(self) -> None:
+        """Starts the script processes now rather than on the first script."""
+        await asyncio.get_running_loop().run_in_executor(self.executor, javascript.start)
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        javascript.close()
 
     # -- reading runs ---------------------------------------------------------------
 
