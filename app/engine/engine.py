@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +25,7 @@ from app.engine.status import ActionStatus, RunStatus
 from app.engine.wakeups import Wakeups
 from app.jsontypes import JSON, JSONObject
 from app.settings import Settings
-from app.store import LeasedTask, Store
+from app.store import LeasedTask, PlannedOp, Store
 from app.store.store import Outcome, RunStart, Transition
 
 log = logging.getLogger("orchy.engine")
@@ -143,6 +143,8 @@ class Engine:
                 )
             )
         created = await self.store.start_runs(starts)
+        for start in starts:
+            self._announce(start.flow_id, start.ops)
         return [
             (start.flow_id, was_created) for start, was_created in zip(starts, created, strict=True)
         ]
@@ -209,6 +211,8 @@ class Engine:
             except EngineError as error:
                 answers[index] = error
         replies = await self.store.transitions([change for _, _, change in planned])
+        for _, _, change in planned:
+            self._announce(change.flow_id, change.ops)
         for (index, task, _), reply in zip(planned, replies, strict=True):
             try:
                 self._raise_for(reply, f"task {task}")
@@ -233,6 +237,7 @@ class Engine:
             task, snapshot, execution, result, timer, claimed_score
         )
         answer = await self.store.transitions([change])
+        self._announce(change.flow_id, change.ops)
         self._raise_for(answer[0], f"task {task}")
         return answer[0]
 
@@ -290,6 +295,14 @@ class Engine:
             held_outcome=held_outcome,
             claimed_score=claimed_score,
         )
+
+    def _announce(self, flow_id: str, ops: Sequence[PlannedOp]) -> None:
+        """Wakes this process's long polls for the tasks just queued, without waiting for
+        the notification to come back through Redis (other processes get that one)."""
+        partition = self.store.keys.partition_of(flow_id)
+        for op in ops:
+            if op.queue is not None:
+                self.wakeups.notify(op.queue, partition)
 
     @staticmethod
     def _raise_for(answer: str, what: str) -> None:
@@ -469,7 +482,7 @@ class Engine:
             output = {str(joined): snapshot.output(joined) for joined in execution.join_on}
         document[str(action.id)] = {"output": output}
         plan = await self.planner.start(workflow, action.branch(branch), document)
-        return await self.store.transition(
+        answer = await self.store.transition(
             snapshot.flow_id,
             execution.seq,
             ActionStatus.WAITING,
@@ -480,6 +493,8 @@ class Engine:
             timer_member=str(member),
             held_member=str(member),
         )
+        self._announce(snapshot.flow_id, plan.ops)
+        return answer
 
 
 __all__ = ["Engine", "Invalid", "RunStatus"]
