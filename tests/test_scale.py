@@ -26,8 +26,7 @@ pytestmark = pytest.mark.slow
 
 SERVERS = 3
 RUNS = 2000
-CLUSTER_RUNS = 1000
-"""Fewer on the cluster, to keep the slow tests together within about five minutes."""
+CLUSTER_RUNS = RUNS
 DEADLINE_SECONDS = 200.0
 """Runs not finished this long after the first start count as lost."""
 TEST_TIMEOUT_SECONDS = 300
