@@ -61,8 +61,10 @@ async def test_requeue_puts_the_next_attempt_on_the_queue(lua: Lua, pubsub: Any)
     enq = member("enq", flow, 1, 2)
     assert await lua.score(flow, enq) is not None
 
+    before = await lua.now()
     assert await lua.store.requeue(flow, 1, 2, enq, queue) == "ok"
 
+    assert int((await lua.run(flow))["updatedAt"]) >= before
     assert await lua.queue(flow, queue) == [task_id(flow, 1, 2)]
     assert await lua.score(flow, enq) is None
     assert await messages(pubsub, 1) == [f"q|{partition}|{queue}"]

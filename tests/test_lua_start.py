@@ -302,6 +302,7 @@ async def test_unsatisfiable_join_at_start_fails_the_run(lua: Lua) -> None:
         reason,
     )
     assert (run["active"], run["joins"]) == ("0", "")
+    assert "a:3:jw" not in run
     assert (await lua.history(flow))[-1]["event"] == "RUN_FAILED"
 
 

@@ -156,6 +156,7 @@ local function close_open_execs(ctx, reason)
     if OPEN[redis.call('HGET', ctx.run, xf(seq, 's'))] then
       local aid = set_exec_status(ctx, seq, 'FAILED')
       redis.call('HSET', ctx.run, xf(seq, 'e'), reason)
+      redis.call('HDEL', ctx.run, af(aid, 'jw'))
       if is_latest(ctx, aid, seq) then redis.call('HSET', ctx.run, af(aid, 'e'), reason) end
     end
   end

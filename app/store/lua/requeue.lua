@@ -19,6 +19,7 @@ if status == 'PAUSED' then
   redis.call('SADD', ctx.held, member)
   return 'held'
 end
+redis.call('HSET', ctx.run, 'updatedAt', ctx.now)
 redis.call('RPUSH', KEYS[7], ctx.flow .. '.' .. seq .. '.' .. attempt)
 redis.call('PUBLISH', ctx.channel, 'q|' .. ctx.partition .. '|' .. ARGV[8])
 hist(ctx, { event = 'QUEUED', seq = tonumber(seq), attempt = tonumber(attempt) })
