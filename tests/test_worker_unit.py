@@ -30,7 +30,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.settings import Settings
-from app.worker import ActionRegistrationError, NonRetryableError, RetryPolicy, Worker, load_worker
+from app.worker import (
+    ActionRegistrationError,
+    NonRetryableError,
+    RetryPolicy,
+    Task,
+    Worker,
+    load_worker,
+)
 from app.worker.client import describe_error
 from app.worker.registry import normalize_output
 from app.worker.threads import DaemonThreadPool
@@ -867,3 +874,34 @@ def test_the_command_exits_with_a_message_for_a_bad_target(tmp_path: Path) -> No
 
     with pytest.raises(SystemExit, match="orchy worker: worker file not found"):
         run_worker_command(str(tmp_path / "nope.py"), None, None)
+
+
+async def test_a_function_with_two_arguments_gets_the_task(fake: FakeOrchy) -> None:
+    worker = Worker(fake.url, settings=fast_settings())
+    seen: list[tuple[Any, str, int]] = []
+
+    @worker.action("sync-two")
+    def sync_two(input: dict[str, Any], task: Task) -> dict[str, Any]:
+        seen.append((input, task.task_id, task.attempt))
+        return {}
+
+    @worker.action("async-two")
+    async def async_two(input: dict[str, Any], task: Task) -> dict[str, Any]:
+        seen.append((input, task.task_id, task.attempt))
+        return {}
+
+    @worker.action("one")
+    def one(input: dict[str, Any]) -> dict[str, Any]:
+        return {"alone": True}
+
+    (first,) = fake.add_tasks("sync-two", {"n": 1})
+    (second,) = fake.add_tasks("async-two", {"n": 2})
+    (third,) = fake.add_tasks("one", {"n": 3})
+    async with running(worker):
+        await eventually(lambda: bool(fake.bodies(f"/tasks/{third}/complete")))
+        await eventually(lambda: len(seen) == 2)
+    assert sorted(seen, key=lambda item: item[1] == second) == [
+        ({"n": 1}, first, 1),
+        ({"n": 2}, second, 1),
+    ]
+    assert fake.bodies(f"/tasks/{third}/complete") == [{"output": {"alone": True}}]

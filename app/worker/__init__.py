@@ -8,12 +8,16 @@ worker = Worker()
 @worker.action("query-db", retry_count=3, timeout_seconds=30.0)
 def query_db(input: dict) -> dict: ...
 
+@worker.action("charge")
+def charge(input: dict, task: Task) -> dict: ...   # task.task_id names the attempt
+
 worker.run_sync()
 ```
 """
 
 from __future__ import annotations
 
+from app.worker.client import Task
 from app.worker.errors import ActionRegistrationError, NonRetryableError
 from app.worker.loader import load_worker
 from app.worker.registry import RetryPolicy
@@ -23,6 +27,7 @@ __all__ = [
     "ActionRegistrationError",
     "NonRetryableError",
     "RetryPolicy",
+    "Task",
     "Worker",
     "load_worker",
 ]

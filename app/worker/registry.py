@@ -15,6 +15,7 @@ ActionFunc = Callable[..., Any]
 F = TypeVar("F", bound=ActionFunc)
 
 RESULT_KEY = "result"
+TASK_ARGUMENTS = 2  # (input, task)
 """Where a return value that is not an object is put: ``42`` -> ``{"result": 42}``."""
 
 
@@ -110,6 +111,9 @@ class RegisteredAction:
     func: ActionFunc
     options: ActionOptions
     is_async: bool
+    # A function that takes a second argument also gets the task (its id names the
+    # attempt: a key for effects that must happen once).
+    wants_task: bool = False
 
     def definition(self) -> JSONObject:
         return self.options.definition(self.name)
@@ -121,6 +125,21 @@ def _is_async_callable(func: ActionFunc) -> bool:
     # A callable object whose ``__call__`` is ``async def``.
     call: object = getattr(type(func), "__call__", None)  # noqa: B004
     return inspect.iscoroutinefunction(call)
+
+
+def _takes_two_arguments(func: ActionFunc) -> bool:
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature take the input alone
+        return False
+    positional = [
+        parameter
+        for parameter in parameters
+        if parameter.kind
+        in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    varargs = any(parameter.kind is inspect.Parameter.VAR_POSITIONAL for parameter in parameters)
+    return len(positional) >= TASK_ARGUMENTS or varargs
 
 
 class ActionRegistry:
@@ -140,7 +159,9 @@ class ActionRegistry:
                 f"action {name!r} is already registered "
                 f"(by {getattr(existing, '__qualname__', existing)!r})"
             )
-        action = RegisteredAction(name, func, options, _is_async_callable(func))
+        action = RegisteredAction(
+            name, func, options, _is_async_callable(func), _takes_two_arguments(func)
+        )
         self._actions[name] = action
         return action
 

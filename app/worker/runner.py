@@ -208,10 +208,11 @@ class WorkerRun:
         if action is None:
             return Failed(f"UnknownAction: this worker has no action {task.name!r}", True)
         try:
+            arguments = (task.input, task) if action.wants_task else (task.input,)
             if action.is_async:
-                result = await action.func(task.input)
+                result = await action.func(*arguments)
             else:
-                result = await self._pool.run(action.func, task.input)
+                result = await self._pool.run(action.func, *arguments)
             if inspect.isawaitable(result):
                 result = await result
         except NonRetryableError as exc:
