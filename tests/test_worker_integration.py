@@ -93,16 +93,6 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
             record.leased.extend((worker_id, task) for task in tasks)
             return tasks
 
-        async def complete(self, task_id: str, output: JSONObject) -> Reply:
-            reply = await super().complete(task_id, output)
-            record.replies.append(("complete", task_id, reply))
-            return reply
-
-        async def fail(self, task_id: str, error: str, *, retryable: bool) -> Reply:
-            reply = await super().fail(task_id, error, retryable=retryable)
-            record.replies.append(("fail", task_id, reply))
-            return reply
-
         async def results(self, encoded_results: list[bytes]) -> list[Reply]:
             replies = await super().results(encoded_results)
             for encoded, reply in zip(encoded_results, replies, strict=True):

@@ -151,10 +151,15 @@ class Engine:
 
     # -- worker results -------------------------------------------------------------
 
-    async def _task_execution(self, task_id: str) -> tuple[TaskId, RunSnapshot, Execution]:
+    @staticmethod
+    def _parse_task(task_id: str) -> TaskId:
         parsed = TaskId.parse(task_id)
         if parsed is None:
             raise NotFound(f"task {task_id!r} not found: {TASK_ID_SHAPE}")
+        return parsed
+
+    async def _task_execution(self, task_id: str) -> tuple[TaskId, RunSnapshot, Execution]:
+        parsed = self._parse_task(task_id)
         fields = await self.store.read_run(parsed.flow_id)
         return self._check_task(task_id, parsed, fields)
 
@@ -201,18 +206,13 @@ class Engine:
         planned: list[tuple[int, TaskId, Transition]] = []
         for index, ((task_id, result), task) in enumerate(zip(results, parsed, strict=True)):
             try:
-                if task is None:
-                    raise NotFound(
-                        f"task {task_id!r} not found: task ids look like <flowId>.<n>.<n>"
-                    )
+                task = task or self._parse_task(task_id)
                 _, snapshot, execution = self._check_task(task_id, task, fields_of[task.flow_id])
                 change = await self._plan_user_result(task, snapshot, execution, result)
                 planned.append((index, task, change))
             except EngineError as error:
                 answers[index] = error
-        replies = await self.store.transitions([change for _, _, change in planned])
-        for _, _, change in planned:
-            self._announce(change.flow_id, change.ops)
+        replies = await self._commit([change for _, _, change in planned])
         for (index, task, _), reply in zip(planned, replies, strict=True):
             try:
                 self._raise_for(reply, f"task {task}")
@@ -236,10 +236,9 @@ class Engine:
         change = await self._plan_user_result(
             task, snapshot, execution, result, timer, claimed_score
         )
-        answer = await self.store.transitions([change])
-        self._announce(change.flow_id, change.ops)
-        self._raise_for(answer[0], f"task {task}")
-        return answer[0]
+        [answer] = await self._commit([change])
+        self._raise_for(answer, f"task {task}")
+        return answer
 
     async def _plan_user_result(
         self,
@@ -279,7 +278,8 @@ class Engine:
             held_outcome = _held_json(result)
         else:
             timer_member = str(timer)
-            # A replayed result is applied, never held again; a lease expiry is held as itself.
+            # A lease expiry is held as itself if the run is paused; a replayed result has
+            # its outcome stored already, and transition.lua holds it again as its timer.
             held_member = str(timer) if timer.kind is TimerKind.LEASE else ""
             held_outcome = ""
         return Transition(
@@ -296,9 +296,16 @@ class Engine:
             claimed_score=claimed_score,
         )
 
+    async def _commit(self, changes: Sequence[Transition]) -> list[str]:
+        """Applies transitions (one pipelined round trip), then wakes this process's long
+        polls for the tasks they queued, without waiting for the notification to come back
+        through Redis (other processes get that one)."""
+        replies = await self.store.transitions(changes)
+        for change in changes:
+            self._announce(change.flow_id, change.ops)
+        return replies
+
     def _announce(self, flow_id: str, ops: Sequence[PlannedOp]) -> None:
-        """Wakes this process's long polls for the tasks just queued, without waiting for
-        the notification to come back through Redis (other processes get that one)."""
         partition = self.store.keys.partition_of(flow_id)
         for op in ops:
             if op.queue is not None:
@@ -482,7 +489,7 @@ class Engine:
             output = {str(joined): snapshot.output(joined) for joined in execution.join_on}
         document[str(action.id)] = {"output": output}
         plan = await self.planner.start(workflow, action.branch(branch), document)
-        answer = await self.store.transition(
+        change = Transition(
             snapshot.flow_id,
             execution.seq,
             ActionStatus.WAITING,
@@ -493,7 +500,7 @@ class Engine:
             timer_member=str(member),
             held_member=str(member),
         )
-        self._announce(snapshot.flow_id, plan.ops)
+        [answer] = await self._commit([change])
         return answer
 
 

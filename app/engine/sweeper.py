@@ -30,7 +30,6 @@ class Sweeper:
         self._running = False
         self._slots = asyncio.Semaphore(settings.timer_concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
-        self.fired = 0
 
     def notify(self, partition: int, due_redis_ms: int) -> None:
         """A timer due at ``due_redis_ms`` (Redis clock) was added to ``partition``."""
@@ -96,7 +95,6 @@ class Sweeper:
     async def _handle(self, member: str, claimed_score: int) -> None:
         try:
             await self.engine.handle_timer(member, claimed_score)
-            self.fired += 1
         except Exception:  # the claim expires and the timer is tried again
             log.exception("timer %s failed; it will be retried", member)
         finally:

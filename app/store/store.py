@@ -360,9 +360,6 @@ class Store:
         args = [seq, attempt, lease_ms, timer_member]
         return str(await self.scripts.heartbeat(keys=keys, args=args))
 
-    async def queue_length(self, partition: int, action: str) -> int:
-        return int(await self.client.llen(self.keys.queue(partition, action)))
-
     # -- timers ---------------------------------------------------------------------
 
     async def claim_timers(self, partition: int, most: int, claim_ms: int) -> TimerClaim:
@@ -409,12 +406,6 @@ class Store:
             per_partition.append([(member, int(score)) for member, score in rows])
         merged = heapq.merge(*per_partition, key=lambda row: row[1], reverse=True)
         return list(merged)[:most]
-
-    async def runs_status(self, flow_ids: Sequence[str]) -> list[str | None]:
-        statuses = []
-        for flow_id in flow_ids:
-            statuses.append(await self.client.hget(self.keys.run(flow_id).run, "status"))
-        return statuses
 
     async def forget_runs(self, name: str | None, flow_ids: Sequence[str]) -> None:
         """Drops expired runs from the listing indexes."""

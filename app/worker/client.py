@@ -202,15 +202,6 @@ class OrchyClient:
     async def register_action(self, definition: JSONObject) -> Reply:
         return await self._post_with_retries("/metadata/action", definition)
 
-    async def complete(self, task_id: str, output: JSONObject) -> Reply:
-        """Raises :class:`UnencodableBodyError` before sending when ``output`` is not JSON."""
-        return await self._post_with_retries(_task_path(task_id, "complete"), {"output": output})
-
-    async def fail(self, task_id: str, error: str, *, retryable: bool) -> Reply:
-        return await self._post_with_retries(
-            _task_path(task_id, "fail"), {"error": error, "retryable": retryable}
-        )
-
     async def results(self, encoded_results: list[bytes]) -> list[Reply]:
         """POST /tasks/results with results already encoded (see :func:`encode_json`); one
         Reply per result, in order."""
