@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     worker_http_backoff_seconds: float = 0.2
     worker_http_timeout_seconds: float = 10.0
     worker_shutdown_grace_seconds: float = 30.0
+    # Offer each result's slot to the tasks it starts, leased in the answer to the result.
+    worker_take_next: bool = True
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,7 @@
 """The benchmark's user actions: ``bench-step`` does nothing; ``bench-last`` counts finished
 runs in Redis (``BENCH_COUNTER_URL``/``BENCH_COUNTER_KEY``); ``bench-timed`` records the
-step-to-step latency (its input ``t`` is the previous step's end, in ns) into a Redis list."""
+step-to-step latency (its input ``t`` is the previous step's end, in ns) into a Redis list,
+and tells the benchmark through another list when it runs a run's last step."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ worker = Worker()
 _counter = redis.Redis.from_url(os.environ.get("BENCH_COUNTER_URL", "redis://127.0.0.1:6379/5"))
 COUNTER_KEY = os.environ.get("BENCH_COUNTER_KEY", "bench:done")
 LATENCY_KEY = os.environ.get("BENCH_LATENCY_KEY", "bench:latency")
+TIMED_DONE_KEY = os.environ.get("BENCH_TIMED_DONE_KEY", "bench:timed-done")
 
 
 @worker.action("bench-step")
@@ -34,4 +36,6 @@ async def timed(input: dict[str, Any]) -> dict[str, Any]:
     previous_end = input.get("t")
     if previous_end:
         await _counter.rpush(LATENCY_KEY, time.time_ns() - int(previous_end))
+    if input.get("last"):
+        await _counter.rpush(TIMED_DONE_KEY, 1)
     return {"t": time.time_ns()}

@@ -551,6 +551,70 @@ async def test_batch_results_answer_each_result_on_its_own(
     assert neither.status_code == 422 and "output" in neither.json()["error"]
 
 
+async def test_results_with_next_lease_the_tasks_they_start_to_that_worker(
+    api: Api, http: httpx.AsyncClient, settings: Any
+) -> None:
+    name = unique("next")
+    first, mine, other = f"{name}-first", f"{name}-mine", f"{name}-other"
+    await api.register(
+        workflow(
+            name,
+            user(1, first, {"default": [2, 3, 4]}),
+            user(2, mine, {"default": [5]}, v="{$.1.output.v}"),
+            user(3, mine, w="{$.1.output.v}"),
+            user(4, other),
+            user(5, mine),
+        )
+    )
+    flow_id = await api.start(name)
+    task = await api.poll_one(first)
+    offer = {"workerId": "w-next", "actions": [mine], "max": 1}
+    body = {"results": [{"taskId": task["taskId"], "output": {"v": 7}}], "next": offer}
+
+    response = await http.post("/tasks/results", json=body)
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert [item["status"] for item in answer["results"]] == [200]
+    [handed] = answer["tasks"]
+    assert (handed["flowId"], handed["actionId"], handed["name"]) == (flow_id, 2, mine)
+    assert (handed["attempt"], handed["input"]) == (1, {"v": 7})
+    flow = await api.flow(flow_id)
+    assert flow["actions"]["2"]["status"] == "RUNNING"
+    # Beyond ``max``, and for actions the worker did not offer to take, tasks are queued.
+    [queued] = await api.poll([mine], most=5)
+    assert (queued["actionId"], queued["input"]) == (3, {"w": 7})
+    assert (await api.poll_one(other))["actionId"] == 4
+
+    offer["max"] = 5
+    body = {"results": [{"taskId": handed["taskId"], "output": {}}], "next": offer}
+    answer = (await http.post("/tasks/results", json=body)).json()
+    assert [task["actionId"] for task in answer["tasks"]] == [5]
+    assert await api.poll([mine], most=5, wait=0) == []
+
+    too_many = {**offer, "max": settings.poll_max_tasks + 1}
+    refused = await http.post("/tasks/results", json={**body, "next": too_many})
+    assert refused.status_code == 422 and "next.max" in refused.json()["error"]
+    no_worker = await http.post("/tasks/results", json={**body, "next": {"actions": [mine]}})
+    assert no_worker.status_code == 422 and "workerId" in no_worker.json()["error"]
+
+
+async def test_results_with_next_lease_nothing_for_a_paused_run(
+    api: Api, http: httpx.AsyncClient
+) -> None:
+    name = unique("next-paused")
+    await api.register(workflow(name, user(1, f"{name}-a", {"default": [2]}), user(2, f"{name}-a")))
+    flow_id = await api.start(name)
+    task = await api.poll_one(f"{name}-a")
+    assert (await http.post(f"/flow/{flow_id}/pause")).status_code == 200
+    offer = {"workerId": "w-next", "actions": [f"{name}-a"], "max": 1}
+    body = {"results": [{"taskId": task["taskId"], "output": {}}], "next": offer}
+
+    answer = (await http.post("/tasks/results", json=body)).json()
+
+    assert (answer["results"][0]["held"], answer["tasks"]) == (True, [])
+
+
 async def test_execute_many_starts_one_run_per_input(api: Api, http: httpx.AsyncClient) -> None:
     name = unique("many")
     await api.register(workflow(name, user(1, f"{name}-a", x="{$.input.x}")))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.store.store import Outcome, Store, Transition
+from app.store.store import Applied, Outcome, PlannedOp, Store, Transition
 from tests.test_lua_scripts import (
     LEASE_MS,
     RETENTION,
@@ -326,6 +326,116 @@ async def test_pipelined_transitions_answer_in_order_and_survive_a_script_flush(
         Transition(first, 1, "RUNNING", 1, done),  # the same again: the run has ended
         Transition(second, 1, "RUNNING", 1, done, timer_member=member("lease", second, 1, 1)),
     ]
-    assert await lua.store.transitions(changes) == ["ok", "terminal", "ok"]
+    assert [reply.status for reply in await lua.store.transitions(changes)] == [
+        "ok",
+        "terminal",
+        "ok",
+    ]
     assert (await lua.run(first))["status"] == "COMPLETED"
     assert (await lua.run(second))["status"] == "COMPLETED"
+
+
+# -- user tasks leased at once to the worker whose result started them (ARGV[18]) --------
+
+
+def leased(op: PlannedOp, lease_ms: int = LEASE_MS) -> PlannedOp:
+    return PlannedOp(op.kind, op.action_id, op.name, op.payload, lease_ms, op.queue)
+
+
+async def complete_leasing(
+    lua: Lua, flow: str, ops: list[PlannedOp], fail_reason: str = ""
+) -> Applied:
+    """The engine's transition for a result whose worker takes the next tasks."""
+    change = Transition(
+        flow,
+        1,
+        "RUNNING",
+        1,
+        Outcome("COMPLETED", "{}", branch="default"),
+        ops,
+        fail_reason,
+        timer_member=member("lease", flow, 1, 1),
+        held_member=member("res", flow, 1, 1),
+        held_outcome='{"output":{}}',
+        lease_to="w-next",
+    )
+    [reply] = await lua.store.transitions([change])
+    return reply
+
+
+async def test_transition_leases_marked_tasks_to_the_worker_and_queues_the_rest(
+    lua: Lua,
+) -> None:
+    queue, mine, other = lua.new_name(), lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    before = await lua.now()
+
+    reply = await complete_leasing(
+        lua, flow, [leased(user(2, mine, '"M"')), user(3, other), leased(user(4, mine))]
+    )
+
+    assert reply == Applied("ok", (2, 4))
+    assert await lua.queue(flow, mine) == []
+    assert await lua.queue(flow, other) == [task_id(flow, 3, 1)]
+    run = await lua.run(flow)
+    assert (run["x:2:s"], run["a:2:s"], run["x:2:n"], run["x:2:w"], run["x:2:in"]) == (
+        "RUNNING",
+        "RUNNING",
+        "1",
+        "w-next",
+        '"M"',
+    )
+    assert (run["x:2:q"], run["x:3:s"], run["active"]) == (mine, "QUEUED", "3")
+    lease_due = await lua.score(flow, member("lease", flow, 2, 1))
+    assert lease_due is not None and before + LEASE_MS <= lease_due <= await lua.now() + LEASE_MS
+    history = await lua.history(flow)
+    seq_two = [entry for entry in history if entry.get("seq") == 2]
+    assert [entry["event"] for entry in seq_two] == ["QUEUED", "RUNNING"]
+    assert seq_two[1]["worker"] == "w-next"
+
+
+async def test_transition_leases_nothing_without_a_worker_or_a_lease_time(lua: Lua) -> None:
+    queue, mine = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    change = Transition(
+        flow,
+        1,
+        "RUNNING",
+        1,
+        Outcome("COMPLETED", "{}", branch="default"),
+        [leased(user(2, mine))],
+        timer_member=member("lease", flow, 1, 1),
+    )
+
+    [reply] = await lua.store.transitions([change])
+
+    assert reply == Applied("ok")
+    assert await lua.queue(flow, mine) == [task_id(flow, 2, 1)]
+
+
+async def test_transition_that_ends_the_run_returns_no_leased_task(lua: Lua) -> None:
+    queue, mine = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+
+    reply = await complete_leasing(lua, flow, [leased(user(2, mine))], fail_reason="stop here")
+
+    assert reply == Applied("ok")
+    run = await lua.run(flow)
+    assert (run["status"], run["x:2:s"], run["active"]) == ("FAILED", "FAILED", "0")
+
+
+async def test_transition_of_a_paused_run_leases_nothing(lua: Lua) -> None:
+    queue, mine = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    assert await lua.store.pause(flow) == "ok"
+
+    reply = await complete_leasing(lua, flow, [leased(user(2, mine))])
+
+    assert reply == Applied("held")
+    run = await lua.run(flow)
+    assert "x:2:s" not in run
+    assert await lua.queue(flow, mine) == []

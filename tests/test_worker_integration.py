@@ -93,13 +93,17 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
             record.leased.extend((worker_id, task) for task in tasks)
             return tasks
 
-        async def results(self, encoded_results: list[bytes]) -> list[Reply]:
-            replies = await super().results(encoded_results)
+        async def results(
+            self, encoded_results: list[bytes], take_next: JSONObject | None = None
+        ) -> tuple[list[Reply], list[Task]]:
+            replies, tasks = await super().results(encoded_results, take_next)
             for encoded, reply in zip(encoded_results, replies, strict=True):
                 result = json.loads(encoded)
                 verb = "complete" if "output" in result else "fail"
                 record.replies.append((verb, result["taskId"], reply))
-            return replies
+            if take_next is not None:
+                record.leased.extend((str(take_next["workerId"]), task) for task in tasks)
+            return replies, tasks
 
         async def heartbeat(self, task_id: str) -> Reply:
             holder = next((w for w, task in record.leased if task.task_id == task_id), None)

@@ -392,6 +392,7 @@ class FakeOrchy:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.queue: list[dict[str, Any]] = []
+        self.handed: list[dict[str, Any]] = []  # tasks leased in answers to results
         self.calls: list[tuple[str, Any]] = []
         self.answers: dict[str, list[int]] = {}  # path -> statuses to answer first
         self.max_hold_seconds = 1.0
@@ -405,12 +406,13 @@ class FakeOrchy:
             ]
         )
 
-    def add_tasks(self, name: str, *inputs: Any) -> list[str]:
+    def add_tasks(self, name: str, *inputs: Any, handed: bool = False) -> list[str]:
+        """Tasks for polls, or with ``handed`` for answers to results that offer ``next``."""
         ids = []
         with self.lock:
             for input in inputs:
                 task_id = f"t-{uuid.uuid4().hex[:8]}"
-                self.queue.append(
+                (self.handed if handed else self.queue).append(
                     {
                         "taskId": task_id,
                         "flowId": "f-1",
@@ -455,7 +457,9 @@ class FakeOrchy:
         """A batch is recorded as the single ``/complete`` and ``/fail`` calls it stands for;
         a scripted 5xx for any of them fails the whole request, as a server error would."""
         statuses = []
-        for item in (await request.json())["results"]:
+        body = await request.json()
+        self._record("next", body.get("next"))
+        for item in body["results"]:
             result = dict(item)
             task_id = result.pop("taskId")
             verb = "complete" if "output" in result else "fail"
@@ -471,7 +475,13 @@ class FakeOrchy:
             }
             for task_id, status in statuses
         ]
-        return JSONResponse({"results": answers})
+        offer, tasks = body.get("next"), []
+        if offer is not None:
+            with self.lock:
+                tasks = [task for task in self.handed if task["name"] in offer["actions"]]
+                tasks = tasks[: offer["max"]]
+                self.handed = [task for task in self.handed if task not in tasks]
+        return JSONResponse({"results": answers, "tasks": tasks})
 
     async def report(self, request: Request) -> JSONResponse:
         status = self._record(request.url.path, await request.json())
@@ -697,6 +707,50 @@ async def test_no_more_tasks_than_slots_are_in_hand(fake: FakeOrchy) -> None:
     assert asked[0] == 2
 
 
+async def test_results_hand_their_slots_to_the_tasks_leased_in_the_answer(
+    fake: FakeOrchy,
+) -> None:
+    worker = Worker(fake.url, concurrency=2, settings=fast_settings())
+    lock = threading.Lock()
+    running_now, most = 0, 0
+
+    @worker.action("slow")
+    def slow(input: dict[str, Any]) -> None:
+        nonlocal running_now, most
+        with lock:
+            running_now += 1
+            most = max(most, running_now)
+        time.sleep(0.02)
+        with lock:
+            running_now -= 1
+
+    worker.action("other")(lambda input: None)
+    polled = fake.add_tasks("slow", {"i": 0}, {"i": 1})
+    handed = fake.add_tasks("slow", *({"i": i} for i in range(2, 8)), handed=True)
+    async with running(worker):
+        await eventually(lambda: all(fake.bodies(f"/tasks/{i}/complete") for i in handed))
+    assert all(fake.bodies(f"/tasks/{i}/complete") for i in polled)
+    assert most <= 2
+    offers = fake.bodies("next")
+    assert offers and all(offer is not None for offer in offers)
+    assert {(offer["workerId"], tuple(offer["actions"])) for offer in offers} == {
+        (worker.worker_id, ("slow", "other"))
+    }
+    assert all(1 <= offer["max"] <= 2 for offer in offers)
+    assert not fake.handed
+
+
+async def test_no_next_offer_when_switched_off(fake: FakeOrchy) -> None:
+    worker = Worker(fake.url, settings=fast_settings(worker_take_next=False))
+    worker.action("a")(lambda input: None)
+    fake.add_tasks("a", {}, handed=True)
+    (task_id,) = fake.add_tasks("a", {})
+    async with running(worker):
+        await eventually(lambda: bool(fake.bodies(f"/tasks/{task_id}/complete")))
+    assert fake.bodies("next") == [None]
+    assert len(fake.handed) == 1
+
+
 async def test_a_poll_never_asks_for_more_than_the_server_allows(fake: FakeOrchy) -> None:
     worker = Worker(fake.url, concurrency=5, settings=fast_settings(poll_max_tasks=3))
     worker.action("a")(lambda input: None)
@@ -752,6 +806,7 @@ async def test_tasks_in_hand_finish_within_the_grace(fake: FakeOrchy) -> None:
     stop.set()
     await asyncio.wait_for(run, WAIT_LIMIT_SECONDS)
     assert fake.bodies(f"/tasks/{task_id}/complete") == [{"output": {"done": True}}]
+    assert fake.bodies("next") == [None]  # a stopping worker takes no new tasks
 
 
 async def test_tasks_past_the_grace_are_abandoned(fake: FakeOrchy) -> None:

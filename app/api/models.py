@@ -156,8 +156,17 @@ class TaskResult(BaseModel):
         return self
 
 
+class TakeNextRequest(BaseModel):
+    """Lease the tasks these results start to this worker at once, up to ``max``."""
+
+    workerId: str = Field(min_length=1)
+    actions: list[str] = Field(min_length=1)
+    max: int = Field(ge=1)
+
+
 class ResultsRequest(BaseModel):
     results: list[TaskResult] = Field(min_length=1)
+    next: TakeNextRequest | None = None
 
 
 class ResultStatus(BaseModel):
@@ -169,6 +178,9 @@ class ResultStatus(BaseModel):
 
 class ResultsResponse(BaseModel):
     results: list[ResultStatus]
+    tasks: list[TaskOut] = Field(
+        default_factory=list, description="tasks leased at once (when the request has next)"
+    )
 
 
 class FailRequest(BaseModel):

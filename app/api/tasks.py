@@ -27,7 +27,7 @@ from app.api.models import (
     ResultsResponse,
     ResultStatus,
 )
-from app.engine.engine import Failure, Result, Success
+from app.engine.engine import Failure, Result, Success, TakeNext
 from app.engine.errors import EngineError, Invalid
 from app.store import LeasedTask
 
@@ -61,11 +61,11 @@ async def poll(request: PollRequest, http_request: Request) -> Response:
         )
     finally:
         watcher.cancel()
-    return Response(_tasks_body(tasks), media_type=JSON_MEDIA_TYPE)
+    return Response(b'{"tasks":' + _tasks_json(tasks) + b"}", media_type=JSON_MEDIA_TYPE)
 
 
-def _tasks_body(tasks: list[LeasedTask]) -> bytes:
-    """The poll answer, with each task's input spliced in as stored: no parse, no re-dump."""
+def _tasks_json(tasks: list[LeasedTask]) -> bytes:
+    """A list of leased tasks, each with its input spliced in as stored: no parse, no re-dump."""
     parts = []
     for task in tasks:
         head = orjson.dumps(
@@ -78,7 +78,7 @@ def _tasks_body(tasks: list[LeasedTask]) -> bytes:
             }
         )
         parts.append(head[:-1] + b',"input":' + task.input_json.encode() + b"}")
-    return b'{"tasks":[' + b",".join(parts) + b"]}"
+    return b"[" + b",".join(parts) + b"]"
 
 
 async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
@@ -123,6 +123,13 @@ async def results(request: ResultsRequest, http_request: Request) -> Response:
     await limit_body(http_request, settings.max_batch_bytes, "the batch of results")
     if len(request.results) > settings.poll_max_tasks:
         raise Invalid(f"results: at most {settings.poll_max_tasks} per request")
+    take_next = None
+    if request.next is not None:
+        if request.next.max > settings.poll_max_tasks:
+            raise Invalid(f"next.max: at most {settings.poll_max_tasks} tasks")
+        take_next = TakeNext(
+            request.next.workerId, frozenset(request.next.actions), request.next.max
+        )
     statuses: list[ResultStatus | None] = [None] * len(request.results)
     accepted: list[tuple[int, tuple[str, Result]]] = []
     for index, item in enumerate(request.results):
@@ -144,17 +151,18 @@ async def results(request: ResultsRequest, http_request: Request) -> Response:
             accepted.append((index, (item.taskId, Success(item.output))))
         else:
             accepted.append((index, (item.taskId, Failure(item.error or "", item.retryable))))
-    answers = await engine.apply_results([result for _, result in accepted])
-    for (index, (task_id, _)), answer in zip(accepted, answers, strict=True):
+    applied = await engine.apply_results([result for _, result in accepted], take_next)
+    for (index, (task_id, _)), answer in zip(accepted, applied.answers, strict=True):
         if isinstance(answer, EngineError):
             statuses[index] = ResultStatus(
                 taskId=task_id, status=answer.status_code, error=answer.message
             )
         else:
             statuses[index] = ResultStatus(taskId=task_id, status=OK, held=answer == "held")
-    reply = ResultsResponse(results=[status for status in statuses if status is not None])
     # Written here rather than by FastAPI, which would validate the model all over again.
-    return Response(reply.model_dump_json(), media_type=JSON_MEDIA_TYPE)
+    replies = orjson.dumps([status.model_dump() for status in statuses if status is not None])
+    body = b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased) + b"}"
+    return Response(body, media_type=JSON_MEDIA_TYPE)
 
 
 @router.post("/{task_id}/heartbeat", response_model=Accepted, responses=ERRORS)

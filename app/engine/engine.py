@@ -4,6 +4,7 @@ atomic script call whose guard re-checks what was read."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -26,7 +27,7 @@ from app.engine.wakeups import Wakeups
 from app.jsontypes import JSON, JSONObject
 from app.settings import Settings
 from app.store import LeasedTask, PlannedOp, Store
-from app.store.store import Outcome, RunStart, Transition
+from app.store.store import Applied, Outcome, RunStart, Transition
 
 log = logging.getLogger("orchy.engine")
 
@@ -48,6 +49,22 @@ class Failure:
 
 
 Result = Success | Failure
+
+
+@dataclass(frozen=True)
+class TakeNext:
+    """A worker's offer, sent with its results, to take up to ``most`` of the tasks of
+    ``actions`` that those results lead to, leased to it at once instead of queued."""
+
+    worker_id: str
+    actions: frozenset[str]
+    most: int
+
+
+@dataclass(frozen=True)
+class AppliedResults:
+    answers: list[str | EngineError]  # per result: what the single call returns or raises
+    leased: list[LeasedTask]  # the tasks leased at once to the worker of ``TakeNext``
 
 
 def _result_from_held(held_json: str) -> Result:
@@ -191,35 +208,79 @@ class Engine:
         return await self._apply_one(task_id, Failure(error, retryable))
 
     async def _apply_one(self, task_id: str, result: Result) -> str:
-        [answer] = await self.apply_results([(task_id, result)])
+        [answer] = (await self.apply_results([(task_id, result)])).answers
         if isinstance(answer, EngineError):
             raise answer
         return answer
 
-    async def apply_results(self, results: list[tuple[str, Result]]) -> list[str | EngineError]:
+    async def apply_results(
+        self, results: list[tuple[str, Result]], take_next: TakeNext | None = None
+    ) -> AppliedResults:
         """Many worker results: one pipelined read of their runs, one pipelined write of
-        their transitions. Each answer is what the single call would return or raise."""
+        their transitions. With ``take_next``, the user tasks those transitions start are
+        leased to that worker in the same scripts, up to its ``most``."""
         answers: list[str | EngineError] = [NotFound("")] * len(results)
         parsed = [TaskId.parse(task_id) for task_id, _ in results]
         flows = sorted({task.flow_id for task in parsed if task is not None})
         fields_of = dict(zip(flows, await self.store.read_runs(flows), strict=True))
         planned: list[tuple[int, TaskId, Transition]] = []
+        budget = 0 if take_next is None else take_next.most
         for index, ((task_id, result), task) in enumerate(zip(results, parsed, strict=True)):
             try:
                 task = task or self._parse_task(task_id)
                 _, snapshot, execution = self._check_task(task_id, task, fields_of[task.flow_id])
                 change = await self._plan_user_result(task, snapshot, execution, result)
+                if take_next is not None and budget > 0:
+                    change, budget = await self._lease_at_once(change, take_next, budget)
                 planned.append((index, task, change))
             except EngineError as error:
                 answers[index] = error
-        replies = await self._commit([change for _, _, change in planned])
-        for (index, task, _), reply in zip(planned, replies, strict=True):
+        changes = [change for _, _, change in planned]
+        replies = await self._commit(changes)
+        leased: list[LeasedTask] = []
+        for (index, task, change), reply in zip(planned, replies, strict=True):
             try:
-                self._raise_for(reply, f"task {task}")
-                answers[index] = reply
+                self._raise_for(reply.status, f"task {task}")
+                answers[index] = reply.status
+                leased += self._leased_tasks(change, reply)
             except EngineError as error:
                 answers[index] = error
-        return answers
+        return AppliedResults(answers, leased)
+
+    async def _lease_at_once(
+        self, change: Transition, take_next: TakeNext, budget: int
+    ) -> tuple[Transition, int]:
+        """Marks up to ``budget`` of the change's user tasks for ``take_next``'s worker."""
+        ops = list(change.ops)
+        marked = 0
+        for position, op in enumerate(ops):
+            if marked == budget:
+                break
+            if op.kind == "user" and op.queue is not None and op.queue in take_next.actions:
+                lease_ms = (await self.catalog.action(op.queue)).lease_ms
+                ops[position] = dataclasses.replace(op, number=lease_ms)
+                marked += 1
+        if not marked:
+            return change, budget
+        leased = dataclasses.replace(change, ops=ops, lease_to=take_next.worker_id)
+        return leased, budget - marked
+
+    @staticmethod
+    def _leased_tasks(change: Transition, reply: Applied) -> list[LeasedTask]:
+        if not reply.leased_seqs:  # none asked, or the run was held or has ended
+            return []
+        ops = [op for op in change.ops if op.leased_at_once]
+        return [
+            LeasedTask(
+                task_id=str(TaskId(change.flow_id, seq, 1)),
+                flow_id=change.flow_id,
+                action_id=op.action_id,
+                attempt=1,
+                input_json=op.payload,
+                name=op.queue or op.name,
+            )
+            for op, seq in zip(ops, reply.leased_seqs, strict=True)
+        ]
 
     async def _finish_user_task(
         self,
@@ -237,8 +298,8 @@ class Engine:
             task, snapshot, execution, result, timer, claimed_score
         )
         [answer] = await self._commit([change])
-        self._raise_for(answer, f"task {task}")
-        return answer
+        self._raise_for(answer.status, f"task {task}")
+        return answer.status
 
     async def _plan_user_result(
         self,
@@ -296,7 +357,7 @@ class Engine:
             claimed_score=claimed_score,
         )
 
-    async def _commit(self, changes: Sequence[Transition]) -> list[str]:
+    async def _commit(self, changes: Sequence[Transition]) -> list[Applied]:
         """Applies transitions (one pipelined round trip), then wakes this process's long
         polls for the tasks they queued, without waiting for the notification to come back
         through Redis (other processes get that one)."""
@@ -308,7 +369,7 @@ class Engine:
     def _announce(self, flow_id: str, ops: Sequence[PlannedOp]) -> None:
         partition = self.store.keys.partition_of(flow_id)
         for op in ops:
-            if op.queue is not None:
+            if op.queue is not None and op.queues_a_task:
                 self.wakeups.notify(op.queue, partition)
 
     @staticmethod
@@ -501,7 +562,7 @@ class Engine:
             held_member=str(member),
         )
         [answer] = await self._commit([change])
-        return answer
+        return answer.status
 
 
 __all__ = ["Engine", "Invalid", "RunStatus"]

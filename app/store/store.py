@@ -29,8 +29,16 @@ class PlannedOp:
     action_id: int
     name: str = ""
     payload: str = ""
-    number: int = 0
+    number: int = 0  # a "user" op's lease ms when leased at once to the transition's worker
     queue: str | None = None
+
+    @property
+    def leased_at_once(self) -> bool:
+        return self.kind == "user" and self.number > 0
+
+    @property
+    def queues_a_task(self) -> bool:
+        return self.queue is not None and not self.leased_at_once
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,21 @@ class Transition:
     held_member: str = ""
     held_outcome: str = ""
     claimed_score: int | None = None
+    lease_to: str = ""  # the worker that gets the ops' tasks leased at once, if any
+
+
+@dataclass(frozen=True)
+class Applied:
+    """transition.lua's answer: its status, and the seqs of the tasks it leased at once."""
+
+    status: str
+    leased_seqs: tuple[int, ...] = ()
+
+    @classmethod
+    def from_reply(cls, reply: Any) -> Applied:
+        if isinstance(reply, list):
+            return cls(str(reply[0]), tuple(int(seq) for seq in reply[1:]))
+        return cls(str(reply))
 
 
 class Store:
@@ -188,7 +211,7 @@ class Store:
     async def start_runs(self, starts: Sequence[RunStart]) -> list[bool]:
         """Creates several runs in one pipelined round trip (each its own atomic script)."""
         calls = [self._start_call(start) for start in starts]
-        return [answer == "created" for answer in await self._run_pipelined("start", calls)]
+        return [reply == "created" for reply in await self._run_pipelined("start", calls)]
 
     def _start_call(self, start: RunStart) -> tuple[list[str], list[Any]]:
         flow_id = start.flow_id
@@ -213,8 +236,8 @@ class Store:
 
     async def _run_pipelined(
         self, script_name: str, calls: Sequence[tuple[list[str], list[Any]]]
-    ) -> list[str]:
-        """Runs one script many times in one round trip; answers in order."""
+    ) -> list[Any]:
+        """Runs one script many times in one round trip; replies in order."""
         if not calls:
             return []
         script = getattr(self.scripts, script_name)
@@ -230,7 +253,7 @@ class Store:
                 reply = await script(keys=keys, args=args)
             elif isinstance(reply, Exception):
                 raise reply
-            answers.append(str(reply))
+            answers.append(reply)
         return answers
 
     async def transition(
@@ -263,11 +286,12 @@ class Store:
         keys, args = self._transition_call(change)
         return str(await self.scripts.transition(keys=keys, args=args))
 
-    async def transitions(self, changes: Sequence[Transition]) -> list[str]:
+    async def transitions(self, changes: Sequence[Transition]) -> list[Applied]:
         """Several transitions in one pipelined round trip; each is still its own atomic
         script, and the answers come in order."""
         calls = [self._transition_call(change) for change in changes]
-        return await self._run_pipelined("transition", calls)
+        replies = await self._run_pipelined("transition", calls)
+        return [Applied.from_reply(reply) for reply in replies]
 
     def _transition_call(self, change: Transition) -> tuple[list[str], list[Any]]:
         queue_keys, op_args = self._ops(change.flow_id, change.ops, TRANSITION_FIXED_KEYS + 1)
@@ -288,6 +312,7 @@ class Store:
             outcome.retry_delay_ms,
             change.fail_reason,
             "" if change.claimed_score is None else change.claimed_score,
+            change.lease_to,
             *op_args,
         ]
         return keys, args
@@ -417,6 +442,7 @@ class Store:
 
 
 __all__ = [
+    "Applied",
     "LeasedTask",
     "Outcome",
     "PlannedOp",

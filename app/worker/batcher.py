@@ -1,19 +1,35 @@
 """Sends results in batches: while one ``POST /tasks/results`` is out, the results that
 finish meanwhile wait and go together in the next one. A lone result goes at once, so
-batching costs no latency; under load one request carries many results."""
+batching costs no latency; under load one request carries many results.
+
+With a :class:`Handoff`, each request also offers the slots of its results to the tasks
+those results start: the server leases them in the same request, and they start before
+the results' own tasks let go of their slots, so the worker never holds more than its
+concurrency."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from app.jsontypes import JSONObject
-from app.worker.client import OrchyClient, Reply, encode_json
+from app.worker.client import OrchyClient, Reply, Task, encode_json
+
+
+@dataclass(frozen=True)
+class Handoff:
+    worker_id: str
+    actions: list[str]
+    accepting: Callable[[], bool]  # False once the worker stops taking work
+    start: Callable[[Task], None]
 
 
 class ResultBatcher:
-    def __init__(self, client: OrchyClient, max_batch: int) -> None:
+    def __init__(self, client: OrchyClient, max_batch: int, handoff: Handoff | None = None) -> None:
         self._client = client
         self._max_batch = max_batch
+        self._handoff = handoff
         self._pending: list[tuple[bytes, asyncio.Future[Reply]]] = []
         self._sender: asyncio.Task[None] | None = None
 
@@ -36,13 +52,23 @@ class ResultBatcher:
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
+            handoff = self._handoff
+            take_next: JSONObject | None = None
+            if handoff is not None and handoff.accepting():
+                take_next = {"workerId": handoff.worker_id, "actions": handoff.actions}
+                take_next["max"] = len(batch)
             try:
-                replies = await self._client.results([encoded for encoded, _ in batch])
+                replies, tasks = await self._client.results(
+                    [encoded for encoded, _ in batch], take_next
+                )
             except BaseException as error:
                 for _, reply in batch:
                     if not reply.done():
                         reply.set_exception(error)
                 raise
+            if handoff is not None:
+                for task in tasks:
+                    handoff.start(task)
             for (_, reply), answer in zip(batch, replies, strict=True):
                 if not reply.done():
                     reply.set_result(answer)

@@ -202,19 +202,26 @@ class OrchyClient:
     async def register_action(self, definition: JSONObject) -> Reply:
         return await self._post_with_retries("/metadata/action", definition)
 
-    async def results(self, encoded_results: list[bytes]) -> list[Reply]:
-        """POST /tasks/results with results already encoded (see :func:`encode_json`); one
-        Reply per result, in order."""
-        content = b'{"results":[' + b",".join(encoded_results) + b"]}"
-        reply, response = await self._send_with_retries("/tasks/results", content)
+    async def results(
+        self, encoded_results: list[bytes], take_next: JSONObject | None = None
+    ) -> tuple[list[Reply], list[Task]]:
+        """POST /tasks/results with results already encoded (see :func:`encode_json`): one
+        Reply per result, in order, and the tasks leased at once when ``take_next`` (the
+        request's ``next``) offers to take them."""
+        content = b'{"results":[' + b",".join(encoded_results) + b"]"
+        if take_next is not None:
+            content += b',"next":' + encode_json(take_next)
+        reply, response = await self._send_with_retries("/tasks/results", content + b"}")
         if not reply.ok or response is None:
-            return [reply] * len(encoded_results)
+            return [reply] * len(encoded_results), []
         try:
-            statuses = response.json()["results"]
-            return [_reply_of(int(item["status"]), item.get("error") or "") for item in statuses]
+            data = response.json()
+            statuses = data["results"]
+            replies = [_reply_of(int(item["status"]), item.get("error") or "") for item in statuses]
         except (ValueError, KeyError, TypeError) as exc:
             broken = Reply(ReplyStatus.REJECTED, response.status_code, f"bad answer: {exc}")
-            return [broken] * len(encoded_results)
+            return [broken] * len(encoded_results), []
+        return replies, _tasks_of(data.get("tasks") if isinstance(data, dict) else None)
 
     async def heartbeat(self, task_id: str) -> Reply:
         return await self._post_with_retries(_task_path(task_id, "heartbeat"), {})
@@ -247,14 +254,7 @@ class OrchyClient:
         raw_tasks = data.get("tasks") if isinstance(data, dict) else None
         if not isinstance(raw_tasks, list):
             raise PollError(f"poll answer has no tasks list: {str(data)[:_MAX_LOGGED_BODY_CHARS]}")
-        tasks: list[Task] = []
-        for raw in raw_tasks:
-            try:
-                tasks.append(Task.from_json(raw))
-            except ValueError as exc:
-                # Leased but unusable: it comes back when its lease expires.
-                logger.error("dropping a malformed task from the poll answer: %s", exc)
-        return tasks
+        return _tasks_of(raw_tasks)
 
     async def _post_with_retries(self, path: str, body: JSON) -> Reply:
         reply, _ = await self._send_with_retries(path, encode_json(body))
@@ -285,6 +285,18 @@ class OrchyClient:
                 )
                 await asyncio.sleep(delay)
         return Reply(ReplyStatus.UNREACHABLE, http_status, reason), None
+
+
+def _tasks_of(raw_tasks: JSON) -> list[Task]:
+    """The usable tasks of an answer's ``tasks`` list."""
+    tasks: list[Task] = []
+    for raw in raw_tasks if isinstance(raw_tasks, list) else []:
+        try:
+            tasks.append(Task.from_json(raw))
+        except ValueError as exc:
+            # Leased but unusable: it comes back when its lease expires.
+            logger.error("dropping a malformed task from the server's answer: %s", exc)
+    return tasks
 
 
 def _task_path(task_id: str, verb: str) -> str:

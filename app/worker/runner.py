@@ -2,6 +2,8 @@
 
 Slots: a task is "in hand" from the poll that leased it until its result is reported, and
 there are never more than ``concurrency`` of them, so a poll asks for exactly the free ones.
+With ``take_next``, a reported result hands its slot to a task it starts, leased in the
+answer to the report (see :mod:`app.worker.batcher`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 from app.jsontypes import JSONObject
-from app.worker.batcher import ResultBatcher
+from app.worker.batcher import Handoff, ResultBatcher
 from app.worker.client import (
     OrchyClient,
     PollError,
@@ -49,6 +51,7 @@ class RunConfig:
     backoff_seconds: float
     max_backoff_doublings: int
     shutdown_grace_seconds: float
+    take_next: bool
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,15 @@ class WorkerRun:
         self._in_hand: dict[asyncio.Task[None], Task] = {}
         self._slot_freed = asyncio.Event()
         self._heartbeats: set[asyncio.Task[None]] = set()
-        self._results = ResultBatcher(client, config.poll_max_tasks)
+        handoff = None
+        if config.take_next:
+            handoff = Handoff(
+                config.worker_id,
+                registry.names,
+                accepting=lambda: not self._stop.is_set(),
+                start=self._start,
+            )
+        self._results = ResultBatcher(client, config.poll_max_tasks, handoff)
 
     async def serve(self) -> None:
         """Run until ``stop`` is set, then drain; cancelling this abandons everything."""

@@ -139,6 +139,7 @@ class Worker:
             backoff_seconds=settings.worker_http_backoff_seconds,
             max_backoff_doublings=settings.worker_http_retries,
             shutdown_grace_seconds=settings.worker_shutdown_grace_seconds,
+            take_next=settings.worker_take_next,
         )
         stop, force = asyncio.Event(), asyncio.Event()
         relay = asyncio.create_task(_relay(stop_event, stop)) if stop_event is not None else None

@@ -87,6 +87,8 @@ end
 
 -- Applies the ops that the engine planned, read from ARGV[i...]:
 -- a count, then six values per op: kind, action id, name, payload, number, KEYS index.
+-- A "user" op with a number > 0 in a context with a ``worker`` is leased to that worker for
+-- that many ms instead of queued; its seq is appended to ``ctx.leased``.
 local function apply_ops(ctx, i)
   local count = tonumber(ARGV[i])
   i = i + 1
@@ -95,7 +97,16 @@ local function apply_ops(ctx, i)
     local number, key_index = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
     local action = tonumber(aid)
     i = i + 6
-    if kind == 'user' then
+    if kind == 'user' and number > 0 and ctx.worker then
+      -- Leased at once to the worker whose result led here (``number`` is the lease ms):
+      -- the task never waits in its queue.
+      local seq = new_exec(ctx, aid, 'RUNNING', 1)
+      redis.call('HSET', ctx.run, xf(seq, 'in'), payload, xf(seq, 'q'), name, xf(seq, 'w'), ctx.worker)
+      add_timer(ctx, timer_member(ctx, 'lease', seq, 1), ctx.now + number)
+      hist(ctx, { event = 'QUEUED', action = action, seq = seq, name = name })
+      hist(ctx, { event = 'RUNNING', action = action, seq = seq, attempt = 1, worker = ctx.worker })
+      table.insert(ctx.leased, seq)
+    elseif kind == 'user' then
       local seq = new_exec(ctx, aid, 'QUEUED', 1)
       redis.call('HSET', ctx.run, xf(seq, 'in'), payload, xf(seq, 'q'), name)
       redis.call('RPUSH', KEYS[key_index], ctx.flow .. '.' .. seq .. '.1')

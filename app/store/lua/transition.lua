@@ -13,10 +13,15 @@
 --     [14] branch taken, [15] retry delay ms, [16] reason to fail the run or "",
 --     [17] the score the timer ARGV[8] was claimed with, or "": if it changed since
 --          (a heartbeat extended a lease being expired), nothing happens ("stale"),
---     [18..] ops (see apply_ops)
+--     [18] worker id to lease this transition's user tasks to at once, or "": only ops with
+--          a lease ms as their number are leased (see apply_ops),
+--     [19..] ops (see apply_ops)
 -- Returns "ok", "held" (run paused: kept for resume), "stale" (not in the expected state,
--- or a result already held), "terminal" (run ended) or "missing" (no such run).
+-- or a result already held), "terminal" (run ended) or "missing" (no such run); when tasks
+-- were leased to ARGV[18] and the run goes on, {"ok", seq, ...} with their seqs in op order.
 local ctx = run_context()
+if ARGV[18] ~= '' then ctx.worker = ARGV[18] end
+ctx.leased = {}
 local seq, member, held_member = ARGV[5], ARGV[8], ARGV[9]
 -- A fresh result (from a worker or a timer) names its held member; a held result being
 -- replayed does not, and is held again as its own timer member if the run paused again.
@@ -78,6 +83,9 @@ else
   hist(ctx, { event = new_status, action = action, seq = tonumber(seq), branch = ARGV[14],
     error = ARGV[13] })
 end
-apply_ops(ctx, 18)
+apply_ops(ctx, 19)
 if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end
+if #ctx.leased > 0 and redis.call('HGET', ctx.run, 'status') == 'RUNNING' then
+  return { 'ok', unpack(ctx.leased) }
+end
 return 'ok'
