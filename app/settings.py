@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     default_retry_policy: str = "EXPONENTIAL"
     default_timeout_seconds: float = 60.0
     action_cache_seconds: float = 1.0
+    # Runs whose next task a worker took at once are kept in memory as of that transition,
+    # so that the next result plans without reading the run again; 0 turns this off.
+    run_cache_size: int = 4096
 
     # JavaScript system action.
     js_timeout_seconds: float = 1.0

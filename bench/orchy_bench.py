@@ -106,7 +106,7 @@ def stack(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
             cwd=ROOT,
             env=server_env,
-            stdout=subprocess.DEVNULL,
+            stdout=None if os.environ.get("BENCH_SERVER_OUT") else subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"

@@ -26,6 +26,7 @@ RESULTS = ROOT / "bench" / "results"
 LOCAL_REDIS = "redis://127.0.0.1:6379/5"
 TARGETS = (("embedded redis", "embedded"), ("redis 6379", LOCAL_REDIS))
 START_RATE_RUNS = 5000
+NO_TAKE_NEXT = {"ORCHY_WORKER_TAKE_NEXT": "false"}
 
 
 def orchy_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -46,6 +47,10 @@ def orchy_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str
             if args.full:
                 extra[f"start rate ({label})"] = orchy_bench.start_rate(current, START_RATE_RUNS)
                 extra[f"fan-out ({label})"] = orchy_bench.fan_out(current)
+        # The same latency with the worker's take-next offer off: each step goes through its
+        # queue and a long poll woken by the notification.
+        with orchy_bench.stack(target, args.workers, args.concurrency, NO_TAKE_NEXT) as current:
+            extra[f"step latency ms, take-next off ({label})"] = orchy_bench.latency(current)
         if args.full:
             extra[f"growth ({label})"] = orchy_bench.growth(
                 target, args.workers, args.concurrency, args.sizes

@@ -615,6 +615,65 @@ async def test_results_with_next_lease_nothing_for_a_paused_run(
     assert (answer["results"][0]["held"], answer["tasks"]) == (True, [])
 
 
+async def test_a_kept_run_that_changed_meanwhile_is_read_again(
+    api: Api, http: httpx.AsyncClient, server: ServerThread
+) -> None:
+    """The run kept from a result that took its next task is behind once something else
+    changes the run (here an event ends a wait): the next result must plan from that."""
+    name = unique("kept")
+    mine = f"{name}-mine"
+    await api.register(
+        workflow(
+            name,
+            user(1, mine, {"default": [2, 3]}),
+            user(2, mine, {"default": [4]}),
+            system(3, "wait", event="go"),
+            user(4, mine, seen="{$.3.output.from}"),
+        )
+    )
+    flow_id = await api.start(name)
+    first = await api.poll_one(mine)
+    offer = {"workerId": "w-kept", "actions": [mine], "max": 1}
+    body = {"results": [{"taskId": first["taskId"], "output": {}}], "next": offer}
+    [second] = (await http.post("/tasks/results", json=body)).json()["tasks"]
+    assert flow_id in server.app.state.engine.runs
+    assert (
+        await http.post(f"/flow/{flow_id}/events/go", json={"from": "event"})
+    ).status_code == 200
+
+    async def wait_ended() -> bool:
+        return bool((await api.flow(flow_id))["actions"]["3"]["status"] == "COMPLETED")
+
+    await wait_until(wait_ended)
+    body = {"results": [{"taskId": second["taskId"], "output": {}}], "next": offer}
+    answer = (await http.post("/tasks/results", json=body)).json()
+
+    assert [item["status"] for item in answer["results"]] == [200]
+    [fourth] = answer["tasks"]
+    assert (fourth["actionId"], fourth["input"]) == (4, {"seen": "event"})
+
+
+async def test_worker_calls_answer_errors_as_every_route_does(
+    http: httpx.AsyncClient, settings: Any
+) -> None:
+    """/tasks/poll and /tasks/results skip FastAPI's layers; their errors must not differ."""
+    most = settings.poll_max_tasks
+    too_many_tasks = {"workerId": "w", "actions": ["a"], "max": most + 1}
+    poll = await http.post("/tasks/poll", json=too_many_tasks)
+    assert (poll.status_code, poll.json()) == (
+        422,
+        {"error": f"max: at most {most} tasks per poll"},
+    )
+    results = [{"taskId": f"f.{n}.1", "output": {}} for n in range(most + 1)]
+    batch = await http.post("/tasks/results", json={"results": results})
+    assert batch.status_code == 422 and batch.json()["error"].startswith("results: at most")
+    # Bodies that do not validate are answered by the routes themselves, naming the field.
+    no_worker = await http.post("/tasks/poll", json={"actions": ["a"]})
+    assert no_worker.status_code == 422 and "workerId" in no_worker.json()["error"]
+    not_json = await http.post("/tasks/results", content=b"{not json")
+    assert not_json.status_code == 422 and "error" in not_json.json()
+
+
 async def test_execute_many_starts_one_run_per_input(api: Api, http: httpx.AsyncClient) -> None:
     name = unique("many")
     await api.register(workflow(name, user(1, f"{name}-a", x="{$.input.x}")))

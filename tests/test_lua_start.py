@@ -59,6 +59,7 @@ async def test_start_creates_run_indexes_history_and_queued_task(lua: Lua) -> No
     created_at = int(run["createdAt"])
     assert before <= created_at <= after
     assert run == {
+        "rev": "1",
         "id": flow,
         "name": name,
         "version": "7",

@@ -326,7 +326,8 @@ async def test_pipelined_transitions_answer_in_order_and_survive_a_script_flush(
         Transition(first, 1, "RUNNING", 1, done),  # the same again: the run has ended
         Transition(second, 1, "RUNNING", 1, done, timer_member=member("lease", second, 1, 1)),
     ]
-    assert [reply.status for reply in await lua.store.transitions(changes)] == [
+    replies, _ = await lua.store.transitions(changes)
+    assert [reply.status for reply in replies] == [
         "ok",
         "terminal",
         "ok",
@@ -359,7 +360,7 @@ async def complete_leasing(
         held_outcome='{"output":{}}',
         lease_to="w-next",
     )
-    [reply] = await lua.store.transitions([change])
+    [reply], _ = await lua.store.transitions([change])
     return reply
 
 
@@ -409,7 +410,7 @@ async def test_transition_leases_nothing_without_a_worker_or_a_lease_time(lua: L
         timer_member=member("lease", flow, 1, 1),
     )
 
-    [reply] = await lua.store.transitions([change])
+    [reply], _ = await lua.store.transitions([change])
 
     assert reply == Applied("ok")
     assert await lua.queue(flow, mine) == [task_id(flow, 2, 1)]
@@ -439,3 +440,52 @@ async def test_transition_of_a_paused_run_leases_nothing(lua: Lua) -> None:
     run = await lua.run(flow)
     assert "x:2:s" not in run
     assert await lua.queue(flow, mine) == []
+
+
+# -- the run's revision (ARGV[19]) -----------------------------------------------------
+
+
+async def test_each_change_raises_the_revision_once(lua: Lua) -> None:
+    queue, following = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue), user(2, queue)])
+    assert (await lua.run(flow))["rev"] == "1"
+    await lua.poll(flow, queue, most=1)
+    assert (await lua.run(flow))["rev"] == "2"
+    # One script, several history entries: one revision.
+    await lua.complete(flow, 1, ops=[user(3, following), user(4, following)])
+    assert (await lua.run(flow))["rev"] == "3"
+    assert await lua.store.pause(flow) == "ok"
+    assert (await lua.run(flow))["rev"] == "4"
+
+
+async def test_transition_planned_from_an_older_revision_is_moved_and_changes_nothing(
+    lua: Lua,
+) -> None:
+    queue, following = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    run_before, history_before = await lua.run(flow), await lua.history(flow)
+    lease = member("lease", flow, 1, 1)
+    done = Outcome("COMPLETED", "{}", branch="default")
+
+    def planned_from(rev: str) -> Transition:
+        return Transition(
+            flow, 1, "RUNNING", 1, done, [user(2, following)], timer_member=lease, expected_rev=rev
+        )
+
+    [moved], _ = await lua.store.transitions([planned_from("1")])
+    assert moved == Applied("moved")
+    assert await lua.run(flow) == run_before
+    assert await lua.history(flow) == history_before
+    assert await lua.score(flow, lease) is not None
+
+    [applied], [read] = await lua.store.transitions(
+        [planned_from(run_before["rev"])], then_read=[flow]
+    )
+    assert applied == Applied("ok")
+    assert read == await lua.run(flow)
+    assert (read["x:1:s"], read["x:2:s"], int(read["rev"])) == (
+        "COMPLETED",
+        "QUEUED",
+        int(run_before["rev"]) + 1,
+    )

@@ -13,6 +13,7 @@ from app import __version__
 from app.api import flows, health, metadata, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
+from app.api.hot_routes import HotRoutes
 from app.engine.engine import Engine
 from app.engine.notifier import Notifier
 from app.engine.sweeper import Sweeper
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(JSONBodyMiddleware)
+    app.add_middleware(HotRoutes)  # added last: the first to see a request
     install_error_handlers(app)
     # Workers' routes first: they are matched on every poll and result.
     for module in (tasks, flows, metadata, health):

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.types import Receive
 
 from app.api.deps import (
     EngineDep,
@@ -27,8 +28,9 @@ from app.api.models import (
     ResultsResponse,
     ResultStatus,
 )
-from app.engine.engine import Failure, Result, Success, TakeNext
+from app.engine.engine import Engine, Failure, Result, Success, TakeNext
 from app.engine.errors import EngineError, Invalid
+from app.settings import Settings
 from app.store import LeasedTask
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -51,17 +53,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 async def poll(request: PollRequest, http_request: Request) -> Response:
     """Leases up to ``max`` tasks of ``actions``, waiting up to ``waitSeconds`` for one."""
     engine, settings = engine_and_settings(http_request)
+    body = await answer_poll(engine, settings, request, http_request.receive)
+    return Response(body, media_type=JSON_MEDIA_TYPE)
+
+
+async def answer_poll(
+    engine: Engine, settings: Settings, request: PollRequest, receive: Receive
+) -> bytes:
+    """The poll's answer; ``receive`` is the request's, to notice a client that hangs up."""
     if request.max > settings.poll_max_tasks:
         raise Invalid(f"max: at most {settings.poll_max_tasks} tasks per poll")
     gone = asyncio.Event()
-    watcher = asyncio.create_task(_watch_disconnect(http_request, gone))
+    watcher = asyncio.create_task(_watch_disconnect(receive, gone))
     try:
         tasks = await engine.poll(
             request.workerId, request.actions, request.max, request.waitSeconds, gone
         )
     finally:
         watcher.cancel()
-    return Response(b'{"tasks":' + _tasks_json(tasks) + b"}", media_type=JSON_MEDIA_TYPE)
+    return b'{"tasks":' + _tasks_json(tasks) + b"}"
 
 
 def _tasks_json(tasks: list[LeasedTask]) -> bytes:
@@ -81,11 +91,11 @@ def _tasks_json(tasks: list[LeasedTask]) -> bytes:
     return b"[" + b",".join(parts) + b"]"
 
 
-async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
     """Sets ``gone`` when the client hangs up (the body has been read, so the next message
     the server gets for this request is the disconnect)."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             gone.set()
             return
@@ -121,6 +131,11 @@ async def results(request: ResultsRequest, http_request: Request) -> Response:
     and answers a status for each: one failing result never affects the others."""
     engine, settings = engine_and_settings(http_request)
     await limit_body(http_request, settings.max_batch_bytes, "the batch of results")
+    return Response(await answer_results(engine, settings, request), media_type=JSON_MEDIA_TYPE)
+
+
+async def answer_results(engine: Engine, settings: Settings, request: ResultsRequest) -> bytes:
+    """The batch's answer: a status per result, and the tasks leased at once."""
     if len(request.results) > settings.poll_max_tasks:
         raise Invalid(f"results: at most {settings.poll_max_tasks} per request")
     take_next = None
@@ -161,8 +176,7 @@ async def results(request: ResultsRequest, http_request: Request) -> Response:
             statuses[index] = ResultStatus(taskId=task_id, status=OK, held=answer == "held")
     # Written here rather than by FastAPI, which would validate the model all over again.
     replies = orjson.dumps([status.model_dump() for status in statuses if status is not None])
-    body = b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased) + b"}"
-    return Response(body, media_type=JSON_MEDIA_TYPE)
+    return b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased) + b"}"
 
 
 @router.post("/{task_id}/heartbeat", response_model=Accepted, responses=ERRORS)

@@ -21,6 +21,7 @@ from app.engine.catalog import Catalog
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound
 from app.engine.ids import TaskId, TimerKind, TimerMember, idempotent_flow_id, new_flow_id
 from app.engine.planner import Plan, Planner, dumps
+from app.engine.run_cache import MOVED, RunCache
 from app.engine.snapshot import Execution, RunSnapshot
 from app.engine.status import ActionStatus, RunStatus
 from app.engine.wakeups import Wakeups
@@ -89,6 +90,7 @@ class Engine:
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="orchy-js")
         self.planner = Planner(self.executor)
         self.wakeups = wakeups or Wakeups()
+        self.runs = RunCache(settings.run_cache_size)
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
 
     async def warm_up(self) -> None:
@@ -218,34 +220,68 @@ class Engine:
     ) -> AppliedResults:
         """Many worker results: one pipelined read of their runs, one pipelined write of
         their transitions. With ``take_next``, the user tasks those transitions start are
-        leased to that worker in the same scripts, up to its ``most``."""
+        leased to that worker in the same scripts, up to its ``most``.
+
+        A run this server kept from its last transition is not read again; if it has
+        changed since, its transition does nothing ("moved") and the result is applied
+        again from a fresh read."""
         answers: list[str | EngineError] = [NotFound("")] * len(results)
-        parsed = [TaskId.parse(task_id) for task_id, _ in results]
-        flows = sorted({task.flow_id for task in parsed if task is not None})
-        fields_of = dict(zip(flows, await self.store.read_runs(flows), strict=True))
+        leased: list[LeasedTask] = []
+        again = await self._apply_round(results, range(len(results)), answers, leased, take_next)
+        if again:
+            await self._apply_round(results, again, answers, leased, take_next, cached=False)
+        return AppliedResults(answers, leased)
+
+    async def _apply_round(
+        self,
+        results: list[tuple[str, Result]],
+        indexes: Sequence[int],
+        answers: list[str | EngineError],
+        leased: list[LeasedTask],
+        take_next: TakeNext | None,
+        cached: bool = True,
+    ) -> list[int]:
+        """Applies ``results[indexes]``, filling ``answers`` and ``leased``; returns the
+        indexes planned from a kept copy of their run that must be applied again."""
+        parsed = {index: TaskId.parse(results[index][0]) for index in indexes}
+        flows = sorted({task.flow_id for task in parsed.values() if task is not None})
+        kept = self.runs.take(flows) if cached else {}
+        unread = [flow for flow in flows if flow not in kept]
+        fields_of = {**kept, **dict(zip(unread, await self.store.read_runs(unread), strict=True))}
+        again: list[int] = []
         planned: list[tuple[int, TaskId, Transition]] = []
-        budget = 0 if take_next is None else take_next.most
-        for index, ((task_id, result), task) in enumerate(zip(results, parsed, strict=True)):
+        budget = 0 if take_next is None else take_next.most - len(leased)
+        for index in indexes:
+            task_id, result = results[index]
+            task = parsed[index]
             try:
                 task = task or self._parse_task(task_id)
-                _, snapshot, execution = self._check_task(task_id, task, fields_of[task.flow_id])
+                fields = fields_of[task.flow_id]
+                _, snapshot, execution = self._check_task(task_id, task, fields)
                 change = await self._plan_user_result(task, snapshot, execution, result)
+                if task.flow_id in kept:
+                    change = dataclasses.replace(change, expected_rev=fields[RunCache.REVISION])
                 if take_next is not None and budget > 0:
                     change, budget = await self._lease_at_once(change, take_next, budget)
                 planned.append((index, task, change))
             except EngineError as error:
-                answers[index] = error
+                if task is not None and task.flow_id in kept:
+                    again.append(index)  # the kept copy may be behind: read it and see
+                else:
+                    answers[index] = error
         changes = [change for _, _, change in planned]
-        replies = await self._commit(changes)
-        leased: list[LeasedTask] = []
+        replies = await self._commit(changes, keep=[c.flow_id for c in changes if c.lease_to])
         for (index, task, change), reply in zip(planned, replies, strict=True):
+            if reply.status == MOVED:
+                again.append(index)
+                continue
             try:
                 self._raise_for(reply.status, f"task {task}")
                 answers[index] = reply.status
                 leased += self._leased_tasks(change, reply)
             except EngineError as error:
                 answers[index] = error
-        return AppliedResults(answers, leased)
+        return again
 
     async def _lease_at_once(
         self, change: Transition, take_next: TakeNext, budget: int
@@ -357,11 +393,15 @@ class Engine:
             claimed_score=claimed_score,
         )
 
-    async def _commit(self, changes: Sequence[Transition]) -> list[Applied]:
+    async def _commit(
+        self, changes: Sequence[Transition], keep: Sequence[str] = ()
+    ) -> list[Applied]:
         """Applies transitions (one pipelined round trip), then wakes this process's long
         polls for the tasks they queued, without waiting for the notification to come back
-        through Redis (other processes get that one)."""
-        replies = await self.store.transitions(changes)
+        through Redis (other processes get that one). The runs ``keep`` names are read in
+        the same round trip and kept for their next result."""
+        replies, reads = await self.store.transitions(changes, keep if self.runs.enabled else ())
+        self.runs.keep(reads)
         for change in changes:
             self._announce(change.flow_id, change.ops)
         return replies

@@ -98,6 +98,7 @@ class Transition:
     held_outcome: str = ""
     claimed_score: int | None = None
     lease_to: str = ""  # the worker that gets the ops' tasks leased at once, if any
+    expected_rev: str = ""  # the run's revision this was planned from, if it must not move
 
 
 @dataclass(frozen=True)
@@ -235,26 +236,37 @@ class Store:
         return keys, args
 
     async def _run_pipelined(
-        self, script_name: str, calls: Sequence[tuple[list[str], list[Any]]]
+        self,
+        script_name: str,
+        calls: Sequence[tuple[list[str], list[Any]]],
+        then_read: Sequence[str] = (),
     ) -> list[Any]:
-        """Runs one script many times in one round trip; replies in order."""
-        if not calls:
+        """Runs one script many times in one round trip; replies in order. ``then_read``
+        names runs to read whole in the same round trip, after the scripts: their fields
+        follow the scripts' replies."""
+        if not calls and not then_read:
             return []
         script = getattr(self.scripts, script_name)
         pipe = self.client.pipeline(transaction=False)
         for keys, args in calls:
             # execute_command: redis-py refuses a pipelined evalsha() on Redis Cluster.
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        for flow_id in then_read:
+            pipe.hgetall(self.keys.run(flow_id).run)
         replies = await pipe.execute(raise_on_error=False)
+        reads: list[Any] = replies[len(calls) :]
+        for read in reads:
+            if isinstance(read, Exception):
+                raise read
         answers = []
-        for (keys, args), reply in zip(calls, replies, strict=True):
+        for (keys, args), reply in zip(calls, replies[: len(calls)], strict=True):
             if isinstance(reply, NoScriptError):
                 # Not run (the script cache was flushed): run it the loading way.
                 reply = await script(keys=keys, args=args)
             elif isinstance(reply, Exception):
                 raise reply
             answers.append(reply)
-        return answers
+        return answers + reads
 
     async def transition(
         self,
@@ -286,12 +298,16 @@ class Store:
         keys, args = self._transition_call(change)
         return str(await self.scripts.transition(keys=keys, args=args))
 
-    async def transitions(self, changes: Sequence[Transition]) -> list[Applied]:
+    async def transitions(
+        self, changes: Sequence[Transition], then_read: Sequence[str] = ()
+    ) -> tuple[list[Applied], list[dict[str, str]]]:
         """Several transitions in one pipelined round trip; each is still its own atomic
-        script, and the answers come in order."""
+        script, and the answers come in order. The runs ``then_read`` names are read in the
+        same round trip, after the transitions."""
         calls = [self._transition_call(change) for change in changes]
-        replies = await self._run_pipelined("transition", calls)
-        return [Applied.from_reply(reply) for reply in replies]
+        replies = await self._run_pipelined("transition", calls, then_read)
+        applied = [Applied.from_reply(reply) for reply in replies[: len(calls)]]
+        return applied, replies[len(calls) :]
 
     def _transition_call(self, change: Transition) -> tuple[list[str], list[Any]]:
         queue_keys, op_args = self._ops(change.flow_id, change.ops, TRANSITION_FIXED_KEYS + 1)
@@ -313,6 +329,7 @@ class Store:
             change.fail_reason,
             "" if change.claimed_score is None else change.claimed_score,
             change.lease_to,
+            change.expected_rev,
             *op_args,
         ]
         return keys, args

@@ -3,6 +3,7 @@
 --
 -- A run is one hash (``ctx.run``) holding:
 --   id, name, version, status, reason, input, createdAt, updatedAt, finishedAt,
+--   rev (revision: up by one with each script that changes the run),
 --   seq (last execution number), active (executions queued, running or waiting),
 --   joins (comma list of join action ids still waiting),
 --   x:<seq>:a|s|n|in|q|w|e|ev|evn|evd|jon|held  one execution of an action
@@ -25,9 +26,20 @@ local OPEN = { QUEUED = true, RUNNING = true, WAITING = true }
 local function xf(seq, field) return 'x:' .. seq .. ':' .. field end
 local function af(aid, field) return 'a:' .. aid .. ':' .. field end
 
-local function hist(ctx, entry)
+-- Every change of a run writes history, so this is also where the run's revision goes up
+-- (once per script): a server that planned from a copy of the run checks it (transition.lua).
+local function hist(ctx, entry, ...)
+  if not ctx.revised then
+    redis.call('HINCRBY', ctx.run, 'rev', 1)
+    ctx.revised = true
+  end
   entry.at = ctx.now
-  redis.call('RPUSH', ctx.hist, cjson.encode(entry))
+  local more = { ... }
+  for index, extra in ipairs(more) do
+    extra.at = ctx.now
+    more[index] = cjson.encode(extra)
+  end
+  redis.call('RPUSH', ctx.hist, cjson.encode(entry), unpack(more))
 end
 
 -- Adds a timer and, when it becomes the earliest one of the partition, wakes the sweepers.
@@ -47,10 +59,16 @@ local function is_latest(ctx, aid, seq)
   return redis.call('HGET', ctx.run, af(aid, 'x')) == tostring(seq)
 end
 
-local function new_exec(ctx, aid, status, n)
+-- A new execution of action ``aid``; ``more`` lists further field names and values of its
+-- own (``more(seq)`` returns them, since they name the seq).
+local function new_exec(ctx, aid, status, n, more)
   local seq = redis.call('HINCRBY', ctx.run, 'seq', 1)
-  redis.call('HSET', ctx.run, xf(seq, 'a'), aid, xf(seq, 's'), status, xf(seq, 'n'), n,
-    af(aid, 's'), status, af(aid, 'n'), n, af(aid, 'x'), seq)
+  local fields = { xf(seq, 'a'), aid, xf(seq, 's'), status, xf(seq, 'n'), n,
+    af(aid, 's'), status, af(aid, 'n'), n, af(aid, 'x'), seq }
+  if more then
+    for _, value in ipairs(more(seq)) do table.insert(fields, value) end
+  end
+  redis.call('HSET', ctx.run, unpack(fields))
   if OPEN[status] then redis.call('HINCRBY', ctx.run, 'active', 1) end
   return seq
 end
@@ -100,15 +118,17 @@ local function apply_ops(ctx, i)
     if kind == 'user' and number > 0 and ctx.worker then
       -- Leased at once to the worker whose result led here (``number`` is the lease ms):
       -- the task never waits in its queue.
-      local seq = new_exec(ctx, aid, 'RUNNING', 1)
-      redis.call('HSET', ctx.run, xf(seq, 'in'), payload, xf(seq, 'q'), name, xf(seq, 'w'), ctx.worker)
+      local seq = new_exec(ctx, aid, 'RUNNING', 1, function(seq)
+        return { xf(seq, 'in'), payload, xf(seq, 'q'), name, xf(seq, 'w'), ctx.worker }
+      end)
       add_timer(ctx, timer_member(ctx, 'lease', seq, 1), ctx.now + number)
-      hist(ctx, { event = 'QUEUED', action = action, seq = seq, name = name })
-      hist(ctx, { event = 'RUNNING', action = action, seq = seq, attempt = 1, worker = ctx.worker })
+      hist(ctx, { event = 'QUEUED', action = action, seq = seq, name = name },
+        { event = 'RUNNING', action = action, seq = seq, attempt = 1, worker = ctx.worker })
       table.insert(ctx.leased, seq)
     elseif kind == 'user' then
-      local seq = new_exec(ctx, aid, 'QUEUED', 1)
-      redis.call('HSET', ctx.run, xf(seq, 'in'), payload, xf(seq, 'q'), name)
+      local seq = new_exec(ctx, aid, 'QUEUED', 1, function(seq)
+        return { xf(seq, 'in'), payload, xf(seq, 'q'), name }
+      end)
       redis.call('RPUSH', KEYS[key_index], ctx.flow .. '.' .. seq .. '.1')
       redis.call('PUBLISH', ctx.channel, 'q|' .. ctx.partition .. '|' .. name)
       hist(ctx, { event = 'QUEUED', action = action, seq = seq, name = name })

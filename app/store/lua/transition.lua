@@ -15,9 +15,12 @@
 --          (a heartbeat extended a lease being expired), nothing happens ("stale"),
 --     [18] worker id to lease this transition's user tasks to at once, or "": only ops with
 --          a lease ms as their number are leased (see apply_ops),
---     [19..] ops (see apply_ops)
+--     [19] the run's revision the engine planned from, or "" to plan from any: if the
+--          run has changed since ("moved"), nothing happens,
+--     [20..] ops (see apply_ops)
 -- Returns "ok", "held" (run paused: kept for resume), "stale" (not in the expected state,
--- or a result already held), "terminal" (run ended) or "missing" (no such run); when tasks
+-- or a result already held), "moved" (see ARGV[19]), "terminal" (run ended) or "missing" (no
+-- such run); when tasks
 -- were leased to ARGV[18] and the run goes on, {"ok", seq, ...} with their seqs in op order.
 local ctx = run_context()
 if ARGV[18] ~= '' then ctx.worker = ARGV[18] end
@@ -27,17 +30,19 @@ local seq, member, held_member = ARGV[5], ARGV[8], ARGV[9]
 -- replayed does not, and is held again as its own timer member if the run paused again.
 local fresh = held_member ~= ''
 if not fresh then held_member = member end
-local status = redis.call('HGET', ctx.run, 'status')
+local exec = redis.call('HMGET', ctx.run, 'status', xf(seq, 's'), xf(seq, 'n'), xf(seq, 'held'),
+  xf(seq, 'a'), xf(seq, 'ev'), 'rev')
+local status = exec[1]
 if status == false or TERMINAL[status] then
   if member ~= '' then redis.call('ZREM', ctx.timers, member) end
   if status == false then return 'missing' end
   return 'terminal'
 end
+if ARGV[19] ~= '' and exec[7] ~= ARGV[19] then return 'moved' end
 if ARGV[17] ~= '' and tonumber(redis.call('ZSCORE', ctx.timers, member)) ~= tonumber(ARGV[17]) then
   return 'stale'
 end
-local exec = redis.call('HMGET', ctx.run, xf(seq, 's'), xf(seq, 'n'), xf(seq, 'held'))
-if exec[1] ~= ARGV[6] or exec[2] ~= ARGV[7] or (fresh and exec[3]) then
+if exec[2] ~= ARGV[6] or exec[3] ~= ARGV[7] or (fresh and exec[4]) then
   if member ~= '' then redis.call('ZREM', ctx.timers, member) end
   return 'stale'
 end
@@ -53,12 +58,12 @@ if status == 'PAUSED' and held_member ~= '' then
   return 'held'
 end
 if member ~= '' then redis.call('ZREM', ctx.timers, member) end
-redis.call('HDEL', ctx.run, xf(seq, 'held'))
-redis.call('HSET', ctx.run, 'updatedAt', ctx.now)
-local aid = redis.call('HGET', ctx.run, xf(seq, 'a'))
+if exec[4] then redis.call('HDEL', ctx.run, xf(seq, 'held')) end
+local aid = exec[5]
 local action = tonumber(aid)
 local new_status = ARGV[11]
 if new_status == 'QUEUED' then
+  redis.call('HSET', ctx.run, 'updatedAt', ctx.now)
   local attempt = tonumber(ARGV[7]) + 1
   redis.call('HSET', ctx.run, xf(seq, 's'), 'QUEUED', xf(seq, 'n'), attempt, xf(seq, 'e'), ARGV[13])
   if is_latest(ctx, aid, seq) then
@@ -68,22 +73,27 @@ if new_status == 'QUEUED' then
   hist(ctx, { event = 'RETRY_SCHEDULED', action = action, seq = tonumber(seq),
     attempt = attempt, error = ARGV[13], delayMs = tonumber(ARGV[15]) })
 else
-  set_exec_status(ctx, seq, new_status)
-  local event_name = redis.call('HGET', ctx.run, xf(seq, 'ev'))
-  if event_name then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. event_name) end
-  if is_latest(ctx, aid, seq) then
-    redis.call('HSET', ctx.run, af(aid, 'o'), ARGV[12])
+  -- The execution ends (the guard saw it open): one write for it and, when it is its
+  -- action's latest, for the action.
+  local fields = { xf(seq, 's'), new_status, xf(seq, 'e'), ARGV[13], 'updatedAt', ctx.now }
+  local latest = is_latest(ctx, aid, seq)
+  if latest then
+    for _, value in ipairs({ af(aid, 's'), new_status, af(aid, 'o'), ARGV[12] }) do
+      table.insert(fields, value)
+    end
     if new_status == 'FAILED' then
-      redis.call('HSET', ctx.run, af(aid, 'e'), ARGV[13])
-    else
-      redis.call('HDEL', ctx.run, af(aid, 'e'))
+      table.insert(fields, af(aid, 'e'))
+      table.insert(fields, ARGV[13])
     end
   end
-  redis.call('HSET', ctx.run, xf(seq, 'e'), ARGV[13])
+  redis.call('HSET', ctx.run, unpack(fields))
+  if latest and new_status ~= 'FAILED' then redis.call('HDEL', ctx.run, af(aid, 'e')) end
+  if OPEN[ARGV[6]] then redis.call('HINCRBY', ctx.run, 'active', -1) end
+  if exec[6] then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. exec[6]) end
   hist(ctx, { event = new_status, action = action, seq = tonumber(seq), branch = ARGV[14],
     error = ARGV[13] })
 end
-apply_ops(ctx, 19)
+apply_ops(ctx, 20)
 if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end
 if #ctx.leased > 0 and redis.call('HGET', ctx.run, 'status') == 'RUNNING' then
   return { 'ok', unpack(ctx.leased) }
