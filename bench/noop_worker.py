@@ -14,7 +14,13 @@ import redis.asyncio as redis
 from app.worker import Worker
 
 worker = Worker()
-_counter = redis.Redis.from_url(os.environ.get("BENCH_COUNTER_URL", "redis://127.0.0.1:6379/5"))
+# A few connections, not one per task in hand: each new connection costs this process
+# milliseconds, which would be counted as the worker's cost per task.
+_counter = redis.Redis(
+    connection_pool=redis.BlockingConnectionPool.from_url(
+        os.environ.get("BENCH_COUNTER_URL", "redis://127.0.0.1:6379/5"), max_connections=4
+    )
+)
 COUNTER_KEY = os.environ.get("BENCH_COUNTER_KEY", "bench:done")
 LATENCY_KEY = os.environ.get("BENCH_LATENCY_KEY", "bench:latency")
 TIMED_DONE_KEY = os.environ.get("BENCH_TIMED_DONE_KEY", "bench:timed-done")
