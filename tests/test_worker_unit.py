@@ -393,6 +393,8 @@ class FakeOrchy:
         self.lock = threading.Lock()
         self.queue: list[dict[str, Any]] = []
         self.handed: list[dict[str, Any]] = []  # tasks leased in answers to results
+        self.hold_results = False  # answers to results wait for results_released
+        self.results_released = threading.Event()
         self.calls: list[tuple[str, Any]] = []
         self.answers: dict[str, list[int]] = {}  # path -> statuses to answer first
         self.max_hold_seconds = 1.0
@@ -475,6 +477,8 @@ class FakeOrchy:
             }
             for task_id, status in statuses
         ]
+        if self.hold_results:
+            await asyncio.to_thread(self.results_released.wait, WAIT_LIMIT_SECONDS)
         offer, tasks = body.get("next"), []
         if offer is not None:
             with self.lock:
@@ -738,6 +742,28 @@ async def test_results_hand_their_slots_to_the_tasks_leased_in_the_answer(
     }
     assert all(1 <= offer["max"] <= 2 for offer in offers)
     assert not fake.handed
+
+
+async def test_a_task_handed_over_while_stopping_is_run_within_the_grace(
+    fake: FakeOrchy,
+) -> None:
+    worker = Worker(fake.url, concurrency=1, settings=fast_settings())
+
+    @worker.action("a")
+    async def a(input: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.2 if input.get("handed") else 0)
+        return {}
+
+    (first,) = fake.add_tasks("a", {})
+    (handed,) = fake.add_tasks("a", {"handed": True}, handed=True)
+    fake.hold_results = True
+    stop = asyncio.Event()
+    run = asyncio.create_task(worker.run(stop, handle_signals=False))
+    await eventually(lambda: bool(fake.bodies(f"/tasks/{first}/complete")))
+    stop.set()  # the answer to the first result, offering its slot, is still to come
+    fake.results_released.set()
+    await asyncio.wait_for(run, WAIT_LIMIT_SECONDS)
+    assert fake.bodies(f"/tasks/{handed}/complete") == [{"output": {}}]
 
 
 async def test_no_next_offer_when_switched_off(fake: FakeOrchy) -> None:

@@ -347,13 +347,14 @@ class WorkerRun:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                done, _ = await asyncio.wait(
+                await asyncio.wait(
                     pending | {force}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                 )
-                pending -= done
+                # Answers to results sent before the stop may still hand over tasks.
+                pending = {handler for handler in self._in_hand if not handler.done()}
         finally:
             force.cancel()
-            await self._abandon(pending)
+            await self._abandon(set(self._in_hand))
         await self._abandon(set(self._heartbeats))
 
     async def _abandon(self, handlers: set[asyncio.Task[None]]) -> None:
