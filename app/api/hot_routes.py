@@ -52,7 +52,8 @@ class HotRoutes:
             await self.app(scope, _replay(body, complete, receive), send)
             return
         status, answer = await _answer(engine, settings, request, receive)
-        await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+        headers = [*JSON_HEADERS, (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
 
 
