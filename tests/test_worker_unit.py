@@ -687,25 +687,31 @@ async def test_a_failed_poll_is_followed_by_a_new_one(fake: FakeOrchy) -> None:
     assert len(fake.bodies("/tasks/poll")) >= 3
 
 
+class InHand:
+    """A "slow" action that counts how many of its calls run at once."""
+
+    def __init__(self, worker: Worker, seconds: float) -> None:
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.seconds = seconds
+        worker.action("slow")(self.run)
+
+    def run(self, input: dict[str, Any]) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.now -= 1
+
+
 async def test_no_more_tasks_than_slots_are_in_hand(fake: FakeOrchy) -> None:
     worker = Worker(fake.url, concurrency=2, settings=fast_settings())
-    lock = threading.Lock()
-    running_now, most = 0, 0
-
-    @worker.action("slow")
-    def slow(input: dict[str, Any]) -> None:
-        nonlocal running_now, most
-        with lock:
-            running_now += 1
-            most = max(most, running_now)
-        time.sleep(0.05)
-        with lock:
-            running_now -= 1
-
+    in_hand = InHand(worker, 0.05)
     ids = fake.add_tasks("slow", *({"i": i} for i in range(7)))
     async with running(worker):
         await eventually(lambda: all(fake.bodies(f"/tasks/{i}/complete") for i in ids))
-    assert most == 2
+    assert in_hand.most == 2
     asked = [body["max"] for body in fake.bodies("/tasks/poll")]
     assert set(asked) <= {1, 2}
     assert asked[0] == 2
@@ -715,26 +721,14 @@ async def test_results_hand_their_slots_to_the_tasks_leased_in_the_answer(
     fake: FakeOrchy,
 ) -> None:
     worker = Worker(fake.url, concurrency=2, settings=fast_settings())
-    lock = threading.Lock()
-    running_now, most = 0, 0
-
-    @worker.action("slow")
-    def slow(input: dict[str, Any]) -> None:
-        nonlocal running_now, most
-        with lock:
-            running_now += 1
-            most = max(most, running_now)
-        time.sleep(0.02)
-        with lock:
-            running_now -= 1
-
+    in_hand = InHand(worker, 0.02)
     worker.action("other")(lambda input: None)
     polled = fake.add_tasks("slow", {"i": 0}, {"i": 1})
     handed = fake.add_tasks("slow", *({"i": i} for i in range(2, 8)), handed=True)
     async with running(worker):
         await eventually(lambda: all(fake.bodies(f"/tasks/{i}/complete") for i in handed))
     assert all(fake.bodies(f"/tasks/{i}/complete") for i in polled)
-    assert most <= 2
+    assert in_hand.most <= 2
     offers = fake.bodies("next")
     assert offers and all(offer is not None for offer in offers)
     assert {(offer["workerId"], tuple(offer["actions"])) for offer in offers} == {
