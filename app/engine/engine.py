@@ -270,7 +270,9 @@ class Engine:
                 else:
                     answers[index] = error
         changes = [change for _, _, change in planned]
-        replies = await self._commit(changes, keep=[c.flow_id for c in changes if c.lease_to])
+        # A run with several results in the batch is read once.
+        keep = list(dict.fromkeys(change.flow_id for change in changes if change.lease_to))
+        replies = await self._commit(changes, keep)
         for (index, task, change), reply in zip(planned, replies, strict=True):
             if reply.status == MOVED:
                 again.append(index)
@@ -409,7 +411,7 @@ class Engine:
     def _announce(self, flow_id: str, ops: Sequence[PlannedOp]) -> None:
         partition = self.store.keys.partition_of(flow_id)
         for op in ops:
-            if op.queue is not None and op.queues_a_task:
+            if op.queue is not None and not op.leased_at_once:
                 self.wakeups.notify(op.queue, partition)
 
     @staticmethod

@@ -46,8 +46,5 @@ class RunCache:
                 taken[flow_id] = fields
         return taken
 
-    def __len__(self) -> int:
-        return len(self._runs)
-
     def __contains__(self, flow_id: object) -> bool:
         return flow_id in self._runs

@@ -36,10 +36,6 @@ class PlannedOp:
     def leased_at_once(self) -> bool:
         return self.kind == "user" and self.number > 0
 
-    @property
-    def queues_a_task(self) -> bool:
-        return self.queue is not None and not self.leased_at_once
-
 
 @dataclass(frozen=True)
 class LeasedTask:
