@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ START_BATCH = 200
 START_BATCH_CLIENTS = 2
 CHAIN_STEPS = 4
 LATENCY_RUNS = 200
+WORKER_SERVING = " serving "  # in the line a worker logs once it polls
 TIMED_DONE_KEY = "bench:timed-done"  # the latency workload's last step pushes here
 FAN_OUT = 1000
 NS_PER_MS = 1_000_000
@@ -61,7 +63,7 @@ class Stack:
     url: str
     redis_url: str
     server: subprocess.Popen[bytes]
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    workers: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, decode_responses=True)
@@ -81,7 +83,30 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the server did not become healthy")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _watch_for_serving(process: subprocess.Popen[str]) -> threading.Event:
+    """Set once the worker logs that it is serving; its log is read (and dropped) on."""
+    serving = threading.Event()
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if WORKER_SERVING in line:
+                serving.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return serving
+
+
+def _wait_serving(process: subprocess.Popen[str], serving: threading.Event) -> None:
+    deadline = time.monotonic() + HEALTH_DEADLINE_SECONDS
+    while not serving.wait(STEP_SECONDS):
+        if process.poll() is not None:
+            raise RuntimeError("a worker exited before it served")
+        if time.monotonic() > deadline:
+            raise RuntimeError("a worker did not start serving")
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -124,24 +149,21 @@ def stack(
                 "ORCHY_WORKER_CONCURRENCY": str(concurrency),
                 "PYTHONPATH": str(ROOT),
             }
+            ready = []
             for _ in range(workers):
-                current.workers.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "app.cli",
-                            "worker",
-                            str(WORKER_FILE),
-                            "--server",
-                            url,
-                        ],
-                        cwd=ROOT,
-                        env=worker_env,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "app.cli", "worker", str(WORKER_FILE), "--server", url],
+                    cwd=ROOT,
+                    env=worker_env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
                 )
+                current.workers.append(process)
+                ready.append(_watch_for_serving(process))
+            # As the peers' workers say READY: nothing is timed while workers start up.
+            for process, serving in zip(current.workers, ready, strict=True):
+                _wait_serving(process, serving)
             yield current
         finally:
             for process in [*current.workers] if "current" in locals() else []:
