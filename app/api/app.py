@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from app import __version__
 from app.api import flows, health, metadata, tasks
@@ -21,6 +23,17 @@ from app.engine.wakeups import Wakeups
 from app.settings import Settings, get_settings
 from app.store import Store
 from app.store.connection import open_connection
+
+
+class OrchyAPI(FastAPI):
+    """FastAPI, with the workers' two hot routes answered before its middleware stack."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.hot_routes = HotRoutes(super().__call__, self.state)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.hot_routes(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -67,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await pubsub_client.aclose()
             connection.close()
 
-    app = FastAPI(
+    app = OrchyAPI(
         title="Orchy for Python",
         version=__version__,
         description="Workflow orchestration over HTTP: JSON DAGs of actions, "
@@ -75,7 +88,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(JSONBodyMiddleware)
-    app.add_middleware(HotRoutes)  # added last: the first to see a request
     install_error_handlers(app)
     # Workers' routes first: they are matched on every poll and result.
     for module in (tasks, flows, metadata, health):

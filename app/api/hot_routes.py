@@ -1,6 +1,6 @@
-"""``POST /tasks/poll`` and ``POST /tasks/results`` without FastAPI's routing and request
-layers, which cost more than the rest of such a request, and every worker calls these all
-the time. The body is validated with the routes' own models and answered by the routes'
+"""``POST /tasks/poll`` and ``POST /tasks/results`` ahead of FastAPI's middleware, routing
+and request layers, which cost more than the rest of such a request, and every worker calls
+these all the time. The body is validated with the routes' own models and answered by the routes'
 own functions; a body that does not validate, or is too large, is replayed to the FastAPI
 app, so that every error is answered the one way the rest of the API answers it."""
 
@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import INTERNAL, UNAVAILABLE, UNPROCESSABLE, UNSTORABLE_JSON
@@ -32,17 +33,20 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class HotRoutes:
-    def __init__(self, app: ASGIApp) -> None:
+    """Answers the two routes from ``state`` (the application's, with its engine and
+    settings) and hands every other request to ``app``."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
         if scope["type"] != "http" or scope["method"] != "POST" or path not in _MODELS:
             await self.app(scope, receive, send)
             return
-        state = scope["app"].state
-        engine: Engine = state.engine
-        settings: Settings = state.settings
+        engine: Engine = self.state.engine
+        settings: Settings = self.state.settings
         body, complete = await _read_within(receive, settings.max_batch_bytes)
         request: BaseModel | None = None
         if complete:
