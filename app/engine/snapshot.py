@@ -26,6 +26,10 @@ class Execution:
     join_on: list[int]
 
 
+ACTION_PREFIX = "a:"
+OUTPUT_SUFFIX = ":o"
+
+
 class RunSnapshot:
     def __init__(self, flow_id: str, fields: dict[str, str]) -> None:
         self.flow_id = flow_id
@@ -67,7 +71,7 @@ class RunSnapshot:
         )
 
     def action_ids(self) -> list[int]:
-        ids = {int(key.split(":")[1]) for key in self.fields if key.startswith("a:")}
+        ids = {int(key.split(":")[1]) for key in self.fields if key.startswith(ACTION_PREFIX)}
         return sorted(ids)
 
     def action_field(self, action_id: int, field: str) -> str | None:
@@ -86,8 +90,12 @@ class RunSnapshot:
             "input": self.input(),
             "flow": {"id": self.flow_id, "name": self.name, "version": self.version},
         }
-        for action_id in self.action_ids():
-            raw = self.action_field(action_id, "o")
-            if raw is not None:
-                document[str(action_id)] = {"output": orjson.loads(raw)}
+        # One pass over the fields: a wide run has thousands, and every result reads them.
+        outputs = sorted(
+            (int(key[len(ACTION_PREFIX) : -len(OUTPUT_SUFFIX)]), raw)
+            for key, raw in self.fields.items()
+            if key.startswith(ACTION_PREFIX) and key.endswith(OUTPUT_SUFFIX)
+        )
+        for action_id, raw in outputs:
+            document[str(action_id)] = {"output": orjson.loads(raw)}
         return document
