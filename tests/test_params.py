@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from app.definition import ActionDef, ActionType
+from app.engine.document import Document
 from app.engine.params import (
     REFERENCE,
     PathError,
@@ -195,3 +197,41 @@ def test_reference_pattern_captures_the_path_without_braces() -> None:
 )
 def test_stringify_gives_the_branch_key(value: Any, expected: str) -> None:
     assert stringify(value) == expected
+
+
+def test_the_document_is_built_only_when_read_with_outputs_set_before_and_after() -> None:
+    builds: list[int] = []
+
+    def build() -> dict[str, Any]:
+        builds.append(1)
+        return {"input": {}, "1": {"output": "kept"}, "2": {"output": "old"}}
+
+    document = Document(build)
+    document.set_output(2, "new")
+    document.set_output(3, {"error": "boom"})
+    assert builds == []
+    assert document.value == {
+        "input": {},
+        "1": {"output": "kept"},
+        "2": {"output": "new"},
+        "3": {"output": {"error": "boom"}},
+    }
+    document.set_output(4, 1)
+    assert document.value["4"] == {"output": 1}
+    assert builds == [1]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "references_data"),
+    [
+        ({}, False),
+        ({"a": 1, "b": ["x", {"c": "plain $ text {}"}]}, False),
+        ({"a": "{$.input.x}"}, True),
+        ({"a": [{"b": "id {$1.output.id} now"}]}, True),
+    ],
+)
+def test_an_action_knows_whether_its_parameters_reference_data(
+    parameters: dict[str, Any], references_data: bool
+) -> None:
+    action = ActionDef(1, ActionType.USER, "step", parameters)
+    assert action.references_data is references_data

@@ -23,7 +23,9 @@ from app.actions import javascript as javascript_module
 from app.actions.base import AwaitEvent, AwaitJoin, Done, Fail, Outcome, Sleep, SystemAction
 from app.actions.javascript import JavaScriptAction, Limits
 from app.actions.js_pool import Reply, SandboxPool, Status
-from app.definition import ActionDef, ActionType, DefinitionError
+from app.definition import ActionDef, ActionType, DefinitionError, WorkflowDef
+from app.engine.document import Document
+from app.engine.planner import Planner
 from app.settings import get_settings
 
 SEED = Path(__file__).resolve().parent.parent / "workflows" / "notificationWorkflow.json"
@@ -629,3 +631,32 @@ def test_script_processes_exit_when_the_server_is_killed() -> None:
     finally:
         server.kill()
         server.wait(SUBPROCESS_TIMEOUT_SECONDS)
+
+
+def test_the_planner_builds_the_document_only_for_what_reads_it() -> None:
+    """A run's document parses every output it kept: reaching a join or a user action
+    without references must not build it; a switch must."""
+    builds: list[int] = []
+
+    def build() -> dict[str, Any]:
+        builds.append(1)
+        return {"input": {"kind": "b"}, "flow": {"id": "f", "name": "w", "version": 1}}
+
+    actions = {
+        1: ActionDef(1, ActionType.USER, "plain", {"n": 1, "text": "no $ reference"}),
+        2: system_action("join", 2, join_on=[1]),
+        3: system_action("switch", 3, expression="{$.input.kind}", next={"b": [4]}),
+        4: ActionDef(4, ActionType.USER, "uses", {"kind": "{$.input.kind}"}),
+    }
+    workflow = WorkflowDef("w", 1, actions)
+    with ThreadPoolExecutor(1) as executor:
+        planner = Planner(executor)
+        quiet = asyncio.run(planner.start(workflow, [1, 2], Document(build)))
+        assert [op.kind for op in quiet.ops] == ["user", "join"]
+        assert builds == []
+        plan = asyncio.run(planner.start(workflow, [3], Document(build)))
+    assert [(op.kind, op.payload) for op in plan.ops] == [
+        ("done", '{"value":"b"}'),
+        ("user", '{"kind":"b"}'),
+    ]
+    assert builds == [1]  # once, shared by the switch and the user action after it

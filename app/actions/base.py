@@ -51,6 +51,9 @@ class SystemAction(ABC):
     name: ClassVar[str]
     # True when ``run`` may take long (a script): the engine calls it off the event loop.
     blocking: ClassVar[bool] = False
+    # False when ``run`` never reads the document: it then gets an empty one, and the engine
+    # does not build the run's (which parses every output the run has kept).
+    reads_document: ClassVar[bool] = True
 
     @abstractmethod
     def validate(self, action: ActionDef) -> None:

@@ -16,6 +16,7 @@ def is_number(value: JSON) -> bool:
 
 class DelayAction(SystemAction):
     name = "delay"
+    reads_document = False
 
     def validate(self, action: ActionDef) -> None:
         if action.delay_seconds is None:

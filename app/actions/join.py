@@ -9,6 +9,7 @@ from app.jsontypes import JSONObject
 
 class JoinAction(SystemAction):
     name = "join"
+    reads_document = False
 
     def validate(self, action: ActionDef) -> None:
         join_on = action.join_on

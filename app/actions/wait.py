@@ -10,6 +10,7 @@ from app.jsontypes import JSONObject
 
 class WaitAction(SystemAction):
     name = "wait"
+    reads_document = False
 
     def validate(self, action: ActionDef) -> None:
         if not isinstance(action.event, str) or not action.event.strip():

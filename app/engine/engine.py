@@ -18,6 +18,7 @@ import orjson
 from app.actions import javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine.catalog import Catalog
+from app.engine.document import Document
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound
 from app.engine.ids import TaskId, TimerKind, TimerMember, idempotent_flow_id, new_flow_id
 from app.engine.planner import Plan, Planner, dumps
@@ -149,7 +150,7 @@ class Engine:
                 "input": input_data,
                 "flow": {"id": flow_id, "name": name, "version": workflow.version},
             }
-            plan = await self.planner.start(workflow, [workflow.root_action], document)
+            plan = await self.planner.start(workflow, [workflow.root_action], Document.of(document))
             starts.append(
                 RunStart(
                     flow_id,
@@ -350,10 +351,10 @@ class Engine:
     ) -> Transition:
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
-        document = snapshot.document()
+        document = Document(snapshot.document)
         plan = Plan()
         if isinstance(result, Success):
-            document[str(action.id)] = {"output": result.output}
+            document.set_output(action.id, result.output)
             plan = await self.planner.start(workflow, action.branch(DEFAULT_BRANCH), document)
             outcome = Outcome(ActionStatus.COMPLETED, dumps(result.output), branch=DEFAULT_BRANCH)
         else:
@@ -577,7 +578,7 @@ class Engine:
         """A delay fired, a wait got its event or timed out, or a join is complete."""
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
-        document = snapshot.document()
+        document = Document(snapshot.document)
         branch = DEFAULT_BRANCH
         output: JSON
         if member.kind is TimerKind.FIRE:
@@ -590,7 +591,7 @@ class Engine:
                 branch = execution.event_name
         else:
             output = {str(joined): snapshot.output(joined) for joined in execution.join_on}
-        document[str(action.id)] = {"output": output}
+        document.set_output(action.id, output)
         plan = await self.planner.start(workflow, action.branch(branch), document)
         change = Transition(
             snapshot.flow_id,

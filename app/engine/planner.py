@@ -16,8 +16,9 @@ import orjson
 from app.actions import get_action
 from app.actions.base import AwaitEvent, AwaitJoin, Done, Fail, Outcome, Sleep
 from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
+from app.engine.document import Document
 from app.engine.params import resolve
-from app.jsontypes import JSON, JSONObject
+from app.jsontypes import JSON
 from app.store import PlannedOp
 
 MS_PER_SECOND = 1000
@@ -38,13 +39,13 @@ class Planner:
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
 
-    async def start(self, workflow: WorkflowDef, ids: list[int], document: JSONObject) -> Plan:
+    async def start(self, workflow: WorkflowDef, ids: list[int], document: Document) -> Plan:
         plan = Plan()
         await self._reach(workflow, ids, document, plan)
         return plan
 
     async def _reach(
-        self, workflow: WorkflowDef, ids: list[int], document: JSONObject, plan: Plan
+        self, workflow: WorkflowDef, ids: list[int], document: Document, plan: Plan
     ) -> None:
         for action_id in ids:
             if plan.fail_reason:
@@ -55,8 +56,10 @@ class Planner:
             else:
                 await self._run_system_action(workflow, action, document, plan)
 
-    def _queue_user_action(self, action: ActionDef, document: JSONObject, plan: Plan) -> None:
-        resolution = resolve(action.parameters, document)
+    def _queue_user_action(self, action: ActionDef, document: Document, plan: Plan) -> None:
+        # Parameters without references resolve to themselves: the document is not built.
+        data = document.value if action.references_data else {}
+        resolution = resolve(action.parameters, data)
         for warning in resolution.warnings:
             plan.ops.append(PlannedOp("note", action.id, payload=warning))
         plan.ops.append(
@@ -66,22 +69,24 @@ class Planner:
         )
 
     async def _run_system_action(
-        self, workflow: WorkflowDef, action: ActionDef, document: JSONObject, plan: Plan
+        self, workflow: WorkflowDef, action: ActionDef, document: Document, plan: Plan
     ) -> None:
         implementation = get_action(action.name)
         if implementation is None:  # validation keeps unknown names out; a stale cache may not
             outcome: Outcome = Fail(f"unknown system action {action.name!r}")
-        elif implementation.blocking:
-            loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(
-                self.executor, implementation.run, action, document
-            )
         else:
-            outcome = implementation.run(action, document)
+            data = document.value if implementation.reads_document else {}
+            if implementation.blocking:
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(
+                    self.executor, implementation.run, action, data
+                )
+            else:
+                outcome = implementation.run(action, data)
         match outcome:
             case Done(output=output, branch=branch):
                 plan.ops.append(PlannedOp("done", action.id, branch, dumps(output)))
-                document[str(action.id)] = {"output": output}
+                document.set_output(action.id, output)
                 await self._reach(workflow, action.branch(branch), document, plan)
             case Fail(error=error):
                 plan.ops.append(PlannedOp("failed", action.id, payload=error))
@@ -102,12 +107,12 @@ class Planner:
         workflow: WorkflowDef,
         action: ActionDef,
         error: str,
-        document: JSONObject,
+        document: Document,
         plan: Plan,
     ) -> None:
         """Takes the action's ``error`` branch, or fails the run when it has none."""
         if ERROR_BRANCH in action.next:
-            document[str(action.id)] = {"output": {"error": error}}
+            document.set_output(action.id, {"error": error})
             await self._reach(workflow, action.next[ERROR_BRANCH], document, plan)
         else:
             plan.fail_reason = f"{action.label} failed: {error}"
