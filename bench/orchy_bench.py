@@ -41,6 +41,7 @@ LATENCY_RUNS = 200
 WORKER_SERVING = " serving "  # in the line a worker logs once it polls
 TIMED_DONE_KEY = "bench:timed-done"  # the latency workload's last step pushes here
 FAN_OUT = 1000
+GROWTH_WARM_UP_RUNS = 200
 NS_PER_MS = 1_000_000
 DEFAULT_WORKERS = 2
 DEFAULT_CONCURRENCY = 64
@@ -386,10 +387,13 @@ def memory(current: Stack, runs_done: int, used_before: int) -> dict[str, Any]:
 
 def growth(redis_target: str, workers: int, concurrency: int, sizes: str) -> list[dict[str, Any]]:
     """The chain at growing sizes, each on a fresh server and database: tasks/s should stay
-    flat; also the server's RSS and Redis memory per finished run."""
+    flat; also the server's RSS and Redis memory per finished run. Each size is timed after
+    a warm-up of the same chain (its runs are not counted), so that what a fresh server
+    pays once (connections, caches) does not weigh on the small sizes alone."""
     rows = []
     for size in (int(part) for part in sizes.split(",")):
         with stack(redis_target, workers, concurrency, {}) as current:
+            chain(current, GROWTH_WARM_UP_RUNS)
             before = int(current.redis().info("memory")["used_memory"])
             row = {"size": size, **chain(current, size)}
             row.update(memory(current, size, before))
