@@ -6,6 +6,8 @@ A row is a dict like ``{"engine": "celery", "tasks_per_second": 512.3, "latency_
 measured has ``tasks_per_second`` None and says why in ``error`` (``status`` "failed" or
 "unavailable").
 
+    median_row(trials) -> dict one engine's trials as one row: the median tasks/s and the
+                               median of each latency percentile
     render(rows) -> str        a markdown table, with tasks/s relative to each Orchy row
     chart(rows, path) -> Path  a PNG bar chart (matplotlib from bench/.venvs/report, or,
                                failing that, a plain PNG drawn here with zlib and struct)
@@ -19,6 +21,7 @@ import argparse
 import importlib.util
 import json
 import math
+import statistics
 import struct
 import subprocess
 import sys
@@ -61,6 +64,27 @@ def _ms(value: float | None) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def median_row(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One engine's trials as one row: tasks/s is the median trial's, each latency
+    percentile the median of the trials' (one slow moment of the machine moves neither).
+    The trials' tasks/s are kept in the notes and in ``trials_tasks_per_second``."""
+    measured = sorted((row for row in trials if _tps(row) is not None), key=lambda r: _tps(r))
+    if not measured:
+        return dict(trials[-1])
+    row = dict(measured[len(measured) // 2])
+    if len(trials) == 1:
+        return row
+    latency = {}
+    for key in row.get("latency_ms") or {}:
+        values = [value for trial in measured if (value := _latency(trial, key)) is not None]
+        latency[key] = round(statistics.median(values), 3) if values else None
+    row["latency_ms"] = latency
+    speeds = [trial.get("tasks_per_second") for trial in trials]
+    row["trials_tasks_per_second"] = speeds
+    row["notes"] = f"{row.get('notes', '')}; median of {len(measured)} of {len(trials)} trials"
+    return row
 
 
 def baselines(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
