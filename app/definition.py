@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
+from app.engine.params import references
 from app.jsontypes import JSON, JSONObject
 
 DEFAULT_BRANCH = "default"
@@ -40,27 +41,14 @@ class ActionDef:
 
     @cached_property
     def references_data(self) -> bool:
-        """True when some string in the parameters may hold a ``{$...}`` reference."""
-        return _holds_reference(self.parameters)
+        """True when some string in the parameters holds a ``{$...}`` reference."""
+        return any(references(self.parameters))
 
     def branch(self, key: str) -> list[int]:
         """Ids to start for branch ``key``, falling back to ``default``."""
         if key in self.next:
             return self.next[key]
         return self.next.get(DEFAULT_BRANCH, [])
-
-
-REFERENCE_OPENING = "{$"
-
-
-def _holds_reference(template: JSON) -> bool:
-    if isinstance(template, str):
-        return REFERENCE_OPENING in template
-    if isinstance(template, dict):
-        return any(_holds_reference(value) for value in template.values())
-    if isinstance(template, list):
-        return any(_holds_reference(item) for item in template)
-    return False
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ def test_the_document_is_built_only_when_read_with_outputs_set_before_and_after(
     ("parameters", "references_data"),
     [
         ({}, False),
-        ({"a": 1, "b": ["x", {"c": "plain $ text {}"}]}, False),
+        ({"a": 1, "b": ["x", {"c": "plain $ text {} {$"}]}, False),
         ({"a": "{$.input.x}"}, True),
         ({"a": [{"b": "id {$1.output.id} now"}]}, True),
     ],

@@ -1,8 +1,8 @@
 """``POST /tasks/poll`` and ``POST /tasks/results`` ahead of FastAPI's middleware, routing
 and request layers, which cost more than the rest of such a request, and every worker calls
-these all the time. The body is validated with the routes' own models and answered by the routes'
-own functions; a body that does not validate, or is too large, is replayed to the FastAPI
-app, so that every error is answered the one way the rest of the API answers it."""
+these all the time. The body is validated with the routes' own models and answered by the
+routes' own functions; a body that does not validate, or is too large, is replayed to the
+FastAPI app, so that every error is answered the one way the rest of the API answers it."""
 
 from __future__ import annotations
 
