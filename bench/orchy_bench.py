@@ -29,6 +29,8 @@ import httpx
 import psutil
 import redis
 
+from bench import report
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_FILE = ROOT / "bench" / "noop_worker.py"
 HEALTH_DEADLINE_SECONDS = 30.0
@@ -398,10 +400,7 @@ def growth(redis_target: str, workers: int, concurrency: int, sizes: str) -> lis
     for size in (int(part) for part in sizes.split(",")):
         trials = GROWTH_SHORT_TRIALS if size < GROWTH_LONG_SIZE else 1
         measured = [_growth_trial(redis_target, workers, concurrency, size) for _ in range(trials)]
-        measured.sort(key=lambda row: float(row["tasks_per_second"]))
-        row = measured[len(measured) // 2]
-        row["trials_tasks_per_second"] = [trial["tasks_per_second"] for trial in measured]
-        rows.append(row)
+        rows.append(report.median_row(measured))
     return rows
 
 

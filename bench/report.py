@@ -76,14 +76,16 @@ def median_row(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
     row = dict(measured[len(measured) // 2])
     if len(trials) == 1:
         return row
-    latency = {}
-    for key in row.get("latency_ms") or {}:
-        values = [value for trial in measured if (value := _latency(trial, key)) is not None]
-        latency[key] = round(statistics.median(values), 3) if values else None
-    row["latency_ms"] = latency
+    if isinstance(row.get("latency_ms"), dict):
+        latency = {}
+        for key in row["latency_ms"]:
+            values = [value for trial in measured if (value := _latency(trial, key)) is not None]
+            latency[key] = round(statistics.median(values), 3) if values else None
+        row["latency_ms"] = latency
     speeds = [trial.get("tasks_per_second") for trial in trials]
     row["trials_tasks_per_second"] = speeds
-    row["notes"] = f"{row.get('notes', '')}; median of {len(measured)} of {len(trials)} trials"
+    trials_note = f"median of {len(measured)} of {len(trials)} trials"
+    row["notes"] = "; ".join(part for part in (row.get("notes"), trials_note) if part)
     return row
 
 
