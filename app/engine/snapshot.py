@@ -26,8 +26,9 @@ class Execution:
     join_on: list[int]
 
 
-ACTION_PREFIX = "a:"
-OUTPUT_SUFFIX = ":o"
+ACTION_PREFIX = "a:"  # a:<id>:<field>, the latest execution of action <id> (common.lua)
+OUTPUT_FIELD = "o"
+OUTPUT_SUFFIX = ":" + OUTPUT_FIELD
 
 
 class RunSnapshot:
@@ -75,10 +76,10 @@ class RunSnapshot:
         return sorted(ids)
 
     def action_field(self, action_id: int, field: str) -> str | None:
-        return self.fields.get(f"a:{action_id}:{field}")
+        return self.fields.get(f"{ACTION_PREFIX}{action_id}:{field}")
 
     def output(self, action_id: int) -> JSON:
-        raw = self.action_field(action_id, "o")
+        raw = self.action_field(action_id, OUTPUT_FIELD)
         return None if raw is None else orjson.loads(raw)
 
     def input(self) -> JSON:
