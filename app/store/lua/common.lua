@@ -28,18 +28,53 @@ local function af(aid, field) return 'a:' .. aid .. ':' .. field end
 
 -- Every change of a run writes history, so this is also where the run's revision goes up
 -- (once per script): a server that planned from a copy of the run checks it (transition.lua).
+-- A script's entries are gathered and written by ``flush`` with one RPUSH, so that the AOF
+-- and replicas receive one command for them.
 local function hist(ctx, entry, ...)
   if not ctx.revised then
     redis.call('HINCRBY', ctx.run, 'rev', 1)
     ctx.revised = true
   end
-  entry.at = ctx.now
-  local more = { ... }
-  for index, extra in ipairs(more) do
-    extra.at = ctx.now
-    more[index] = cjson.encode(extra)
+  local entries = ctx.entries
+  if not entries then
+    entries = {}
+    ctx.entries = entries
   end
-  redis.call('RPUSH', ctx.hist, cjson.encode(entry), unpack(more))
+  entry.at = ctx.now
+  entries[#entries + 1] = cjson.encode(entry)
+  for _, extra in ipairs({ ... }) do
+    extra.at = ctx.now
+    entries[#entries + 1] = cjson.encode(extra)
+  end
+end
+
+-- The run's count of open executions changes by ``by``; the sum of a script's changes is
+-- written by ``flush`` (a task that ends and leases the next one changes it by 0).
+local function count_active(ctx, by)
+  ctx.active_change = (ctx.active_change or 0) + by
+end
+
+-- Writes what the script gathered: its history entries and its change of the open count.
+local function flush(ctx)
+  if ctx.entries then
+    redis.call('RPUSH', ctx.hist, unpack(ctx.entries))
+    ctx.entries = nil
+  end
+  if ctx.active_change and ctx.active_change ~= 0 then
+    redis.call('HINCRBY', ctx.run, 'active', ctx.active_change)
+  end
+  ctx.active_change = nil
+end
+
+-- Every run-changing script returns through here.
+local function done(ctx, result)
+  flush(ctx)
+  return result
+end
+
+local function open_count(ctx)
+  flush(ctx)
+  return tonumber(redis.call('HGET', ctx.run, 'active'))
 end
 
 -- Adds a timer and, when it becomes the earliest one of the partition, wakes the sweepers.
@@ -62,14 +97,14 @@ end
 -- A new execution of action ``aid``; ``more`` lists further field names and values of its
 -- own (``more(seq)`` returns them, since they name the seq).
 local function new_exec(ctx, aid, status, n, more)
-  local seq = redis.call('HINCRBY', ctx.run, 'seq', 1)
-  local fields = { xf(seq, 'a'), aid, xf(seq, 's'), status, xf(seq, 'n'), n,
+  local seq = tonumber(redis.call('HGET', ctx.run, 'seq') or '0') + 1
+  local fields = { 'seq', seq, xf(seq, 'a'), aid, xf(seq, 's'), status, xf(seq, 'n'), n,
     af(aid, 's'), status, af(aid, 'n'), n, af(aid, 'x'), seq }
   if more then
     for _, value in ipairs(more(seq)) do table.insert(fields, value) end
   end
   redis.call('HSET', ctx.run, unpack(fields))
-  if OPEN[status] then redis.call('HINCRBY', ctx.run, 'active', 1) end
+  if OPEN[status] then count_active(ctx, 1) end
   return seq
 end
 
@@ -79,7 +114,7 @@ local function set_exec_status(ctx, seq, status)
   local was = redis.call('HGET', ctx.run, xf(seq, 's'))
   redis.call('HSET', ctx.run, xf(seq, 's'), status)
   if is_latest(ctx, aid, seq) then redis.call('HSET', ctx.run, af(aid, 's'), status) end
-  if OPEN[was] and not OPEN[status] then redis.call('HINCRBY', ctx.run, 'active', -1) end
+  if OPEN[was] and not OPEN[status] then count_active(ctx, -1) end
   return aid
 end
 
@@ -191,6 +226,7 @@ local function close_open_execs(ctx, reason)
       if is_latest(ctx, aid, seq) then redis.call('HSET', ctx.run, af(aid, 'e'), reason) end
     end
   end
+  ctx.active_change = nil
   redis.call('HSET', ctx.run, 'active', 0, 'joins', '')
 end
 
@@ -199,6 +235,8 @@ local function finish_run(ctx, status, reason)
   redis.call('HSET', ctx.run, 'status', status, 'reason', reason, 'updatedAt', ctx.now,
     'finishedAt', ctx.now)
   hist(ctx, { event = 'RUN_' .. status, reason = reason })
+  -- Written now, so that the history list exists when it is given its expiry.
+  flush(ctx)
   for _, key in ipairs({ ctx.run, ctx.hist, ctx.events, ctx.waiters, ctx.held }) do
     redis.call('EXPIRE', key, ctx.retention)
   end
@@ -238,7 +276,7 @@ local function settle(ctx)
   local waiting_joins = check_joins(ctx)
   local status = redis.call('HGET', ctx.run, 'status')
   if TERMINAL[status] then return end
-  local active = tonumber(redis.call('HGET', ctx.run, 'active'))
+  local active = open_count(ctx)
   if active == 0 then
     finish_run(ctx, 'COMPLETED', '')
   elseif waiting_joins > 0 and waiting_joins == active then

@@ -16,9 +16,9 @@ for _, entry in ipairs(redis.call('LRANGE', ctx.waiters, 0, -1)) do
     redis.call('LREM', ctx.waiters, 1, entry)
     consume_event(ctx, seq, name, data)
     hist(ctx, { event = 'EVENT_RECEIVED', name = name, seq = tonumber(seq) })
-    return 'delivered'
+    return done(ctx, 'delivered')
   end
 end
 redis.call('RPUSH', ctx.events, cjson.encode({ n = name, d = data }))
 hist(ctx, { event = 'EVENT_BUFFERED', name = name })
-return 'buffered'
+return done(ctx, 'buffered')

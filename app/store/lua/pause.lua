@@ -8,4 +8,4 @@ if status == false then return 'missing' end
 if status ~= 'RUNNING' then return 'not_running' end
 redis.call('HSET', ctx.run, 'status', 'PAUSED', 'updatedAt', ctx.now)
 hist(ctx, { event = 'RUN_PAUSED' })
-return 'ok'
+return done(ctx, 'ok')

@@ -26,6 +26,7 @@ for q = 2, #KEYS do
         add_timer(ctx, timer_member(ctx, 'lease', seq, attempt), now + tonumber(ARGV[5 + q]))
         hist(ctx, { event = 'RUNNING', action = tonumber(exec[3]), seq = tonumber(seq),
           attempt = tonumber(attempt), worker = ARGV[4] })
+        flush(ctx)
         table.insert(leased, { task, flow, exec[3], attempt, exec[4], exec[5] })
       end
     end

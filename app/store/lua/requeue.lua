@@ -23,4 +23,4 @@ redis.call('HSET', ctx.run, 'updatedAt', ctx.now)
 redis.call('RPUSH', KEYS[7], ctx.flow .. '.' .. seq .. '.' .. attempt)
 redis.call('PUBLISH', ctx.channel, 'q|' .. ctx.partition .. '|' .. ARGV[8])
 hist(ctx, { event = 'QUEUED', seq = tonumber(seq), attempt = tonumber(attempt) })
-return 'ok'
+return done(ctx, 'ok')

@@ -12,4 +12,4 @@ local held = redis.call('SMEMBERS', ctx.held)
 for _, member in ipairs(held) do add_timer(ctx, member, ctx.now) end
 redis.call('DEL', ctx.held)
 hist(ctx, { event = 'RUN_RESUMED', released = #held })
-return 'ok'
+return done(ctx, 'ok')

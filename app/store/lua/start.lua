@@ -16,4 +16,4 @@ redis.call('ZADD', KEYS[8], ctx.now, ctx.flow)
 hist(ctx, { event = 'RUN_STARTED', name = ARGV[5], version = tonumber(ARGV[6]) })
 apply_ops(ctx, 10)
 if ARGV[9] ~= '' then finish_run(ctx, 'FAILED', ARGV[9]) else settle(ctx) end
-return 'created'
+return done(ctx, 'created')

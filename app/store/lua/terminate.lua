@@ -8,4 +8,4 @@ local status = redis.call('HGET', ctx.run, 'status')
 if status == false then return 'missing' end
 if TERMINAL[status] then return 'terminal' end
 finish_run(ctx, 'TERMINATED', ARGV[5])
-return 'ok'
+return done(ctx, 'ok')

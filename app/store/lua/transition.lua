@@ -55,7 +55,7 @@ if status == 'PAUSED' and held_member ~= '' then
   if ARGV[10] ~= '' then redis.call('HSET', ctx.run, xf(seq, 'held'), ARGV[10]) end
   redis.call('SADD', ctx.held, held_member)
   hist(ctx, { event = 'HELD', seq = tonumber(seq), item = held_member })
-  return 'held'
+  return done(ctx, 'held')
 end
 if member ~= '' then redis.call('ZREM', ctx.timers, member) end
 if exec[4] then redis.call('HDEL', ctx.run, xf(seq, 'held')) end
@@ -88,7 +88,7 @@ else
   end
   redis.call('HSET', ctx.run, unpack(fields))
   if latest and new_status ~= 'FAILED' then redis.call('HDEL', ctx.run, af(aid, 'e')) end
-  if OPEN[ARGV[6]] then redis.call('HINCRBY', ctx.run, 'active', -1) end
+  if OPEN[ARGV[6]] then count_active(ctx, -1) end
   if exec[6] then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. exec[6]) end
   hist(ctx, { event = new_status, action = action, seq = tonumber(seq), branch = ARGV[14],
     error = ARGV[13] })
@@ -96,6 +96,6 @@ end
 apply_ops(ctx, 20)
 if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end
 if #ctx.leased > 0 and redis.call('HGET', ctx.run, 'status') == 'RUNNING' then
-  return { 'ok', unpack(ctx.leased) }
+  return done(ctx, { 'ok', unpack(ctx.leased) })
 end
-return 'ok'
+return done(ctx, 'ok')
