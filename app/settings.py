@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     # A Redis call that takes longer fails (the request answers 503) instead of hanging.
     redis_timeout_seconds: float = 5.0
     embedded_start_timeout_seconds: float = 10.0
+    # The embedded redis-server's malloc: "auto" (jemalloc when the system has it, else
+    # libc's), "libc", or the path of a malloc library to preload. See store/embedded.py.
+    embedded_allocator: str = "auto"
 
     health_timeout_seconds: float = 1.0
 

