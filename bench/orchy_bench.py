@@ -395,13 +395,21 @@ def growth(redis_target: str, workers: int, concurrency: int, sizes: str) -> lis
     a warm-up of the same chain (its runs are not counted), so that what a fresh server
     pays once (connections, caches) does not weigh on the small sizes alone. A size whose
     timed part takes seconds is measured ``GROWTH_SHORT_TRIALS`` times, each on a fresh
-    stack, and its median trial kept: one short window on this machine is mostly noise."""
-    rows = []
-    for size in (int(part) for part in sizes.split(",")):
-        trials = GROWTH_SHORT_TRIALS if size < GROWTH_LONG_SIZE else 1
-        measured = [_growth_trial(redis_target, workers, concurrency, size) for _ in range(trials)]
-        rows.append(report.median_row(measured))
-    return rows
+    stack, and its median trial kept: one short window on this machine is mostly noise.
+    The short trials are spread around the long sizes (half before, half after), so that a
+    slow or fast spell of the host that lasts minutes does not fall on the short sizes alone.
+    """
+    wanted = [int(part) for part in sizes.split(",")]
+    short = [size for size in wanted if size < GROWTH_LONG_SIZE]
+    long = [size for size in wanted if size >= GROWTH_LONG_SIZE]
+    measured: dict[int, list[dict[str, Any]]] = {size: [] for size in wanted}
+    for trial in range(GROWTH_SHORT_TRIALS):
+        if trial == GROWTH_SHORT_TRIALS // 2:
+            for size in long:
+                measured[size].append(_growth_trial(redis_target, workers, concurrency, size))
+        for size in short:
+            measured[size].append(_growth_trial(redis_target, workers, concurrency, size))
+    return [report.median_row(measured[size]) for size in wanted]
 
 
 def _growth_trial(redis_target: str, workers: int, concurrency: int, size: int) -> dict[str, Any]:
