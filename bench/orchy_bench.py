@@ -44,8 +44,7 @@ WORKER_SERVING = " serving "  # in the line a worker logs once it polls
 TIMED_DONE_KEY = "bench:timed-done"  # the latency workload's last step pushes here
 FAN_OUT = 1000
 GROWTH_WARM_UP_RUNS = 200
-GROWTH_SHORT_TRIALS = 3  # for sizes under GROWTH_LONG_SIZE runs
-GROWTH_LONG_SIZE = 100_000
+GROWTH_TRIALS = 3  # of each size, in turn
 NS_PER_MS = 1_000_000
 DEFAULT_WORKERS = 2
 DEFAULT_CONCURRENCY = 64
@@ -393,21 +392,14 @@ def growth(redis_target: str, workers: int, concurrency: int, sizes: str) -> lis
     """The chain at growing sizes, each on a fresh server and database: tasks/s should stay
     flat; also the server's RSS and Redis memory per finished run. Each size is timed after
     a warm-up of the same chain (its runs are not counted), so that what a fresh server
-    pays once (connections, caches) does not weigh on the small sizes alone. A size whose
-    timed part takes seconds is measured ``GROWTH_SHORT_TRIALS`` times, each on a fresh
-    stack, and its median trial kept: one short window on this machine is mostly noise.
-    The short trials are spread around the long sizes (half before, half after), so that a
-    slow or fast spell of the host that lasts minutes does not fall on the short sizes alone.
-    """
+    pays once (connections, caches) does not weigh on the small sizes alone. Each size is
+    measured ``GROWTH_TRIALS`` times, the sizes in turn (1k, 10k, 100k, 1k, ...), each trial
+    on a fresh stack, and its median trial kept: the host's speed drifts over minutes, and
+    in turn, no size has all its trials in one slow or fast spell."""
     wanted = [int(part) for part in sizes.split(",")]
-    short = [size for size in wanted if size < GROWTH_LONG_SIZE]
-    long = [size for size in wanted if size >= GROWTH_LONG_SIZE]
     measured: dict[int, list[dict[str, Any]]] = {size: [] for size in wanted}
-    for trial in range(GROWTH_SHORT_TRIALS):
-        if trial == GROWTH_SHORT_TRIALS // 2:
-            for size in long:
-                measured[size].append(_growth_trial(redis_target, workers, concurrency, size))
-        for size in short:
+    for _ in range(GROWTH_TRIALS):
+        for size in wanted:
             measured[size].append(_growth_trial(redis_target, workers, concurrency, size))
     return [report.median_row(measured[size]) for size in wanted]
 
