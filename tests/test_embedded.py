@@ -12,11 +12,10 @@ import redis
 
 from app.settings import Settings
 from app.store.connection import open_connection
-from app.store.embedded import ALLOCATOR_LIBC, EmbeddedRedis, allocator_preload
+from app.store.embedded import ALLOCATOR_LIBC, JEMALLOC, EmbeddedRedis, allocator_preload
 
 START_SECONDS = 10.0
-JEMALLOC_FILE_PART = "jemalloc"
-SYSTEM_JEMALLOC = ctypes.util.find_library("jemalloc")
+SYSTEM_JEMALLOC = ctypes.util.find_library(JEMALLOC)
 
 
 def mapped_libraries(pid: int) -> str:
@@ -55,7 +54,7 @@ def test_auto_runs_redis_on_the_systems_jemalloc(
 ) -> None:
     server = start(embedded_redis, tmp_path, "auto")
     assert server.process is not None
-    assert JEMALLOC_FILE_PART in mapped_libraries(server.process.pid)
+    assert JEMALLOC in mapped_libraries(server.process.pid)
     client = redis.Redis(unix_socket_path=str(server.socket_path))
     client.set("k", "v")
     assert client.get("k") == b"v"
@@ -66,7 +65,7 @@ def test_libc_runs_redis_without_jemalloc(
 ) -> None:
     server = start(embedded_redis, tmp_path, ALLOCATOR_LIBC)
     assert server.process is not None
-    assert JEMALLOC_FILE_PART not in mapped_libraries(server.process.pid)
+    assert JEMALLOC not in mapped_libraries(server.process.pid)
 
 
 def test_the_setting_reaches_the_embedded_redis(tmp_path: Path) -> None:
@@ -75,6 +74,6 @@ def test_the_setting_reaches_the_embedded_redis(tmp_path: Path) -> None:
     try:
         assert connection.embedded is not None and connection.embedded.process is not None
         assert connection.embedded.allocator == ALLOCATOR_LIBC
-        assert JEMALLOC_FILE_PART not in mapped_libraries(connection.embedded.process.pid)
+        assert JEMALLOC not in mapped_libraries(connection.embedded.process.pid)
     finally:
         connection.close()
