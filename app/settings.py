@@ -67,11 +67,26 @@ class Settings(BaseSettings):
     # GET /flow with a status filter looks at this many newest runs.
     list_scan_max: int = 10_000
 
-    # Limits on what clients send.
+    # Limits on what clients send (the README's "Limits" lists them). Request body sizes,
+    # by route: a definition, a run's input (each input of /flow/execute/many too), a
+    # result (/complete, /fail, each result of a batch), an event's data, a batch (of
+    # results or of starts), and every other body (polls, action definitions...).
+    max_definition_bytes: int = 4 * 1024 * 1024
+    max_input_bytes: int = 1024 * 1024
     max_output_bytes: int = 1024 * 1024
     max_event_bytes: int = 1024 * 1024
     max_batch_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = 64 * 1024
     max_starts_per_request: int = 1000
+    # JSON in any body: arrays and objects nested at most this deep (orjson, which stores
+    # everything, writes at most 254 levels, and a run's document wraps what it is given).
+    max_json_depth: int = 64
+    # A workflow definition: actions, and ids in one branch of a ``next``.
+    max_actions: int = 20_000
+    max_next_ids: int = 10_000
+    # delaySeconds, timeoutSeconds and retryAfterSeconds; and retryCount.
+    max_duration_seconds: float = 365 * 24 * 3600
+    max_retry_count: int = 100
 
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600

@@ -7,6 +7,16 @@ from app.actions.delay import is_number
 from app.definition import ActionDef, DefinitionError
 from app.jsontypes import JSONObject
 
+# An event is sent as the last segment of POST /flow/{id}/events/{event}: it cannot hold a
+# "/", clients resolve "." and ".." away, and control characters do not survive in a URL.
+UNSENDABLE_EVENTS = {".", ".."}
+URL_CONTROL = {chr(code) for code in range(0x20)} | {"\x7f"}
+
+
+def is_sendable(event: str) -> bool:
+    """True when ``POST /flow/{id}/events/{event}`` can send ``event``."""
+    return "/" not in event and event not in UNSENDABLE_EVENTS and URL_CONTROL.isdisjoint(event)
+
 
 class WaitAction(SystemAction):
     name = "wait"
@@ -15,6 +25,11 @@ class WaitAction(SystemAction):
     def validate(self, action: ActionDef) -> None:
         if not isinstance(action.event, str) or not action.event.strip():
             raise DefinitionError(f"{action.label}: wait needs an event name")
+        if not is_sendable(action.event):
+            raise DefinitionError(
+                f"{action.label}: event {action.event!r} cannot be sent as a URL path segment "
+                "(POST /flow/{id}/events/{event}): no '/', control characters, '.' or '..'"
+            )
         timeout = action.timeout_seconds
         if timeout is not None and (not is_number(timeout) or timeout <= 0):
             raise DefinitionError(

@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "HTTP-polling workers, all state in Redis.",
         lifespan=lifespan,
     )
-    app.add_middleware(JSONBodyMiddleware)
+    app.add_middleware(JSONBodyMiddleware, settings=settings)
     install_error_handlers(app)
     # Workers' routes first: they are matched on every poll and result.
     for module in (tasks, flows, metadata, health):

@@ -1,4 +1,7 @@
-"""Request dependencies: the running engine, body size limits."""
+"""Request dependencies: the running engine and the settings it was made with.
+
+Body size limits are not here: ``content_type.JSONBodyMiddleware`` applies them to every
+route before a body is parsed."""
 
 from __future__ import annotations
 
@@ -7,14 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.engine.engine import Engine
-from app.engine.errors import EngineError
 from app.settings import Settings
-
-PAYLOAD_TOO_LARGE = 413
-
-
-class PayloadTooLarge(EngineError):
-    status_code = PAYLOAD_TOO_LARGE
 
 
 # Dependencies are async on purpose: FastAPI runs a plain ``def`` dependency on a thread
@@ -33,27 +29,6 @@ def engine_and_settings(request: Request) -> tuple[Engine, Settings]:
     """For the hottest routes, which skip dependency injection."""
     state = request.app.state
     return state.engine, state.settings
-
-
-async def limit_body(request: Request, most: int, what: str) -> None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > most:
-        raise PayloadTooLarge(f"{what} is {declared} bytes; the limit is {most} bytes")
-    size = len(await request.body())
-    if size > most:
-        raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {most} bytes")
-
-
-async def limit_output(
-    request: Request, settings: Annotated[Settings, Depends(get_settings_of)]
-) -> None:
-    await limit_body(request, settings.max_output_bytes, "the result")
-
-
-async def limit_event(
-    request: Request, settings: Annotated[Settings, Depends(get_settings_of)]
-) -> None:
-    await limit_body(request, settings.max_event_bytes, "the event")
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Query
 
-from app.api.deps import EngineDep, SettingsDep, limit_event
+from app.api.deps import EngineDep, SettingsDep
 from app.api.models import (
     Accepted,
     ErrorResponse,
@@ -102,7 +102,6 @@ async def get_history(flow_id: str, engine: EngineDep) -> FlowHistory:
     "/{flow_id}/events/{event}",
     response_model=Accepted,
     responses=ERRORS,
-    dependencies=[Depends(limit_event)],
 )
 async def send_event(
     flow_id: str,
@@ -110,8 +109,12 @@ async def send_event(
     engine: EngineDep,
     data: Annotated[Any, Body()] = None,
 ) -> Accepted:
-    """Delivers an event: to the run's oldest wait for it, or kept until a wait asks."""
+    """Delivers an event: to the run's oldest wait for it, or kept until a wait asks
+    (``buffered``). A wait of a paused run takes it and goes on once the run is resumed
+    (``held``)."""
     answer = await engine.send_event(flow_id, event, {} if data is None else data)
+    if answer == "held":
+        return Accepted(status="held")
     return Accepted(status="delivered" if answer == "delivered" else "buffered")
 
 

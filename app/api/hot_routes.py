@@ -2,22 +2,24 @@
 and request layers, which cost more than the rest of such a request, and every worker calls
 these all the time. The body is validated with the routes' own models and answered by the
 routes' own functions; a body that does not validate, or is too large, is replayed to the
-FastAPI app, so that every error is answered the one way the rest of the API answers it."""
+FastAPI app, so that every error is answered the one way the rest of the API answers it.
+Bodies are read within the routes' limits and parsed as strictly as ``json_body`` parses
+every other body."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import State
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import INTERNAL, UNAVAILABLE, UNPROCESSABLE, UNSTORABLE_JSON
+from app.api.json_body import InvalidBody, body_limit, parse, read_within, replay
 from app.api.models import PollRequest, ResultsRequest
 from app.api.tasks import answer_poll, answer_results
 from app.engine.engine import Engine
@@ -47,13 +49,14 @@ class HotRoutes:
             return
         engine: Engine = self.state.engine
         settings: Settings = self.state.settings
-        body, complete = await _read_within(receive, settings.max_batch_bytes)
+        most = body_limit(path, settings).most
+        body, complete = await read_within(receive, most)
         request: BaseModel | None = None
-        if complete:
-            with contextlib.suppress(ValidationError):
-                request = _MODELS[path].model_validate_json(body)
+        if complete and len(body) <= most:
+            with contextlib.suppress(ValidationError, InvalidBody):
+                request = _MODELS[path].model_validate(parse(body, settings.max_json_depth))
         if request is None:
-            await self.app(scope, _replay(body, complete, receive), send)
+            await self.app(scope, replay(body, complete, receive), send)
             return
         status, answer = await _answer(engine, settings, request, receive)
         headers = [*JSON_HEADERS, (b"content-length", str(len(answer)).encode())]
@@ -86,35 +89,3 @@ def _error(message: str) -> bytes:
 
 
 _MODELS: dict[str, type[BaseModel]] = {POLL_PATH: PollRequest, RESULTS_PATH: ResultsRequest}
-
-
-async def _read_within(receive: Receive, most: int) -> tuple[bytes, bool]:
-    """The body and True; or, once it passes ``most`` bytes or the client hangs up, what was
-    read and False."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), False
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
-        if size > most:
-            return b"".join(chunks), False
-
-
-def _replay(body: bytes, complete: bool, receive: Receive) -> Callable[[], Awaitable[Message]]:
-    """A ``receive`` that gives what was read first, then the rest of the request."""
-    replayed = False
-
-    async def receive_again() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": not complete}
-        return await receive()
-
-    return receive_again

@@ -29,9 +29,9 @@ class ActionDefinition(BaseModel):
 
     name: str = Field(min_length=1)
     retryCount: int | None = Field(default=None, ge=0)
-    retryAfterSeconds: float | None = Field(default=None, ge=0)
+    retryAfterSeconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     retryPolicy: RetryPolicy | None = None
-    timeoutSeconds: float | None = Field(default=None, gt=0)
+    timeoutSeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class ActionDefinitionOut(BaseModel):
@@ -121,7 +121,7 @@ class PollRequest(BaseModel):
     workerId: str = Field(min_length=1)
     actions: list[str] = Field(min_length=1)
     max: int = Field(default=1, ge=1)
-    waitSeconds: float = Field(default=0.0, ge=0)
+    waitSeconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class TaskOut(BaseModel):

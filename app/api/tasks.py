@@ -6,16 +6,10 @@ import asyncio
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.types import Receive
 
-from app.api.deps import (
-    EngineDep,
-    PayloadTooLarge,
-    engine_and_settings,
-    limit_body,
-    limit_output,
-)
+from app.api.deps import EngineDep, engine_and_settings
 from app.api.errors import UNPROCESSABLE, UNSTORABLE_JSON
 from app.api.models import (
     Accepted,
@@ -29,7 +23,7 @@ from app.api.models import (
     ResultStatus,
 )
 from app.engine.engine import Engine, Failure, Result, Success, TakeNext
-from app.engine.errors import EngineError, Invalid
+from app.engine.errors import EngineError, Invalid, TooLarge
 from app.settings import Settings
 from app.store import LeasedTask
 
@@ -105,7 +99,6 @@ async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
     "/{task_id}/complete",
     response_model=Accepted,
     responses=ERRORS,
-    dependencies=[Depends(limit_output)],
 )
 async def complete(task_id: str, request: CompleteRequest, engine: EngineDep) -> Accepted:
     """Applies the attempt's output; 409 when the attempt is stale or already answered."""
@@ -117,7 +110,6 @@ async def complete(task_id: str, request: CompleteRequest, engine: EngineDep) ->
     "/{task_id}/fail",
     response_model=Accepted,
     responses=ERRORS,
-    dependencies=[Depends(limit_output)],
 )
 async def fail(task_id: str, request: FailRequest, engine: EngineDep) -> Accepted:
     """Reports a failed attempt: retried per the action's policy unless not retryable."""
@@ -130,7 +122,6 @@ async def results(request: ResultsRequest, http_request: Request) -> Response:
     """Applies many results in one request, each as its own ``/complete`` or ``/fail`` would,
     and answers a status for each: one failing result never affects the others."""
     engine, settings = engine_and_settings(http_request)
-    await limit_body(http_request, settings.max_batch_bytes, "the batch of results")
     return Response(await answer_results(engine, settings, request), media_type=JSON_MEDIA_TYPE)
 
 
@@ -159,7 +150,7 @@ async def answer_results(engine: Engine, settings: Settings, request: ResultsReq
             if size > settings.max_output_bytes:
                 statuses[index] = ResultStatus(
                     taskId=item.taskId,
-                    status=PayloadTooLarge.status_code,
+                    status=TooLarge.status_code,
                     error=f"output is {size} bytes; the limit is {settings.max_output_bytes} bytes",
                 )
                 continue

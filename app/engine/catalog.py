@@ -15,7 +15,7 @@ import orjson
 
 from app.definition import WorkflowDef
 from app.engine.retry import ActionSettings, RetryPolicy
-from app.engine.validate import parse_workflow
+from app.engine.validate import Limits, check_action_settings, parse_workflow
 from app.jsontypes import JSONObject
 from app.settings import Settings
 from app.store import Store
@@ -36,6 +36,7 @@ class Catalog:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        self.limits = Limits.of(settings)
         self._workflows: dict[tuple[str, int], WorkflowDef] = {}
         self._actions: dict[str, tuple[float, ActionSettings]] = {}
 
@@ -44,7 +45,9 @@ class Catalog:
     async def register_workflow(self, raw: object) -> Registration:
         """Validates and stores ``raw``; raises DefinitionError naming what is wrong."""
         # Off the event loop: checking a script's syntax is a round trip to a script process.
-        workflow = await asyncio.get_running_loop().run_in_executor(None, parse_workflow, raw)
+        workflow = await asyncio.get_running_loop().run_in_executor(
+            None, parse_workflow, raw, self.limits
+        )
         source = canonical_json(raw)
         digest = hashlib.sha256(source.encode()).hexdigest()
         version, created = await self.store.register_workflow(workflow.name, digest, source)
@@ -81,6 +84,8 @@ class Catalog:
     # -- user actions ---------------------------------------------------------------
 
     async def put_action(self, action: ActionSettings) -> None:
+        """Stores ``action``; raises DefinitionError when it is beyond the limits."""
+        check_action_settings(action, self.limits)
         await self.store.put_action(action.name, canonical_json(action_to_json(action)))
         self._actions[action.name] = (time.monotonic(), action)
 

@@ -19,7 +19,7 @@ from app.actions import javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine.catalog import Catalog
 from app.engine.document import Document
-from app.engine.errors import Conflict, EngineError, Invalid, NotFound
+from app.engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge
 from app.engine.ids import TaskId, TimerKind, TimerMember, idempotent_flow_id, new_flow_id
 from app.engine.planner import Plan, Planner, dumps
 from app.engine.run_cache import MOVED, RunCache
@@ -144,7 +144,14 @@ class Engine:
             raise NotFound(f"workflow {name!r}{which} not found")
         keys = idempotency_keys or [None] * len(inputs)
         starts = []
-        for input_data, key in zip(inputs, keys, strict=True):
+        for index, (input_data, key) in enumerate(zip(inputs, keys, strict=True)):
+            input_json = dumps(input_data)
+            if len(input_json) > self.settings.max_input_bytes:
+                what = "input" if len(inputs) == 1 else f"inputs[{index}]"
+                raise TooLarge(
+                    f"{what} is {len(input_json)} bytes; the limit is "
+                    f"{self.settings.max_input_bytes} bytes (ORCHY_MAX_INPUT_BYTES)"
+                )
             flow_id = idempotent_flow_id(name, key) if key else new_flow_id()
             document: JSONObject = {
                 "input": input_data,
@@ -156,7 +163,7 @@ class Engine:
                     flow_id,
                     name,
                     workflow.version,
-                    dumps(input_data),
+                    input_json,
                     key or "",
                     plan.fail_reason,
                     plan.ops,

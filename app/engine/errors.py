@@ -21,3 +21,7 @@ class Conflict(EngineError):
 
 class Invalid(EngineError):
     status_code = 422
+
+
+class TooLarge(EngineError):
+    status_code = 413

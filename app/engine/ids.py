@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,8 +15,14 @@ def new_flow_id() -> str:
 
 
 def idempotent_flow_id(workflow: str, key: str) -> str:
-    """The same (workflow, key) always names the same run."""
-    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{workflow}\n{key}").hex
+    r"""The same (workflow, key) always names the same run, and no other pair names it.
+
+    ``workflow\nkey`` is ambiguous when the workflow's name holds a newline (``"x\ny"`` with
+    ``"k"``, ``"x"`` with ``"y\nk"``): such names are written as a JSON array instead, which
+    never holds a raw newline, so it cannot meet the first form. Names without a newline
+    keep the first form, and the runs their keys named before."""
+    scoped = json.dumps([workflow, key]) if "\n" in workflow else f"{workflow}\n{key}"
+    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, scoped).hex
 
 
 @dataclass(frozen=True)

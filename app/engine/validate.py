@@ -7,6 +7,7 @@ or the action and the problem.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from app.actions import REGISTRY, get_action
@@ -14,13 +15,55 @@ from app.actions.delay import is_number
 from app.actions.switch import SwitchAction
 from app.definition import ActionDef, ActionType, DefinitionError, WorkflowDef
 from app.engine.params import PathError, compile_path, references
+from app.engine.retry import ActionSettings
 from app.jsontypes import JSON
+from app.settings import Settings
 
 _ACTION_TYPES = ", ".join(repr(kind.value) for kind in ActionType)
 
 
-def parse_workflow(raw: object) -> WorkflowDef:
-    """Validate ``raw`` (already JSON-decoded) and build the definition (version 0)."""
+@dataclass(frozen=True)
+class Limits:
+    """What a definition may hold (``ORCHY_MAX_*``), checked when it is registered only: a
+    stored definition stays readable when a limit is lowered."""
+
+    max_actions: int
+    max_next_ids: int
+    max_duration_seconds: float
+    max_retry_count: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            max_actions=settings.max_actions,
+            max_next_ids=settings.max_next_ids,
+            max_duration_seconds=settings.max_duration_seconds,
+            max_retry_count=settings.max_retry_count,
+        )
+
+    def check_duration(self, where: str, field: str, seconds: float | None) -> None:
+        if seconds is not None and not seconds <= self.max_duration_seconds:
+            raise DefinitionError(
+                f"{where}: {field} must be at most {self.max_duration_seconds:g} seconds "
+                f"(ORCHY_MAX_DURATION_SECONDS), not {seconds!r}"
+            )
+
+
+def check_action_settings(action: ActionSettings, limits: Limits) -> None:
+    """A user action's retry and lease settings, within the limits."""
+    where = f"action {action.name!r}"
+    if action.retry_count > limits.max_retry_count:
+        raise DefinitionError(
+            f"{where}: retryCount must be at most {limits.max_retry_count} "
+            f"(ORCHY_MAX_RETRY_COUNT), not {action.retry_count}"
+        )
+    limits.check_duration(where, "retryAfterSeconds", action.retry_after_seconds)
+    limits.check_duration(where, "timeoutSeconds", action.timeout_seconds)
+
+
+def parse_workflow(raw: object, limits: Limits | None = None) -> WorkflowDef:
+    """Validate ``raw`` (already JSON-decoded) and build the definition (version 0); with
+    ``limits`` (at registration), check that it stays within them."""
     if not isinstance(raw, dict):
         raise DefinitionError("a workflow definition must be a JSON object")
     name = raw.get("name")
@@ -29,6 +72,11 @@ def parse_workflow(raw: object) -> WorkflowDef:
     raw_actions = raw.get("actions")
     if not isinstance(raw_actions, list) or not raw_actions:
         raise DefinitionError("actions must be a non-empty list")
+    if limits is not None and len(raw_actions) > limits.max_actions:
+        raise DefinitionError(
+            f"actions: at most {limits.max_actions} actions (ORCHY_MAX_ACTIONS), "
+            f"not {len(raw_actions)}"
+        )
 
     actions: dict[int, ActionDef] = {}
     for index, raw_action in enumerate(raw_actions):
@@ -47,6 +95,8 @@ def parse_workflow(raw: object) -> WorkflowDef:
         _check_links(action, actions)
         _check_system_action(action)
         _check_references(action)
+        if limits is not None:
+            _check_limits(action, limits)
     output = raw.get("output")
     _check_template_references("output", output)
     _check_reachable(root, actions)
@@ -142,6 +192,17 @@ def _check_system_action(action: ActionDef) -> None:
             f"{action.label}: unknown system action {action.name!r} (known: {known})"
         )
     system_action.validate(action)
+
+
+def _check_limits(action: ActionDef, limits: Limits) -> None:
+    for branch, targets in action.next.items():
+        if len(targets) > limits.max_next_ids:
+            raise DefinitionError(
+                f"{action.label}: next.{branch} holds {len(targets)} ids; at most "
+                f"{limits.max_next_ids} (ORCHY_MAX_NEXT_IDS)"
+            )
+    limits.check_duration(action.label, "delaySeconds", action.delay_seconds)
+    limits.check_duration(action.label, "timeoutSeconds", action.timeout_seconds)
 
 
 def _check_references(action: ActionDef) -> None:

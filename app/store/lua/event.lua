@@ -3,7 +3,8 @@
 --     [5] waiters list, [6] held set
 -- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds,
 --     [5] event name, [6] event data JSON
--- Returns "delivered", "buffered", "terminal" or "missing".
+-- Returns "delivered", "held" (delivered to a wait of a PAUSED run: the wait goes on once the
+-- run is resumed), "buffered", "terminal" or "missing".
 local ctx = run_context()
 local name, data = ARGV[5], ARGV[6]
 local status = redis.call('HGET', ctx.run, 'status')
@@ -16,6 +17,7 @@ for _, entry in ipairs(redis.call('LRANGE', ctx.waiters, 0, -1)) do
     redis.call('LREM', ctx.waiters, 1, entry)
     consume_event(ctx, seq, name, data)
     hist(ctx, { event = 'EVENT_RECEIVED', name = name, seq = tonumber(seq) })
+    if status == 'PAUSED' then return done(ctx, 'held') end
     return done(ctx, 'delivered')
   end
 end
