@@ -120,12 +120,14 @@ async def test_event_of_ended_or_missing_run(lua: Lua) -> None:
     assert await lua.client.exists(lua.run_keys(ghost).run) == 0
 
 
-async def test_event_to_a_paused_run_is_delivered_and_its_step_held(lua: Lua) -> None:
+async def test_event_to_a_paused_run_is_answered_held_and_its_step_held(lua: Lua) -> None:
+    """The wait takes the event, but nothing moves until the run is resumed: the answer
+    says so ("held"), as a worker's result to a paused run is answered."""
     event = lua.new_name("ev")
     flow = await lua.start([wait(1, event)])
     assert await lua.store.pause(flow) == "ok"
 
-    assert await lua.store.send_event(flow, event, '"x"') == "delivered"
+    assert await lua.store.send_event(flow, event, '"x"') == "held"
     assert await lua.finish_waiting(flow, 1, "step", 2) == "held"
 
     assert await lua.held(flow) == {member("step", flow, 1, 2)}

@@ -44,7 +44,7 @@ class Limits:
     def check_duration(self, where: str, field: str, seconds: float | None) -> None:
         if seconds is not None and not seconds <= self.max_duration_seconds:
             raise DefinitionError(
-                f"{where}: {field} must be at most {self.max_duration_seconds:g} seconds "
+                f"{where}: {field} must be at most {self.max_duration_seconds:.15g} seconds "
                 f"(ORCHY_MAX_DURATION_SECONDS), not {seconds!r}"
             )
 
