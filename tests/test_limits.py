@@ -207,6 +207,7 @@ def bad_bodies(value: Any, name: str, flow_id: str, task_id: str) -> dict[str, t
         "body.inputs[1].v": ("/flow/execute/many", {"name": name, "inputs": [{}, {"v": value}]}),
         "body.v": (f"/flow/{flow_id}/events/go", {"v": value}),
         "body.output.v": (f"/tasks/{task_id}/complete", {"output": {"v": value}}),
+        "body.error": (f"/tasks/{task_id}/fail", {"error": value}),
         "body.results[0].output.v": (
             "/tasks/results",
             {"results": [{"taskId": task_id, "output": {"v": value}}]},
@@ -265,6 +266,7 @@ async def test_values_at_the_edges_are_kept_exactly(limited: Api) -> None:
         "digits": "[1, 123456789012345678901234567890]",
         "emoji": "\U0001f600",
         "deep": nested(DEPTH - 2),  # the body and "input" hold it
+        "brackets": '[[[[[[[[[[{{{{{{{{{{\\"[[[[\\\\',  # in a string: no nesting
     }
     flow_id = await limited.start(name, data)
     assert (await limited.flow(flow_id))["input"] == data

@@ -27,6 +27,7 @@ router = APIRouter(prefix="/flow", tags=["flow"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
     422: {"model": ErrorResponse},
 }
 CREATED = 201

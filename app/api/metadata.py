@@ -23,6 +23,7 @@ T = TypeVar("T")
 router = APIRouter(prefix="/metadata", tags=["metadata"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
     422: {"model": ErrorResponse},
 }
 

@@ -151,7 +151,8 @@ async def answer_results(engine: Engine, settings: Settings, request: ResultsReq
                 statuses[index] = ResultStatus(
                     taskId=item.taskId,
                     status=TooLarge.status_code,
-                    error=f"output is {size} bytes; the limit is {settings.max_output_bytes} bytes",
+                    error=f"output is {size} bytes; the limit is {settings.max_output_bytes} "
+                    "bytes (ORCHY_MAX_OUTPUT_BYTES)",
                 )
                 continue
             accepted.append((index, (item.taskId, Success(item.output))))
