@@ -255,6 +255,15 @@ async def test_number_too_large_for_a_double_is_422(limited: Api) -> None:
     assert_refused(await limited.http.post("/flow/execute", content=body), 422, "body.input.v")
 
 
+async def test_integer_of_five_thousand_digits_is_422(api: Api) -> None:
+    """More digits than Python converts to an int (4300): still a 422, not a 500."""
+    body = b'{"name": "x", "input": {"v": ' + b"9" * 5000 + b"}}"
+    error = assert_refused(
+        await api.http.post("/flow/execute", content=body), 422, "body.input.v", "64-bit"
+    )
+    assert len(error) < 200, error
+
+
 async def test_values_at_the_edges_are_kept_exactly(limited: Api) -> None:
     """What is allowed goes through unchanged: the 64-bit extremes, long digit strings
     inside strings, surrogate pairs, and nesting at the limit."""

@@ -6,7 +6,8 @@ the server stores, writes NaN as ``null``, refuses the others, and refuses more 
 levels of nesting. A body is therefore parsed here once with orjson, which refuses NaN,
 Infinity and lone surrogates itself, and checked for what orjson lets through (integers
 beyond 64 bits, which it reads as floats, and nesting deeper than ``max_json_depth``).
-Only a refused body is parsed a second time, to name the field at fault.
+Only a refused body (or one that may be: a long number may sit in a string) is parsed a
+second time, to name the field at fault.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ INT64_MAX = 2**63 - 1
 _DIGITS_AS_ZEROS = bytes.maketrans(b"0123456789", b"0" * 10)
 _LONG_RUN = b"0" * 19
 _LONG_INTEGER = re.compile(rb"(?:^|[:\[,])\s*(-?\d{19,})(?![\d.eE])")
+_SHOWN_DIGITS = 40
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPENERS = b"[{"
 _CLOSERS = b"]}"
@@ -96,9 +98,14 @@ def _has_long_integer(body: bytes) -> bool:
     sits inside a string). Most bodies have no run of 19 digits: one C-speed look says so."""
     if body.translate(_DIGITS_AS_ZEROS).find(_LONG_RUN) < 0:
         return False
-    return any(
-        not INT64_MIN <= int(match.group(1)) <= INT64_MAX for match in _LONG_INTEGER.finditer(body)
-    )
+    return any(not _fits_64_bits(match.group(1)) for match in _LONG_INTEGER.finditer(body))
+
+
+def _fits_64_bits(digits: bytes | str) -> bool:
+    # Python refuses to convert more than 4300 digits; 64 bits never need more than 19.
+    if len(digits) > len("-9223372036854775808"):
+        return False
+    return INT64_MIN <= int(digits) <= INT64_MAX
 
 
 def _may_be_deeper(body: bytes, max_depth: int) -> bool:
@@ -134,10 +141,12 @@ def _constant(text: str) -> _Unstorable:
 
 
 def _integer(text: str) -> int | _Unstorable:
-    number = int(text)
-    if INT64_MIN <= number <= INT64_MAX:
-        return number
-    return _Unstorable(text, "does not fit in a 64-bit integer")
+    if _fits_64_bits(text):
+        return int(text)
+    shown = (
+        text if len(text) <= _SHOWN_DIGITS else f"{text[:_SHOWN_DIGITS]}... ({len(text)} digits)"
+    )
+    return _Unstorable(shown, "does not fit in a 64-bit integer")
 
 
 def _float(text: str) -> float | _Unstorable:
