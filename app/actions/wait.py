@@ -25,11 +25,6 @@ class WaitAction(SystemAction):
     def validate(self, action: ActionDef) -> None:
         if not isinstance(action.event, str) or not action.event.strip():
             raise DefinitionError(f"{action.label}: wait needs an event name")
-        if not is_sendable(action.event):
-            raise DefinitionError(
-                f"{action.label}: event {action.event!r} cannot be sent as a URL path segment "
-                "(POST /flow/{id}/events/{event}): no '/', control characters, '.' or '..'"
-            )
         timeout = action.timeout_seconds
         if timeout is not None and (not is_number(timeout) or timeout <= 0):
             raise DefinitionError(

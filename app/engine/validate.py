@@ -13,6 +13,7 @@ from typing import Any, TypeGuard
 from app.actions import REGISTRY, get_action
 from app.actions.delay import is_number
 from app.actions.switch import SwitchAction
+from app.actions.wait import WaitAction, is_sendable
 from app.definition import ActionDef, ActionType, DefinitionError, WorkflowDef
 from app.engine.params import PathError, compile_path, references
 from app.engine.retry import ActionSettings
@@ -25,7 +26,7 @@ _ACTION_TYPES = ", ".join(repr(kind.value) for kind in ActionType)
 @dataclass(frozen=True)
 class Limits:
     """What a definition may hold (``ORCHY_MAX_*``), checked when it is registered only: a
-    stored definition stays readable when a limit is lowered."""
+    stored definition stays readable when a limit is lowered or a rule is added."""
 
     max_actions: int
     max_next_ids: int
@@ -195,6 +196,13 @@ def _check_system_action(action: ActionDef) -> None:
 
 
 def _check_limits(action: ActionDef, limits: Limits) -> None:
+    """Rules for new definitions only (see :class:`Limits`)."""
+    is_wait = action.type is ActionType.SYSTEM and action.name == WaitAction.name
+    if is_wait and action.event is not None and not is_sendable(action.event):
+        raise DefinitionError(
+            f"{action.label}: event {action.event!r} cannot be sent as a URL path segment "
+            "(POST /flow/{id}/events/{event}): no '/', control characters, '.' or '..'"
+        )
     for branch, targets in action.next.items():
         if len(targets) > limits.max_next_ids:
             raise DefinitionError(
