@@ -6,6 +6,7 @@ rest check the defaults on the session's server."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +15,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from app.engine.ids import IDEMPOTENCY_NAMESPACE
 from app.settings import Settings
 from tests.conftest import Api, ServerThread, unique
 from tests.test_engine_http import system, user, workflow
@@ -432,6 +434,15 @@ async def test_idempotency_keys_are_scoped_to_their_workflow_without_collisions(
     assert (await api.flow(second.json()["flowId"]))["name"] == base
     again = await api.http.post("/flow/execute", json={"name": base, "idempotencyKey": "y\nk"})
     assert again.json() == {"flowId": second.json()["flowId"], "created": False}
+
+
+async def test_idempotency_keys_name_the_runs_they_named_before(api: Api) -> None:
+    """A name without a newline keeps its key's flow id from before the change, so that a
+    retried start after an upgrade still finds its run."""
+    name = unique("idem-compatible")
+    await api.register(workflow(name, user(1, "t")))
+    flow_id = await api.start(name, idempotencyKey="order-17")
+    assert flow_id == uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{name}\norder-17").hex
 
 
 # -- events to a paused run ------------------------------------------------------------------
