@@ -50,7 +50,7 @@ class BodyLimit:
         return f"ORCHY_{self.setting.upper()}"
 
     def refusal(self, size: int | None) -> str:
-        what = "more than that" if size is None else f"{size} bytes"
+        what = "too large" if size is None else f"{size} bytes"
         return f"the request body is {what}; the limit is {self.most} bytes ({self.variable})"
 
 
