@@ -67,17 +67,14 @@ def serve(
     workers: Annotated[int, typer.Option(help="Server processes (needs REDIS_URL).")] = 1,
 ) -> None:
     """Start the server (the embedded Redis unless REDIS_URL is set)."""
-    import uvicorn
+    from app.serve import ServeError, run_server
 
     settings = get_settings()
-    uvicorn.run(
-        "app.main:app",
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        log_level="info",
-        access_log=settings.access_log,
-    )
+    try:
+        run_server(settings, host or settings.host, port or settings.port, workers)
+    except ServeError as error:
+        typer.echo(f"orchy serve: {error}", err=True)
+        raise typer.Exit(FAILURE_EXIT) from None
 
 
 @cli.command()
