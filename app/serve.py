@@ -18,6 +18,7 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
 from app.settings import Settings
+from app.store.embedded import DataDirInUse, check_folder_free, data_dir_path
 
 APP_PATH = "app.main:app"
 log = logging.getLogger("orchy.serve")
@@ -77,6 +78,11 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         raise ServeError(
             "--workers above 1 needs REDIS_URL: the embedded Redis belongs to one process"
         )
+    if not settings.redis_url:
+        try:
+            check_folder_free(data_dir_path(settings.data_dir))
+        except DataDirInUse as error:
+            raise ServeError(str(error)) from None
     sock = listen_socket(host, port)
     config = uvicorn.Config(
         APP_PATH,

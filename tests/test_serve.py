@@ -268,11 +268,11 @@ async def test_a_second_server_on_a_data_folder_in_use_is_refused(
     second = servers.server(env, tmp_path / "second.log")
     refused = second.launch()
     code = await asyncio.to_thread(refused.wait, EXIT_DEADLINE_SECONDS)
-    assert code != 0
-    assert (
-        f"data folder {data_dir} is in use by another orchy server (pid {first.process.pid})"
-        in second.log_tail()
-    )
+    assert code == 1
+    assert second.log_tail().splitlines() == [
+        f"orchy serve: data folder {data_dir} is in use by another orchy server "
+        f"(pid {first.process.pid}); stop it, or set ORCHY_DATA_DIR to another folder"
+    ]
     async with api_of(first.url) as api:
         assert (await api.http.get("/health")).json() == {"status": "ok", "redis": "ok"}
     await first.terminate()

@@ -88,6 +88,12 @@ class DataDirInUse(RuntimeError):
     """Another live server holds the data folder."""
 
 
+def check_folder_free(data_dir: Path) -> None:
+    """DataDirInUse if another live server holds ``data_dir`` (a look, not a claim)."""
+    if (data_dir / LOCK_NAME).exists():
+        _lock_folder(data_dir).close()
+
+
 def _lock_folder(data_dir: Path) -> IO[str]:
     """Takes the folder's lock for this process, or says which process holds it."""
     lock = (data_dir / LOCK_NAME).open("a+")
