@@ -18,7 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.api.app import stop_tasks
 from app.settings import Settings, default_data_dir
+from app.store.connection import redacted
 from app.store.embedded import PIDFILE_NAME
 from tests.conftest import unique, wait_until
 from tests.test_engine_http import user, workflow
@@ -319,3 +321,29 @@ async def test_the_log_says_where_state_lives_and_has_a_line_per_run_and_failure
         assert (await api.http.get("/health")).status_code == 200
         assert log_lines(server) == before, "polls are not logged"
     await server.terminate()
+
+
+async def test_stopping_outlasts_a_background_task_that_swallows_a_cancellation() -> None:
+    """redis-py's pub/sub loses a cancellation that comes while it subscribes: a stop that
+    cancelled the notifier once and waited for it hung for ever."""
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(stop_tasks([task], timeout_seconds=30), EXIT_DEADLINE_SECONDS)
+    assert swallowed.is_set()
+    assert task.cancelled()
+
+
+def test_the_log_never_shows_a_redis_password() -> None:
+    assert redacted("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redacted("rediss://:secret@host:6380") == "rediss://:***@host:6380"
+    assert redacted("redis://host:6379/0") == "redis://host:6379/0"
+    assert redacted("unix:///tmp/redis.sock") == "unix:///tmp/redis.sock"
