@@ -95,6 +95,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     if workers > 1:
+        log.info("listening on http://%s:%d with %d server processes", host, port, workers)
         Multiprocess(config, sockets=[sock]).run()
         return
     server = OrchyServer(config)
