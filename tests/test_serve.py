@@ -23,7 +23,7 @@ from app.settings import Settings, default_data_dir
 from app.store.connection import redacted
 from app.store.embedded import PIDFILE_NAME
 from tests.conftest import unique, wait_until
-from tests.test_engine_http import user, workflow
+from tests.test_engine_http import system, user, workflow
 from tests.test_faults import (
     PROCESS_EXIT_SECONDS,
     Processes,
@@ -314,6 +314,18 @@ async def test_the_log_says_where_state_lives_and_has_a_line_per_run_and_failure
         await wait_for_line(server, rf"run {failed} started: {name} v1")
         await wait_for_line(server, rf"run {failed}, step 1, attempt 1 failed: gave up")
         await wait_for_line(server, rf"run {failed} FAILED: .*gave up")
+
+        switched = f"{name}-switch"
+        await api.register(
+            workflow(
+                switched,
+                system(1, "switch", {"go": [2]}, expression="{$.input.way}"),
+                user(2, task_name),
+            )
+        )
+        nowhere = await api.start(switched, {"way": "nowhere"})
+        await wait_for_line(server, rf"run {nowhere}, action 1 failed: .*nowhere")
+        await wait_for_line(server, rf"run {nowhere} FAILED: .*nowhere")
 
         before = log_lines(server)
         for _ in range(5):
