@@ -79,13 +79,22 @@ def occupied_port() -> Iterator[Occupied]:
         yield Occupied(sock.getsockname()[1])
 
 
+def kill_marked(mark: str) -> None:
+    for pid in marked_processes(mark):
+        kill_pid(pid)
+
+
 @pytest.fixture
 def servers() -> Iterator[Processes]:
+    """Servers started by the test; at the end, they and whatever they started are killed,
+    whatever happened."""
     started = Processes()
     try:
         yield started
     finally:
         started.close()
+        for mark in {server.env[MARK] for server in started.servers if MARK in server.env}:
+            kill_marked(mark)
 
 
 @dataclass
@@ -144,10 +153,12 @@ def test_a_port_in_use_ends_serve_at_once_with_one_line_and_nothing_left(
     try:
         stdout, stderr = process.communicate(timeout=EXIT_DEADLINE_SECONDS)
     except subprocess.TimeoutExpired:
-        for pid in [process.pid, *marked_processes(env[MARK])]:
-            kill_pid(pid)
+        kill_pid(process.pid)
         process.wait()
         raise AssertionError("orchy serve on a port in use did not exit") from None
+    finally:
+        left = marked_processes(env[MARK])
+        kill_marked(env[MARK])
 
     assert process.returncode == 1
     lines = stderr.decode().splitlines()
@@ -156,7 +167,7 @@ def test_a_port_in_use_ends_serve_at_once_with_one_line_and_nothing_left(
         " (choose another with --port or ORCHY_PORT)"
     ]
     assert stdout == b""
-    assert marked_processes(env[MARK]) == [], "a process the server started is still running"
+    assert left == [], "a process the server started is still running"
     assert not (tmp_path / "data" / PIDFILE_NAME).exists()
 
 
