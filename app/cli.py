@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 
 import httpx
 import typer
@@ -24,6 +25,7 @@ cli.add_typer(flow_cli, name="flow")
 TERMINAL = {"COMPLETED", "FAILED", "TERMINATED"}
 WAIT_STEP_SECONDS = 0.2
 FAILURE_EXIT = 1
+FILE_PREFIX = "@"
 
 ServerOption = Annotated[
     str | None, typer.Option("--server", help="Server URL (default: ORCHY_WORKER_SERVER_URL).")
@@ -39,6 +41,18 @@ def _parse_json(text: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise typer.BadParameter(f"{what} is not valid JSON: {error}") from error
+
+
+def _json_argument(value: str, what: str) -> Any:
+    """``value`` as JSON, or the JSON in the file it names as ``@path``."""
+    if not value.startswith(FILE_PREFIX):
+        return _parse_json(value, what)
+    path = Path(value[len(FILE_PREFIX) :])
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise typer.BadParameter(f"{what}: cannot read {path}: {error.strerror}") from error
+    return _parse_json(text, f"{what} ({path})")
 
 
 def _call(method: str, url: str, body: Any = None) -> Any:
@@ -67,17 +81,14 @@ def serve(
     workers: Annotated[int, typer.Option(help="Server processes (needs REDIS_URL).")] = 1,
 ) -> None:
     """Start the server (the embedded Redis unless REDIS_URL is set)."""
-    import uvicorn
+    from app.serve import ServeError, run_server
 
     settings = get_settings()
-    uvicorn.run(
-        "app.main:app",
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        log_level="info",
-        access_log=settings.access_log,
-    )
+    try:
+        run_server(settings, host or settings.host, port or settings.port, workers)
+    except ServeError as error:
+        typer.echo(f"orchy serve: {error}", err=True)
+        raise typer.Exit(FAILURE_EXIT) from None
 
 
 @cli.command()
@@ -102,18 +113,31 @@ def register_workflow(
     _print(_call("POST", f"{_server(server)}/metadata/workflow", definition))
 
 
+@workflow_cli.command("list")
+def list_workflows(server: ServerOption = None) -> None:
+    """List the registered workflows (name and latest version)."""
+    _print(_call("GET", f"{_server(server)}/metadata/workflow"))
+
+
 @cli.command()
 def run(
     name: Annotated[str, typer.Argument(help="Workflow name.")],
-    input_json: Annotated[str, typer.Option("--input", help="Run input as JSON.")] = "{}",
+    input_json: Annotated[
+        str, typer.Option("--input", help="Run input: a JSON object, or @file.json.")
+    ] = "{}",
     version: Annotated[int | None, typer.Option(help="Workflow version.")] = None,
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 300.0,
     server: ServerOption = None,
 ) -> None:
-    """Start a run; with --wait, print the finished run and exit non-zero unless COMPLETED."""
-    body: dict[str, Any] = {"name": name, "input": _parse_json(input_json, "--input")}
+    """Start a run; with --wait, show its progress (on stderr), print the finished run and
+    exit non-zero unless it COMPLETED."""
+    run_input = _json_argument(input_json, "--input")
+    if not isinstance(run_input, dict):
+        kind = type(run_input).__name__ if run_input is not None else "null"
+        raise typer.BadParameter(f"--input must be a JSON object, not {kind}")
+    body: dict[str, Any] = {"name": name, "input": run_input}
     if version is not None:
         body["version"] = version
     if idempotency_key is not None:
@@ -123,15 +147,50 @@ def run(
     if not wait:
         _print(started)
         return
-    deadline = time.monotonic() + timeout
-    while True:
-        flow = _call("GET", f"{base}/flow/{started['flowId']}")
-        if flow["status"] in TERMINAL or time.monotonic() > deadline:
-            break
-        time.sleep(WAIT_STEP_SECONDS)
+    flow_id = started["flowId"]
+    typer.echo(f"flow {flow_id} {'started' if started['created'] else 'already started'}", err=True)
+    flow = _wait_for_end(base, flow_id, timeout)
     _print(flow)
     if flow["status"] != "COMPLETED":
         raise typer.Exit(FAILURE_EXIT)
+
+
+def _wait_for_end(base: str, flow_id: str, timeout: float) -> Any:
+    """The run once it has ended or ``timeout`` has passed, telling each change of its
+    actions' states on stderr as it goes."""
+    deadline = time.monotonic() + timeout
+    shown: dict[str, str] = {}
+    while True:
+        flow = _call("GET", f"{base}/flow/{flow_id}")
+        for line in _progress(flow, shown):
+            typer.echo(line, err=True)
+        if flow["status"] in TERMINAL:
+            return flow
+        if time.monotonic() > deadline:
+            typer.echo(
+                f"timed out after {timeout:g} s: flow {flow_id} is still {flow['status']}",
+                err=True,
+            )
+            return flow
+        time.sleep(WAIT_STEP_SECONDS)
+
+
+def _progress(flow: Any, shown: dict[str, str]) -> list[str]:
+    """A line per action whose state changed since ``shown`` (updated), and the run's end."""
+    lines = []
+    for action_id, action in sorted(flow["actions"].items(), key=lambda item: int(item[0])):
+        state = action["status"]
+        if action["attempts"] > 1:
+            state += f" (attempt {action['attempts']})"
+        if action.get("error") and action["status"] == "FAILED":
+            state += f": {action['error']}"
+        if shown.get(action_id) != state:
+            shown[action_id] = state
+            lines.append(f"  action {action_id}: {state}")
+    if flow["status"] in TERMINAL:
+        reason = f": {flow['reason']}" if flow.get("reason") else ""
+        lines.append(f"flow {flow['id']} {flow['status']}{reason}")
+    return lines
 
 
 @flow_cli.command("get")
@@ -140,15 +199,60 @@ def get_flow(flow_id: str, server: ServerOption = None) -> None:
     _print(_call("GET", f"{_server(server)}/flow/{flow_id}"))
 
 
+@flow_cli.command("list")
+def list_flows(
+    name: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs in this status.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,
+    offset: Annotated[int, typer.Option(help="Skip this many runs.")] = 0,
+    server: ServerOption = None,
+) -> None:
+    """List runs, newest first."""
+    query: dict[str, Any] = {"limit": limit, "offset": offset}
+    if name is not None:
+        query["name"] = name
+    if status is not None:
+        query["status"] = status.upper()
+    _print(_call("GET", f"{_server(server)}/flow?{urlencode(query)}"))
+
+
+@flow_cli.command("history")
+def flow_history(flow_id: str, server: ServerOption = None) -> None:
+    """Print every transition of a run, in order."""
+    _print(_call("GET", f"{_server(server)}/flow/{quote(flow_id, safe='')}/history"))
+
+
+def _lifecycle(flow_id: str, change: str, server: str | None) -> None:
+    _print(_call("POST", f"{_server(server)}/flow/{quote(flow_id, safe='')}/{change}"))
+
+
+@flow_cli.command("pause")
+def pause_flow(flow_id: str, server: ServerOption = None) -> None:
+    """Pause a run: results and timers are held until it is resumed."""
+    _lifecycle(flow_id, "pause", server)
+
+
+@flow_cli.command("resume")
+def resume_flow(flow_id: str, server: ServerOption = None) -> None:
+    """Resume a paused run."""
+    _lifecycle(flow_id, "resume", server)
+
+
+@flow_cli.command("terminate")
+def terminate_flow(flow_id: str, server: ServerOption = None) -> None:
+    """End a run now (TERMINATED)."""
+    _lifecycle(flow_id, "terminate", server)
+
+
 @cli.command()
 def event(
     flow_id: str,
     name: str,
-    data: Annotated[str, typer.Option("--data", help="Event data as JSON.")] = "{}",
+    data: Annotated[str, typer.Option("--data", help="Event data: JSON, or @file.json.")] = "{}",
     server: ServerOption = None,
 ) -> None:
     """Send an event to a run."""
-    body = _parse_json(data, "--data")
+    body = _json_argument(data, "--data")
     _print(_call("POST", f"{_server(server)}/flow/{flow_id}/events/{name}", body))
 
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> str:
+    """``$XDG_DATA_HOME/orchy``, else ``~/.local/share/orchy``: the same folder whatever
+    the directory the server is started from."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "orchy")
 
 
 class Settings(BaseSettings):
@@ -15,7 +24,7 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="", validation_alias=AliasChoices("ORCHY_REDIS_URL", "REDIS_URL")
     )
-    data_dir: str = ".orchy-data"
+    data_dir: str = Field(default_factory=default_data_dir)
     # A Redis call that takes longer fails (the request answers 503) instead of hanging.
     redis_timeout_seconds: float = 5.0
     embedded_start_timeout_seconds: float = 10.0
@@ -28,6 +37,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     access_log: bool = False
     port: int = 8080
+    # A line per run started and finished and per failed task attempt (never per poll).
+    log_runs: bool = True
+    # On SIGINT/SIGTERM long polls end at once; other requests in flight get this long.
+    shutdown_grace_seconds: int = 3
 
     # Runs are spread over this many Redis hash tags; fixed for the life of a database.
     partitions: int = 16

@@ -170,6 +170,7 @@ async def test_run_without_wait_prints_the_flow_id_at_once(api: Api, server: Ser
     assert again.json() == {"flowId": flow_id, "created": False}
     assert waited.code == 1, "a --wait that times out is not a success"
     assert waited.json()["status"] == "RUNNING"
+    assert f"timed out after 0.3 s: flow {flow_id} is still RUNNING" in waited.stderr
     await api.http.post(f"/flow/{flow_id}/terminate")
 
 
@@ -251,3 +252,160 @@ async def test_event_is_delivered_to_a_waiting_run(api: Api, server: ServerThrea
     assert finished.message.startswith("409:")
     assert bad.code != 0
     assert "--data is not valid JSON" in bad.message
+
+
+# -- run: progress, input files, input shapes -----------------------------------------------
+
+
+async def test_run_wait_tells_the_flow_id_at_once_then_each_step(
+    api: Api, server: ServerThread
+) -> None:
+    """The run cannot end before the test completes its task, which it finds through the
+    flow id the command printed: so that id was printed while the run was going on."""
+    name = unique("cli-progress")
+    task_name = f"{name}-task"
+    await api.register(workflow(name, user(1, task_name, {"default": [2]}), user(2, task_name)))
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "app.cli", "run", name, "--wait", "--server", server.url],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None and process.stdout is not None
+        first = await asyncio.wait_for(process.stderr.readline(), COMMAND_SECONDS)
+        started = re.fullmatch(r"flow (\w+) started\n", first.decode())
+        assert started is not None, first
+        flow_id = started.group(1)
+        assert process.returncode is None
+        for _ in range(2):
+            task = await api.poll_one(task_name)
+            assert task["flowId"] == flow_id
+            assert (
+                await api.complete(task["taskId"], {"done": task["actionId"]})
+            ).status_code == 200
+        stdout, rest = await asyncio.wait_for(process.communicate(), COMMAND_SECONDS)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    assert json.loads(stdout)["status"] == "COMPLETED"
+    progress = rest.decode().splitlines()
+    for line in ("  action 1: COMPLETED", "  action 2: COMPLETED", f"flow {flow_id} COMPLETED"):
+        assert line in progress, progress
+    assert progress[-1] == f"flow {flow_id} COMPLETED"
+    assert progress.index("  action 1: COMPLETED") < progress.index("  action 2: COMPLETED")
+
+
+async def test_run_reads_its_input_from_a_file(
+    api: Api, server: ServerThread, tmp_path: Path
+) -> None:
+    name = unique("cli-input-file")
+    await api.register(delayed(name))
+    input_file = tmp_path / "input.json"
+    input_file.write_text(json.dumps({"way": "go", "from": "a file"}))
+    done, missing = await asyncio.gather(
+        orchy("run", name, "--input", f"@{input_file}", "--wait", server=server),
+        orchy("run", name, "--input", f"@{tmp_path / 'nope.json'}", server=server),
+    )
+    assert done.code == 0, done.stderr
+    assert done.json()["input"] == {"way": "go", "from": "a file"}
+    assert missing.code != 0
+    assert f"--input: cannot read {tmp_path / 'nope.json'}" in missing.message
+    listed = await api.http.get("/flow", params={"name": name})
+    assert [run["id"] for run in listed.json()["runs"]] == [done.json()["id"]]
+
+
+async def test_run_refuses_an_input_that_is_not_an_object_before_starting(
+    api: Api, server: ServerThread, tmp_path: Path
+) -> None:
+    name = unique("cli-input-shape")
+    await api.register(delayed(name))
+    listed_file = tmp_path / "list.json"
+    listed_file.write_text("[1, 2]")
+    results = await asyncio.gather(
+        orchy("run", name, "--input", "[1, 2]", server=server),
+        orchy("run", name, "--input", '"text"', server=server),
+        orchy("run", name, "--input", "null", "--wait", server=server),
+        orchy("run", name, "--input", f"@{listed_file}", server=server),
+    )
+    for result, kind in zip(results, ["list", "str", "null", "list"], strict=True):
+        assert result.code != 0
+        assert result.stdout == ""
+        assert f"--input must be a JSON object, not {kind}" in result.message
+    listed = await api.http.get("/flow", params={"name": name})
+    assert listed.json()["runs"] == [], "no run may start from an input that is not an object"
+
+
+# -- workflow list, flow list, history and lifecycle ----------------------------------------
+
+
+async def test_workflow_list_shows_every_workflow_with_its_latest_version(
+    api: Api, server: ServerThread
+) -> None:
+    first, second = unique("cli-list-a"), unique("cli-list-b")
+    await api.register(delayed(first))
+    await api.register(delayed(second))
+    changed = delayed(second)
+    changed["actions"][0]["delaySeconds"] = 0.2
+    await api.register(changed)
+    listed = await orchy("workflow", "list", server=server)
+    assert listed.code == 0, listed.stderr
+    assert listed.json() == (await api.http.get("/metadata/workflow")).json()
+    versions = {entry["name"]: entry["latestVersion"] for entry in listed.json()}
+    assert versions[first] == 1
+    assert versions[second] == 2
+
+
+async def test_flow_list_shows_runs_newest_first_by_name_and_status(
+    api: Api, server: ServerThread
+) -> None:
+    name = unique("cli-flow-list")
+    await api.register(workflow(name, user(1, f"{name}-never")))
+    older = await api.start(name)
+    newer = await api.start(name)
+    await api.http.post(f"/flow/{older}/terminate")
+    everything, terminated, one = await asyncio.gather(
+        orchy("flow", "list", "--name", name, server=server),
+        orchy("flow", "list", "--name", name, "--status", "terminated", server=server),
+        orchy("flow", "list", "--name", name, "--limit", "1", "--offset", "1", server=server),
+    )
+    assert everything.code == 0, everything.stderr
+    assert [run["id"] for run in everything.json()["runs"]] == [newer, older]
+    assert [run["status"] for run in everything.json()["runs"]] == ["RUNNING", "TERMINATED"]
+    assert [run["id"] for run in terminated.json()["runs"]] == [older]
+    assert [run["id"] for run in one.json()["runs"]] == [older]
+    await api.http.post(f"/flow/{newer}/terminate")
+
+
+async def test_flow_history_pause_resume_and_terminate(api: Api, server: ServerThread) -> None:
+    name = unique("cli-lifecycle")
+    await api.register(workflow(name, user(1, f"{name}-never")))
+    flow_id = await api.start(name)
+
+    paused = await orchy("flow", "pause", flow_id, server=server)
+    assert paused.code == 0, paused.stderr
+    assert paused.json() == {"status": "ok"}
+    assert (await api.flow(flow_id))["status"] == "PAUSED"
+    resumed = await orchy("flow", "resume", flow_id, server=server)
+    assert resumed.code == 0, resumed.stderr
+    assert (await api.flow(flow_id))["status"] == "RUNNING"
+    terminated = await orchy("flow", "terminate", flow_id, server=server)
+    assert terminated.code == 0, terminated.stderr
+    assert (await api.flow(flow_id))["status"] == "TERMINATED"
+
+    history, again, unknown = await asyncio.gather(
+        orchy("flow", "history", flow_id, server=server),
+        orchy("flow", "terminate", flow_id, server=server),
+        orchy("flow", "pause", f"{flow_id}x", server=server),
+    )
+    assert history.code == 0, history.stderr
+    assert history.json() == (await api.http.get(f"/flow/{flow_id}/history")).json()
+    events = [entry["event"] for entry in history.json()["history"]]
+    assert "RUN_TERMINATED" in events
+    assert again.code == 1
+    assert again.message.startswith("409:")
+    assert unknown.code == 1
+    assert unknown.message.startswith("404:")

@@ -1,9 +1,12 @@
-"""The embedded Redis's allocator: jemalloc preloaded when the system has it, unless told
-otherwise (``ORCHY_EMBEDDED_ALLOCATOR``)."""
+"""The embedded Redis: its allocator (jemalloc preloaded when the system has it, unless told
+otherwise with ``ORCHY_EMBEDDED_ALLOCATOR``), and the data folder's one owner at a time."""
 
 from __future__ import annotations
 
 import ctypes.util
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +15,15 @@ import redis
 
 from app.settings import Settings
 from app.store.connection import open_connection
-from app.store.embedded import ALLOCATOR_LIBC, JEMALLOC, EmbeddedRedis, allocator_preload
+from app.store.embedded import (
+    ALLOCATOR_LIBC,
+    JEMALLOC,
+    PIDFILE_NAME,
+    DataDirInUse,
+    EmbeddedRedis,
+    allocator_preload,
+)
+from tests.test_faults import pid_alive as process_alive
 
 START_SECONDS = 10.0
 SYSTEM_JEMALLOC = ctypes.util.find_library(JEMALLOC)
@@ -77,3 +88,66 @@ def test_the_setting_reaches_the_embedded_redis(tmp_path: Path) -> None:
         assert JEMALLOC not in mapped_libraries(connection.embedded.process.pid)
     finally:
         connection.close()
+
+
+# -- the data folder's owner ----------------------------------------------------------------
+
+CRASHING_SERVER = """
+import os, sys
+from pathlib import Path
+import redis
+from app.store.embedded import EmbeddedRedis
+server = EmbeddedRedis(Path(sys.argv[1]), "libc")
+server.start(10)
+redis.Redis(unix_socket_path=str(server.socket_path)).set("written", "before the crash")
+print(server.pid, flush=True)
+os._exit(1)  # dies without stopping its redis-server, as a crash would
+"""
+
+
+def test_a_second_owner_of_a_data_folder_in_use_is_refused(
+    tmp_path: Path, embedded_redis: list[EmbeddedRedis]
+) -> None:
+    first = start(embedded_redis, tmp_path, ALLOCATOR_LIBC)
+    second = EmbeddedRedis(tmp_path, ALLOCATOR_LIBC)
+    with pytest.raises(DataDirInUse, match=rf"{tmp_path} is in use .* \(pid {os.getpid()}\)"):
+        second.start(START_SECONDS)
+    assert second.pid is None
+    assert redis.Redis(unix_socket_path=str(first.socket_path)).ping()
+
+
+def test_the_redis_a_crashed_owner_left_is_adopted_and_stopped(tmp_path: Path) -> None:
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASHING_SERVER, str(tmp_path)],
+        capture_output=True,
+        timeout=START_SECONDS * 2,
+        check=False,
+    )
+    assert crashed.returncode == 1, crashed.stderr
+    left = int(crashed.stdout)
+    assert process_alive(left)
+
+    server = EmbeddedRedis(tmp_path, ALLOCATOR_LIBC)
+    try:
+        server.start(START_SECONDS)
+        assert server.adopted and not server.started
+        assert server.pid == left
+        client = redis.Redis(unix_socket_path=str(server.socket_path))
+        assert client.get("written") == b"before the crash"
+    finally:
+        server.stop()
+    assert not process_alive(left)
+
+
+def test_a_stale_pid_file_naming_another_process_is_never_adopted_nor_stopped(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / PIDFILE_NAME).write_text(f"{os.getpid()}\n")
+    server = EmbeddedRedis(tmp_path, ALLOCATOR_LIBC)
+    try:
+        server.start(START_SECONDS)
+        assert server.started and not server.adopted
+        assert server.pid != os.getpid()
+    finally:
+        server.stop()
+    assert process_alive(os.getpid())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,13 +18,58 @@ from app.api import flows, health, metadata, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.hot_routes import HotRoutes
+from app.engine import run_log
 from app.engine.engine import Engine
 from app.engine.notifier import Notifier
 from app.engine.sweeper import Sweeper
 from app.engine.wakeups import Wakeups
 from app.settings import Settings, get_settings
 from app.store import Store
-from app.store.connection import open_connection
+from app.store.connection import Connection, open_connection, redacted
+
+log = logging.getLogger("orchy.server")
+# A background task that swallowed one cancellation (redis-py's pub/sub does while it
+# subscribes) is cancelled again this often until it ends.
+CANCEL_AGAIN_SECONDS = 0.1
+# The data folder's default before it moved to the user's data directory.
+LEGACY_DATA_DIR = ".orchy-data"
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]], timeout_seconds: float) -> None:
+    """Cancels ``tasks`` and waits for them to end, at most ``timeout_seconds``."""
+    deadline = asyncio.get_running_loop().time() + timeout_seconds
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            names = ", ".join(sorted(task.get_name() for task in pending))
+            log.warning("stopped without waiting for %s", names)
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(left, CANCEL_AGAIN_SECONDS))
+
+
+def log_where_state_lives(connection: Connection) -> None:
+    embedded = connection.embedded
+    if embedded is None:
+        log.info("Redis: %s (REDIS_URL)", redacted(connection.url))
+        return
+    how = "reusing the one left running" if embedded.adopted else "started"
+    log.info(
+        "data folder %s (ORCHY_DATA_DIR); embedded Redis %s, pid %s, %s",
+        embedded.data_dir,
+        embedded.url,
+        embedded.pid,
+        how,
+    )
+    legacy = Path(LEGACY_DATA_DIR).resolve()
+    if legacy.is_dir() and legacy != embedded.data_dir:
+        log.warning(
+            "%s holds the data of an earlier default; to use it: ORCHY_DATA_DIR=%s",
+            legacy,
+            legacy,
+        )
 
 
 class OrchyAPI(FastAPI):
@@ -31,6 +78,12 @@ class OrchyAPI(FastAPI):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.hot_routes = HotRoutes(super().__call__, self.state)
+
+    def stop_polls(self) -> None:
+        """The server is stopping: long polls in flight answer now, with no tasks."""
+        engine: Engine | None = getattr(self.state, "engine", None)
+        if engine is not None:
+            engine.wakeups.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.hot_routes(scope, receive, send)
@@ -41,44 +94,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        connection = open_connection(settings)
-        client = connection.client(settings.redis_timeout_seconds)
-        pubsub_client = connection.pubsub_client(settings.redis_timeout_seconds)
-        store = Store(client, settings.partitions, settings.retention_seconds)
-        await store.check_partitions()
-        wakeups = Wakeups()
-        engine = Engine(store, settings, wakeups)
-        await engine.warm_up()
-        sweeper = Sweeper(engine, settings)
-        notifier = Notifier(
-            pubsub_client,
-            store.keys.notify_channel,
-            wakeups,
-            sweeper,
-            settings.notifier_reconnect_seconds,
-        )
-        background = [
-            asyncio.create_task(sweeper.run(), name="orchy-sweeper"),
-            asyncio.create_task(notifier.run(), name="orchy-notifier"),
-        ]
-        app.state.settings = settings
-        app.state.engine = engine
-        app.state.sweeper = sweeper
-        app.state.notifier = notifier
-        app.state.connection = connection
-        try:
+        # What is started is stopped, in reverse order, whether the start got to the end
+        # or failed half-way (a start that fails must leave no Redis or script behind).
+        run_log.enable(settings.log_runs)
+        async with contextlib.AsyncExitStack() as started:
+            connection = open_connection(settings)
+            started.callback(connection.close)
+            log_where_state_lives(connection)
+            client = connection.client(settings.redis_timeout_seconds)
+            started.push_async_callback(client.aclose)
+            pubsub_client = connection.pubsub_client(settings.redis_timeout_seconds)
+            started.push_async_callback(pubsub_client.aclose)
+            store = Store(client, settings.partitions, settings.retention_seconds)
+            await store.check_partitions()
+            wakeups = Wakeups()
+            engine = Engine(store, settings, wakeups)
+            started.callback(engine.close)
+            await engine.warm_up()
+            sweeper = Sweeper(engine, settings)
+            notifier = Notifier(
+                pubsub_client,
+                store.keys.notify_channel,
+                wakeups,
+                sweeper,
+                settings.notifier_reconnect_seconds,
+            )
+            background = [
+                asyncio.create_task(sweeper.run(), name="orchy-sweeper"),
+                asyncio.create_task(notifier.run(), name="orchy-notifier"),
+            ]
+            started.push_async_callback(stop_tasks, background, settings.shutdown_grace_seconds)
+            started.push_async_callback(sweeper.stop)
+            app.state.settings = settings
+            app.state.engine = engine
+            app.state.sweeper = sweeper
+            app.state.notifier = notifier
+            app.state.connection = connection
             yield
-        finally:
-            await sweeper.stop()
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            engine.close()
-            await client.aclose()
-            await pubsub_client.aclose()
-            connection.close()
+            log.info("stopping")
 
     app = OrchyAPI(
         title="Orchy for Python",

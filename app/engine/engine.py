@@ -17,6 +17,7 @@ import orjson
 
 from app.actions import javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
+from app.engine import run_log
 from app.engine.catalog import Catalog
 from app.engine.document import Document
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge
@@ -170,6 +171,7 @@ class Engine:
                 )
             )
         created = await self.store.start_runs(starts)
+        run_log.started(starts, created)
         for start in starts:
             self._announce(start.flow_id, start.ops)
         return [
@@ -412,6 +414,7 @@ class Engine:
         the same round trip and kept for their next result."""
         replies, reads = await self.store.transitions(changes, keep if self.runs.enabled else ())
         self.runs.keep(reads)
+        run_log.failed_attempts(changes, replies)
         for change in changes:
             self._announce(change.flow_id, change.ops)
         return replies
@@ -456,7 +459,7 @@ class Engine:
         deadline = time.monotonic() + min(wait_seconds, self.settings.poll_max_wait_seconds)
         leases = [(name, (await self.catalog.action(name)).lease_ms) for name in actions]
         look_everywhere = self.wakeups.full_scan_due(actions, self.settings.poll_recheck_seconds)
-        while gone is None or not gone.is_set():
+        while not self.wakeups.closed and (gone is None or not gone.is_set()):
             wakeup = self.wakeups.subscribe(actions)
             try:
                 tasks = await self._take(worker_id, leases, most, look_everywhere)

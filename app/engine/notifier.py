@@ -8,6 +8,7 @@ import logging
 
 from redis.asyncio import Redis
 
+from app.engine import run_log
 from app.engine.sweeper import Sweeper
 from app.engine.wakeups import Wakeups
 
@@ -63,3 +64,5 @@ class Notifier:
             self.wakeups.notify(rest, int(partition))
         elif kind == "t" and self.sweeper is not None:
             self.sweeper.notify(int(partition), int(float(rest)))
+        elif kind == run_log.FINISHED:
+            run_log.finished(rest)

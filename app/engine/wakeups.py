@@ -17,6 +17,12 @@ class Wakeups:
         # action -> partition -> how many notifications were seen (a generation counter).
         self._hints: dict[str, dict[int, int]] = defaultdict(dict)
         self._last_full_scan: dict[str, float] = {}
+        # Set when the server stops: long polls answer with what they have.
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.notify_all()
 
     def full_scan_due(self, actions: list[str], interval: float) -> bool:
         """Whether a poll must look in every partition rather than where tasks were

@@ -70,6 +70,15 @@ _PACKED = {
 }
 
 
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not separator or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
+
+
 def is_cluster_url(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEME)
 

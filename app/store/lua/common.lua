@@ -235,6 +235,9 @@ local function finish_run(ctx, status, reason)
   redis.call('HSET', ctx.run, 'status', status, 'reason', reason, 'updatedAt', ctx.now,
     'finishedAt', ctx.now)
   hist(ctx, { event = 'RUN_' .. status, reason = reason })
+  -- For the servers' logs (app/engine/run_log.py).
+  redis.call('PUBLISH', ctx.channel, 'f|' .. ctx.partition .. '|' .. ctx.flow .. '|' .. status
+    .. '|' .. reason)
   -- Written now, so that the history list exists when it is given its expiry.
   flush(ctx)
   for _, key in ipairs({ ctx.run, ctx.hist, ctx.events, ctx.waiters, ctx.held }) do
