@@ -30,7 +30,7 @@ from app.actions import js_pool
 from app.actions.base import Done, Fail, Outcome, SystemAction
 from app.actions.js_pool import Status
 from app.definition import ActionDef, DefinitionError
-from app.jsontypes import JSONObject
+from app.jsontypes import JSON, JSONObject
 from app.settings import get_settings
 
 log = logging.getLogger("orchy.javascript")
@@ -318,24 +318,40 @@ class JavaScriptAction(SystemAction):
 
     def run(self, action: ActionDef, document: JSONObject) -> Outcome:
         """Done with the script's output, or Fail saying why there is none: whatever the
-        script does, the step ends here (a step that raised would be retried for ever)."""
+        script does, the step ends here (a step that raised would be retried for ever).
+
+        The input recorded is the data document the script ran on (``$``), or a note of its
+        size when that is over ``js_max_recorded_input_bytes``."""
+        received: JSON = None
         try:
-            output = evaluate(action.expression or "", document, self.limits())
+            document_json = orjson.dumps(document)
+            received = recorded_input(document_json)
+            output = evaluate(action.expression or "", document_json.decode(), self.limits())
         except ScriptError as error:
-            return Fail(f"javascript {action.label}: {error}")
+            return Fail(f"javascript {action.label}: {error}", input=received)
         except Exception as error:
-            log.exception("javascript %s: the script's answer could not be handled", action.label)
-            return Fail(
-                f"javascript {action.label}: the script's answer could not be handled: {error}"
-            )
-        return Done(output=output)
+            log.exception("javascript %s: %s", action.label, UNHANDLED)
+            return Fail(f"javascript {action.label}: {UNHANDLED}: {error}", input=received)
+        return Done(output=output, input=received)
 
 
-def evaluate(script: str, document: JSONObject, limits: Limits) -> JSONObject:
-    """Run ``script`` with ``$`` = ``document``; the step's output: the top-level keys of
-    ``$`` it added or changed, and ``result``."""
+def recorded_input(document_json: bytes) -> JSON:
+    """What a step records as its input: the document, unless it is too big to copy."""
+    size = len(document_json)
+    most = get_settings().js_max_recorded_input_bytes
+    if size <= most:
+        return orjson.Fragment(document_json)  # already serialised for the script
+    return {
+        "omitted": f"the data document ({size} bytes) is larger than "
+        f"ORCHY_JS_MAX_RECORDED_INPUT_BYTES ({most} bytes)"
+    }
+
+
+def evaluate(script: str, document_json: str, limits: Limits) -> JSONObject:
+    """Run ``script`` with ``$`` parsed from ``document_json``; the step's output: the
+    top-level keys of ``$`` it added or changed, and ``result``."""
     program = _RUNNER % {
-        "document": _js_string(orjson.dumps(document).decode()),
+        "document": _js_string(document_json),
         "script": _js_string(script),
         "max_chars": limits.max_result_bytes,
         "max_depth": limits.max_result_depth,
