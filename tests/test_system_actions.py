@@ -343,12 +343,16 @@ def test_javascript_result_is_at_most_max_result_depth_deep(depth: int, fits: bo
         )
 
 
-def test_javascript_result_follows_json_for_dates_and_undefined() -> None:
-    script = "$.gone = undefined; ({when: new Date(0), a: undefined, b: [undefined]})"
+def test_javascript_result_follows_json_for_dates_boxes_and_undefined() -> None:
+    script = (
+        "$.gone = undefined;"
+        " ({when: new Date(0), n: new Number(5), s: new String('s'), a: undefined, b: [undefined]})"
+    )
 
     outcome = javascript(script, {})
 
-    assert outcome == Done(output={"result": {"when": "1970-01-01T00:00:00.000Z", "b": [None]}})
+    expected = {"when": "1970-01-01T00:00:00.000Z", "n": 5, "s": "s", "b": [None]}
+    assert outcome == Done(output={"result": expected})
 
 
 def test_javascript_failure_names_where_in_the_document_the_problem_is() -> None:

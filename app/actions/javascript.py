@@ -50,7 +50,14 @@ var $;
     hasOwn = Object.hasOwn, isArray = Array.isArray, create = Object.create,
     apply = Reflect.apply, exec = RegExp.prototype.exec, slice = String.prototype.slice,
     isWellFormed = String.prototype.isWellFormed,
-    toWellFormed = String.prototype.toWellFormed, toText = String, ErrorClass = Error;
+    toWellFormed = String.prototype.toWellFormed, toText = String, ErrorClass = Error,
+    tagOf = Object.prototype.toString;
+  // A boxed primitive (new Number(5)) is written as its value, as JSON.stringify does.
+  var UNBOX = create(null);
+  UNBOX["[object Number]"] = Number.prototype.valueOf;
+  UNBOX["[object String]"] = String.prototype.valueOf;
+  UNBOX["[object Boolean]"] = Boolean.prototype.valueOf;
+  UNBOX["[object BigInt]"] = BigInt.prototype.valueOf;
   var IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/, PATH_ENDS = 4;
   var PROBLEM = create(null);
   var problem = "";
@@ -104,6 +111,17 @@ var $;
       if (typeof toJSON === "function") {
         value = apply(toJSON, value, [depth === 0 ? "" : toText(names[depth])]);
         kind = typeof value;
+      }
+    }
+    if (kind === "object" && value !== null) {
+      var unbox = UNBOX[apply(tagOf, value, [])];
+      if (unbox !== undefined) {
+        try {
+          value = apply(unbox, value, []);
+          kind = typeof value;
+        } catch (notBoxed) {
+          // An object that only claims the tag (Symbol.toStringTag): an object.
+        }
       }
     }
     if (value === null) {
@@ -432,4 +450,4 @@ def _js_string(text: str) -> str:
 
 def _first_line(message: str) -> str:
     first = message.strip().splitlines()[0] if message.strip() else "script failed"
-    return _V8_LOCATION.sub("", first)
+    return _V8_LOCATION.sub("", first)[:MAX_MESSAGE_CHARS]
