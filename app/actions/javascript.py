@@ -5,6 +5,10 @@ plus ``result``, the script's completion value (which wins over a ``$.result`` t
 sets). Each run gets a fresh V8 isolate, so scripts cannot see each other's globals, and a
 script stopped for time or memory leaves nothing behind.
 
+Whatever the script does, the step ends: with its output, or failed with a message. The
+output is written by the runner (see ``_RUNNER``), which no script can tamper with, within
+``js_max_result_bytes`` and ``js_max_result_depth``; what JSON cannot hold fails the step.
+
 Scripts run in separate processes (:mod:`app.actions.js_pool`), never in the server: V8
 cannot interrupt some builtins (``Array.from({length: 1e8})`` runs on for many seconds after
 its time limit) and aborts the whole process when a single allocation is too big (``new
