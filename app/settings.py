@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # JavaScript system action.
     js_timeout_seconds: float = 1.0
     js_max_memory_bytes: int = 64 * 1024 * 1024
+    # A script's output (the keys of $ it changed, and its result) as JSON, and its nesting.
+    js_max_result_bytes: int = 1024 * 1024
+    js_max_result_depth: int = 64
+    # A step keeps the data document it ran on as its input, in the run, up to this size.
+    js_max_recorded_input_bytes: int = 64 * 1024
     # Scripts run in this many child processes (killed on timeout, capped in memory); the
     # engine keeps as many threads to wait on them.
     js_processes: int = 4

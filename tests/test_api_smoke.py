@@ -43,6 +43,7 @@ async def test_two_step_chain_completes(api: Api) -> None:
     assert flow["actions"]["2"] == {
         "status": "COMPLETED",
         "attempts": 1,
+        "input": {"y": 7, "text": "got 7"},
         "output": {"done": True},
         "error": None,
     }

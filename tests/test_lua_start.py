@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -160,6 +161,24 @@ async def test_start_done_failed_and_note_ops(lua: Lua) -> None:
     assert (history[1]["action"], history[1]["seq"]) == (1, 1)
     assert (history[2]["error"], history[2]["seq"]) == ("boom", 2)
     assert (history[3]["action"], history[3]["detail"]) == (5, "watch out")
+
+
+async def test_system_ops_record_what_their_execution_received(lua: Lua) -> None:
+    inputs = {
+        1: '{"expression":"yes"}',
+        2: '{"expression":"no"}',
+        3: '{"delaySeconds":5}',
+        4: '{"event":"go","timeoutSeconds":null}',
+        5: '{"joinOn":[1]}',
+    }
+    ops = [done(1), failed(2, "no branch"), sleep(3, 5000), wait(4, "go"), join(5, "1")]
+    received = [replace(op, input=inputs[op.action_id]) for op in ops]
+
+    flow = await lua.start([*received, done(6)])
+
+    run = await lua.run(flow)
+    assert {seq: run[f"x:{seq}:in"] for seq in inputs} == inputs
+    assert (run["x:6:a"], run.get("x:6:in")) == ("6", None)
 
 
 async def test_start_sleep_op_adds_fire_timer(lua: Lua) -> None:

@@ -300,12 +300,88 @@ def test_javascript_result_that_is_not_json_fails() -> None:
     assert "BigInt" in outcome.error
 
 
+# {"result":"<text>"} is 13 bytes around the text.
+RESULT_FRAME_BYTES = len('{"result":""}')
+SMALL_OUTPUT_BYTES = 100
+
+
+@pytest.mark.parametrize(
+    ("text", "fits"),
+    [
+        ("x" * (SMALL_OUTPUT_BYTES - RESULT_FRAME_BYTES), True),
+        ("x" * (SMALL_OUTPUT_BYTES - RESULT_FRAME_BYTES + 1), False),
+        # Fewer characters than the limit, more bytes: two bytes each in UTF-8.
+        ("é" * (SMALL_OUTPUT_BYTES - RESULT_FRAME_BYTES), False),
+    ],
+    ids=["at the limit", "a byte over", "multibyte over"],
+)
+def test_javascript_output_is_at_most_max_result_bytes(text: str, fits: bool) -> None:
+    limited = JavaScriptAction(max_result_bytes=SMALL_OUTPUT_BYTES)
+
+    outcome = javascript(json.dumps(text), {}, limited)
+
+    if fits:
+        assert outcome == Done(output={"result": text})
+    else:
+        assert isinstance(outcome, Fail)
+        assert "ORCHY_JS_MAX_RESULT_BYTES (100 bytes)" in outcome.error, outcome.error
+
+
+@pytest.mark.parametrize(("depth", "fits"), [(4, True), (5, False)])
+def test_javascript_result_is_at_most_max_result_depth_deep(depth: int, fits: bool) -> None:
+    limited = JavaScriptAction(max_result_depth=4)
+    script = f"var o = 1; for (var i = 0; i < {depth}; i++) o = [o]; o"
+
+    outcome = javascript(script, {}, limited)
+
+    if fits:
+        assert outcome == Done(output={"result": [[[[1]]]]})
+    else:
+        assert outcome == Fail(
+            "javascript action 2 (javascript): result[0][0][0][0] is nested deeper than "
+            "ORCHY_JS_MAX_RESULT_DEPTH (4 levels)"
+        )
+
+
+def test_javascript_result_follows_json_for_dates_boxes_and_undefined() -> None:
+    script = (
+        "$.gone = undefined;"
+        " ({when: new Date(0), n: new Number(5), s: new String('s'), a: undefined, b: [undefined]})"
+    )
+
+    outcome = javascript(script, {})
+
+    expected = {"when": "1970-01-01T00:00:00.000Z", "n": 5, "s": "s", "b": [None]}
+    assert outcome == Done(output={"result": expected})
+
+
+def test_javascript_failure_names_where_in_the_document_the_problem_is() -> None:
+    document = {"1": {"output": {"list": [0, 1]}}}
+
+    outcome = javascript("$['1'].output.list[1] = {f: function () {}}; 0", document)
+
+    assert outcome == Fail(
+        'javascript action 2 (javascript): $["1"].output.list[1].f is a function, '
+        "which JSON cannot hold"
+    )
+
+
+def test_javascript_output_leaves_out_keys_changed_back_to_their_value() -> None:
+    document = {"input": {"n": [1, {"k": "v"}]}}
+
+    outcome = javascript("$.input = JSON.parse(JSON.stringify($.input)); $.input.n[0]", document)
+
+    assert outcome == Done(output={"result": 1})
+
+
 def test_javascript_limits_come_from_the_settings() -> None:
     settings = get_settings()
 
     assert JavaScriptAction().limits() == Limits(
         timeout_seconds=settings.js_timeout_seconds,
         max_memory_bytes=settings.js_max_memory_bytes,
+        max_result_bytes=settings.js_max_result_bytes,
+        max_result_depth=settings.js_max_result_depth,
     )
 
 

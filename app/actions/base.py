@@ -3,12 +3,15 @@
 An action is reached, and answers with an :data:`Outcome`: finished now (``Done``), failed
 (``Fail``), or one of the waiting outcomes that the engine knows how to keep durable
 (``Sleep`` on a timer, ``AwaitEvent`` for a posted event, ``AwaitJoin`` for other actions).
+Each outcome also carries ``input``, what this execution received (its parameters, resolved),
+which the run keeps for its view; it is a record, not part of the decision, so outcomes
+compare without it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from app.definition import DEFAULT_BRANCH, ActionDef
@@ -19,27 +22,32 @@ from app.jsontypes import JSON, JSONObject
 class Done:
     output: JSON
     branch: str = DEFAULT_BRANCH
+    input: JSON = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Fail:
     error: str
+    input: JSON = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Sleep:
     seconds: float
+    input: JSON = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class AwaitEvent:
     event: str
     timeout_seconds: float | None
+    input: JSON = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class AwaitJoin:
     join_on: list[int]
+    input: JSON = field(default=None, compare=False)
 
 
 Outcome = Done | Fail | Sleep | AwaitEvent | AwaitJoin

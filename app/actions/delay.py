@@ -27,4 +27,5 @@ class DelayAction(SystemAction):
             )
 
     def run(self, action: ActionDef, document: JSONObject) -> Outcome:
-        return Sleep(seconds=float(action.delay_seconds or 0))
+        seconds = float(action.delay_seconds or 0)
+        return Sleep(seconds=seconds, input={"delaySeconds": action.delay_seconds})

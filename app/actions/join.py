@@ -24,4 +24,5 @@ class JoinAction(SystemAction):
             raise DefinitionError(f"{action.label}: joinOn lists an id more than once")
 
     def run(self, action: ActionDef, document: JSONObject) -> Outcome:
-        return AwaitJoin(join_on=list(action.join_on or []))
+        join_on = list(action.join_on or [])
+        return AwaitJoin(join_on=join_on, input={"joinOn": join_on})

@@ -24,8 +24,11 @@ class SwitchAction(SystemAction):
         expression = action.expression or ""
         value = resolve(expression, document).value if REFERENCE.search(expression) else expression
         key = stringify(value)
+        received = {"expression": value}
         if key in action.next:
-            return Done(output={"value": value}, branch=key)
+            return Done(output={"value": value}, branch=key, input=received)
         if DEFAULT_BRANCH in action.next:
-            return Done(output={"value": value}, branch=DEFAULT_BRANCH)
-        return Fail(f"switch {action.label}: no branch for value {key!r} and no default")
+            return Done(output={"value": value}, branch=DEFAULT_BRANCH, input=received)
+        return Fail(
+            f"switch {action.label}: no branch for value {key!r} and no default", input=received
+        )

@@ -36,4 +36,5 @@ class WaitAction(SystemAction):
         return AwaitEvent(
             event=action.event or "",
             timeout_seconds=None if timeout is None else float(timeout),
+            input={"event": action.event, "timeoutSeconds": timeout},
         )

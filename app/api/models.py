@@ -67,6 +67,11 @@ class ExecuteResponse(BaseModel):
 class ActionView(BaseModel):
     status: str
     attempts: int
+    input: Any = Field(
+        default=None,
+        description="what the latest execution received: a user action's parameters, "
+        "resolved; a system action's settings, resolved (see the README)",
+    )
     output: Any = None
     error: str | None = None
 

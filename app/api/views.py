@@ -30,6 +30,7 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
         actions[str(action_id)] = ActionView(
             status=snapshot.action_field(action_id, "s") or "",
             attempts=int(snapshot.action_field(action_id, "n") or 0),
+            input=snapshot.received(action_id),
             output=snapshot.output(action_id),
             error=snapshot.action_field(action_id, "e"),
         )

@@ -83,24 +83,27 @@ class Planner:
                 )
             else:
                 outcome = implementation.run(action, data)
+        # Now, before the document changes: the input may be (part of) it.
+        received = "" if outcome.input is None else dumps(outcome.input)
         match outcome:
             case Done(output=output, branch=branch):
-                plan.ops.append(PlannedOp("done", action.id, branch, dumps(output)))
+                plan.ops.append(PlannedOp("done", action.id, branch, dumps(output), input=received))
                 document.set_output(action.id, output)
                 await self._reach(workflow, action.branch(branch), document, plan)
             case Fail(error=error):
-                plan.ops.append(PlannedOp("failed", action.id, payload=error))
+                plan.ops.append(PlannedOp("failed", action.id, payload=error, input=received))
                 await self.follow_failure(workflow, action, error, document, plan)
             case Sleep(seconds=seconds):
-                plan.ops.append(
-                    PlannedOp("sleep", action.id, number=round(seconds * MS_PER_SECOND))
-                )
+                sleep_ms = round(seconds * MS_PER_SECOND)
+                plan.ops.append(PlannedOp("sleep", action.id, number=sleep_ms, input=received))
             case AwaitEvent(event=event, timeout_seconds=timeout):
                 timeout_ms = NO_TIMEOUT if timeout is None else round(timeout * MS_PER_SECOND)
-                plan.ops.append(PlannedOp("wait", action.id, event, number=timeout_ms))
+                plan.ops.append(
+                    PlannedOp("wait", action.id, event, number=timeout_ms, input=received)
+                )
             case AwaitJoin(join_on=join_on):
                 payload = ",".join(str(joined) for joined in join_on)
-                plan.ops.append(PlannedOp("join", action.id, payload=payload))
+                plan.ops.append(PlannedOp("join", action.id, payload=payload, input=received))
 
     async def follow_failure(
         self,

@@ -28,6 +28,8 @@ class Execution:
 
 ACTION_PREFIX = "a:"  # a:<id>:<field>, the latest execution of action <id> (common.lua)
 OUTPUT_FIELD = "o"
+LATEST_SEQ_FIELD = "x"
+INPUT_FIELD = "in"
 OUTPUT_SUFFIX = ":" + OUTPUT_FIELD
 
 
@@ -63,7 +65,7 @@ class RunSnapshot:
             action_id=int(fields[prefix + "a"]),
             status=fields[prefix + "s"],
             attempt=int(fields[prefix + "n"]),
-            input_json=fields.get(prefix + "in"),
+            input_json=fields.get(prefix + INPUT_FIELD),
             queue=fields.get(prefix + "q"),
             event_name=fields.get(prefix + "evn"),
             event_data_json=fields.get(prefix + "evd"),
@@ -80,6 +82,12 @@ class RunSnapshot:
 
     def output(self, action_id: int) -> JSON:
         raw = self.action_field(action_id, OUTPUT_FIELD)
+        return None if raw is None else orjson.loads(raw)
+
+    def received(self, action_id: int) -> JSON:
+        """The input the latest execution of ``action_id`` received, or None if none kept."""
+        seq = self.action_field(action_id, LATEST_SEQ_FIELD)
+        raw = None if seq is None else self.fields.get(f"x:{seq}:{INPUT_FIELD}")
         return None if raw is None else orjson.loads(raw)
 
     def input(self) -> JSON:

@@ -31,6 +31,8 @@ class PlannedOp:
     payload: str = ""
     number: int = 0  # a "user" op's lease ms when leased at once to the transition's worker
     queue: str | None = None
+    # What a system action's execution received, JSON (a user action's is its payload).
+    input: str = ""
 
     @property
     def leased_at_once(self) -> bool:
@@ -188,7 +190,7 @@ class Store:
             if op.queue is not None:
                 queue_keys.append(self.keys.queue(partition, op.queue))
                 key_index = first_key + len(queue_keys) - 1
-            args += [op.kind, op.action_id, op.name, op.payload, op.number, key_index]
+            args += [op.kind, op.action_id, op.name, op.payload, op.number, key_index, op.input]
         return queue_keys, args
 
     async def start_run(

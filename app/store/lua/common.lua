@@ -138,8 +138,16 @@ local function consume_event(ctx, seq, name, data)
   add_timer(ctx, timer_member(ctx, 'step', seq, 2), ctx.now)
 end
 
+-- The fields recording what a system action's execution received (``input``, JSON, or ""
+-- for nothing): a user action's input is its payload, recorded with its queue.
+local function received(input)
+  if input == '' then return nil end
+  return function(seq) return { xf(seq, 'in'), input } end
+end
+
 -- Applies the ops that the engine planned, read from ARGV[i...]:
--- a count, then six values per op: kind, action id, name, payload, number, KEYS index.
+-- a count, then seven values per op: kind, action id, name, payload, number, KEYS index,
+-- and the input a system action's execution received (or "").
 -- A "user" op with a number > 0 in a context with a ``worker`` is leased to that worker for
 -- that many ms instead of queued; its seq is appended to ``ctx.leased``.
 local function apply_ops(ctx, i)
@@ -148,8 +156,9 @@ local function apply_ops(ctx, i)
   for _ = 1, count do
     local kind, aid, name, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local number, key_index = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+    local input = ARGV[i + 6]
     local action = tonumber(aid)
-    i = i + 6
+    i = i + 7
     if kind == 'user' and number > 0 and ctx.worker then
       -- Leased at once to the worker whose result led here (``number`` is the lease ms):
       -- the task never waits in its queue.
@@ -168,21 +177,21 @@ local function apply_ops(ctx, i)
       redis.call('PUBLISH', ctx.channel, 'q|' .. ctx.partition .. '|' .. name)
       hist(ctx, { event = 'QUEUED', action = action, seq = seq, name = name })
     elseif kind == 'done' then
-      local seq = new_exec(ctx, aid, 'COMPLETED', 1)
+      local seq = new_exec(ctx, aid, 'COMPLETED', 1, received(input))
       redis.call('HSET', ctx.run, af(aid, 'o'), payload)
       redis.call('HDEL', ctx.run, af(aid, 'e'))
       hist(ctx, { event = 'COMPLETED', action = action, seq = seq, branch = name })
     elseif kind == 'failed' then
-      local seq = new_exec(ctx, aid, 'FAILED', 1)
+      local seq = new_exec(ctx, aid, 'FAILED', 1, received(input))
       redis.call('HSET', ctx.run, af(aid, 'e'), payload, af(aid, 'o'),
         cjson.encode({ error = payload }))
       hist(ctx, { event = 'FAILED', action = action, seq = seq, error = payload })
     elseif kind == 'sleep' then
-      local seq = new_exec(ctx, aid, 'WAITING', 1)
+      local seq = new_exec(ctx, aid, 'WAITING', 1, received(input))
       add_timer(ctx, timer_member(ctx, 'fire', seq, 1), ctx.now + number)
       hist(ctx, { event = 'WAITING', action = action, seq = seq, delayMs = number })
     elseif kind == 'wait' then
-      local seq = new_exec(ctx, aid, 'WAITING', 1)
+      local seq = new_exec(ctx, aid, 'WAITING', 1, received(input))
       redis.call('HSET', ctx.run, xf(seq, 'ev'), name)
       local data = take_event(ctx, name)
       if data then
@@ -201,7 +210,7 @@ local function apply_ops(ctx, i)
       elseif redis.call('HEXISTS', ctx.run, af(aid, 'jw')) == 1 then
         hist(ctx, { event = 'JOIN_ARRIVAL', action = action })
       else
-        local seq = new_exec(ctx, aid, 'WAITING', 1)
+        local seq = new_exec(ctx, aid, 'WAITING', 1, received(input))
         redis.call('HSET', ctx.run, af(aid, 'jw'), seq, xf(seq, 'jon'), payload)
         local joins = redis.call('HGET', ctx.run, 'joins')
         if joins == false or joins == '' then joins = aid else joins = joins .. ',' .. aid end
