@@ -96,6 +96,8 @@ end
 apply_ops(ctx, 20)
 if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end
 if #ctx.leased > 0 and redis.call('HGET', ctx.run, 'status') == 'RUNNING' then
-  return done(ctx, { 'ok', unpack(ctx.leased) })
+  local reply = { 'ok' }
+  for _, leased_seq in ipairs(ctx.leased) do table.insert(reply, leased_seq) end
+  return done(ctx, reply)
 end
 return done(ctx, 'ok')

