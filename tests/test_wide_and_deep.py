@@ -97,8 +97,8 @@ async def test_fan_out_of_ten_thousand_behind_a_user_action(api: Api, most: int)
 # -- 2. a chain of system steps of any length runs without recursion ------------------------
 
 
-def switch_chain(name: str, first: int, length: int) -> list[dict[str, Any]]:
-    """``length`` switches in a row from id ``first``; the last one is a leaf."""
+def switch_chain(first: int, length: int) -> list[dict[str, Any]]:
+    """``length`` switches in a row from id ``first``; the last one leads nowhere."""
     last = first + length - 1
     return [
         {
@@ -106,7 +106,7 @@ def switch_chain(name: str, first: int, length: int) -> list[dict[str, Any]]:
             "type": "system",
             "name": "switch",
             "expression": "{$.input.way}",
-            **({"next": {"default": [action_id + 1]}} if action_id < last else {}),
+            "next": {"default": [action_id + 1] if action_id < last else []},
         }
         for action_id in range(first, last + 1)
     ]
@@ -114,7 +114,7 @@ def switch_chain(name: str, first: int, length: int) -> list[dict[str, Any]]:
 
 async def test_chain_of_two_thousand_switches_at_the_root(api: Api) -> None:
     name = unique("deep-root")
-    await api.register({"name": name, "rootAction": 1, "actions": switch_chain(name, 1, CHAIN)})
+    await api.register({"name": name, "rootAction": 1, "actions": switch_chain(1, CHAIN)})
     flow_id = await api.start(name, {"way": "on"})
     flow = await api.wait_status(flow_id, "COMPLETED")
     assert len(flow["actions"]) == CHAIN
@@ -124,9 +124,7 @@ async def test_chain_of_two_thousand_switches_at_the_root(api: Api) -> None:
 async def test_chain_of_two_thousand_switches_after_a_user_action(api: Api) -> None:
     name, queue = unique("deep-user"), unique("head")
     actions = [{"id": 1, "type": "user", "name": queue, "next": {"default": [2]}}]
-    await api.register(
-        {"name": name, "rootAction": 1, "actions": actions + switch_chain(name, 2, CHAIN)}
-    )
+    await api.register({"name": name, "rootAction": 1, "actions": actions + switch_chain(2, CHAIN)})
     flow_id = await api.start(name, {"way": "on"})
     head = await api.poll_one(queue)
     response = await api.complete(head["taskId"], {})

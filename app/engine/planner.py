@@ -47,14 +47,17 @@ class Planner:
     async def _reach(
         self, workflow: WorkflowDef, ids: list[int], document: Document, plan: Plan
     ) -> None:
-        for action_id in ids:
-            if plan.fail_reason:
-                return
-            action = workflow.actions[action_id]
+        """Plans ``ids`` and every step that the system actions among them lead to, depth
+        first in ``next`` order. The steps still to plan are kept on a list rather than on
+        Python's stack, so a chain of system steps may be as long as its definition."""
+        pending = list(reversed(ids))
+        while pending and not plan.fail_reason:
+            action = workflow.actions[pending.pop()]
             if action.type is ActionType.USER:
                 self._queue_user_action(action, document, plan)
             else:
-                await self._run_system_action(workflow, action, document, plan)
+                reached = await self._run_system_action(action, document, plan)
+                pending.extend(reversed(reached))
 
     def _queue_user_action(self, action: ActionDef, document: Document, plan: Plan) -> None:
         # Parameters without references resolve to themselves: the document is not built.
@@ -69,8 +72,10 @@ class Planner:
         )
 
     async def _run_system_action(
-        self, workflow: WorkflowDef, action: ActionDef, document: Document, plan: Plan
-    ) -> None:
+        self, action: ActionDef, document: Document, plan: Plan
+    ) -> list[int]:
+        """Runs a system action now; returns the ids it leads to at once (none when it
+        waits, or when the run fails)."""
         implementation = get_action(action.name)
         if implementation is None:  # validation keeps unknown names out; a stale cache may not
             outcome: Outcome = Fail(f"unknown system action {action.name!r}")
@@ -87,10 +92,10 @@ class Planner:
             case Done(output=output, branch=branch):
                 plan.ops.append(PlannedOp("done", action.id, branch, dumps(output)))
                 document.set_output(action.id, output)
-                await self._reach(workflow, action.branch(branch), document, plan)
+                return action.branch(branch)
             case Fail(error=error):
                 plan.ops.append(PlannedOp("failed", action.id, payload=error))
-                await self.follow_failure(workflow, action, error, document, plan)
+                return self._failure_branch(action, error, document, plan)
             case Sleep(seconds=seconds):
                 plan.ops.append(
                     PlannedOp("sleep", action.id, number=round(seconds * MS_PER_SECOND))
@@ -101,6 +106,7 @@ class Planner:
             case AwaitJoin(join_on=join_on):
                 payload = ",".join(str(joined) for joined in join_on)
                 plan.ops.append(PlannedOp("join", action.id, payload=payload))
+        return []
 
     async def follow_failure(
         self,
@@ -111,8 +117,15 @@ class Planner:
         plan: Plan,
     ) -> None:
         """Takes the action's ``error`` branch, or fails the run when it has none."""
+        await self._reach(
+            workflow, self._failure_branch(action, error, document, plan), document, plan
+        )
+
+    @staticmethod
+    def _failure_branch(action: ActionDef, error: str, document: Document, plan: Plan) -> list[int]:
+        """The ids of the action's ``error`` branch; with none, the run fails."""
         if ERROR_BRANCH in action.next:
             document.set_output(action.id, {"error": error})
-            await self._reach(workflow, action.next[ERROR_BRANCH], document, plan)
-        else:
-            plan.fail_reason = f"{action.label} failed: {error}"
+            return action.next[ERROR_BRANCH]
+        plan.fail_reason = f"{action.label} failed: {error}"
+        return []
