@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # Safety net: a partition is swept at least this often even with no notification.
     timer_idle_recheck_seconds: float = 1.0
     timer_concurrency: int = 64
+    # A timer whose handling raises is tried again after ``timer_retry_seconds``; after
+    # ``timer_max_attempts`` failed attempts its execution and the run FAIL with the error.
+    timer_retry_seconds: float = 1.0
+    timer_max_attempts: int = 5
     notifier_reconnect_seconds: float = 0.5
 
     # Task polling.

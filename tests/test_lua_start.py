@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from redis.exceptions import ResponseError
 
-from app.store.store import Outcome, Store
+from app.store.store import Outcome, RunStart, Store
 from tests.test_lua_scripts import (
     RETENTION,
     Lua,
@@ -402,28 +402,47 @@ async def test_start_applies_ten_thousand_ops_and_notifies_their_queue_once(
     assert await messages(pubsub, 2) == [f"q|{lua.partition(flow)}|{queue}", "marker"]
 
 
-async def test_start_that_fails_midway_leaves_no_run_behind(lua: Lua) -> None:
-    good, broken = lua.new_name(), lua.new_name()
-    flow = lua.new_flow()
-    # A key of another type where the second queue should be: RPUSH fails after the run
-    # was created and the first task queued.
-    await lua.client.set(lua.queue_key(flow, broken), "not a list")
-
-    with pytest.raises(ResponseError, match="WRONGTYPE"):
-        await lua.store.start_run(
-            flow, "wf", 1, "{}", "", "", [sleep(1, 60_000), user(2, good), user(3, broken)]
-        )
-
+async def assert_no_run(lua: Lua, flow: str, name: str) -> None:
     keys = lua.run_keys(flow)
     for key in (keys.run, keys.history, keys.events, keys.waiters, keys.held):
         assert await lua.client.exists(key) == 0, key
     partition = lua.partition(flow)
     assert await lua.client.zscore(lua.keys.runs_index(partition), flow) is None
-    assert await lua.client.zscore(lua.keys.runs_by_name(partition, "wf"), flow) is None
-    # What it queued before the error points at a run that does not exist: a poll drops it.
-    assert await lua.poll(flow, good) == []
+    assert await lua.client.zscore(lua.keys.runs_by_name(partition, name), flow) is None
+
+
+async def test_start_with_a_queue_key_of_another_type_changes_nothing(lua: Lua) -> None:
+    good, broken = lua.new_name(), lua.new_name()
+    flow = lua.new_flow()
+    await lua.client.set(lua.queue_key(flow, broken), "not a list")
+
+    with pytest.raises(ResponseError, match="holds a string, not a list"):
+        await lua.store.start_run(
+            flow, "wf", 1, "{}", "", "", [sleep(1, 60_000), user(2, good), user(3, broken)]
+        )
+
+    await assert_no_run(lua, flow, "wf")
     assert await lua.queue(flow, good) == []
-    # The same start succeeds once the fault is gone.
-    await lua.client.delete(lua.queue_key(flow, broken))
-    assert await lua.store.start_run(flow, "wf", 1, "{}", "", "", [user(2, good)]) is True
-    assert [task.task_id for task in await lua.poll(flow, good)] == [task_id(flow, 1, 1)]
+    assert await lua.score(flow, member("fire", flow, 1, 1)) is None
+    assert await lua.client.get(lua.queue_key(flow, broken)) == "not a list"
+
+
+async def test_start_that_fails_midway_leaves_no_run_behind(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = lua.new_flow()
+    start = RunStart(flow, "wf", 1, "{}", "", "", [user(1, queue), sleep(2, 1000)])
+    keys, args = lua.store._start_call(start)
+    # The sleep's number is not a number: the script fails after the run and its first task
+    # were written, as any command failing midway would.
+    args[args.index(1000)] = "soon"
+
+    with pytest.raises(ResponseError, match="arithmetic"):
+        await lua.store.scripts.start(keys=keys, args=args)
+
+    await assert_no_run(lua, flow, "wf")
+    # What it queued before the error points at a run that does not exist: a poll drops it.
+    assert await lua.poll(flow, queue) == []
+    assert await lua.queue(flow, queue) == []
+    # The same start succeeds without the fault.
+    assert await lua.store.start_run(flow, "wf", 1, "{}", "", "", [user(1, queue)]) is True
+    assert [task.task_id for task in await lua.poll(flow, queue)] == [task_id(flow, 1, 1)]

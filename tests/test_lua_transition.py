@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from redis.exceptions import ResponseError
 
 from app.store.store import Applied, Outcome, PlannedOp, Store, Transition
 from tests.test_lua_scripts import (
@@ -529,3 +530,21 @@ async def test_transition_leases_ten_thousand_tasks_at_once(lua: Lua) -> None:
     )
     history = await lua.history(flow)
     assert events_of(history[-2 * WIDE - 1 :]) == ["COMPLETED"] + ["QUEUED", "RUNNING"] * WIDE
+
+
+async def test_transition_with_a_queue_key_of_another_type_changes_nothing(lua: Lua) -> None:
+    queue, good, broken = lua.new_name(), lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    await lua.client.set(lua.queue_key(flow, broken), "not a list")
+    run, history = await lua.run(flow), await lua.history(flow)
+    lease = member("lease", flow, 1, 1)
+    lease_due = await lua.score(flow, lease)
+
+    with pytest.raises(ResponseError, match="holds a string, not a list"):
+        await lua.complete(flow, 1, ops=[user(2, good), user(3, broken)])
+
+    assert await lua.run(flow) == run
+    assert await lua.history(flow) == history
+    assert await lua.score(flow, lease) == lease_due
+    assert await lua.queue(flow, good) == []

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
-from tests.conftest import Api, unique
+from app.store import Store
+from tests.conftest import Api, ServerThread, unique, wait_until
 
 FAN_OUT = 10_000
 """The widest ``next`` list the README promises to start in one transition."""
@@ -132,3 +133,62 @@ async def test_chain_of_two_thousand_switches_after_a_user_action(api: Api) -> N
     flow = await api.wait_status(flow_id, "COMPLETED")
     assert len(flow["actions"]) == CHAIN + 1
     assert flow["actions"][str(CHAIN + 1)]["output"] == {"value": "on"}
+
+
+# -- 3. a timer whose step keeps raising ends in a FAILED run, not in retries for ever -------
+
+
+async def test_a_timer_whose_step_keeps_raising_fails_its_action_and_the_run(
+    api: Api, store: Store, settings: Settings
+) -> None:
+    name, queue = unique("stuck"), unique("broken")
+    # A real fault that no retry cures: the queue that the step after the delay pushes to is
+    # a key of another type (say, written by another program sharing the database).
+    broken = [store.keys.queue(partition, queue) for partition in range(store.keys.partitions)]
+    for key in broken:
+        await store.client.set(key, "not a list")
+    try:
+        await api.register(
+            {
+                "name": name,
+                "rootAction": 1,
+                "actions": [
+                    {
+                        "id": 1,
+                        "type": "system",
+                        "name": "delay",
+                        "delaySeconds": 0,
+                        "next": {"default": [2]},
+                    },
+                    {"id": 2, "type": "user", "name": queue},
+                ],
+            }
+        )
+        flow_id = await api.start(name)
+        attempts = settings.timer_max_attempts
+        flow = await api.wait_status(
+            flow_id, "FAILED", timeout=FINISH_SECONDS + attempts * settings.timer_retry_seconds
+        )
+    finally:
+        await store.client.delete(*broken)
+    assert "action 1: its fire timer failed" in flow["reason"]
+    assert "holds a string, not a list" in flow["reason"]
+    assert flow["actions"]["1"]["status"] == "FAILED"
+    assert flow["actions"]["1"]["error"] == flow["reason"]
+    assert "2" not in flow["actions"]  # nothing of the step that could not be applied
+    history = (await api.http.get(f"/flow/{flow_id}/history")).json()["history"]
+    failures = [entry for entry in history if entry["event"] == "TIMER_FAILED"]
+    assert [entry["attempt"] for entry in failures] == list(range(1, attempts + 1))
+
+
+async def test_a_timer_that_names_no_run_is_dropped(server: ServerThread, store: Store) -> None:
+    key = store.keys.timers(0)
+    stray = f"{unique('not-a-timer')}|no flow here"
+    seconds, micros = await store.client.time()
+    await store.client.zadd(key, {stray: int(seconds) * 1000 + int(micros) // 1000})
+    await store.client.publish(store.keys.notify_channel, f"t|0|{int(seconds) * 1000}")
+
+    async def dropped() -> bool:
+        return await store.client.zscore(key, stray) is None
+
+    await wait_until(dropped, FINISH_SECONDS, what="the stray timer to be dropped")

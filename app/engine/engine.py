@@ -24,7 +24,7 @@ from app.engine.ids import TaskId, TimerKind, TimerMember, idempotent_flow_id, n
 from app.engine.planner import Plan, Planner, dumps
 from app.engine.run_cache import MOVED, RunCache
 from app.engine.snapshot import Execution, RunSnapshot
-from app.engine.status import ActionStatus, RunStatus
+from app.engine.status import TERMINAL_ACTION, ActionStatus, RunStatus
 from app.engine.wakeups import Wakeups
 from app.jsontypes import JSON, JSONObject
 from app.settings import Settings
@@ -537,14 +537,7 @@ class Engine:
         execution = snapshot.execution(member.seq) if fields else None
         if execution is None:
             # The run is gone (expired) or never had this step: nothing can use the timer.
-            return await self.store.transition(
-                member.flow_id,
-                member.seq,
-                "",
-                member.generation,
-                Outcome(""),
-                timer_member=member_text,
-            )
+            return await self._drop_timer(member)
         task = TaskId(member.flow_id, member.seq, member.generation)
         if member.kind is TimerKind.ENQUEUE:
             return await self.store.requeue(
@@ -564,6 +557,58 @@ class Engine:
                 self._finish_user_task(task, snapshot, execution, result, member)
             )
         return await self._finish_waiting(snapshot, execution, member)
+
+    async def timer_failed(self, partition: int, member_text: str, error: str) -> str:
+        """Handling the due timer ``member_text`` of ``partition`` raised ``error``.
+
+        The timer is tried again after ``timer_retry_seconds``, up to ``timer_max_attempts``
+        failed attempts in all for its execution; then the execution FAILS, and the run with
+        it, with the error as reason, rather than the timer being retried for ever."""
+        try:
+            member = TimerMember.parse(member_text)
+        except ValueError:  # names no run: nothing could ever handle it
+            await self.store.drop_timer(partition, member_text)
+            return "dropped"
+        most = self.settings.timer_max_attempts
+        retry_ms = round(self.settings.timer_retry_seconds * MS_PER_SECOND)
+        failures = await self.store.timer_failed(
+            member.flow_id, member.seq, member_text, error, retry_ms, most
+        )
+        if failures == 0:
+            return "terminal"
+        if failures < most:
+            return "retry"
+        snapshot = RunSnapshot(member.flow_id, await self.store.read_run(member.flow_id))
+        execution = snapshot.execution(member.seq) if snapshot.fields else None
+        if (
+            execution is None
+            or execution.status in TERMINAL_ACTION
+            or execution.attempt != member.generation
+        ):
+            # The execution has moved on without this timer: it is only dropped.
+            return await self._drop_timer(member)
+        reason = (
+            f"action {execution.action_id}: its {member.kind.name.lower()} timer failed "
+            f"{failures} times: {error}"
+        )
+        change = Transition(
+            member.flow_id,
+            member.seq,
+            execution.status,
+            execution.attempt,
+            Outcome(ActionStatus.FAILED, dumps({"error": reason}), error=reason, branch="error"),
+            (),
+            reason,
+            timer_member=member_text,
+        )
+        [answer] = await self._commit([change])
+        return answer.status
+
+    async def _drop_timer(self, member: TimerMember) -> str:
+        """Removes a timer through a transition that can only find it stale."""
+        return await self.store.transition(
+            member.flow_id, member.seq, "", member.generation, Outcome(""), timer_member=str(member)
+        )
 
     @staticmethod
     async def _handle_quietly(call: Coroutine[Any, Any, str]) -> str:

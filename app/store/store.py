@@ -181,15 +181,15 @@ class Store:
     ) -> tuple[list[str], list[Any]]:
         """KEYS for the ops' queues (numbered from ``first_key``) and the ops' ARGV."""
         partition = self.keys.partition_of(flow_id)
-        queue_keys: list[str] = []
+        key_index_of: dict[str, int] = {}  # one KEYS entry per queue, however many ops use it
         args: list[Any] = [len(ops)]
         for op in ops:
             key_index = 0
             if op.queue is not None:
-                queue_keys.append(self.keys.queue(partition, op.queue))
-                key_index = first_key + len(queue_keys) - 1
+                key = self.keys.queue(partition, op.queue)
+                key_index = key_index_of.setdefault(key, first_key + len(key_index_of))
             args += [op.kind, op.action_id, op.name, op.payload, op.number, key_index]
-        return queue_keys, args
+        return list(key_index_of), args
 
     async def start_run(
         self,
@@ -399,6 +399,20 @@ class Store:
         return str(await self.scripts.heartbeat(keys=keys, args=args))
 
     # -- timers ---------------------------------------------------------------------
+
+    async def timer_failed(
+        self, flow_id: str, seq: int, timer_member: str, error: str, retry_ms: int, most: int
+    ) -> int:
+        """Counts a failed attempt at handling a timer; returns the attempts so far (0: the
+        run is gone or has ended, and the timer was dropped). Below ``most`` the timer is
+        due again in ``retry_ms``."""
+        keys = self.keys.run(flow_id).as_list()
+        args = [*self._run_args(flow_id), timer_member, seq, error, retry_ms, most]
+        return int(await self.scripts.timer_failed(keys=keys, args=args))
+
+    async def drop_timer(self, partition: int, timer_member: str) -> None:
+        """Removes a timer that names no run (it cannot be parsed)."""
+        await self.client.zrem(self.keys.timers(partition), timer_member)
 
     async def claim_timers(self, partition: int, most: int, claim_ms: int) -> TimerClaim:
         reply = await self.scripts.claim_timers(

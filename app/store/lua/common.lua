@@ -6,15 +6,32 @@
 --   rev (revision: up by one with each script that changes the run),
 --   seq (last execution number), active (executions queued, running or waiting),
 --   joins (comma list of join action ids still waiting),
---   x:<seq>:a|s|n|in|q|w|e|ev|evn|evd|jon|held  one execution of an action
+--   x:<seq>:a|s|n|in|q|w|e|ev|evn|evd|jon|held|tf  one execution of an action
 --                                     (action id, status, attempt or generation, input,
 --                                      queue name, worker, error, awaited event, event
---                                      name and data received, join ids, held outcome)
+--                                      name and data received, join ids, held outcome,
+--                                      failed attempts at handling its timers)
 --   a:<id>:s|n|o|e|x|jw|jf            the latest execution of action <id> (status,
 --                                      attempts, output, error, its seq, waiting join
 --                                      seq, join fired)
 -- A timer member is "<kind>|<flowId>|<seq>|<n>", scored by its due time in ms.
 
+-- Raises, before a script writes anything, when a queue key from KEYS[first] on holds
+-- something other than a list: Redis does not undo what a script wrote before an error, so a
+-- transition either finds every queue it pushes to usable or changes nothing.
+local function check_queues(first)
+  local checked = {}
+  for i = first, #KEYS do
+    local key = KEYS[i]
+    if not checked[key] then
+      local kind = redis.call('TYPE', key)['ok']
+      if kind ~= 'none' and kind ~= 'list' then
+        error('queue key ' .. key .. ' holds a ' .. kind .. ', not a list', 0)
+      end
+      checked[key] = true
+    end
+  end
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -6,11 +6,13 @@
 --     [5] workflow name, [6] version, [7] input JSON, [8] idempotency key or "",
 --     [9] reason to fail the run at once or "", [10..] ops (see apply_ops)
 -- Returns "created", or "exists" when a run with this id (same idempotency key) exists.
--- Raises the error of a command that failed midway, after removing the run's keys and index
--- entries: Redis does not roll a script back, and a start is all or nothing. Queue entries
--- and timers it made before the error point at a missing run, and are dropped when met.
+-- Raises, changing nothing, when a queue of KEYS[9..] is not a list (see check_queues). Any
+-- other error midway is raised after removing the run's keys and index entries: Redis does
+-- not roll a script back, and a start is all or nothing. Queue entries and timers it made
+-- before the error point at a missing run, and are dropped when met.
 local ctx = run_context()
 if redis.call('EXISTS', ctx.run) == 1 then return 'exists' end
+check_queues(9)
 local started, error_message = pcall(function()
   redis.call('HSET', ctx.run, 'id', ctx.flow, 'name', ARGV[5], 'version', ARGV[6],
     'status', 'RUNNING', 'reason', '', 'input', ARGV[7], 'idempotencyKey', ARGV[8],

@@ -22,6 +22,7 @@
 -- or a result already held), "moved" (see ARGV[19]), "terminal" (run ended) or "missing" (no
 -- such run); when tasks
 -- were leased to ARGV[18] and the run goes on, {"ok", seq, ...} with their seqs in op order.
+-- Raises, changing nothing, when a queue of KEYS[7..] is not a list (see check_queues).
 local ctx = run_context()
 if ARGV[18] ~= '' then ctx.worker = ARGV[18] end
 ctx.leased = {}
@@ -57,6 +58,7 @@ if status == 'PAUSED' and held_member ~= '' then
   hist(ctx, { event = 'HELD', seq = tonumber(seq), item = held_member })
   return done(ctx, 'held')
 end
+check_queues(7)
 if member ~= '' then redis.call('ZREM', ctx.timers, member) end
 if exec[4] then redis.call('HDEL', ctx.run, xf(seq, 'held')) end
 local aid = exec[5]
