@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # so that the next result plans without reading the run again; 0 turns this off.
     run_cache_size: int = 4096
 
+    # A run's data document at least this large (characters of JSON) is read, and JSONPath
+    # run over it, in one of ``document_processes`` processes rather than on the event loop.
+    large_document_bytes: int = 64 * 1024
+    document_processes: int = 2
+
     # JavaScript system action.
     js_timeout_seconds: float = 1.0
     js_max_memory_bytes: int = 64 * 1024 * 1024

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from app.definition import ActionDef, ActionType
@@ -206,9 +207,9 @@ def test_the_document_is_built_only_when_read_with_outputs_set_before_and_after(
         builds.append(1)
         return {"input": {}, "1": {"output": "kept"}, "2": {"output": "old"}}
 
-    document = Document(build)
-    document.set_output(2, "new")
-    document.set_output(3, {"error": "boom"})
+    document = Document(build, lambda: {"input": "{}", "1": '{"output":"kept"}'})
+    document.set_output(2, "new", '"new"')
+    document.set_output(3, {"error": "boom"}, '{"error":"boom"}')
     assert builds == []
     assert document.value == {
         "input": {},
@@ -216,9 +217,18 @@ def test_the_document_is_built_only_when_read_with_outputs_set_before_and_after(
         "2": {"output": "new"},
         "3": {"output": {"error": "boom"}},
     }
-    document.set_output(4, 1)
+    document.set_output(4, 1, "1")
     assert document.value["4"] == {"output": 1}
     assert builds == [1]
+    text = document.json()
+    assert len(text) == document.size()
+    assert orjson.loads(text) == {
+        "input": {},
+        "1": {"output": "kept"},
+        "2": {"output": "new"},
+        "3": {"output": {"error": "boom"}},
+        "4": {"output": 1},
+    }
 
 
 @pytest.mark.parametrize(

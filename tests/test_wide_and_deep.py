@@ -4,6 +4,7 @@ enough to take a while to resolve. Each ends where the README says, over real HT
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -192,3 +193,60 @@ async def test_a_timer_that_names_no_run_is_dropped(server: ServerThread, store:
         return await store.client.zscore(key, stray) is None
 
     await wait_until(dropped, FINISH_SECONDS, what="the stray timer to be dropped")
+
+
+# -- 4. one run's data cannot stall the server ---------------------------------------------
+
+PRODUCERS = 4
+ROWS_PER_OUTPUT = 18_000
+"""About 0.8 MB of JSON per output: under ORCHY_MAX_OUTPUT_BYTES, 3.2 MB in all."""
+HEALTH_ANSWERS = 20
+"""While the big run is planned, /health must answer this many times in a row. A server
+whose event loop runs the JSONPath answers only while it reads the run (2 to 4 times where
+this was written), against dozens of times with the JSONPath in a thread."""
+
+
+def big_output(producer: int) -> dict[str, Any]:
+    return {"rows": [{"id": i, "by": producer, "tags": ["a", "b"]} for i in range(ROWS_PER_OUTPUT)]}
+
+
+async def test_health_answers_while_a_big_document_is_resolved(api: Api) -> None:
+    name, producer, trigger, consumer = (
+        unique("big"),
+        unique("producer"),
+        unique("trigger"),
+        unique("consumer"),
+    )
+    actions: list[dict[str, Any]] = [
+        {"id": index, "type": "user", "name": producer, "next": {"default": [index + 1]}}
+        for index in range(1, PRODUCERS + 1)
+    ]
+    actions += [
+        {
+            "id": PRODUCERS + 1,
+            "type": "user",
+            "name": trigger,
+            "next": {"default": [PRODUCERS + 2]},
+        },
+        {"id": PRODUCERS + 2, "type": "user", "name": consumer, "parameters": {"all": "{$..*}"}},
+    ]
+    await api.register({"name": name, "rootAction": 1, "actions": actions})
+    flow_id = await api.start(name)
+    for index in range(1, PRODUCERS + 1):
+        task = await api.poll_one(producer)
+        assert (await api.complete(task["taskId"], big_output(index))).status_code == 200
+    task = await api.poll_one(trigger)
+
+    # A small request whose transition plans the consumer: "{$..*}" over the big document.
+    completing = asyncio.ensure_future(api.complete(task["taskId"], {}))
+    answered = 0
+    while not completing.done() and answered < HEALTH_ANSWERS:
+        response = await api.http.get("/health")
+        assert response.status_code == 200, response.text
+        answered += 1
+    # Health answered again and again before the planning was over.
+    assert not completing.done(), f"/health answered {answered} times while the run was planned"
+    assert answered == HEALTH_ANSWERS
+    assert (await completing).status_code == 200
+    task = await api.poll_one(consumer)
+    assert task["flowId"] == flow_id

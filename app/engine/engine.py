@@ -19,6 +19,7 @@ from app.actions import javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine.catalog import Catalog
 from app.engine.document import Document
+from app.engine.document_pool import DocumentPool
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound
 from app.engine.ids import TaskId, TimerKind, TimerMember, idempotent_flow_id, new_flow_id
 from app.engine.planner import Plan, Planner, dumps
@@ -89,7 +90,8 @@ class Engine:
         self.catalog = Catalog(store, settings)
         threads = max(settings.js_threads, settings.js_processes)
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="orchy-js")
-        self.planner = Planner(self.executor)
+        self.documents = DocumentPool(settings.document_processes)
+        self.planner = Planner(self.executor, self.documents, settings.large_document_bytes)
         self.wakeups = wakeups or Wakeups()
         self.runs = RunCache(settings.run_cache_size)
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
@@ -100,6 +102,7 @@ class Engine:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.documents.close()
         javascript.close()
 
     # -- reading runs ---------------------------------------------------------------
@@ -351,12 +354,13 @@ class Engine:
     ) -> Transition:
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
-        document = Document(snapshot.document)
+        document = Document.of_run(snapshot)
         plan = Plan()
         if isinstance(result, Success):
-            document.set_output(action.id, result.output)
+            output_json = dumps(result.output)
+            document.set_output(action.id, result.output, output_json)
             plan = await self.planner.start(workflow, action.branch(DEFAULT_BRANCH), document)
-            outcome = Outcome(ActionStatus.COMPLETED, dumps(result.output), branch=DEFAULT_BRANCH)
+            outcome = Outcome(ActionStatus.COMPLETED, output_json, branch=DEFAULT_BRANCH)
         else:
             settings = await self.catalog.action(execution.queue or action.name)
             if result.retryable and settings.may_retry(task.attempt):
@@ -623,7 +627,7 @@ class Engine:
         """A delay fired, a wait got its event or timed out, or a join is complete."""
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
-        document = Document(snapshot.document)
+        document = Document.of_run(snapshot)
         branch = DEFAULT_BRANCH
         output: JSON
         if member.kind is TimerKind.FIRE:
@@ -636,14 +640,15 @@ class Engine:
                 branch = execution.event_name
         else:
             output = {str(joined): snapshot.output(joined) for joined in execution.join_on}
-        document.set_output(action.id, output)
+        output_json = dumps(output)
+        document.set_output(action.id, output, output_json)
         plan = await self.planner.start(workflow, action.branch(branch), document)
         change = Transition(
             snapshot.flow_id,
             execution.seq,
             ActionStatus.WAITING,
             member.generation,
-            Outcome(ActionStatus.COMPLETED, dumps(output), branch=branch),
+            Outcome(ActionStatus.COMPLETED, output_json, branch=branch),
             plan.ops,
             plan.fail_reason,
             timer_member=str(member),
