@@ -11,6 +11,7 @@ import time
 
 from app.engine.engine import Engine
 from app.settings import Settings
+from app.store.store import UNREACHABLE
 
 log = logging.getLogger("orchy.timers")
 
@@ -95,6 +96,8 @@ class Sweeper:
     async def _handle(self, partition: int, member: str, claimed_score: int) -> None:
         try:
             await self.engine.handle_timer(member, claimed_score)
+        except UNREACHABLE:  # not the timer's fault: its claim expires and it is tried again
+            log.warning("timer %s: Redis unreachable; it will be tried again", member)
         except Exception as error:
             log.exception("timer %s failed", member)
             await self._count_failure(partition, member, error)

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.store.keys import Keys, RunKeys
 from app.store.scripts import Scripts
@@ -15,6 +17,9 @@ from app.store.scripts import Scripts
 # redis-py's asyncio ``Redis`` or ``RedisCluster``, opened with ``decode_responses=True``; their
 # stubs type every reply as ``bytes | str``, which that option makes ``str``.
 RedisClient = Any
+
+# Redis could not be reached or did not answer in time: no fault of the run at hand.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 
 # The first KEYS index after the fixed ones of start.lua and transition.lua.
 START_FIXED_KEYS = 8
@@ -469,6 +474,7 @@ class Store:
 
 
 __all__ = [
+    "UNREACHABLE",
     "Applied",
     "LeasedTask",
     "Outcome",
