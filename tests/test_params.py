@@ -207,7 +207,7 @@ def test_the_document_is_built_only_when_read_with_outputs_set_before_and_after(
         builds.append(1)
         return {"input": {}, "1": {"output": "kept"}, "2": {"output": "old"}}
 
-    document = Document(build, lambda: {"input": "{}", "1": '{"output":"kept"}'})
+    document = Document(build, dict)
     document.set_output(2, "new", '"new"')
     document.set_output(3, {"error": "boom"}, '{"error":"boom"}')
     assert builds == []
@@ -220,14 +220,29 @@ def test_the_document_is_built_only_when_read_with_outputs_set_before_and_after(
     document.set_output(4, 1, "1")
     assert document.value["4"] == {"output": 1}
     assert builds == [1]
+
+
+def test_the_document_as_json_text_and_its_size_without_parsing() -> None:
+    def build() -> dict[str, Any]:
+        raise AssertionError("the document is not parsed for its text or its size")
+
+    def texts() -> dict[str, str]:
+        return {"input": '{"a":[1,2]}', "1": '{"output":"kept"}', "2": '{"output":"old"}'}
+
+    document = Document(build, texts)
+    document.set_output(2, "new", '"new"')
+    assert document.size() == len(document.json())
+    # Kept up to date once known: outputs replaced (stored, and set before), and added.
+    document.set_output(1, [1, 2], "[1,2]")
+    document.set_output(2, "newer", '"newer"')
+    document.set_output(12, None, "null")
     text = document.json()
-    assert len(text) == document.size()
+    assert document.size() == len(text)
     assert orjson.loads(text) == {
-        "input": {},
-        "1": {"output": "kept"},
-        "2": {"output": "new"},
-        "3": {"output": {"error": "boom"}},
-        "4": {"output": 1},
+        "input": {"a": [1, 2]},
+        "1": {"output": [1, 2]},
+        "2": {"output": "newer"},
+        "12": {"output": None},
     }
 
 

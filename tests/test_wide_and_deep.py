@@ -250,3 +250,45 @@ async def test_health_answers_while_a_big_document_is_resolved(api: Api) -> None
     assert (await completing).status_code == 200
     task = await api.poll_one(consumer)
     assert task["flowId"] == flow_id
+
+
+async def test_a_large_document_is_resolved_as_a_small_one_is(api: Api, settings: Settings) -> None:
+    """Past ORCHY_LARGE_DOCUMENT_BYTES the planner reads the document in another process:
+    switches, parameters and warnings come out the same."""
+    name, queue = unique("large"), unique("uses")
+    await api.register(
+        {
+            "name": name,
+            "rootAction": 1,
+            "actions": [
+                {
+                    "id": 1,
+                    "type": "system",
+                    "name": "switch",
+                    "expression": "{$.input.kind}",
+                    "next": {"big": [2]},
+                },
+                {
+                    "id": 2,
+                    "type": "user",
+                    "name": queue,
+                    "parameters": {
+                        "second": "{$.input.rows[1]}",
+                        "text": "kind {$.1.output.value}",
+                        "missing": "{$.input.nothing}",
+                    },
+                },
+            ],
+        }
+    )
+    rows = [{"id": i, "pad": "x" * 40} for i in range(settings.large_document_bytes // 40)]
+    for size in ("small", "big"):
+        flow_id = await api.start(
+            name, {"kind": "big", "rows": rows if size == "big" else rows[:2]}
+        )
+        task = await api.poll_one(queue)
+        assert task["flowId"] == flow_id
+        assert task["input"] == {"second": rows[1], "text": "kind big", "missing": None}, size
+        history = (await api.http.get(f"/flow/{flow_id}/history")).json()["history"]
+        warnings = [entry["detail"] for entry in history if entry["event"] == "WARNING"]
+        assert warnings == ["path $.input.nothing found nothing"], size

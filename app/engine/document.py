@@ -31,6 +31,7 @@ class Document:
         self._value: JSONObject = {}
         self._stored: dict[str, str] | None = None  # ``texts()``, once asked
         self._set_texts: dict[str, str] = {}  # the JSON of the entries set since
+        self._size: int | None = None  # ``size()``, once asked, kept up to date
 
     @classmethod
     def of(cls, value: JSONObject) -> Document:
@@ -45,7 +46,11 @@ class Document:
         """Sets an action's output; ``output_json`` is its JSON text."""
         key = str(action_id)
         self._value[key] = {"output": output}
-        self._set_texts[key] = f'{{"output":{output_json}}}'
+        text = f'{{"output":{output_json}}}'
+        if self._size is not None:  # kept up to date: an entry replaced, or one more
+            replaced = self._set_texts.get(key) or (self._stored or {}).get(key)
+            self._size += len(text) - (-len(key) - 4 if replaced is None else len(replaced))
+        self._set_texts[key] = text
 
     @property
     def value(self) -> JSONObject:
@@ -62,10 +67,13 @@ class Document:
 
     def size(self) -> int:
         """The length of :meth:`json`, without writing it (its keys need no escapes)."""
-        entries = self._entries()
-        # '"key":text' for each entry, commas between them, braces around them.
-        separators = max(len(entries) - 1, 0) + 2
-        return sum(len(key) + len(text) + 3 for key, text in entries.items()) + separators
+        if self._size is None:
+            entries = self._entries()
+            # '"key":text' for each entry, commas between them, braces around them.
+            separators = max(len(entries) - 1, 0) + 2
+            self._size = sum(len(key) + len(text) + 3 for key, text in entries.items())
+            self._size += separators
+        return self._size
 
     def json(self) -> str:
         """The document as JSON text."""
