@@ -16,6 +16,9 @@ from app.store.store import UNREACHABLE
 log = logging.getLogger("orchy.timers")
 
 MS_PER_SECOND = 1000
+# A failed timer's error goes into the run's history and, in the end, its reason: at most
+# this many characters of it.
+ERROR_TEXT_LIMIT = 2000
 
 
 class Sweeper:
@@ -108,7 +111,8 @@ class Sweeper:
         """The timer is tried again a bounded number of times, then its run fails (see
         ``Engine.timer_failed``). If even that cannot be done (Redis away), the claim
         expires and the timer is handled again then."""
+        text = f"{type(error).__name__}: {error}"[:ERROR_TEXT_LIMIT]
         try:
-            await self.engine.timer_failed(partition, member, f"{type(error).__name__}: {error}")
+            await self.engine.timer_failed(partition, member, text)
         except Exception:
             log.exception("timer %s: its failure could not be recorded", member)
