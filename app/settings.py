@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # Safety net: a partition is swept at least this often even with no notification.
     timer_idle_recheck_seconds: float = 1.0
     timer_concurrency: int = 64
+    # A timer whose handling raises is tried again after ``timer_retry_seconds``; after
+    # ``timer_max_attempts`` failed attempts its execution and the run FAIL with the error.
+    timer_retry_seconds: float = 1.0
+    timer_max_attempts: int = 5
     notifier_reconnect_seconds: float = 0.5
 
     # Task polling.
@@ -68,6 +72,11 @@ class Settings(BaseSettings):
     # Runs whose next task a worker took at once are kept in memory as of that transition,
     # so that the next result plans without reading the run again; 0 turns this off.
     run_cache_size: int = 4096
+
+    # A run's data document at least this large (characters of JSON) is read, and JSONPath
+    # run over it, in one of ``document_processes`` processes rather than on the event loop.
+    large_document_bytes: int = 64 * 1024
+    document_processes: int = 2
 
     # JavaScript system action.
     js_timeout_seconds: float = 1.0

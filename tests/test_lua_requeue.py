@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from redis.exceptions import ResponseError
 
 from app.store.store import Outcome, Store
 from tests.test_lua_scripts import (
@@ -127,3 +128,18 @@ async def test_requeue_of_ended_or_missing_run(lua: Lua) -> None:
     assert await lua.store.requeue(ghost, 1, 2, ghost_enq, queue) == "missing"
     assert await lua.score(ghost, ghost_enq) is None
     assert await lua.queue(ghost, queue) == []
+
+
+async def test_requeue_to_a_queue_key_of_another_type_changes_nothing(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await retried(lua, queue)
+    enq = member("enq", flow, 1, 2)
+    await lua.client.set(lua.queue_key(flow, queue), "not a list")
+    run, history, due = await lua.run(flow), await lua.history(flow), await lua.score(flow, enq)
+
+    with pytest.raises(ResponseError, match="holds a string, not a list"):
+        await lua.store.requeue(flow, 1, 2, enq, queue)
+
+    assert await lua.run(flow) == run
+    assert await lua.history(flow) == history
+    assert await lua.score(flow, enq) == due

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from redis.exceptions import ResponseError
 
-from app.store.store import Outcome, Store
+from app.store.store import Outcome, RunStart, Store
 from tests.test_lua_scripts import (
     RETENTION,
     Lua,
@@ -393,3 +394,74 @@ async def test_finished_run_expires_its_event_and_waiter_keys(lua: Lua) -> None:
     keys = lua.run_keys(flow)
     for key in (keys.run, keys.history, keys.events, keys.waiters):
         assert RETENTION - 5 <= await lua.ttl(key) <= RETENTION, key
+
+
+# -- wide starts: all of them or nothing ---------------------------------------------------
+
+WIDE = 10_000
+"""More values than Lua's ``unpack`` takes at once (about 8,000)."""
+
+
+async def test_start_applies_ten_thousand_ops_and_notifies_their_queue_once(
+    lua: Lua, pubsub: Any
+) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([user(aid, queue) for aid in range(1, WIDE + 1)])
+
+    run = await lua.run(flow)
+    assert (run["status"], run["seq"], run["active"]) == ("RUNNING", str(WIDE), str(WIDE))
+    assert (run["x:1:s"], run[f"x:{WIDE}:s"], run[f"a:{WIDE}:s"]) == ("QUEUED",) * 3
+    assert await lua.client.llen(lua.queue_key(flow, queue)) == WIDE
+    history = await lua.history(flow)
+    assert events_of(history) == ["RUN_STARTED"] + ["QUEUED"] * WIDE
+    assert [entry["seq"] for entry in history[1:]] == list(range(1, WIDE + 1))
+    # One message per queue wakes every poll of it; a marker published after the script
+    # shows that nothing else came.
+    await lua.client.publish(lua.keys.notify_channel, "marker")
+    assert await messages(pubsub, 2) == [f"q|{lua.partition(flow)}|{queue}", "marker"]
+
+
+async def assert_no_run(lua: Lua, flow: str, name: str) -> None:
+    keys = lua.run_keys(flow)
+    for key in (keys.run, keys.history, keys.events, keys.waiters, keys.held):
+        assert await lua.client.exists(key) == 0, key
+    partition = lua.partition(flow)
+    assert await lua.client.zscore(lua.keys.runs_index(partition), flow) is None
+    assert await lua.client.zscore(lua.keys.runs_by_name(partition, name), flow) is None
+
+
+async def test_start_with_a_queue_key_of_another_type_changes_nothing(lua: Lua) -> None:
+    good, broken = lua.new_name(), lua.new_name()
+    flow = lua.new_flow()
+    await lua.client.set(lua.queue_key(flow, broken), "not a list")
+
+    with pytest.raises(ResponseError, match="holds a string, not a list"):
+        await lua.store.start_run(
+            flow, "wf", 1, "{}", "", "", [sleep(1, 60_000), user(2, good), user(3, broken)]
+        )
+
+    await assert_no_run(lua, flow, "wf")
+    assert await lua.queue(flow, good) == []
+    assert await lua.score(flow, member("fire", flow, 1, 1)) is None
+    assert await lua.client.get(lua.queue_key(flow, broken)) == "not a list"
+
+
+async def test_start_that_fails_midway_leaves_no_run_behind(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = lua.new_flow()
+    start = RunStart(flow, "wf", 1, "{}", "", "", [user(1, queue), sleep(2, 1000)])
+    keys, args = lua.store._start_call(start)
+    # The sleep's number is not a number: the script fails after the run and its first task
+    # were written, as any command failing midway would.
+    args[args.index(1000)] = "soon"
+
+    with pytest.raises(ResponseError, match="arithmetic"):
+        await lua.store.scripts.start(keys=keys, args=args)
+
+    await assert_no_run(lua, flow, "wf")
+    # What it queued before the error points at a run that does not exist: a poll drops it.
+    assert await lua.poll(flow, queue) == []
+    assert await lua.queue(flow, queue) == []
+    # The same start succeeds without the fault.
+    assert await lua.store.start_run(flow, "wf", 1, "{}", "", "", [user(1, queue)]) is True
+    assert [task.task_id for task in await lua.poll(flow, queue)] == [task_id(flow, 1, 1)]

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from redis.exceptions import ResponseError
 
 from app.store.store import Applied, Outcome, PlannedOp, Store, Transition
 from tests.test_lua_scripts import (
@@ -489,3 +490,61 @@ async def test_transition_planned_from_an_older_revision_is_moved_and_changes_no
         "QUEUED",
         int(run_before["rev"]) + 1,
     )
+
+
+# -- wide transitions: all of them or nothing ----------------------------------------------
+
+WIDE = 10_000
+"""More values than Lua's ``unpack`` takes at once (about 8,000)."""
+
+
+async def test_transition_applies_ten_thousand_ops(lua: Lua) -> None:
+    queue, wide = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+
+    assert await lua.complete(flow, 1, ops=[user(aid, wide) for aid in range(2, WIDE + 2)]) == "ok"
+
+    run = await lua.run(flow)
+    assert (run["status"], run["seq"], run["active"]) == ("RUNNING", str(WIDE + 1), str(WIDE))
+    assert await lua.client.llen(lua.queue_key(flow, wide)) == WIDE
+    history = await lua.history(flow)
+    assert events_of(history[-WIDE - 1 :]) == ["COMPLETED"] + ["QUEUED"] * WIDE
+
+
+async def test_transition_leases_ten_thousand_tasks_at_once(lua: Lua) -> None:
+    queue, mine = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+
+    reply = await complete_leasing(
+        lua, flow, [leased(user(aid, mine)) for aid in range(2, WIDE + 2)]
+    )
+
+    assert reply == Applied("ok", tuple(range(2, WIDE + 2)))
+    run = await lua.run(flow)
+    assert (run["active"], run[f"x:{WIDE + 1}:s"], run[f"x:{WIDE + 1}:w"]) == (
+        str(WIDE),
+        "RUNNING",
+        "w-next",
+    )
+    history = await lua.history(flow)
+    assert events_of(history[-2 * WIDE - 1 :]) == ["COMPLETED"] + ["QUEUED", "RUNNING"] * WIDE
+
+
+async def test_transition_with_a_queue_key_of_another_type_changes_nothing(lua: Lua) -> None:
+    queue, good, broken = lua.new_name(), lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    await lua.poll(flow, queue)
+    await lua.client.set(lua.queue_key(flow, broken), "not a list")
+    run, history = await lua.run(flow), await lua.history(flow)
+    lease = member("lease", flow, 1, 1)
+    lease_due = await lua.score(flow, lease)
+
+    with pytest.raises(ResponseError, match="holds a string, not a list"):
+        await lua.complete(flow, 1, ops=[user(2, good), user(3, broken)])
+
+    assert await lua.run(flow) == run
+    assert await lua.history(flow) == history
+    assert await lua.score(flow, lease) == lease_due
+    assert await lua.queue(flow, good) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from app.definition import ActionDef, ActionType
@@ -206,9 +207,9 @@ def test_the_document_is_built_only_when_read_with_outputs_set_before_and_after(
         builds.append(1)
         return {"input": {}, "1": {"output": "kept"}, "2": {"output": "old"}}
 
-    document = Document(build)
-    document.set_output(2, "new")
-    document.set_output(3, {"error": "boom"})
+    document = Document(build, dict)
+    document.set_output(2, "new", '"new"')
+    document.set_output(3, {"error": "boom"}, '{"error":"boom"}')
     assert builds == []
     assert document.value == {
         "input": {},
@@ -216,9 +217,33 @@ def test_the_document_is_built_only_when_read_with_outputs_set_before_and_after(
         "2": {"output": "new"},
         "3": {"output": {"error": "boom"}},
     }
-    document.set_output(4, 1)
+    document.set_output(4, 1, "1")
     assert document.value["4"] == {"output": 1}
     assert builds == [1]
+
+
+def test_the_document_as_json_text_and_its_size_without_parsing() -> None:
+    def build() -> dict[str, Any]:
+        raise AssertionError("the document is not parsed for its text or its size")
+
+    def texts() -> dict[str, str]:
+        return {"input": '{"a":[1,2]}', "1": '{"output":"kept"}', "2": '{"output":"old"}'}
+
+    document = Document(build, texts)
+    document.set_output(2, "new", '"new"')
+    assert document.size() == len(document.json())
+    # Kept up to date once known: outputs replaced (stored, and set before), and added.
+    document.set_output(1, [1, 2], "[1,2]")
+    document.set_output(2, "newer", '"newer"')
+    document.set_output(12, None, "null")
+    text = document.json()
+    assert document.size() == len(text)
+    assert orjson.loads(text) == {
+        "input": {"a": [1, 2]},
+        "1": {"output": [1, 2]},
+        "2": {"output": "newer"},
+        "12": {"output": None},
+    }
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from app.actions.javascript import JavaScriptAction, Limits
 from app.actions.js_pool import Reply, SandboxPool, Status
 from app.definition import ActionDef, ActionType, DefinitionError, WorkflowDef
 from app.engine.document import Document
+from app.engine.document_pool import DocumentPool
 from app.engine.planner import Planner
 from app.settings import get_settings
 
@@ -726,11 +727,11 @@ def test_the_planner_builds_the_document_only_for_what_reads_it() -> None:
     }
     workflow = WorkflowDef("w", 1, actions)
     with ThreadPoolExecutor(1) as executor:
-        planner = Planner(executor)
-        quiet = asyncio.run(planner.start(workflow, [1, 2], Document(build)))
+        planner = Planner(executor, DocumentPool(1), large_document_size=1 << 20)
+        quiet = asyncio.run(planner.start(workflow, [1, 2], Document(build, dict)))
         assert [op.kind for op in quiet.ops] == ["user", "join"]
         assert builds == []
-        plan = asyncio.run(planner.start(workflow, [3], Document(build)))
+        plan = asyncio.run(planner.start(workflow, [3], Document(build, dict)))
     assert [(op.kind, op.payload) for op in plan.ops] == [
         ("done", '{"value":"b"}'),
         ("user", '{"kind":"b"}'),

@@ -20,12 +20,13 @@ from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine import run_log
 from app.engine.catalog import Catalog
 from app.engine.document import Document
+from app.engine.document_pool import DocumentPool
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge
 from app.engine.ids import TaskId, TimerKind, TimerMember, idempotent_flow_id, new_flow_id
 from app.engine.planner import Plan, Planner, dumps
 from app.engine.run_cache import MOVED, RunCache
 from app.engine.snapshot import Execution, RunSnapshot
-from app.engine.status import ActionStatus, RunStatus
+from app.engine.status import TERMINAL_ACTION, ActionStatus, RunStatus
 from app.engine.wakeups import Wakeups
 from app.jsontypes import JSON, JSONObject
 from app.settings import Settings
@@ -90,7 +91,8 @@ class Engine:
         self.catalog = Catalog(store, settings)
         threads = max(settings.js_threads, settings.js_processes)
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="orchy-js")
-        self.planner = Planner(self.executor)
+        self.documents = DocumentPool(settings.document_processes)
+        self.planner = Planner(self.executor, self.documents, settings.large_document_bytes)
         self.wakeups = wakeups or Wakeups()
         self.runs = RunCache(settings.run_cache_size)
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
@@ -101,6 +103,7 @@ class Engine:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.documents.close()
         javascript.close()
 
     # -- reading runs ---------------------------------------------------------------
@@ -360,12 +363,13 @@ class Engine:
     ) -> Transition:
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
-        document = Document(snapshot.document)
+        document = Document.of_run(snapshot)
         plan = Plan()
         if isinstance(result, Success):
-            document.set_output(action.id, result.output)
+            output_json = dumps(result.output)
+            document.set_output(action.id, result.output, output_json)
             plan = await self.planner.start(workflow, action.branch(DEFAULT_BRANCH), document)
-            outcome = Outcome(ActionStatus.COMPLETED, dumps(result.output), branch=DEFAULT_BRANCH)
+            outcome = Outcome(ActionStatus.COMPLETED, output_json, branch=DEFAULT_BRANCH)
         else:
             settings = await self.catalog.action(execution.queue or action.name)
             if result.retryable and settings.may_retry(task.attempt):
@@ -547,14 +551,7 @@ class Engine:
         execution = snapshot.execution(member.seq) if fields else None
         if execution is None:
             # The run is gone (expired) or never had this step: nothing can use the timer.
-            return await self.store.transition(
-                member.flow_id,
-                member.seq,
-                "",
-                member.generation,
-                Outcome(""),
-                timer_member=member_text,
-            )
+            return await self._drop_timer(member)
         task = TaskId(member.flow_id, member.seq, member.generation)
         if member.kind is TimerKind.ENQUEUE:
             return await self.store.requeue(
@@ -575,6 +572,58 @@ class Engine:
             )
         return await self._finish_waiting(snapshot, execution, member)
 
+    async def timer_failed(self, partition: int, member_text: str, error: str) -> str:
+        """Handling the due timer ``member_text`` of ``partition`` raised ``error``.
+
+        The timer is tried again after ``timer_retry_seconds``, up to ``timer_max_attempts``
+        failed attempts in all for its execution; then the execution FAILS, and the run with
+        it, with the error as reason, rather than the timer being retried for ever."""
+        try:
+            member = TimerMember.parse(member_text)
+        except ValueError:  # names no run: nothing could ever handle it
+            await self.store.drop_timer(partition, member_text)
+            return "dropped"
+        most = self.settings.timer_max_attempts
+        retry_ms = round(self.settings.timer_retry_seconds * MS_PER_SECOND)
+        failures = await self.store.timer_failed(
+            member.flow_id, member.seq, member_text, error, retry_ms, most
+        )
+        if failures == 0:
+            return "terminal"
+        if failures < most:
+            return "retry"
+        snapshot = RunSnapshot(member.flow_id, await self.store.read_run(member.flow_id))
+        execution = snapshot.execution(member.seq) if snapshot.fields else None
+        if (
+            execution is None
+            or execution.status in TERMINAL_ACTION
+            or execution.attempt != member.generation
+        ):
+            # The execution has moved on without this timer: it is only dropped.
+            return await self._drop_timer(member)
+        reason = (
+            f"action {execution.action_id}: its {member.kind.name.lower()} timer failed "
+            f"{failures} times: {error}"
+        )
+        change = Transition(
+            member.flow_id,
+            member.seq,
+            execution.status,
+            execution.attempt,
+            Outcome(ActionStatus.FAILED, dumps({"error": reason}), error=reason, branch="error"),
+            (),
+            reason,
+            timer_member=member_text,
+        )
+        [answer] = await self._commit([change])
+        return answer.status
+
+    async def _drop_timer(self, member: TimerMember) -> str:
+        """Removes a timer through a transition that can only find it stale."""
+        return await self.store.transition(
+            member.flow_id, member.seq, "", member.generation, Outcome(""), timer_member=str(member)
+        )
+
     @staticmethod
     async def _handle_quietly(call: Coroutine[Any, Any, str]) -> str:
         try:
@@ -588,7 +637,7 @@ class Engine:
         """A delay fired, a wait got its event or timed out, or a join is complete."""
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
-        document = Document(snapshot.document)
+        document = Document.of_run(snapshot)
         branch = DEFAULT_BRANCH
         output: JSON
         if member.kind is TimerKind.FIRE:
@@ -601,14 +650,15 @@ class Engine:
                 branch = execution.event_name
         else:
             output = {str(joined): snapshot.output(joined) for joined in execution.join_on}
-        document.set_output(action.id, output)
+        output_json = dumps(output)
+        document.set_output(action.id, output, output_json)
         plan = await self.planner.start(workflow, action.branch(branch), document)
         change = Transition(
             snapshot.flow_id,
             execution.seq,
             ActionStatus.WAITING,
             member.generation,
-            Outcome(ActionStatus.COMPLETED, dumps(output), branch=branch),
+            Outcome(ActionStatus.COMPLETED, output_json, branch=branch),
             plan.ops,
             plan.fail_reason,
             timer_member=str(member),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.jsonpath import JSONPath
 from jsonpath_ng.parser import parse
@@ -92,6 +93,13 @@ def resolve(template: JSON, document: dict[str, Any]) -> Resolution:
     return Resolution(value=value, warnings=list(dict.fromkeys(warnings)))
 
 
+def resolve_json(template: JSON, document_json: str) -> tuple[str, list[str]]:
+    """:func:`resolve` against a document given as JSON text, answering the value as JSON
+    text and the warnings: what the processes of a ``DocumentPool`` run."""
+    resolution = resolve(template, orjson.loads(document_json))
+    return orjson.dumps(resolution.value).decode(), resolution.warnings
+
+
 def stringify(value: JSON) -> str:
     """The branch key for ``value``: ``true``, ``42``, ``MALE``, ``null``, compact JSON."""
     if isinstance(value, str):
@@ -132,7 +140,19 @@ def _lookup(ref: str, document: dict[str, Any], warnings: list[str]) -> JSON:
         warnings.append(f"path {normalize_path(ref)} found nothing")
         return None
     # A copy, so that whoever receives the value cannot change the run's document.
-    return copy.deepcopy(matches[0].value)
+    return _copy(matches[0].value)
+
+
+def _copy(value: JSON) -> JSON:
+    """A deep copy of a JSON value, made by orjson in C: several times faster than
+    ``copy.deepcopy`` on a large one."""
+    if not isinstance(value, dict | list):
+        return value
+    try:
+        copied: JSON = orjson.loads(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # not what orjson writes (an integer beyond 64 bits...)
+        return copy.deepcopy(value)
+    return copied
 
 
 def _as_text(value: JSON) -> str:

@@ -2,7 +2,9 @@
 
 User actions get their parameters resolved and are queued. System actions are run at once:
 those that finish now (switch, javascript) are followed in the same plan, so a chain of them
-costs one Redis call; those that wait (delay, wait, join) become durable ops.
+costs one Redis call; those that wait (delay, wait, join) become durable ops. A large data
+document is read in other processes, so that JSONPath over one run's data never stalls the
+server.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from app.actions import get_action
 from app.actions.base import AwaitEvent, AwaitJoin, Done, Fail, Outcome, Sleep
 from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
 from app.engine.document import Document
-from app.engine.params import resolve
+from app.engine.document_pool import DocumentPool
+from app.engine.params import resolve, resolve_json
 from app.jsontypes import JSON
 from app.store import PlannedOp
 
@@ -35,9 +38,24 @@ class Plan:
     fail_reason: str = ""
 
 
+def run_on_document(action: ActionDef, document_json: str) -> Outcome:
+    """Runs a system action that reads the document, given as JSON text: what the
+    processes of a :class:`DocumentPool` run."""
+    implementation = get_action(action.name)
+    if implementation is None:
+        return Fail(f"unknown system action {action.name!r}")
+    return implementation.run(action, orjson.loads(document_json))
+
+
 class Planner:
-    def __init__(self, executor: Executor) -> None:
-        self.executor = executor
+    def __init__(
+        self, executor: Executor, documents: DocumentPool, large_document_size: int
+    ) -> None:
+        self.executor = executor  # scripts (blocking system actions)
+        # A document this large is read in ``documents``: parsing it, JSONPath over it and
+        # copies of what that finds would stall every other request.
+        self.documents = documents
+        self.large_document_size = large_document_size
 
     async def start(self, workflow: WorkflowDef, ids: list[int], document: Document) -> Plan:
         plan = Plan()
@@ -47,52 +65,68 @@ class Planner:
     async def _reach(
         self, workflow: WorkflowDef, ids: list[int], document: Document, plan: Plan
     ) -> None:
-        for action_id in ids:
-            if plan.fail_reason:
-                return
-            action = workflow.actions[action_id]
+        """Plans ``ids`` and every step that the system actions among them lead to, depth
+        first in ``next`` order. The steps still to plan are kept on a list rather than on
+        Python's stack, so a chain of system steps may be as long as its definition."""
+        pending = list(reversed(ids))
+        while pending and not plan.fail_reason:
+            action = workflow.actions[pending.pop()]
             if action.type is ActionType.USER:
-                self._queue_user_action(action, document, plan)
+                await self._queue_user_action(action, document, plan)
             else:
-                await self._run_system_action(workflow, action, document, plan)
+                reached = await self._run_system_action(action, document, plan)
+                pending.extend(reversed(reached))
 
-    def _queue_user_action(self, action: ActionDef, document: Document, plan: Plan) -> None:
-        # Parameters without references resolve to themselves: the document is not built.
-        data = document.value if action.references_data else {}
-        resolution = resolve(action.parameters, data)
-        for warning in resolution.warnings:
-            plan.ops.append(PlannedOp("note", action.id, payload=warning))
-        plan.ops.append(
-            PlannedOp(
-                "user", action.id, action.name, payload=dumps(resolution.value), queue=action.name
+    def _is_large(self, document: Document) -> bool:
+        return document.size() >= self.large_document_size
+
+    async def _queue_user_action(self, action: ActionDef, document: Document, plan: Plan) -> None:
+        warnings: list[str] = []
+        if not action.references_data:  # resolves to itself: no document is built
+            payload = dumps(action.parameters)
+        elif self._is_large(document):
+            payload, warnings = await self.documents.call(
+                resolve_json, action.parameters, document.json()
             )
-        )
+        else:
+            resolution = resolve(action.parameters, document.value)
+            payload, warnings = dumps(resolution.value), resolution.warnings
+        for warning in warnings:
+            plan.ops.append(PlannedOp("note", action.id, payload=warning))
+        plan.ops.append(PlannedOp("user", action.id, action.name, payload, queue=action.name))
 
     async def _run_system_action(
-        self, workflow: WorkflowDef, action: ActionDef, document: Document, plan: Plan
-    ) -> None:
+        self, action: ActionDef, document: Document, plan: Plan
+    ) -> list[int]:
+        """Runs a system action now; returns the ids it leads to at once (none when it
+        waits, or when the run fails)."""
         implementation = get_action(action.name)
         if implementation is None:  # validation keeps unknown names out; a stale cache may not
             outcome: Outcome = Fail(f"unknown system action {action.name!r}")
+        elif implementation.blocking:
+            reads = implementation.reads_document
+
+            def run() -> Outcome:  # the document is built in the script's thread too
+                return implementation.run(action, document.value if reads else {})
+
+            outcome = await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        elif not implementation.reads_document:
+            outcome = implementation.run(action, {})
+        elif self._is_large(document):
+            outcome = await self.documents.call(run_on_document, action, document.json())
         else:
-            data = document.value if implementation.reads_document else {}
-            if implementation.blocking:
-                loop = asyncio.get_running_loop()
-                outcome = await loop.run_in_executor(
-                    self.executor, implementation.run, action, data
-                )
-            else:
-                outcome = implementation.run(action, data)
+            outcome = implementation.run(action, document.value)
         # Now, before the document changes: the input may be (part of) it.
         received = "" if outcome.input is None else dumps(outcome.input)
         match outcome:
             case Done(output=output, branch=branch):
-                plan.ops.append(PlannedOp("done", action.id, branch, dumps(output), input=received))
-                document.set_output(action.id, output)
-                await self._reach(workflow, action.branch(branch), document, plan)
+                output_json = dumps(output)
+                plan.ops.append(PlannedOp("done", action.id, branch, output_json, input=received))
+                document.set_output(action.id, output, output_json)
+                return action.branch(branch)
             case Fail(error=error):
                 plan.ops.append(PlannedOp("failed", action.id, payload=error, input=received))
-                await self.follow_failure(workflow, action, error, document, plan)
+                return self._failure_branch(action, error, document, plan)
             case Sleep(seconds=seconds):
                 sleep_ms = round(seconds * MS_PER_SECOND)
                 plan.ops.append(PlannedOp("sleep", action.id, number=sleep_ms, input=received))
@@ -104,6 +138,7 @@ class Planner:
             case AwaitJoin(join_on=join_on):
                 payload = ",".join(str(joined) for joined in join_on)
                 plan.ops.append(PlannedOp("join", action.id, payload=payload, input=received))
+        return []
 
     async def follow_failure(
         self,
@@ -114,8 +149,16 @@ class Planner:
         plan: Plan,
     ) -> None:
         """Takes the action's ``error`` branch, or fails the run when it has none."""
+        await self._reach(
+            workflow, self._failure_branch(action, error, document, plan), document, plan
+        )
+
+    @staticmethod
+    def _failure_branch(action: ActionDef, error: str, document: Document, plan: Plan) -> list[int]:
+        """The ids of the action's ``error`` branch; with none, the run fails."""
         if ERROR_BRANCH in action.next:
-            document.set_output(action.id, {"error": error})
-            await self._reach(workflow, action.next[ERROR_BRANCH], document, plan)
-        else:
-            plan.fail_reason = f"{action.label} failed: {error}"
+            output: JSON = {"error": error}
+            document.set_output(action.id, output, dumps(output))
+            return action.next[ERROR_BRANCH]
+        plan.fail_reason = f"{action.label} failed: {error}"
+        return []

@@ -11,10 +11,14 @@ import time
 
 from app.engine.engine import Engine
 from app.settings import Settings
+from app.store.store import UNREACHABLE
 
 log = logging.getLogger("orchy.timers")
 
 MS_PER_SECOND = 1000
+# A failed timer's error goes into the run's history and, in the end, its reason: at most
+# this many characters of it.
+ERROR_TEXT_LIMIT = 2000
 
 
 class Sweeper:
@@ -80,7 +84,7 @@ class Sweeper:
             self._clock_offset_ms = claim.now_ms - time.time() * MS_PER_SECOND
             for member, _due in claim.due:
                 await self._slots.acquire()
-                task = asyncio.create_task(self._handle(member, claim.now_ms + claim_ms))
+                task = asyncio.create_task(self._handle(partition, member, claim.now_ms + claim_ms))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             claimed += len(claim.due)
@@ -92,10 +96,23 @@ class Sweeper:
                 self._next_due[partition] = claim.next_due_ms - self._clock_offset_ms
         return claimed
 
-    async def _handle(self, member: str, claimed_score: int) -> None:
+    async def _handle(self, partition: int, member: str, claimed_score: int) -> None:
         try:
             await self.engine.handle_timer(member, claimed_score)
-        except Exception:  # the claim expires and the timer is tried again
-            log.exception("timer %s failed; it will be retried", member)
+        except UNREACHABLE:  # not the timer's fault: its claim expires and it is tried again
+            log.warning("timer %s: Redis unreachable; it will be tried again", member)
+        except Exception as error:
+            log.exception("timer %s failed", member)
+            await self._count_failure(partition, member, error)
         finally:
             self._slots.release()
+
+    async def _count_failure(self, partition: int, member: str, error: Exception) -> None:
+        """The timer is tried again a bounded number of times, then its run fails (see
+        ``Engine.timer_failed``). If even that cannot be done (Redis away), the claim
+        expires and the timer is handled again then."""
+        text = f"{type(error).__name__}: {error}"[:ERROR_TEXT_LIMIT]
+        try:
+            await self.engine.timer_failed(partition, member, text)
+        except Exception:
+            log.exception("timer %s: its failure could not be recorded", member)

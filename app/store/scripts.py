@@ -18,6 +18,7 @@ SCRIPT_NAMES = (
     "resume",
     "terminate",
     "register_workflow",
+    "timer_failed",
 )
 
 
@@ -40,6 +41,7 @@ class Scripts:
     resume: Any
     terminate: Any
     register_workflow: Any
+    timer_failed: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

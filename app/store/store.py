@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.store.keys import Keys, RunKeys
 from app.store.scripts import Scripts
@@ -15,6 +17,9 @@ from app.store.scripts import Scripts
 # redis-py's asyncio ``Redis`` or ``RedisCluster``, opened with ``decode_responses=True``; their
 # stubs type every reply as ``bytes | str``, which that option makes ``str``.
 RedisClient = Any
+
+# Redis could not be reached or did not answer in time: no fault of the run at hand.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 
 # The first KEYS index after the fixed ones of start.lua and transition.lua.
 START_FIXED_KEYS = 8
@@ -183,15 +188,15 @@ class Store:
     ) -> tuple[list[str], list[Any]]:
         """KEYS for the ops' queues (numbered from ``first_key``) and the ops' ARGV."""
         partition = self.keys.partition_of(flow_id)
-        queue_keys: list[str] = []
+        key_index_of: dict[str, int] = {}  # one KEYS entry per queue, however many ops use it
         args: list[Any] = [len(ops)]
         for op in ops:
             key_index = 0
             if op.queue is not None:
-                queue_keys.append(self.keys.queue(partition, op.queue))
-                key_index = first_key + len(queue_keys) - 1
+                key = self.keys.queue(partition, op.queue)
+                key_index = key_index_of.setdefault(key, first_key + len(key_index_of))
             args += [op.kind, op.action_id, op.name, op.payload, op.number, key_index, op.input]
-        return queue_keys, args
+        return list(key_index_of), args
 
     async def start_run(
         self,
@@ -402,6 +407,20 @@ class Store:
 
     # -- timers ---------------------------------------------------------------------
 
+    async def timer_failed(
+        self, flow_id: str, seq: int, timer_member: str, error: str, retry_ms: int, most: int
+    ) -> int:
+        """Counts a failed attempt at handling a timer; returns the attempts so far (0: the
+        run is gone or has ended, and the timer was dropped). Below ``most`` the timer is
+        due again in ``retry_ms``."""
+        keys = self.keys.run(flow_id).as_list()
+        args = [*self._run_args(flow_id), timer_member, seq, error, retry_ms, most]
+        return int(await self.scripts.timer_failed(keys=keys, args=args))
+
+    async def drop_timer(self, partition: int, timer_member: str) -> None:
+        """Removes a timer that names no run (it cannot be parsed)."""
+        await self.client.zrem(self.keys.timers(partition), timer_member)
+
     async def claim_timers(self, partition: int, most: int, claim_ms: int) -> TimerClaim:
         reply = await self.scripts.claim_timers(
             keys=[self.keys.timers(partition)], args=[most, claim_ms]
@@ -457,6 +476,7 @@ class Store:
 
 
 __all__ = [
+    "UNREACHABLE",
     "Applied",
     "LeasedTask",
     "Outcome",

@@ -6,15 +6,32 @@
 --   rev (revision: up by one with each script that changes the run),
 --   seq (last execution number), active (executions queued, running or waiting),
 --   joins (comma list of join action ids still waiting),
---   x:<seq>:a|s|n|in|q|w|e|ev|evn|evd|jon|held  one execution of an action
+--   x:<seq>:a|s|n|in|q|w|e|ev|evn|evd|jon|held|tf  one execution of an action
 --                                     (action id, status, attempt or generation, input,
 --                                      queue name, worker, error, awaited event, event
---                                      name and data received, join ids, held outcome)
+--                                      name and data received, join ids, held outcome,
+--                                      failed attempts at handling its timers)
 --   a:<id>:s|n|o|e|x|jw|jf            the latest execution of action <id> (status,
 --                                      attempts, output, error, its seq, waiting join
 --                                      seq, join fired)
 -- A timer member is "<kind>|<flowId>|<seq>|<n>", scored by its due time in ms.
 
+-- Raises, before a script writes anything, when a queue key from KEYS[first] on holds
+-- something other than a list: Redis does not undo what a script wrote before an error, so a
+-- transition either finds every queue it pushes to usable or changes nothing.
+local function check_queues(first)
+  local checked = {}
+  for i = first, #KEYS do
+    local key = KEYS[i]
+    if not checked[key] then
+      local kind = redis.call('TYPE', key)['ok']
+      if kind ~= 'none' and kind ~= 'list' then
+        error('queue key ' .. key .. ' holds a ' .. kind .. ', not a list', 0)
+      end
+      checked[key] = true
+    end
+  end
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -25,6 +42,16 @@ local OPEN = { QUEUED = true, RUNNING = true, WAITING = true }
 
 local function xf(seq, field) return 'x:' .. seq .. ':' .. field end
 local function af(aid, field) return 'a:' .. aid .. ':' .. field end
+-- Lua's ``unpack`` fails past about 8,000 values (the C stack), so a command whose values
+-- come from a table that grows with the run (a fan-out's history entries) is sent in chunks.
+-- Only for commands whose effect is the same in one call or several (RPUSH, HSET, SADD).
+local UNPACK_CHUNK = 1000
+local function call_chunked(command, key, values)
+  for first = 1, #values, UNPACK_CHUNK do
+    local last = math.min(first + UNPACK_CHUNK - 1, #values)
+    redis.call(command, key, unpack(values, first, last))
+  end
+end
 
 -- Every change of a run writes history, so this is also where the run's revision goes up
 -- (once per script): a server that planned from a copy of the run checks it (transition.lua).
@@ -57,7 +84,7 @@ end
 -- Writes what the script gathered: its history entries and its change of the open count.
 local function flush(ctx)
   if ctx.entries then
-    redis.call('RPUSH', ctx.hist, unpack(ctx.entries))
+    call_chunked('RPUSH', ctx.hist, ctx.entries)
     ctx.entries = nil
   end
   if ctx.active_change and ctx.active_change ~= 0 then
@@ -174,7 +201,12 @@ local function apply_ops(ctx, i)
         return { xf(seq, 'in'), payload, xf(seq, 'q'), name }
       end)
       redis.call('RPUSH', KEYS[key_index], ctx.flow .. '.' .. seq .. '.1')
-      redis.call('PUBLISH', ctx.channel, 'q|' .. ctx.partition .. '|' .. name)
+      -- One notification per queue wakes every poll of it: a fan-out sends one, not 10,000.
+      ctx.announced = ctx.announced or {}
+      if not ctx.announced[name] then
+        redis.call('PUBLISH', ctx.channel, 'q|' .. ctx.partition .. '|' .. name)
+        ctx.announced[name] = true
+      end
       hist(ctx, { event = 'QUEUED', action = action, seq = seq, name = name })
     elseif kind == 'done' then
       local seq = new_exec(ctx, aid, 'COMPLETED', 1, received(input))

@@ -3,7 +3,8 @@
 --     [5] waiters list, [6] held set, [7] the action's queue
 -- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds,
 --     [5] execution seq, [6] attempt, [7] the "enq" timer member, [8] queue (action) name
--- Returns "ok", "held", "stale", "terminal" or "missing".
+-- Returns "ok", "held", "stale", "terminal" or "missing". Raises, changing nothing, when the
+-- queue is not a list (see check_queues).
 local ctx = run_context()
 local seq, attempt, member = ARGV[5], ARGV[6], ARGV[7]
 local status = redis.call('HGET', ctx.run, 'status')
@@ -13,6 +14,7 @@ if status == false or TERMINAL[status] then
   return 'terminal'
 end
 local exec = redis.call('HMGET', ctx.run, xf(seq, 's'), xf(seq, 'n'))
+check_queues(7)
 redis.call('ZREM', ctx.timers, member)
 if exec[1] ~= 'QUEUED' or exec[2] ~= attempt then return 'stale' end
 if status == 'PAUSED' then

@@ -6,14 +6,28 @@
 --     [5] workflow name, [6] version, [7] input JSON, [8] idempotency key or "",
 --     [9] reason to fail the run at once or "", [10..] ops (see apply_ops)
 -- Returns "created", or "exists" when a run with this id (same idempotency key) exists.
+-- Raises, changing nothing, when a queue of KEYS[9..] is not a list (see check_queues). Any
+-- other error midway is raised after removing the run's keys and index entries: Redis does
+-- not roll a script back, and a start is all or nothing. Queue entries and timers it made
+-- before the error point at a missing run, and are dropped when met.
 local ctx = run_context()
 if redis.call('EXISTS', ctx.run) == 1 then return 'exists' end
-redis.call('HSET', ctx.run, 'id', ctx.flow, 'name', ARGV[5], 'version', ARGV[6],
-  'status', 'RUNNING', 'reason', '', 'input', ARGV[7], 'idempotencyKey', ARGV[8],
-  'createdAt', ctx.now, 'updatedAt', ctx.now, 'seq', 0, 'active', 0, 'joins', '')
-redis.call('ZADD', KEYS[7], ctx.now, ctx.flow)
-redis.call('ZADD', KEYS[8], ctx.now, ctx.flow)
-hist(ctx, { event = 'RUN_STARTED', name = ARGV[5], version = tonumber(ARGV[6]) })
-apply_ops(ctx, 10)
-if ARGV[9] ~= '' then finish_run(ctx, 'FAILED', ARGV[9]) else settle(ctx) end
-return done(ctx, 'created')
+check_queues(9)
+local started, error_message = pcall(function()
+  redis.call('HSET', ctx.run, 'id', ctx.flow, 'name', ARGV[5], 'version', ARGV[6],
+    'status', 'RUNNING', 'reason', '', 'input', ARGV[7], 'idempotencyKey', ARGV[8],
+    'createdAt', ctx.now, 'updatedAt', ctx.now, 'seq', 0, 'active', 0, 'joins', '')
+  redis.call('ZADD', KEYS[7], ctx.now, ctx.flow)
+  redis.call('ZADD', KEYS[8], ctx.now, ctx.flow)
+  hist(ctx, { event = 'RUN_STARTED', name = ARGV[5], version = tonumber(ARGV[6]) })
+  apply_ops(ctx, 10)
+  if ARGV[9] ~= '' then finish_run(ctx, 'FAILED', ARGV[9]) else settle(ctx) end
+  flush(ctx)
+end)
+if not started then
+  redis.call('DEL', ctx.run, ctx.hist, ctx.events, ctx.waiters, ctx.held)
+  redis.call('ZREM', KEYS[7], ctx.flow)
+  redis.call('ZREM', KEYS[8], ctx.flow)
+  error(error_message, 0)
+end
+return 'created'

@@ -22,6 +22,7 @@
 -- or a result already held), "moved" (see ARGV[19]), "terminal" (run ended) or "missing" (no
 -- such run); when tasks
 -- were leased to ARGV[18] and the run goes on, {"ok", seq, ...} with their seqs in op order.
+-- Raises, changing nothing, when a queue of KEYS[7..] is not a list (see check_queues).
 local ctx = run_context()
 if ARGV[18] ~= '' then ctx.worker = ARGV[18] end
 ctx.leased = {}
@@ -57,6 +58,7 @@ if status == 'PAUSED' and held_member ~= '' then
   hist(ctx, { event = 'HELD', seq = tonumber(seq), item = held_member })
   return done(ctx, 'held')
 end
+check_queues(7)
 if member ~= '' then redis.call('ZREM', ctx.timers, member) end
 if exec[4] then redis.call('HDEL', ctx.run, xf(seq, 'held')) end
 local aid = exec[5]
@@ -96,6 +98,8 @@ end
 apply_ops(ctx, 20)
 if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end
 if #ctx.leased > 0 and redis.call('HGET', ctx.run, 'status') == 'RUNNING' then
-  return done(ctx, { 'ok', unpack(ctx.leased) })
+  local reply = { 'ok' }
+  for _, leased_seq in ipairs(ctx.leased) do table.insert(reply, leased_seq) end
+  return done(ctx, reply)
 end
 return done(ctx, 'ok')
