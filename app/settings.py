@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     poll_max_wait_seconds: float = 30.0
     poll_max_tasks: int = 500
     poll_recheck_seconds: float = 1.0
+    # Each server process writes an action's last poll time at most this often.
+    poll_record_seconds: float = 1.0
 
     # Defaults for user actions that have no definition.
     default_retry_count: int = 3
@@ -72,6 +74,8 @@ class Settings(BaseSettings):
     max_event_bytes: int = 1024 * 1024
     max_batch_bytes: int = 16 * 1024 * 1024
     max_starts_per_request: int = 1000
+    # The longest duration a definition may give (a year).
+    max_duration_seconds: float = 365 * 24 * 3600
 
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600

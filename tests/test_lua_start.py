@@ -18,6 +18,7 @@ from tests.test_lua_scripts import (
     RETENTION,
     Lua,
     done,
+    entry_of,
     events_of,
     failed,
     join,
@@ -26,8 +27,8 @@ from tests.test_lua_scripts import (
     note,
     notify_subscription,
     private_lua,
+    queue_entry,
     sleep,
-    task_id,
     user,
     wait,
 )
@@ -86,7 +87,7 @@ async def test_start_creates_run_indexes_history_and_queued_task(lua: Lua) -> No
     assert await lua.client.zscore(lua.keys.runs_by_name(partition, name), flow) == created_at
     assert await lua.store.newest_runs(name, 5) == [(flow, created_at)]
 
-    assert await lua.queue(flow, queue) == [task_id(flow, 1, 1)]
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 1)]
     history = await lua.history(flow)
     assert history == [
         {"event": "RUN_STARTED", "name": name, "version": 7, "at": created_at},
@@ -110,7 +111,7 @@ async def test_start_existing_id_is_refused_and_changes_nothing(lua: Lua) -> Non
     assert again is False
     assert await lua.run(flow) == run_before
     assert await lua.history(flow) == history_before
-    assert await lua.queue(flow, queue) == [task_id(flow, 1, 1)]
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 1)]
     assert await lua.score(flow, member("fire", flow, 2, 1)) is None
 
 
@@ -241,9 +242,9 @@ async def test_join_becomes_ready_when_all_joined_actions_finished(lua: Lua) -> 
         "1,2",
     )
     assert (run["a:3:jw"], run["joins"], run["active"]) == ("3", "3", "3")
-    assert [task.task_id for task in await lua.poll(flow, queue)] == [
-        task_id(flow, 1, 1),
-        task_id(flow, 2, 1),
+    assert [entry_of(task.task_id) for task in await lua.poll(flow, queue)] == [
+        queue_entry(flow, 1, 1),
+        queue_entry(flow, 2, 1),
     ]
     step = member("step", flow, 3, 2)
 
@@ -344,7 +345,7 @@ async def test_start_fail_reason_fails_the_run_at_once(lua: Lua) -> None:
     }
     assert 0 < await lua.ttl(lua.run_keys(flow).run) <= RETENTION
     # The task was queued before the run failed; no worker ever gets it.
-    assert await lua.queue(flow, queue) == [task_id(flow, 1, 1)]
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 1)]
     assert await lua.poll(flow, queue) == []
     assert await lua.queue(flow, queue) == []
 
