@@ -87,6 +87,8 @@ async def test_poll_timeout_is_part_of_the_action_definition(http: httpx.AsyncCl
         )
         assert refused.status_code == 422, f"{bad!r}: {refused.text}"
         assert "pollTimeoutSeconds" in refused.json()["error"], refused.text
+    too_long = await http.post("/metadata/action", json={"name": name, "pollTimeoutSeconds": 1e9})
+    assert "at most 31536000 seconds" in too_long.json()["error"], too_long.text
     assert (await http.get(f"/metadata/action/{name}")).json()["pollTimeoutSeconds"] == 30
 
 

@@ -92,7 +92,7 @@ def _or(value: T | None, default: T) -> T:
 
 def _within_max(field: str, seconds: float | None, most: float) -> float | None:
     if seconds is not None and seconds > most:
-        raise Invalid(f"{field}: at most {most:g} seconds (ORCHY_MAX_DURATION_SECONDS)")
+        raise Invalid(f"{field}: at most {most:.0f} seconds (ORCHY_MAX_DURATION_SECONDS)")
     return seconds
 
 
