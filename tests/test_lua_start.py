@@ -30,6 +30,7 @@ from tests.test_lua_scripts import (
     queue_entry,
     sleep,
     user,
+    user_with_poll_timeout,
     wait,
 )
 
@@ -96,6 +97,20 @@ async def test_start_creates_run_indexes_history_and_queued_task(lua: Lua) -> No
     # A running run keeps its keys.
     assert await lua.ttl(lua.run_keys(flow).run) == -1
     assert await lua.ttl(lua.run_keys(flow).history) == -1
+
+
+async def test_start_queues_a_task_with_a_poll_timeout_under_its_timer(lua: Lua) -> None:
+    queue = lua.new_name()
+    before = await lua.now()
+    flow = await lua.start([user_with_poll_timeout(1, queue, 2500), user(2, queue)])
+    after = await lua.now()
+
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 1), queue_entry(flow, 2, 1)]
+    due = await lua.score(flow, member("pto", flow, 1, 1))
+    assert due is not None and before + 2500 <= due <= after + 2500
+    assert await lua.score(flow, member("pto", flow, 2, 1)) is None
+    run = await lua.run(flow)
+    assert (run["x:1:s"], run["x:2:s"], run["active"]) == ("QUEUED", "QUEUED", "2")
 
 
 async def test_start_existing_id_is_refused_and_changes_nothing(lua: Lua) -> None:
