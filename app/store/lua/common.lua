@@ -156,7 +156,7 @@ end
 -- lease timer starts and it gets a fresh secret. Returns the task id.
 local function lease(ctx, seq, attempt, worker, lease_ms)
   local secret = next_secret(ctx)
-  redis.call('HSET', ctx.run, xf(seq, 'w'), worker, xf(seq, 'k'), secret)
+  redis.call('HSET', ctx.run, xf(seq, 'w'), worker, xf(seq, 'k'), secret, 'updatedAt', ctx.now)
   add_timer(ctx, timer_member(ctx, 'lease', seq, attempt), ctx.now + lease_ms)
   return ctx.flow .. '.' .. seq .. '.' .. attempt .. '.' .. secret
 end

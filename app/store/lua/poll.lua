@@ -25,7 +25,6 @@ for q = 2, #KEYS do
         xf(seq, 'in'), xf(seq, 'q'))
       if exec[1] == 'QUEUED' and exec[2] == attempt then
         set_exec_status(ctx, seq, 'RUNNING')
-        redis.call('HSET', ctx.run, 'updatedAt', now)
         redis.call('ZREM', KEYS[1], timer_member(ctx, 'pto', seq, attempt))
         local task_id = lease(ctx, seq, attempt, ARGV[4], tonumber(ARGV[6 + q]))
         hist(ctx, { event = 'RUNNING', action = tonumber(exec[3]), seq = tonumber(seq),
