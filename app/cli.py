@@ -19,8 +19,10 @@ cli = typer.Typer(
 )
 workflow_cli = typer.Typer(help="Workflow definitions.", no_args_is_help=True)
 flow_cli = typer.Typer(help="Runs.", no_args_is_help=True)
+queue_cli = typer.Typer(help="Task queues.", no_args_is_help=True)
 cli.add_typer(workflow_cli, name="workflow")
 cli.add_typer(flow_cli, name="flow")
+cli.add_typer(queue_cli, name="queue")
 
 TERMINAL = {"COMPLETED", "FAILED", "TERMINATED"}
 WAIT_STEP_SECONDS = 0.2
@@ -242,6 +244,17 @@ def resume_flow(flow_id: str, server: ServerOption = None) -> None:
 def terminate_flow(flow_id: str, server: ServerOption = None) -> None:
     """End a run now (TERMINATED)."""
     _lifecycle(flow_id, "terminate", server)
+
+
+@queue_cli.command("list")
+def list_queues(server: ServerOption = None) -> None:
+    """Print each action's queue depth and when a worker last polled for it."""
+    queues = _call("GET", f"{_server(server)}/tasks/queues")["queues"]
+    rows = [("ACTION", "DEPTH", "LAST POLL")]
+    rows += [(q["action"], str(q["depth"]), q["lastPollAt"] or "never") for q in queues]
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    for action, depth, last_poll in rows:
+        typer.echo(f"{action:<{widths[0]}}  {depth:>{widths[1]}}  {last_poll}")
 
 
 @cli.command()

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     poll_max_wait_seconds: float = 30.0
     poll_max_tasks: int = 500
     poll_recheck_seconds: float = 1.0
+    # Each server process writes an action's last poll time at most this often.
+    poll_record_seconds: float = 1.0
 
     # Defaults for user actions that have no definition.
     default_retry_count: int = 3

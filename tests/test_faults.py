@@ -493,6 +493,7 @@ def requests_while_down(api: Api, name: str, flow_id: str) -> dict[str, Any]:
     """One request of every kind a client or worker makes, as un-awaited calls."""
     http = api.http
     fresh = unique("down")
+    task_id = f"{flow_id}.1.1.{'0' * 32}"  # well formed: only Redis can say whose it is
     return {
         "GET /flow/{id}": http.get(f"/flow/{flow_id}"),
         "GET /flow/{id}/history": http.get(f"/flow/{flow_id}/history"),
@@ -504,9 +505,10 @@ def requests_while_down(api: Api, name: str, flow_id: str) -> dict[str, Any]:
         "POST /tasks/poll": http.post(
             "/tasks/poll", json={"workerId": "w", "actions": [fresh], "waitSeconds": 1}
         ),
-        "POST /tasks/{id}/complete": http.post(f"/tasks/{flow_id}.1.1/complete", json={}),
-        "POST /tasks/{id}/fail": http.post(f"/tasks/{flow_id}.1.1/fail", json={"error": "x"}),
-        "POST /tasks/{id}/heartbeat": http.post(f"/tasks/{flow_id}.1.1/heartbeat"),
+        "POST /tasks/{id}/complete": http.post(f"/tasks/{task_id}/complete", json={}),
+        "POST /tasks/{id}/fail": http.post(f"/tasks/{task_id}/fail", json={"error": "x"}),
+        "POST /tasks/{id}/heartbeat": http.post(f"/tasks/{task_id}/heartbeat"),
+        "GET /tasks/queues": http.get("/tasks/queues"),
         "POST /metadata/workflow": http.post(
             "/metadata/workflow", json=workflow(fresh, user(1, fresh))
         ),
@@ -748,9 +750,9 @@ async def test_malformed_results_are_422_and_change_nothing(api: Api) -> None:
     await assert_still_completes(api, flow_id, task_id)
 
 
-def parse_task_id(task_id: str) -> tuple[str, int, int]:
-    flow_id, seq, attempt = task_id.split(".")
-    return flow_id, int(seq), int(attempt)
+def parse_task_id(task_id: str) -> tuple[str, int, int, str]:
+    flow_id, seq, attempt, secret = task_id.split(".")
+    return flow_id, int(seq), int(attempt), secret
 
 
 async def test_foreign_and_made_up_task_ids_are_404_or_409_and_change_nothing(
@@ -763,20 +765,22 @@ async def test_foreign_and_made_up_task_ids_are_404_or_409_and_change_nothing(
     assert (await api.complete(first_b["taskId"], {"step": 1})).status_code == 200
     flow_b = await api.flow(run_b)
     task_b = await api.poll_one(f"{flow_b['name']}-2")
-    a_flow, a_seq, a_attempt = parse_task_id(task_a["taskId"])
-    b_flow, b_seq, b_attempt = parse_task_id(task_b["taskId"])
+    a_flow, a_seq, a_attempt, a_secret = parse_task_id(task_a["taskId"])
+    b_flow, b_seq, b_attempt, b_secret = parse_task_id(task_b["taskId"])
     assert a_seq != b_seq, "the runs' tasks must be different steps for the mix to mean anything"
     before = {flow_id: await flow_and_history(api, flow_id) for flow_id in (run_a, run_b)}
     refused = {
-        "A's flow with B's step": (f"{a_flow}.{b_seq}.{b_attempt}", {404, 409}),
-        "B's flow with A's step": (f"{b_flow}.{a_seq}.{a_attempt}", {404, 409}),
-        "A with a later attempt": (f"{a_flow}.{a_seq}.{a_attempt + 1}", {409}),
-        "A with attempt 0": (f"{a_flow}.{a_seq}.0", {409}),
-        "A with a huge attempt": (f"{a_flow}.{a_seq}.{10**30}", {409}),
-        "B with an earlier attempt": (f"{b_flow}.{b_seq}.{b_attempt - 1}", {409}),
-        "unknown flow": (f"{'0' * 32}.{a_seq}.{a_attempt}", {404}),
-        "step that never ran": (f"{a_flow}.{a_seq + 50}.1", {404}),
-        "negative step": (f"{a_flow}.-1.1", {404}),
+        "A's flow with B's step": (f"{a_flow}.{b_seq}.{b_attempt}.{b_secret}", {404, 409}),
+        "B's flow with A's step": (f"{b_flow}.{a_seq}.{a_attempt}.{a_secret}", {404, 409}),
+        "A with a later attempt": (f"{a_flow}.{a_seq}.{a_attempt + 1}.{a_secret}", {409}),
+        "A with attempt 0": (f"{a_flow}.{a_seq}.0.{a_secret}", {409}),
+        "A with a huge attempt": (f"{a_flow}.{a_seq}.{10**30}.{a_secret}", {409}),
+        "B with an earlier attempt": (f"{b_flow}.{b_seq}.{b_attempt - 1}.{b_secret}", {409}),
+        "A with B's secret": (f"{a_flow}.{a_seq}.{a_attempt}.{b_secret}", {409}),
+        "unknown flow": (f"{'0' * 32}.{a_seq}.{a_attempt}.{a_secret}", {404}),
+        "step that never ran": (f"{a_flow}.{a_seq + 50}.1.{a_secret}", {404}),
+        "negative step": (f"{a_flow}.-1.1.{a_secret}", {404}),
+        "no secret": (f"{a_flow}.{a_seq}.{a_attempt}", {404}),
         "not a task id": ("nonsense", {404}),
         "too many parts": (f"{task_a['taskId']}.1", {404}),
     }

@@ -26,11 +26,13 @@ async def test_heartbeat_extends_the_lease(lua: Lua) -> None:
     flow = await lua.start([user(1, queue), user(2, queue)])
     await lua.poll(flow, queue, most=1, lease_ms=1000)
     lease = member("lease", flow, 1, 1)
+    secret = await lua.secret(flow, 1)
+    assert secret is not None
     first = await lua.score(flow, lease)
     assert first is not None
 
     before = await lua.now()
-    assert await lua.store.heartbeat(flow, 1, 1, 90_000, lease) == "ok"
+    assert await lua.store.heartbeat(flow, 1, 1, 90_000, lease, secret) == "ok"
     after = await lua.now()
 
     later = await lua.score(flow, lease)
@@ -38,9 +40,15 @@ async def test_heartbeat_extends_the_lease(lua: Lua) -> None:
     assert before + 90_000 <= later <= after + 90_000
     assert later > first
     # Not this attempt, or not running: nothing moves.
-    assert await lua.store.heartbeat(flow, 1, 2, 500_000, member("lease", flow, 1, 2)) == "stale"
-    assert await lua.store.heartbeat(flow, 2, 1, 500_000, member("lease", flow, 2, 1)) == "stale"
-    assert await lua.store.heartbeat(flow, 9, 1, 500_000, lease) == "stale"
+    assert (
+        await lua.store.heartbeat(flow, 1, 2, 500_000, member("lease", flow, 1, 2), secret)
+        == "stale"
+    )
+    assert (
+        await lua.store.heartbeat(flow, 2, 1, 500_000, member("lease", flow, 2, 1), secret)
+        == "stale"
+    )
+    assert await lua.store.heartbeat(flow, 9, 1, 500_000, lease, secret) == "stale"
     assert await lua.score(flow, lease) == later
     assert await lua.score(flow, member("lease", flow, 1, 2)) is None
     assert await lua.score(flow, member("lease", flow, 2, 1)) is None
@@ -51,15 +59,15 @@ async def test_heartbeat_of_ended_or_missing_run(lua: Lua) -> None:
     flow = await lua.start([user(1, queue)])
     await lua.poll(flow, queue)
     lease = member("lease", flow, 1, 1)
+    secret = await lua.secret(flow, 1) or ""
     due = await lua.score(flow, lease)
     assert await lua.store.terminate(flow, "stop") == "ok"
 
-    assert await lua.store.heartbeat(flow, 1, 1, 500_000, lease) == "terminal"
+    assert await lua.store.heartbeat(flow, 1, 1, 500_000, lease, secret) == "terminal"
     assert await lua.score(flow, lease) == due
     ghost = lua.new_flow()
-    assert await lua.store.heartbeat(ghost, 1, 1, 500_000, member("lease", ghost, 1, 1)) == (
-        "missing"
-    )
+    ghost_lease = member("lease", ghost, 1, 1)
+    assert await lua.store.heartbeat(ghost, 1, 1, 500_000, ghost_lease, secret) == "missing"
     assert await lua.score(ghost, member("lease", ghost, 1, 1)) is None
 
 
@@ -77,7 +85,8 @@ async def test_heartbeat_after_a_held_lease_expiry_is_stale(lua: Lua) -> None:
     )
     assert held == "held"
     assert await lua.score(flow, lease) is None
-    assert await lua.store.heartbeat(flow, 1, 1, 90_000, lease) == "stale"
+    secret = await lua.secret(flow, 1) or ""
+    assert await lua.store.heartbeat(flow, 1, 1, 90_000, lease, secret) == "stale"
 
 
 async def test_lease_expiry_loses_to_a_heartbeat_after_the_claim(lua: Lua) -> None:
@@ -89,7 +98,8 @@ async def test_lease_expiry_loses_to_a_heartbeat_after_the_claim(lua: Lua) -> No
     lease = member("lease", flow, 1, 1)
     claimed = await lua.score(flow, lease)
     assert claimed is not None
-    assert await lua.store.heartbeat(flow, 1, 1, 90_000, lease) == "ok"
+    secret = await lua.secret(flow, 1) or ""
+    assert await lua.store.heartbeat(flow, 1, 1, 90_000, lease, secret) == "ok"
     expiry = Outcome("QUEUED", error="lease expired", retry_delay_ms=0)
     answer = await lua.store.transition(
         flow,
@@ -120,3 +130,20 @@ async def test_lease_expiry_loses_to_a_heartbeat_after_the_claim(lua: Lua) -> No
     )
     assert answer == "ok"
     assert (await lua.run(flow))["x:1:s"] == "QUEUED"
+
+
+async def test_heartbeat_without_the_lease_secret_is_stale(lua: Lua) -> None:
+    """Naming the right execution and attempt is not enough: only the lease's holder knows
+    its secret, and nothing moves for anyone else."""
+    queue = lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    [task] = await lua.poll(flow, queue, lease_ms=1000)
+    lease = member("lease", flow, 1, 1)
+    due = await lua.score(flow, lease)
+    secret = task.task_id.rsplit(".", 1)[1]
+
+    for forged in ("", "0" * 32, secret.upper(), secret[:-1]):
+        assert await lua.store.heartbeat(flow, 1, 1, 500_000, lease, forged) == "stale"
+    assert await lua.score(flow, lease) == due
+    assert await lua.store.heartbeat(flow, 1, 1, 500_000, lease, secret) == "ok"
+    assert await lua.score(flow, lease) != due

@@ -14,8 +14,8 @@ from tests.test_lua_scripts import (
     done,
     member,
     private_lua,
+    queue_entry,
     sleep,
-    task_id,
     user,
     wait,
 )
@@ -117,7 +117,7 @@ async def test_terminate_closes_open_executions_and_hides_queued_tasks(lua: Lua)
     assert (ended["event"], ended["reason"]) == ("RUN_TERMINATED", "stopped by test")
     assert 0 < await lua.ttl(lua.run_keys(flow).run) <= RETENTION
 
-    assert await lua.queue(flow, queue) == [task_id(flow, 3, 1)]
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 3, 1)]
     assert await lua.poll(flow, queue) == []
     assert await lua.queue(flow, queue) == []
     assert (await lua.run(flow))["x:3:s"] == "FAILED"

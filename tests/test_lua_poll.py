@@ -5,15 +5,21 @@ Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from app.engine.ids import lease_secrets
 from app.store.store import LeasedTask, Store
 from tests.test_lua_scripts import (
+    LEASE_MS,
     Lua,
+    entry_of,
     member,
     private_lua,
-    task_id,
+    queue_entry,
     user,
+    user_with_poll_timeout,
 )
 
 
@@ -27,17 +33,19 @@ async def test_poll_leases_queued_tasks_up_to_most(lua: Lua) -> None:
     flow = await lua.start([user(1, queue, '{"i":1}'), user(2, queue, '{"i":2}'), user(5, queue)])
 
     before = await lua.now()
-    first = await lua.store.poll(lua.partition(flow), [(queue, 7000)], 2, "worker-a")
+    secrets = "a" * 32 + "b" * 32
+    first = await lua.store.poll(lua.partition(flow), [(queue, 7000)], 2, "worker-a", secrets)
     after = await lua.now()
     assert first == [
-        LeasedTask(task_id(flow, 1, 1), flow, 1, 1, '{"i":1}', queue),
-        LeasedTask(task_id(flow, 2, 1), flow, 2, 1, '{"i":2}', queue),
+        LeasedTask(f"{queue_entry(flow, 1, 1)}.{'a' * 32}", flow, 1, 1, '{"i":1}', queue),
+        LeasedTask(f"{queue_entry(flow, 2, 1)}.{'b' * 32}", flow, 2, 1, '{"i":2}', queue),
     ]
     run = await lua.run(flow)
-    for seq, aid in ((1, 1), (2, 2)):
-        assert (run[f"x:{seq}:s"], run[f"x:{seq}:w"], run[f"a:{aid}:s"]) == (
+    for seq, aid, secret in ((1, 1, "a" * 32), (2, 2, "b" * 32)):
+        assert (run[f"x:{seq}:s"], run[f"x:{seq}:w"], run[f"x:{seq}:k"], run[f"a:{aid}:s"]) == (
             "RUNNING",
             "worker-a",
+            secret,
             "RUNNING",
         )
         lease = await lua.score(flow, member("lease", flow, seq, 1))
@@ -45,7 +53,7 @@ async def test_poll_leases_queued_tasks_up_to_most(lua: Lua) -> None:
         assert before + 7000 <= lease <= after + 7000
     assert run["x:3:s"] == "QUEUED"
     assert await lua.score(flow, member("lease", flow, 3, 1)) is None
-    assert await lua.queue(flow, queue) == [task_id(flow, 3, 1)]
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 3, 1)]
     running = [entry for entry in await lua.history(flow) if entry["event"] == "RUNNING"]
     assert [(e["action"], e["seq"], e["attempt"], e["worker"]) for e in running] == [
         (1, 1, 1, "worker-a"),
@@ -53,7 +61,7 @@ async def test_poll_leases_queued_tasks_up_to_most(lua: Lua) -> None:
     ]
 
     second = await lua.poll(flow, queue, most=5)
-    assert [task.task_id for task in second] == [task_id(flow, 3, 1)]
+    assert [entry_of(task.task_id) for task in second] == [queue_entry(flow, 3, 1)]
     assert second[0].action_id == 5
     # Nothing is leased twice.
     assert await lua.poll(flow, queue, most=5) == []
@@ -67,16 +75,22 @@ async def test_poll_takes_queues_in_order_with_their_own_lease(lua: Lua) -> None
     )
     before = await lua.now()
     tasks = await lua.store.poll(
-        lua.partition(flow), [(first_queue, 1000), (second_queue, 50_000)], 3, "w"
+        lua.partition(flow),
+        [(first_queue, 1000), (second_queue, 50_000)],
+        3,
+        "w",
+        lease_secrets(3),
     )
     after = await lua.now()
 
-    assert [task.task_id for task in tasks] == [task_id(flow, seq, 1) for seq in (1, 2, 3)]
+    assert [entry_of(task.task_id) for task in tasks] == [
+        queue_entry(flow, seq, 1) for seq in (1, 2, 3)
+    ]
     for seq, lease_ms in ((1, 1000), (2, 1000), (3, 50_000)):
         due = await lua.score(flow, member("lease", flow, seq, 1))
         assert due is not None
         assert before + lease_ms <= due <= after + lease_ms, seq
-    assert await lua.queue(flow, second_queue) == [task_id(flow, 4, 1)]
+    assert await lua.queue(flow, second_queue) == [queue_entry(flow, 4, 1)]
 
 
 async def test_poll_drops_entries_of_ended_runs(lua: Lua) -> None:
@@ -95,7 +109,7 @@ async def test_poll_drops_entries_of_ended_runs(lua: Lua) -> None:
 
     tasks = await lua.poll(live, queue)
 
-    assert [task.task_id for task in tasks] == [task_id(live, 1, 1)]
+    assert [entry_of(task.task_id) for task in tasks] == [queue_entry(live, 1, 1)]
     assert await lua.queue(live, queue) == []
     assert (await lua.run(terminated))["x:1:s"] == "FAILED"
     assert await lua.score(terminated, member("lease", terminated, 1, 1)) is None
@@ -110,7 +124,7 @@ async def test_poll_leases_tasks_of_a_paused_run(lua: Lua) -> None:
 
     tasks = await lua.poll(flow, queue)
 
-    assert [task.task_id for task in tasks] == [task_id(flow, 1, 1)]
+    assert [entry_of(task.task_id) for task in tasks] == [queue_entry(flow, 1, 1)]
     assert (await lua.run(flow))["x:1:s"] == "RUNNING"
     assert await lua.complete(flow, 1) == "held"
 
@@ -134,16 +148,16 @@ async def test_poll_drops_stale_entries(lua: Lua) -> None:
     ghost = lua.new_flow()
     await lua.client.rpush(
         lua.queue_key(flow, queue),
-        task_id(flow, 1, 2),  # an attempt that does not exist
-        task_id(flow, 9, 1),  # an execution that does not exist
-        task_id(ghost, 1, 1),  # a run that does not exist
-        task_id(flow, 1, 1),  # the real one
-        task_id(flow, 1, 1),  # the same again: RUNNING by now
+        queue_entry(flow, 1, 2),  # an attempt that does not exist
+        queue_entry(flow, 9, 1),  # an execution that does not exist
+        queue_entry(ghost, 1, 1),  # a run that does not exist
+        queue_entry(flow, 1, 1),  # the real one
+        queue_entry(flow, 1, 1),  # the same again: RUNNING by now
     )
 
     tasks = await lua.poll(flow, queue)
 
-    assert [task.task_id for task in tasks] == [task_id(flow, 1, 1)]
+    assert [entry_of(task.task_id) for task in tasks] == [queue_entry(flow, 1, 1)]
     assert await lua.queue(flow, queue) == []
     # Its own queue's entry is now stale too.
     assert await lua.poll(flow, other) == []
@@ -160,5 +174,46 @@ async def test_poll_skips_a_malformed_queue_entry(lua: Lua) -> None:
 
     tasks = await lua.poll(flow, queue)
 
-    assert [task.task_id for task in tasks] == [task_id(flow, 1, 1)]
+    assert [entry_of(task.task_id) for task in tasks] == [queue_entry(flow, 1, 1)]
     assert await lua.queue(flow, queue) == []
+
+
+async def test_each_lease_gets_its_own_secret_kept_out_of_the_history(lua: Lua) -> None:
+    """The k-th task leased takes the k-th secret given, whichever queue or run it is in;
+    the secret is kept on the execution and written nowhere else."""
+    queue, other = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue), user(2, other)])
+    second = lua.new_flow()
+    while lua.partition(second) != lua.partition(flow):
+        second = lua.new_flow()
+    await lua.start([user(1, queue)], flow=second)
+    secrets = lease_secrets(3)
+    tasks = await lua.store.poll(
+        lua.partition(flow), [(queue, LEASE_MS), (other, LEASE_MS)], 3, "w", secrets
+    )
+
+    given = [secrets[i * 32 : (i + 1) * 32] for i in range(3)]
+    assert [task.task_id for task in tasks] == [
+        f"{queue_entry(flow, 1, 1)}.{given[0]}",
+        f"{queue_entry(second, 1, 1)}.{given[1]}",
+        f"{queue_entry(flow, 2, 1)}.{given[2]}",
+    ]
+    assert await lua.secret(flow, 1) == given[0]
+    assert await lua.secret(second, 1) == given[1]
+    assert await lua.secret(flow, 2) == given[2]
+    for run in (flow, second):
+        history = json.dumps(await lua.history(run))
+        assert not any(secret in history for secret in given)
+
+
+async def test_poll_takes_away_the_poll_timeout_of_what_it_leases(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([user_with_poll_timeout(1, queue, 60_000), user(2, queue)])
+    timeout = member("pto", flow, 1, 1)
+    assert await lua.score(flow, timeout) is not None
+    assert await lua.score(flow, member("pto", flow, 2, 1)) is None
+
+    assert [entry_of(task.task_id) for task in await lua.poll(flow, queue, most=1)] == [
+        queue_entry(flow, 1, 1)
+    ]
+    assert await lua.score(flow, timeout) is None

@@ -15,11 +15,12 @@ from redis.exceptions import ResponseError
 from app.store.store import Outcome, Store
 from tests.test_lua_scripts import (
     Lua,
+    entry_of,
     member,
     messages,
     notify_subscription,
     private_lua,
-    task_id,
+    queue_entry,
     user,
 )
 
@@ -66,13 +67,15 @@ async def test_requeue_puts_the_next_attempt_on_the_queue(lua: Lua, pubsub: Any)
     assert await lua.store.requeue(flow, 1, 2, enq, queue) == "ok"
 
     assert int((await lua.run(flow))["updatedAt"]) >= before
-    assert await lua.queue(flow, queue) == [task_id(flow, 1, 2)]
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 2)]
     assert await lua.score(flow, enq) is None
     assert await messages(pubsub, 1) == [f"q|{partition}|{queue}"]
     assert (await lua.history(flow))[-1]["event"] == "QUEUED"
     assert (await lua.history(flow))[-1]["attempt"] == 2
     tasks = await lua.poll(flow, queue)
-    assert [(task.task_id, task.attempt) for task in tasks] == [(task_id(flow, 1, 2), 2)]
+    assert [(entry_of(task.task_id), task.attempt) for task in tasks] == [
+        (queue_entry(flow, 1, 2), 2)
+    ]
     assert await lua.score(flow, member("lease", flow, 1, 2)) is not None
     # Once leased, the same enq timer handled again is stale and queues nothing.
     assert await lua.store.requeue(flow, 1, 2, enq, queue) == "stale"
@@ -110,7 +113,7 @@ async def test_requeue_of_a_paused_run_is_held(lua: Lua) -> None:
     assert await lua.store.resume(flow) == "ok"
     assert await lua.score(flow, enq) is not None
     assert await lua.store.requeue(flow, 1, 2, enq, queue) == "ok"
-    assert await lua.queue(flow, queue) == [task_id(flow, 1, 2)]
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 2)]
 
 
 async def test_requeue_of_ended_or_missing_run(lua: Lua) -> None:
@@ -143,3 +146,18 @@ async def test_requeue_to_a_queue_key_of_another_type_changes_nothing(lua: Lua) 
     assert await lua.run(flow) == run
     assert await lua.history(flow) == history
     assert await lua.score(flow, enq) == due
+
+
+async def test_requeue_with_a_poll_timeout_starts_its_timer(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await retried(lua, queue)
+    enq = member("enq", flow, 1, 2)
+
+    before = await lua.now()
+    assert await lua.store.requeue(flow, 1, 2, enq, queue, poll_timeout_ms=4000) == "ok"
+    after = await lua.now()
+
+    due = await lua.score(flow, member("pto", flow, 1, 2))
+    assert due is not None and before + 4000 <= due <= after + 4000
+    assert await lua.score(flow, member("pto", flow, 1, 1)) is None
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 2)]

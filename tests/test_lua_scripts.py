@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
-from app.engine.ids import TaskId, TimerKind, TimerMember
+from app.engine.ids import TaskId, TimerKind, TimerMember, lease_secrets
 from app.store.connection import pubsub_client_for_url
 from app.store.keys import Keys, RunKeys
 from app.store.store import LeasedTask, Outcome, PlannedOp, Store
@@ -133,7 +133,14 @@ class Lua:
     async def poll(
         self, flow: str, queue: str, most: int = 10, lease_ms: int = LEASE_MS
     ) -> list[LeasedTask]:
-        return await self.store.poll(self.partition(flow), [(queue, lease_ms)], most, "w-1")
+        return await self.store.poll(
+            self.partition(flow), [(queue, lease_ms)], most, "w-1", lease_secrets(most)
+        )
+
+    async def secret(self, flow: str, seq: int) -> str | None:
+        """The secret of the execution's current lease, as the leasing script stored it."""
+        value: str | None = await self.client.hget(self.run_keys(flow).run, f"x:{seq}:k")
+        return value
 
     async def complete(
         self,
@@ -143,8 +150,10 @@ class Lua:
         ops: Sequence[PlannedOp] = (),
         fail_reason: str = "",
         attempt: int = 1,
+        secret: str = "",
     ) -> str:
-        """A worker's success for a leased task, as the engine sends it."""
+        """A worker's success for a leased task, as the engine sends it (with ``secret``, as
+        a result naming that lease secret)."""
         return await self.store.transition(
             flow,
             seq,
@@ -156,6 +165,7 @@ class Lua:
             timer_member=member("lease", flow, seq, attempt),
             held_member=member("res", flow, seq, attempt),
             held_outcome=json.dumps({"output": json.loads(output)}),
+            lease_secret=secret,
         )
 
     async def fail(
@@ -199,12 +209,25 @@ def member(kind: str, flow: str, seq: int, n: int) -> str:
     return str(TimerMember(TimerKind(kind), flow, seq, n))
 
 
-def task_id(flow: str, seq: int, attempt: int) -> str:
-    return str(TaskId(flow, seq, attempt))
+def queue_entry(flow: str, seq: int, attempt: int) -> str:
+    """How an attempt waits in its queue."""
+    return TaskId(flow, seq, attempt).queue_entry
+
+
+def entry_of(task_id: str) -> str:
+    """The queue entry a leased task id extends with its secret (checked for shape)."""
+    parsed = TaskId.parse(task_id)
+    assert parsed is not None, f"{task_id!r} is not <flowId>.<seq>.<attempt>.<secret>"
+    return parsed.queue_entry
 
 
 def user(aid: int, queue: str, payload: str = "{}") -> PlannedOp:
     return PlannedOp("user", aid, queue, payload, queue=queue)
+
+
+def user_with_poll_timeout(aid: int, queue: str, poll_timeout_ms: int) -> PlannedOp:
+    """A queued user task that fails if no poll takes it within ``poll_timeout_ms``."""
+    return PlannedOp("user", aid, queue, "{}", number=-poll_timeout_ms, queue=queue)
 
 
 def done(aid: int, output: str = "{}", branch: str = "default") -> PlannedOp:
@@ -308,6 +331,16 @@ async def test_register_workflow_versions(lua: Lua) -> None:
     assert await store.register_workflow(name, "digest-a", '{"v":"a"}') == (1, False)
     assert await store.workflow_versions(name) == 2
     assert (await store.workflow_names()).count(name) == 1
+
+
+async def test_register_workflow_notes_its_user_action_names(lua: Lua) -> None:
+    """Every version's user actions are known queues, also when the version existed already
+    (so re-registering a definition stored before names were noted adds them)."""
+    store = lua.store
+    name, first, second = lua.new_name("wf"), lua.new_name(), lua.new_name()
+    assert await store.register_workflow(name, "d1", "{}", [first]) == (1, True)
+    assert await store.register_workflow(name, "d1", "{}", [first, second]) == (1, False)
+    assert {first, second} <= await lua.client.smembers(store.keys.queue_names)
 
 
 # -- claim_timers ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from tests.test_lua_scripts import (
     RETENTION,
     Lua,
     done,
+    entry_of,
     events_of,
     failed,
     join,
@@ -28,9 +29,10 @@ from tests.test_lua_scripts import (
     note,
     notify_subscription,
     private_lua,
+    queue_entry,
     sleep,
-    task_id,
     user,
+    user_with_poll_timeout,
     wait,
 )
 
@@ -88,7 +90,7 @@ async def test_start_creates_run_indexes_history_and_queued_task(lua: Lua) -> No
     assert await lua.client.zscore(lua.keys.runs_by_name(partition, name), flow) == created_at
     assert await lua.store.newest_runs(name, 5) == [(flow, created_at)]
 
-    assert await lua.queue(flow, queue) == [task_id(flow, 1, 1)]
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 1)]
     history = await lua.history(flow)
     assert history == [
         {"event": "RUN_STARTED", "name": name, "version": 7, "at": created_at},
@@ -97,6 +99,20 @@ async def test_start_creates_run_indexes_history_and_queued_task(lua: Lua) -> No
     # A running run keeps its keys.
     assert await lua.ttl(lua.run_keys(flow).run) == -1
     assert await lua.ttl(lua.run_keys(flow).history) == -1
+
+
+async def test_start_queues_a_task_with_a_poll_timeout_under_its_timer(lua: Lua) -> None:
+    queue = lua.new_name()
+    before = await lua.now()
+    flow = await lua.start([user_with_poll_timeout(1, queue, 2500), user(2, queue)])
+    after = await lua.now()
+
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 1), queue_entry(flow, 2, 1)]
+    due = await lua.score(flow, member("pto", flow, 1, 1))
+    assert due is not None and before + 2500 <= due <= after + 2500
+    assert await lua.score(flow, member("pto", flow, 2, 1)) is None
+    run = await lua.run(flow)
+    assert (run["x:1:s"], run["x:2:s"], run["active"]) == ("QUEUED", "QUEUED", "2")
 
 
 async def test_start_existing_id_is_refused_and_changes_nothing(lua: Lua) -> None:
@@ -112,7 +128,7 @@ async def test_start_existing_id_is_refused_and_changes_nothing(lua: Lua) -> Non
     assert again is False
     assert await lua.run(flow) == run_before
     assert await lua.history(flow) == history_before
-    assert await lua.queue(flow, queue) == [task_id(flow, 1, 1)]
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 1)]
     assert await lua.score(flow, member("fire", flow, 2, 1)) is None
 
 
@@ -261,9 +277,9 @@ async def test_join_becomes_ready_when_all_joined_actions_finished(lua: Lua) -> 
         "1,2",
     )
     assert (run["a:3:jw"], run["joins"], run["active"]) == ("3", "3", "3")
-    assert [task.task_id for task in await lua.poll(flow, queue)] == [
-        task_id(flow, 1, 1),
-        task_id(flow, 2, 1),
+    assert [entry_of(task.task_id) for task in await lua.poll(flow, queue)] == [
+        queue_entry(flow, 1, 1),
+        queue_entry(flow, 2, 1),
     ]
     step = member("step", flow, 3, 2)
 
@@ -364,7 +380,7 @@ async def test_start_fail_reason_fails_the_run_at_once(lua: Lua) -> None:
     }
     assert 0 < await lua.ttl(lua.run_keys(flow).run) <= RETENTION
     # The task was queued before the run failed; no worker ever gets it.
-    assert await lua.queue(flow, queue) == [task_id(flow, 1, 1)]
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 1)]
     assert await lua.poll(flow, queue) == []
     assert await lua.queue(flow, queue) == []
 
@@ -464,4 +480,5 @@ async def test_start_that_fails_midway_leaves_no_run_behind(lua: Lua) -> None:
     assert await lua.queue(flow, queue) == []
     # The same start succeeds without the fault.
     assert await lua.store.start_run(flow, "wf", 1, "{}", "", "", [user(1, queue)]) is True
-    assert [task.task_id for task in await lua.poll(flow, queue)] == [task_id(flow, 1, 1)]
+    leased = [task.task_id.rsplit(".", 1)[0] for task in await lua.poll(flow, queue)]
+    assert leased == [queue_entry(flow, 1, 1)]

@@ -19,9 +19,10 @@ from tests.test_lua_scripts import (
     events_of,
     member,
     private_lua,
+    queue_entry,
     sleep,
-    task_id,
     user,
+    user_with_poll_timeout,
     wait,
 )
 
@@ -63,8 +64,8 @@ async def test_transition_applies_ops_to_their_queues(lua: Lua) -> None:
     answer = await lua.complete(flow, 1, ops=[user(2, left, '"L"'), user(3, right, '"R"')])
 
     assert answer == "ok"
-    assert await lua.queue(flow, left) == [task_id(flow, 2, 1)]
-    assert await lua.queue(flow, right) == [task_id(flow, 3, 1)]
+    assert await lua.queue(flow, left) == [queue_entry(flow, 2, 1)]
+    assert await lua.queue(flow, right) == [queue_entry(flow, 3, 1)]
     run = await lua.run(flow)
     assert (run["status"], run["active"], run["x:2:in"], run["x:3:q"]) == (
         "RUNNING",
@@ -93,6 +94,101 @@ async def test_transition_stale_guard_changes_nothing(lua: Lua) -> None:
     assert await lua.run(flow) == run_before
     assert await lua.history(flow) == history_before
     assert await lua.score(flow, lease) == lease_due
+
+
+async def test_result_without_the_lease_secret_changes_nothing(lua: Lua) -> None:
+    """A result naming the running attempt but not its lease's secret is stale, and does not
+    even touch the lease's timer; the holder's own result then applies."""
+    queue, next_queue = lua.new_name(), lua.new_name()
+    flow = await lua.start([user(1, queue)])
+    [task] = await lua.poll(flow, queue)
+    secret = task.task_id.rsplit(".", 1)[1]
+    run_before = await lua.run(flow)
+    history_before = await lua.history(flow)
+    lease = member("lease", flow, 1, 1)
+    lease_due = await lua.score(flow, lease)
+
+    for forged in ("0" * 32, secret[::-1], "x"):
+        answer = await lua.complete(flow, 1, ops=[user(2, next_queue)], secret=forged)
+        assert answer == "stale", forged
+    assert await lua.run(flow) == run_before
+    assert await lua.history(flow) == history_before
+    assert await lua.score(flow, lease) == lease_due
+    assert await lua.queue(flow, next_queue) == []
+
+    assert await lua.complete(flow, 1, ops=[user(2, next_queue)], secret=secret) == "ok"
+    assert await lua.queue(flow, next_queue) == [queue_entry(flow, 2, 1)]
+
+
+async def test_poll_timeout_fails_the_queued_attempt_for_a_retry_or_for_good(lua: Lua) -> None:
+    """A poll timeout ends an attempt that is still QUEUED: retried (next attempt after the
+    back-off), or failed for good; once the attempt was leased it is stale."""
+    queue = lua.new_name()
+    flow = await lua.start([user_with_poll_timeout(1, queue, 500), user(2, queue)])
+    timeout = member("pto", flow, 1, 1)
+    retry = Outcome("QUEUED", error="not polled", retry_delay_ms=60_000)
+
+    answer = await lua.store.transition(
+        flow, 1, "QUEUED", 1, retry, timer_member=timeout, held_member=timeout
+    )
+
+    assert answer == "ok"
+    run = await lua.run(flow)
+    assert (run["x:1:s"], run["x:1:n"], run["x:1:e"], run["active"]) == (
+        "QUEUED",
+        "2",
+        "not polled",
+        "2",
+    )
+    assert await lua.score(flow, timeout) is None
+    assert await lua.score(flow, member("enq", flow, 1, 2)) is not None
+    assert (await lua.history(flow))[-1]["event"] == "RETRY_SCHEDULED"
+
+    # The second attempt's timeout fails it for good, and the run with it.
+    second = member("pto", flow, 1, 2)
+    await lua.client.zadd(lua.timers_key(flow), {second: 0})
+    failed_for_good = Outcome("FAILED", '{"error":"not polled"}', "not polled", "error")
+    answer = await lua.store.transition(
+        flow,
+        1,
+        "QUEUED",
+        2,
+        failed_for_good,
+        fail_reason="action 1 failed: not polled",
+        timer_member=second,
+        held_member=second,
+    )
+    assert answer == "ok"
+    run = await lua.run(flow)
+    assert (run["status"], run["x:1:s"], run["a:1:e"]) == ("FAILED", "FAILED", "not polled")
+
+    # A leased attempt's poll timeout (had its timer survived) is stale.
+    other = await lua.start([user_with_poll_timeout(1, queue, 500)])
+    await lua.poll(other, queue)
+    late = member("pto", other, 1, 1)
+    answer = await lua.store.transition(
+        other, 1, "QUEUED", 1, retry, timer_member=late, held_member=late
+    )
+    assert answer == "stale"
+    assert (await lua.run(other))["x:1:s"] == "RUNNING"
+
+
+async def test_poll_timeout_of_a_paused_run_is_held(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([user_with_poll_timeout(1, queue, 500)])
+    assert await lua.store.pause(flow) == "ok"
+    timeout = member("pto", flow, 1, 1)
+    retry = Outcome("QUEUED", error="not polled", retry_delay_ms=0)
+
+    answer = await lua.store.transition(
+        flow, 1, "QUEUED", 1, retry, timer_member=timeout, held_member=timeout
+    )
+
+    assert answer == "held"
+    assert await lua.held(flow) == {timeout}
+    run = await lua.run(flow)
+    assert (run["x:1:s"], run["x:1:n"]) == ("QUEUED", "1")
+    assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 1)]
 
 
 async def test_transition_duplicate_completion_is_stale(lua: Lua) -> None:
@@ -229,7 +325,8 @@ async def test_transition_on_paused_run_holds_the_result(lua: Lua) -> None:
     assert json.loads((await lua.run(flow))["x:1:held"]) == {"output": {"r": 1}}
     assert await lua.held(flow) == {result}
     # So is a heartbeat.
-    assert await lua.store.heartbeat(flow, 1, 1, LEASE_MS, lease) == "stale"
+    secret = await lua.secret(flow, 1) or ""
+    assert await lua.store.heartbeat(flow, 1, 1, LEASE_MS, lease, secret) == "stale"
 
     # Resume makes it due; the replay (held member "") applies it.
     assert await lua.store.resume(flow) == "ok"
@@ -344,10 +441,14 @@ def leased(op: PlannedOp, lease_ms: int = LEASE_MS) -> PlannedOp:
     return PlannedOp(op.kind, op.action_id, op.name, op.payload, lease_ms, op.queue)
 
 
+TAKE_SECRETS = "c" * 32 + "d" * 32
+
+
 async def complete_leasing(
     lua: Lua, flow: str, ops: list[PlannedOp], fail_reason: str = ""
 ) -> Applied:
-    """The engine's transition for a result whose worker takes the next tasks."""
+    """The engine's transition for a result whose worker takes the next tasks (at most two:
+    those of ``TAKE_SECRETS``)."""
     change = Transition(
         flow,
         1,
@@ -360,6 +461,7 @@ async def complete_leasing(
         held_member=member("res", flow, 1, 1),
         held_outcome='{"output":{}}',
         lease_to="w-next",
+        take_secrets=TAKE_SECRETS,
     )
     [reply], _ = await lua.store.transitions([change])
     return reply
@@ -379,7 +481,7 @@ async def test_transition_leases_marked_tasks_to_the_worker_and_queues_the_rest(
 
     assert reply == Applied("ok", (2, 4))
     assert await lua.queue(flow, mine) == []
-    assert await lua.queue(flow, other) == [task_id(flow, 3, 1)]
+    assert await lua.queue(flow, other) == [queue_entry(flow, 3, 1)]
     run = await lua.run(flow)
     assert (run["x:2:s"], run["a:2:s"], run["x:2:n"], run["x:2:w"], run["x:2:in"]) == (
         "RUNNING",
@@ -389,6 +491,8 @@ async def test_transition_leases_marked_tasks_to_the_worker_and_queues_the_rest(
         '"M"',
     )
     assert (run["x:2:q"], run["x:3:s"], run["active"]) == (mine, "QUEUED", "3")
+    # The k-th task leased takes the k-th secret; the queued one has none.
+    assert (run["x:2:k"], run["x:4:k"], run.get("x:3:k")) == ("c" * 32, "d" * 32, None)
     lease_due = await lua.score(flow, member("lease", flow, 2, 1))
     assert lease_due is not None and before + LEASE_MS <= lease_due <= await lua.now() + LEASE_MS
     history = await lua.history(flow)
@@ -414,7 +518,7 @@ async def test_transition_leases_nothing_without_a_worker_or_a_lease_time(lua: L
     [reply], _ = await lua.store.transitions([change])
 
     assert reply == Applied("ok")
-    assert await lua.queue(flow, mine) == [task_id(flow, 2, 1)]
+    assert await lua.queue(flow, mine) == [queue_entry(flow, 2, 1)]
 
 
 async def test_transition_that_ends_the_run_returns_no_leased_task(lua: Lua) -> None:

@@ -213,6 +213,7 @@ async def test_action_failing_twice_then_succeeding_is_retried_by_its_definition
         retry_after_seconds=0.02,
         retry_policy="FIXED",
         timeout_seconds=7.5,
+        poll_timeout_seconds=600,
     )
     def flaky(input: JSONObject) -> JSONObject:
         invocations.append(input)
@@ -235,6 +236,7 @@ async def test_action_failing_twice_then_succeeding_is_retried_by_its_definition
             "retryAfterSeconds": 0.02,
             "retryPolicy": "FIXED",
             "timeoutSeconds": 7.5,
+            "pollTimeoutSeconds": 600,
         }
         flow_id = await api.start(name, {"order": "A-7"})
         flow = await api.wait_status(flow_id, "COMPLETED")

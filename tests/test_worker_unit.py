@@ -114,6 +114,8 @@ def test_the_decorator_needs_a_name() -> None:
         ({"retry_after_seconds": -0.1}, "retry_after_seconds must be a number >= 0"),
         ({"retry_after_seconds": math.inf}, "retry_after_seconds must be a number >= 0"),
         ({"timeout_seconds": 0}, "timeout_seconds must be a number > 0"),
+        ({"poll_timeout_seconds": 0}, "poll_timeout_seconds must be a number > 0"),
+        ({"poll_timeout_seconds": math.nan}, "poll_timeout_seconds must be a number > 0"),
         ({"retry_policy": "RANDOM"}, "retry_policy must be one of FIXED, LINEAR, EXPONENTIAL"),
     ],
 )
@@ -134,6 +136,7 @@ def test_the_definition_holds_the_name_and_only_the_settings_given() -> None:
         timeout_seconds=30.0,
     )(lambda input: None)
     worker.action("sendSms", retry_policy=RetryPolicy.LINEAR)(lambda input: None)
+    worker.action("charge", poll_timeout_seconds=120)(lambda input: None)
     worker.action("sendEmail")(lambda input: None)
     definitions = {a.name: (a.options.given, a.definition()) for a in worker.registry}
     assert definitions == {
@@ -148,6 +151,7 @@ def test_the_definition_holds_the_name_and_only_the_settings_given() -> None:
             },
         ),
         "sendSms": (True, {"name": "sendSms", "retryPolicy": "LINEAR"}),
+        "charge": (True, {"name": "charge", "pollTimeoutSeconds": 120}),
         "sendEmail": (False, {"name": "sendEmail"}),
     }
 

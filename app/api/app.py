@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
-from app.api import flows, health, metadata, tasks
+from app.api import flows, health, metadata, queues, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.hot_routes import HotRoutes
@@ -143,6 +143,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(JSONBodyMiddleware, settings=settings)
     install_error_handlers(app)
     # Workers' routes first: they are matched on every poll and result.
-    for module in (tasks, flows, metadata, health):
+    for module in (tasks, queues, flows, metadata, health):
         app.include_router(module.router)
     return app

@@ -15,7 +15,7 @@ from app.api.models import (
     WorkflowSummary,
 )
 from app.engine.catalog import action_to_json
-from app.engine.errors import NotFound
+from app.engine.errors import Invalid, NotFound
 from app.engine.retry import ActionSettings
 
 T = TypeVar("T")
@@ -79,6 +79,9 @@ async def put_action(
         retry_after_seconds=_or(definition.retryAfterSeconds, defaults.retry_after_seconds),
         retry_policy=_or(definition.retryPolicy, defaults.retry_policy),
         timeout_seconds=_or(definition.timeoutSeconds, defaults.timeout_seconds),
+        poll_timeout_seconds=_within_max(
+            "pollTimeoutSeconds", definition.pollTimeoutSeconds, settings.max_duration_seconds
+        ),
     )
     await engine.catalog.put_action(action)
     return action_to_json(action)
@@ -86,6 +89,12 @@ async def put_action(
 
 def _or(value: T | None, default: T) -> T:
     return default if value is None else value
+
+
+def _within_max(field: str, seconds: float | None, most: float) -> float | None:
+    if seconds is not None and seconds > most:
+        raise Invalid(f"{field}: at most {most:.0f} seconds (ORCHY_MAX_DURATION_SECONDS)")
+    return seconds
 
 
 @router.get("/action", response_model=list[ActionDefinitionOut])

@@ -32,6 +32,13 @@ class ActionDefinition(BaseModel):
     retryAfterSeconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     retryPolicy: RetryPolicy | None = None
     timeoutSeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    pollTimeoutSeconds: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="a queued attempt no worker polls within this long fails and is retried "
+        "by the policy; left out: it waits for ever",
+    )
 
 
 class ActionDefinitionOut(BaseModel):
@@ -40,6 +47,7 @@ class ActionDefinitionOut(BaseModel):
     retryAfterSeconds: float
     retryPolicy: RetryPolicy
     timeoutSeconds: float
+    pollTimeoutSeconds: float | None = None
 
 
 class ExecuteRequest(BaseModel):
@@ -191,6 +199,16 @@ class ResultsResponse(BaseModel):
 class FailRequest(BaseModel):
     error: str = Field(min_length=1)
     retryable: bool = True
+
+
+class QueueView(BaseModel):
+    action: str
+    depth: int = Field(description="tasks waiting in the action's queue")
+    lastPollAt: str | None = Field(description="when a worker last polled for the action")
+
+
+class QueueList(BaseModel):
+    queues: list[QueueView]
 
 
 class Health(BaseModel):

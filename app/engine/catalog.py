@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from app.definition import WorkflowDef
+from app.definition import ActionType, WorkflowDef
 from app.engine.retry import ActionSettings, RetryPolicy
 from app.engine.validate import Limits, check_action_settings, parse_workflow
-from app.jsontypes import JSONObject
+from app.jsontypes import JSON, JSONObject
 from app.settings import Settings
 from app.store import Store
 
@@ -50,7 +50,10 @@ class Catalog:
         )
         source = canonical_json(raw)
         digest = hashlib.sha256(source.encode()).hexdigest()
-        version, created = await self.store.register_workflow(workflow.name, digest, source)
+        queues = sorted(
+            {action.name for action in workflow.actions.values() if action.type is ActionType.USER}
+        )
+        version, created = await self.store.register_workflow(workflow.name, digest, source, queues)
         self._workflows[(workflow.name, version)] = replace(workflow, version=version)
         return Registration(workflow.name, version, created)
 
@@ -114,6 +117,7 @@ def action_to_json(action: ActionSettings) -> JSONObject:
         "retryAfterSeconds": action.retry_after_seconds,
         "retryPolicy": action.retry_policy.value,
         "timeoutSeconds": action.timeout_seconds,
+        "pollTimeoutSeconds": action.poll_timeout_seconds,
     }
 
 
@@ -124,4 +128,9 @@ def action_from_json(data: JSONObject) -> ActionSettings:
         retry_after_seconds=float(data["retryAfterSeconds"]),
         retry_policy=RetryPolicy(data["retryPolicy"]),
         timeout_seconds=float(data["timeoutSeconds"]),
+        poll_timeout_seconds=_optional_float(data.get("pollTimeoutSeconds")),
     )
+
+
+def _optional_float(value: JSON) -> float | None:
+    return None if value is None else float(value)

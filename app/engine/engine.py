@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import math
 import time
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,15 @@ from app.engine.catalog import Catalog
 from app.engine.document import Document
 from app.engine.document_pool import DocumentPool
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge
-from app.engine.ids import TaskId, TimerKind, TimerMember, idempotent_flow_id, new_flow_id
+from app.engine.ids import (
+    LEASE_SECRET_HEX,
+    TaskId,
+    TimerKind,
+    TimerMember,
+    idempotent_flow_id,
+    lease_secrets,
+    new_flow_id,
+)
 from app.engine.planner import Plan, Planner, dumps
 from app.engine.run_cache import MOVED, RunCache
 from app.engine.snapshot import Execution, RunSnapshot
@@ -38,7 +47,7 @@ log = logging.getLogger("orchy.engine")
 MS_PER_SECOND = 1000
 LEASE_EXPIRED = "lease expired: no result within the action's timeoutSeconds"
 TERMINATED_REASON = "terminated by request"
-TASK_ID_SHAPE = "task ids look like <flowId>.<n>.<n>"
+TASK_ID_SHAPE = "task ids look like <flowId>.<n>.<n>.<secret>, as a poll hands them out"
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,13 @@ def _result_from_held(held_json: str) -> Result:
     return Failure(held["error"], bool(held["retryable"]))
 
 
+_HELD_AS_THEMSELVES = frozenset({TimerKind.LEASE, TimerKind.POLL_TIMEOUT})
+
+
+def _nth_secret(secrets: str, index: int) -> str:
+    return secrets[index * LEASE_SECRET_HEX : (index + 1) * LEASE_SECRET_HEX]
+
+
 def _held_json(result: Result) -> str:
     if isinstance(result, Success):
         return dumps({"output": result.output})
@@ -96,6 +112,7 @@ class Engine:
         self.wakeups = wakeups or Wakeups()
         self.runs = RunCache(settings.run_cache_size)
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
+        self._polls_recorded: dict[str, float] = {}  # action -> when this process last wrote
 
     async def warm_up(self) -> None:
         """Starts the script processes now rather than on the first script."""
@@ -170,7 +187,7 @@ class Engine:
                     input_json,
                     key or "",
                     plan.fail_reason,
-                    plan.ops,
+                    await self._with_poll_timeouts(plan.ops),
                 )
             )
         created = await self.store.start_runs(starts)
@@ -214,6 +231,8 @@ class Engine:
                 f"task {task_id!r} is not the running attempt (action is {execution.status}, "
                 f"attempt {execution.attempt}); its result was not applied"
             )
+        if execution.lease_secret != parsed.secret:
+            raise Conflict(f"task {task_id!r} is not the current lease; nothing was applied")
         return parsed, snapshot, execution
 
     async def complete_task(self, task_id: str, output: JSON) -> str:
@@ -313,7 +332,9 @@ class Engine:
                 marked += 1
         if not marked:
             return change, budget
-        leased = dataclasses.replace(change, ops=ops, lease_to=take_next.worker_id)
+        leased = dataclasses.replace(
+            change, ops=ops, lease_to=take_next.worker_id, take_secrets=lease_secrets(marked)
+        )
         return leased, budget - marked
 
     @staticmethod
@@ -321,16 +342,18 @@ class Engine:
         if not reply.leased_seqs:  # none asked, or the run was held or has ended
             return []
         ops = [op for op in change.ops if op.leased_at_once]
+        # The script gave the k-th task it leased the k-th secret.
+        secrets = change.take_secrets
         return [
             LeasedTask(
-                task_id=str(TaskId(change.flow_id, seq, 1)),
+                task_id=str(TaskId(change.flow_id, seq, 1, _nth_secret(secrets, index))),
                 flow_id=change.flow_id,
                 action_id=op.action_id,
                 attempt=1,
                 input_json=op.payload,
                 name=op.queue or op.name,
             )
-            for op, seq in zip(ops, reply.leased_seqs, strict=True)
+            for index, (op, seq) in enumerate(zip(ops, reply.leased_seqs, strict=True))
         ]
 
     async def _finish_user_task(
@@ -385,20 +408,24 @@ class Engine:
                     ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error"
                 )
         lease = str(TimerMember(TimerKind.LEASE, task.flow_id, task.seq, task.attempt))
+        expected = ActionStatus.RUNNING
         if timer is None:
             timer_member = lease
             held_member = str(TimerMember(TimerKind.RESULT, task.flow_id, task.seq, task.attempt))
             held_outcome = _held_json(result)
         else:
             timer_member = str(timer)
-            # A lease expiry is held as itself if the run is paused; a replayed result has
-            # its outcome stored already, and transition.lua holds it again as its timer.
-            held_member = str(timer) if timer.kind is TimerKind.LEASE else ""
+            # A lease expiry or poll timeout is held as itself if the run is paused; a
+            # replayed result has its outcome stored already, and transition.lua holds it
+            # again as its timer.
+            held_member = str(timer) if timer.kind in _HELD_AS_THEMSELVES else ""
             held_outcome = ""
+            if timer.kind is TimerKind.POLL_TIMEOUT:
+                expected = ActionStatus.QUEUED  # it ends an attempt no worker has taken
         return Transition(
             task.flow_id,
             task.seq,
-            ActionStatus.RUNNING,
+            expected,
             task.attempt,
             outcome,
             plan.ops,
@@ -407,6 +434,7 @@ class Engine:
             held_member=held_member,
             held_outcome=held_outcome,
             claimed_score=claimed_score,
+            lease_secret=task.secret,
         )
 
     async def _commit(
@@ -416,12 +444,28 @@ class Engine:
         polls for the tasks they queued, without waiting for the notification to come back
         through Redis (other processes get that one). The runs ``keep`` names are read in
         the same round trip and kept for their next result."""
+        changes = [
+            dataclasses.replace(change, ops=await self._with_poll_timeouts(change.ops))
+            for change in changes
+        ]
         replies, reads = await self.store.transitions(changes, keep if self.runs.enabled else ())
         self.runs.keep(reads)
         run_log.failed_attempts(changes, replies)
         for change in changes:
             self._announce(change.flow_id, change.ops)
         return replies
+
+    async def _with_poll_timeouts(self, ops: Sequence[PlannedOp]) -> Sequence[PlannedOp]:
+        """The ops, each queued user task of an action with a poll timeout marked with it."""
+        marked: list[PlannedOp] | None = None
+        for position, op in enumerate(ops):
+            if op.kind != "user" or op.queue is None or op.number != 0:
+                continue
+            timeout_ms = (await self.catalog.action(op.queue)).poll_timeout_ms
+            if timeout_ms:
+                marked = marked or list(ops)
+                marked[position] = dataclasses.replace(op, number=-timeout_ms)
+        return ops if marked is None else marked
 
     def _announce(self, flow_id: str, ops: Sequence[PlannedOp]) -> None:
         partition = self.store.keys.partition_of(flow_id)
@@ -443,7 +487,7 @@ class Engine:
         settings = await self.catalog.action(execution.queue or "")
         lease = TimerMember(TimerKind.LEASE, parsed.flow_id, parsed.seq, parsed.attempt)
         answer = await self.store.heartbeat(
-            parsed.flow_id, parsed.seq, parsed.attempt, settings.lease_ms, str(lease)
+            parsed.flow_id, parsed.seq, parsed.attempt, settings.lease_ms, str(lease), parsed.secret
         )
         self._raise_for(answer, f"task {task_id}")
 
@@ -461,6 +505,7 @@ class Engine:
 
         ``gone`` is set when the client hangs up: a poll nobody will read must not lease."""
         deadline = time.monotonic() + min(wait_seconds, self.settings.poll_max_wait_seconds)
+        await self._record_poll(actions)
         leases = [(name, (await self.catalog.action(name)).lease_ms) for name in actions]
         look_everywhere = self.wakeups.full_scan_due(actions, self.settings.poll_recheck_seconds)
         while not self.wakeups.closed and (gone is None or not gone.is_set()):
@@ -479,6 +524,18 @@ class Engine:
                 self.wakeups.unsubscribe(actions, wakeup)
         return []
 
+    async def _record_poll(self, actions: list[str]) -> None:
+        """Notes the poll time of its actions, at most once per ``poll_record_seconds`` per
+        action and process: one HSET, or none."""
+        now = time.monotonic()
+        every = self.settings.poll_record_seconds
+        due = [name for name in actions if now - self._polls_recorded.get(name, -math.inf) >= every]
+        if not due:
+            return
+        await self.store.record_polls(due, round(time.time() * MS_PER_SECOND))
+        for name in due:
+            self._polls_recorded[name] = now
+
     async def _take(
         self, worker_id: str, leases: list[tuple[str, int]], most: int, look_everywhere: bool
     ) -> list[LeasedTask]:
@@ -496,7 +553,7 @@ class Engine:
             if len(leased) >= most:
                 break
             wanted = most - len(leased)
-            got = await self.store.poll(partition, leases, wanted, worker_id)
+            got = await self.store.poll(partition, leases, wanted, worker_id, lease_secrets(wanted))
             leased += got
             if len(got) < wanted:
                 self.wakeups.drained(
@@ -554,9 +611,17 @@ class Engine:
             return await self._drop_timer(member)
         task = TaskId(member.flow_id, member.seq, member.generation)
         if member.kind is TimerKind.ENQUEUE:
+            queue = execution.queue or ""
             return await self.store.requeue(
-                member.flow_id, member.seq, member.generation, member_text, execution.queue or ""
+                member.flow_id,
+                member.seq,
+                member.generation,
+                member_text,
+                queue,
+                (await self.catalog.action(queue)).poll_timeout_ms,
             )
+        if member.kind is TimerKind.POLL_TIMEOUT:
+            return await self._poll_timed_out(task, snapshot, execution, member)
         if member.kind is TimerKind.LEASE:
             return await self._handle_quietly(
                 self._finish_user_task(
@@ -623,6 +688,22 @@ class Engine:
         return await self.store.transition(
             member.flow_id, member.seq, "", member.generation, Outcome(""), timer_member=str(member)
         )
+
+    async def _poll_timed_out(
+        self, task: TaskId, snapshot: RunSnapshot, execution: Execution, member: TimerMember
+    ) -> str:
+        """A queued attempt that no worker polled within the action's poll timeout fails,
+        and is retried by the action's policy."""
+        queue = execution.queue or ""
+        timeout = (await self.catalog.action(queue)).poll_timeout_seconds
+        within = "" if timeout is None else f" within {timeout:g} s"
+        failure = Failure(f"not polled{within}: no worker took the task (pollTimeoutSeconds)", True)
+        answer = await self._handle_quietly(
+            self._finish_user_task(task, snapshot, execution, failure, member)
+        )
+        if answer == "ok":
+            await self.store.drop_queued(task.flow_id, queue, task.queue_entry)
+        return answer
 
     @staticmethod
     async def _handle_quietly(call: Coroutine[Any, Any, str]) -> str:

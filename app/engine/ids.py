@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,23 +27,43 @@ def idempotent_flow_id(workflow: str, key: str) -> str:
     return uuid.uuid5(IDEMPOTENCY_NAMESPACE, scoped).hex
 
 
+LEASE_SECRET_BYTES = 16  # 128 random bits per lease
+LEASE_SECRET_HEX = 2 * LEASE_SECRET_BYTES
+_TASK_ID = re.compile(rf"([^.]+)\.(\d+)\.(\d+)\.([0-9a-f]{{{LEASE_SECRET_HEX}}})", re.ASCII)
+
+
+def lease_secrets(count: int) -> str:
+    """``count`` fresh lease secrets end to end, as the leasing scripts take them."""
+    return secrets.token_hex(LEASE_SECRET_BYTES * count)
+
+
 @dataclass(frozen=True)
 class TaskId:
-    """``<flowId>.<seq>.<attempt>``: one attempt of one execution of a user action."""
+    """``<flowId>.<seq>.<attempt>.<secret>``: one lease of one attempt of one execution of a
+    user action. The secret is made when the attempt is leased and only its holder is told
+    it, so a flow id and its history are not enough to answer for the task. An attempt named
+    by a timer rather than a worker has no secret."""
 
     flow_id: str
     seq: int
     attempt: int
+    secret: str = ""
+
+    @property
+    def queue_entry(self) -> str:
+        """``<flowId>.<seq>.<attempt>``: how the attempt waits in its queue, before a lease."""
+        return f"{self.flow_id}.{self.seq}.{self.attempt}"
 
     def __str__(self) -> str:
-        return f"{self.flow_id}.{self.seq}.{self.attempt}"
+        return f"{self.queue_entry}.{self.secret}" if self.secret else self.queue_entry
 
     @classmethod
     def parse(cls, text: str) -> TaskId | None:
-        parts = text.split(".")
-        if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
+        match = _TASK_ID.fullmatch(text)
+        if match is None:
             return None
-        return cls(parts[0], int(parts[1]), int(parts[2]))
+        flow_id, seq, attempt, secret = match.groups()
+        return cls(flow_id, int(seq), int(attempt), secret)
 
 
 class TimerKind(StrEnum):
@@ -51,6 +73,7 @@ class TimerKind(StrEnum):
     LEASE = "lease"  # a worker's lease ran out
     ENQUEUE = "enq"  # a retry's back-off is over
     RESULT = "res"  # a result held while the run was paused
+    POLL_TIMEOUT = "pto"  # a queued attempt no worker polled within pollTimeoutSeconds
 
 
 @dataclass(frozen=True)

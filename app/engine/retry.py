@@ -21,6 +21,9 @@ class ActionSettings:
     retry_after_seconds: float
     retry_policy: RetryPolicy
     timeout_seconds: float
+    # A queued attempt that no worker polls within this long fails (retried by the policy);
+    # None: it waits for ever.
+    poll_timeout_seconds: float | None = None
 
     @classmethod
     def defaults(cls, name: str, settings: Settings) -> ActionSettings:
@@ -46,3 +49,10 @@ class ActionSettings:
     @property
     def lease_ms(self) -> int:
         return int(self.timeout_seconds * 1000)
+
+    @property
+    def poll_timeout_ms(self) -> int:
+        """The poll timeout in ms (at least 1), or 0 for none."""
+        if self.poll_timeout_seconds is None:
+            return 0
+        return max(1, round(self.poll_timeout_seconds * 1000))

@@ -20,6 +20,7 @@ class Execution:
     attempt: int
     input_json: str | None
     queue: str | None
+    lease_secret: str | None
     event_name: str | None
     event_data_json: str | None
     held_json: str | None
@@ -67,6 +68,7 @@ class RunSnapshot:
             attempt=int(fields[prefix + "n"]),
             input_json=fields.get(prefix + INPUT_FIELD),
             queue=fields.get(prefix + "q"),
+            lease_secret=fields.get(prefix + "k"),
             event_name=fields.get(prefix + "evn"),
             event_data_json=fields.get(prefix + "evd"),
             held_json=fields.get(prefix + "held"),

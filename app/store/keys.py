@@ -82,6 +82,16 @@ class Keys:
         return f"{META}:actions"
 
     @property
+    def queue_names(self) -> str:
+        """The set of user action names that registered workflows queue tasks for."""
+        return f"{META}:queues"
+
+    @property
+    def polls(self) -> str:
+        """Action name -> when a worker last polled for it (ms)."""
+        return f"{META}:polls"
+
+    @property
     def config(self) -> str:
         return f"{META}:config"
 

@@ -34,7 +34,9 @@ class PlannedOp:
     action_id: int
     name: str = ""
     payload: str = ""
-    number: int = 0  # a "user" op's lease ms when leased at once to the transition's worker
+    # A "user" op's lease ms when leased at once to the transition's worker; minus its poll
+    # timeout ms when queued with one (see apply_ops in common.lua).
+    number: int = 0
     queue: str | None = None
     # What a system action's execution received, JSON (a user action's is its payload).
     input: str = ""
@@ -52,6 +54,16 @@ class LeasedTask:
     attempt: int
     input_json: str
     name: str = ""
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """One action's queue: entries waiting in it over all partitions (a poll drops those
+    of runs that have ended since), and when a worker last polled for it (ms), if ever."""
+
+    name: str
+    depth: int
+    last_poll_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,8 @@ class Transition:
     claimed_score: int | None = None
     lease_to: str = ""  # the worker that gets the ops' tasks leased at once, if any
     expected_rev: str = ""  # the run's revision this was planned from, if it must not move
+    lease_secret: str = ""  # the secret of the lease a worker's result names ("" for timers)
+    take_secrets: str = ""  # a fresh lease secret per task leased at once, end to end
 
 
 @dataclass(frozen=True)
@@ -142,10 +156,14 @@ class Store:
 
     # -- definitions ----------------------------------------------------------------
 
-    async def register_workflow(self, name: str, digest: str, source: str) -> tuple[int, bool]:
-        keys = [self.keys.workflow(name), self.keys.workflow_names]
+    async def register_workflow(
+        self, name: str, digest: str, source: str, user_actions: Sequence[str] = ()
+    ) -> tuple[int, bool]:
+        """Stores a definition as a new version unless an identical one exists, and notes
+        the names of the user actions it queues tasks for (see ``queues``)."""
+        keys = [self.keys.workflow(name), self.keys.workflow_names, self.keys.queue_names]
         version, created = await self.scripts.register_workflow(
-            keys=keys, args=[name, digest, source]
+            keys=keys, args=[name, digest, source, *user_actions]
         )
         return int(version), bool(created)
 
@@ -284,6 +302,7 @@ class Store:
         held_member: str = "",
         held_outcome: str = "",
         claimed_score: int | None = None,
+        lease_secret: str = "",
     ) -> str:
         change = Transition(
             flow_id,
@@ -297,6 +316,7 @@ class Store:
             held_member,
             held_outcome,
             claimed_score,
+            lease_secret=lease_secret,
         )
         keys, args = self._transition_call(change)
         return str(await self.scripts.transition(keys=keys, args=args))
@@ -333,17 +353,34 @@ class Store:
             "" if change.claimed_score is None else change.claimed_score,
             change.lease_to,
             change.expected_rev,
+            change.lease_secret,
+            change.take_secrets,
             *op_args,
         ]
         return keys, args
 
     async def requeue(
-        self, flow_id: str, seq: int, attempt: int, timer_member: str, queue: str
+        self,
+        flow_id: str,
+        seq: int,
+        attempt: int,
+        timer_member: str,
+        queue: str,
+        poll_timeout_ms: int = 0,
     ) -> str:
+        """Puts a retried attempt back on its queue; with ``poll_timeout_ms`` it fails if no
+        poll takes it within that time."""
         partition = self.keys.partition_of(flow_id)
         keys = [*self.keys.run(flow_id).as_list(), self.keys.queue(partition, queue)]
-        args = [*self._run_args(flow_id), seq, attempt, timer_member, queue]
+        args = [*self._run_args(flow_id), seq, attempt, timer_member, queue, poll_timeout_ms]
         return str(await self.scripts.requeue(keys=keys, args=args))
+
+    async def drop_queued(self, flow_id: str, queue: str, entry: str) -> None:
+        """Takes an attempt that has ended before any poll took it off its queue, so that the
+        queue's depth counts only what a poll could still lease. (A poll drops such entries
+        anyway: this only keeps the count true.)"""
+        queue_key = self.keys.queue(self.keys.partition_of(flow_id), queue)
+        await self.client.lrem(queue_key, 1, entry)
 
     async def send_event(self, flow_id: str, name: str, data_json: str) -> str:
         keys = self.keys.run(flow_id).as_list()
@@ -371,8 +408,10 @@ class Store:
         queues: Sequence[tuple[str, int]],
         most: int,
         worker_id: str,
+        secrets: str,
     ) -> list[LeasedTask]:
-        """Leases up to ``most`` tasks of one partition; ``queues`` pairs names with lease ms."""
+        """Leases up to ``most`` tasks of one partition; ``queues`` pairs names with lease ms,
+        and ``secrets`` holds ``most`` fresh lease secrets (32 hex digits each, end to end)."""
         keys = [self.keys.timers(partition)]
         keys += [self.keys.queue(partition, name) for name, _ in queues]
         args: list[Any] = [
@@ -382,6 +421,7 @@ class Store:
             worker_id,
             partition,
             self.keys.notify_channel,
+            secrets,
         ]
         args += [lease_ms for _, lease_ms in queues]
         rows = await self.scripts.poll(keys=keys, args=args)
@@ -397,12 +437,41 @@ class Store:
             for row in rows
         ]
 
+    async def record_polls(self, names: Sequence[str], at_ms: int) -> None:
+        """Notes that a worker polled for ``names`` at ``at_ms``."""
+        await self.client.hset(self.keys.polls, mapping=dict.fromkeys(names, at_ms))
+
+    async def queues(self) -> list[QueueState]:
+        """Every known action's queue: the user actions of registered workflows, the
+        defined actions and the actions polled for; by name."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.smembers(self.keys.queue_names)
+        pipe.hkeys(self.keys.actions)
+        pipe.hgetall(self.keys.polls)
+        queued, defined, polls = await pipe.execute()
+        names = sorted({*queued, *defined, *polls})
+        partitions = range(self.keys.partitions)
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            for partition in partitions:
+                pipe.llen(self.keys.queue(partition, name))
+        lengths = await pipe.execute() if names else []
+        width = len(partitions)
+        return [
+            QueueState(
+                name,
+                sum(lengths[index * width : (index + 1) * width]),
+                int(polls[name]) if name in polls else None,
+            )
+            for index, name in enumerate(names)
+        ]
+
     async def heartbeat(
-        self, flow_id: str, seq: int, attempt: int, lease_ms: int, timer_member: str
+        self, flow_id: str, seq: int, attempt: int, lease_ms: int, timer_member: str, secret: str
     ) -> str:
         run_keys = self.keys.run(flow_id)
         keys = [run_keys.run, run_keys.timers]
-        args = [seq, attempt, lease_ms, timer_member]
+        args = [seq, attempt, lease_ms, timer_member, secret]
         return str(await self.scripts.heartbeat(keys=keys, args=args))
 
     # -- timers ---------------------------------------------------------------------
@@ -481,6 +550,7 @@ __all__ = [
     "LeasedTask",
     "Outcome",
     "PlannedOp",
+    "QueueState",
     "RunKeys",
     "RunStart",
     "Store",

@@ -33,6 +33,7 @@ class ActionOptions:
     retry_after_seconds: float | None = None
     retry_policy: RetryPolicy | None = None
     timeout_seconds: float | None = None
+    poll_timeout_seconds: float | None = None
 
     @classmethod
     def build(
@@ -43,6 +44,7 @@ class ActionOptions:
         retry_after_seconds: float | None,
         retry_policy: RetryPolicy | str | None,
         timeout_seconds: float | None,
+        poll_timeout_seconds: float | None = None,
     ) -> ActionOptions:
         """Validate the decorator's arguments, naming the action in every message."""
         if retry_count is not None and (
@@ -60,6 +62,13 @@ class ActionOptions:
             raise ValueError(
                 f"action {name!r}: timeout_seconds must be a number > 0, not {timeout_seconds!r}"
             )
+        if poll_timeout_seconds is not None and not _is_number(
+            poll_timeout_seconds, minimum=0, strict=True
+        ):
+            raise ValueError(
+                f"action {name!r}: poll_timeout_seconds must be a number > 0, "
+                f"not {poll_timeout_seconds!r}"
+            )
         policy: RetryPolicy | None = None
         if retry_policy is not None:
             try:
@@ -69,7 +78,7 @@ class ActionOptions:
                 raise ValueError(
                     f"action {name!r}: retry_policy must be one of {allowed}, not {retry_policy!r}"
                 ) from None
-        return cls(retry_count, retry_after_seconds, policy, timeout_seconds)
+        return cls(retry_count, retry_after_seconds, policy, timeout_seconds, poll_timeout_seconds)
 
     @property
     def given(self) -> bool:
@@ -80,6 +89,7 @@ class ActionOptions:
                 self.retry_after_seconds,
                 self.retry_policy,
                 self.timeout_seconds,
+                self.poll_timeout_seconds,
             )
         )
 
@@ -94,6 +104,8 @@ class ActionOptions:
             body["retryPolicy"] = self.retry_policy.value
         if self.timeout_seconds is not None:
             body["timeoutSeconds"] = self.timeout_seconds
+        if self.poll_timeout_seconds is not None:
+            body["pollTimeoutSeconds"] = self.poll_timeout_seconds
         return body
 
 

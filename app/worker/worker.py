@@ -87,12 +87,14 @@ class Worker:
         retry_after_seconds: float | None = None,
         retry_policy: RetryPolicy | str | None = None,
         timeout_seconds: float | None = None,
+        poll_timeout_seconds: float | None = None,
     ) -> Callable[[F], F]:
         """Serve the decorated function as the user action ``name``.
 
         The function takes the task's input (the resolved parameters) and returns the
         output; ``async def`` functions run on the event loop, others in a thread. The
-        settings given here are sent to the server as the action's definition at start.
+        settings given here are sent to the server as the action's definition at start;
+        ``poll_timeout_seconds`` fails a queued attempt that no worker takes within it.
         """
         if callable(name):
             raise TypeError('give the action name: @worker.action("name"), not @worker.action')
@@ -102,6 +104,7 @@ class Worker:
             retry_after_seconds=retry_after_seconds,
             retry_policy=retry_policy,
             timeout_seconds=timeout_seconds,
+            poll_timeout_seconds=poll_timeout_seconds,
         )
 
         def register(func: F) -> F:

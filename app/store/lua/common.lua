@@ -6,15 +6,18 @@
 --   rev (revision: up by one with each script that changes the run),
 --   seq (last execution number), active (executions queued, running or waiting),
 --   joins (comma list of join action ids still waiting),
---   x:<seq>:a|s|n|in|q|w|e|ev|evn|evd|jon|held|tf  one execution of an action
+--   x:<seq>:a|s|n|in|q|w|k|e|ev|evn|evd|jon|held|tf  one execution of an action
 --                                     (action id, status, attempt or generation, input,
---                                      queue name, worker, error, awaited event, event
---                                      name and data received, join ids, held outcome,
---                                      failed attempts at handling its timers)
+--                                      queue name, worker, lease secret, error, awaited
+--                                      event, event name and data received, join ids,
+--                                      held outcome, failed attempts at handling its timers)
 --   a:<id>:s|n|o|e|x|jw|jf            the latest execution of action <id> (status,
 --                                      attempts, output, error, its seq, waiting join
 --                                      seq, join fired)
 -- A timer member is "<kind>|<flowId>|<seq>|<n>", scored by its due time in ms.
+-- A queue entry is "<flowId>.<seq>.<attempt>"; the task id a lease hands out adds the lease
+-- secret, "<flowId>.<seq>.<attempt>.<secret>", which only the lease's holder is told: it is
+-- kept in x:<seq>:k and never written to the history.
 
 -- Raises, before a script writes anything, when a queue key from KEYS[first] on holds
 -- something other than a list: Redis does not undo what a script wrote before an error, so a
@@ -172,11 +175,47 @@ local function received(input)
   return function(seq) return { xf(seq, 'in'), input } end
 end
 
+-- The next of the lease secrets the caller passed (``ctx.secrets``: 32 hex digits each, end
+-- to end), for the next task this script leases.
+local function next_secret(ctx)
+  local at = ctx.secrets_used or 0
+  ctx.secrets_used = at + 1
+  local secret = string.sub(ctx.secrets, at * 32 + 1, at * 32 + 32)
+  if #secret ~= 32 then error('not enough lease secrets for the tasks leased') end
+  return secret
+end
+
+-- Leases execution ``seq`` (queued, attempt ``attempt``) to ``worker`` for ``lease_ms``: its
+-- lease timer starts and it gets a fresh secret. Returns the task id.
+local function lease(ctx, seq, attempt, worker, lease_ms)
+  local secret = next_secret(ctx)
+  redis.call('HSET', ctx.run, xf(seq, 'w'), worker, xf(seq, 'k'), secret, 'updatedAt', ctx.now)
+  add_timer(ctx, timer_member(ctx, 'lease', seq, attempt), ctx.now + lease_ms)
+  return ctx.flow .. '.' .. seq .. '.' .. attempt .. '.' .. secret
+end
+
+-- Puts attempt ``attempt`` of execution ``seq`` on the queue ``key`` (action ``name``) and
+-- wakes the polls; with ``poll_timeout_ms`` > 0 it fails if no poll has taken it by then.
+local function enqueue(ctx, key, name, seq, attempt, poll_timeout_ms)
+  redis.call('RPUSH', key, ctx.flow .. '.' .. seq .. '.' .. attempt)
+  -- One notification per queue wakes every poll of it: a fan-out sends one, not 10,000.
+  ctx.announced = ctx.announced or {}
+  if not ctx.announced[name] then
+    redis.call('PUBLISH', ctx.channel, 'q|' .. ctx.partition .. '|' .. name)
+    ctx.announced[name] = true
+  end
+  if poll_timeout_ms > 0 then
+    add_timer(ctx, timer_member(ctx, 'pto', seq, attempt), ctx.now + poll_timeout_ms)
+  end
+end
+
 -- Applies the ops that the engine planned, read from ARGV[i...]:
 -- a count, then seven values per op: kind, action id, name, payload, number, KEYS index,
 -- and the input a system action's execution received (or "").
--- A "user" op with a number > 0 in a context with a ``worker`` is leased to that worker for
--- that many ms instead of queued; its seq is appended to ``ctx.leased``.
+-- A "user" op's number: > 0 in a context with a ``worker``, the lease ms of a task leased
+-- to that worker at once instead of queued (its seq is appended to ``ctx.leased``, and it
+-- takes the next of ``ctx.secrets``); < 0, minus the poll timeout ms of a queued task;
+-- otherwise a queued task with no poll timeout.
 local function apply_ops(ctx, i)
   local count = tonumber(ARGV[i])
   i = i + 1
@@ -190,9 +229,9 @@ local function apply_ops(ctx, i)
       -- Leased at once to the worker whose result led here (``number`` is the lease ms):
       -- the task never waits in its queue.
       local seq = new_exec(ctx, aid, 'RUNNING', 1, function(seq)
-        return { xf(seq, 'in'), payload, xf(seq, 'q'), name, xf(seq, 'w'), ctx.worker }
+        return { xf(seq, 'in'), payload, xf(seq, 'q'), name }
       end)
-      add_timer(ctx, timer_member(ctx, 'lease', seq, 1), ctx.now + number)
+      lease(ctx, seq, 1, ctx.worker, number)
       hist(ctx, { event = 'QUEUED', action = action, seq = seq, name = name },
         { event = 'RUNNING', action = action, seq = seq, attempt = 1, worker = ctx.worker })
       table.insert(ctx.leased, seq)
@@ -200,13 +239,7 @@ local function apply_ops(ctx, i)
       local seq = new_exec(ctx, aid, 'QUEUED', 1, function(seq)
         return { xf(seq, 'in'), payload, xf(seq, 'q'), name }
       end)
-      redis.call('RPUSH', KEYS[key_index], ctx.flow .. '.' .. seq .. '.1')
-      -- One notification per queue wakes every poll of it: a fan-out sends one, not 10,000.
-      ctx.announced = ctx.announced or {}
-      if not ctx.announced[name] then
-        redis.call('PUBLISH', ctx.channel, 'q|' .. ctx.partition .. '|' .. name)
-        ctx.announced[name] = true
-      end
+      enqueue(ctx, KEYS[key_index], name, seq, 1, number < 0 and -number or 0)
       hist(ctx, { event = 'QUEUED', action = action, seq = seq, name = name })
     elseif kind == 'done' then
       local seq = new_exec(ctx, aid, 'COMPLETED', 1, received(input))

@@ -2,7 +2,8 @@
 -- KEYS[1] run hash, [2] history list, [3] partition timers zset, [4] events list,
 --     [5] waiters list, [6] held set, [7] the action's queue
 -- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds,
---     [5] execution seq, [6] attempt, [7] the "enq" timer member, [8] queue (action) name
+--     [5] execution seq, [6] attempt, [7] the "enq" timer member, [8] queue (action) name,
+--     [9] the action's poll timeout ms, or 0 for none
 -- Returns "ok", "held", "stale", "terminal" or "missing". Raises, changing nothing, when the
 -- queue is not a list (see check_queues).
 local ctx = run_context()
@@ -22,7 +23,6 @@ if status == 'PAUSED' then
   return 'held'
 end
 redis.call('HSET', ctx.run, 'updatedAt', ctx.now)
-redis.call('RPUSH', KEYS[7], ctx.flow .. '.' .. seq .. '.' .. attempt)
-redis.call('PUBLISH', ctx.channel, 'q|' .. ctx.partition .. '|' .. ARGV[8])
+enqueue(ctx, KEYS[7], ARGV[8], seq, attempt, tonumber(ARGV[9]))
 hist(ctx, { event = 'QUEUED', seq = tonumber(seq), attempt = tonumber(attempt) })
 return done(ctx, 'ok')

@@ -17,7 +17,10 @@
 --          a lease ms as their number are leased (see apply_ops),
 --     [19] the run's revision the engine planned from, or "" to plan from any: if the
 --          run has changed since ("moved"), nothing happens,
---     [20..] ops (see apply_ops)
+--     [20] the lease secret a worker's result names, or "" (a timer's): a result whose
+--          secret is not the running attempt's changes nothing ("stale"),
+--     [21] lease secrets for the tasks leased at once to ARGV[18], 32 hex digits each,
+--     [22..] ops (see apply_ops)
 -- Returns "ok", "held" (run paused: kept for resume), "stale" (not in the expected state,
 -- or a result already held), "moved" (see ARGV[19]), "terminal" (run ended) or "missing" (no
 -- such run); when tasks
@@ -25,6 +28,7 @@
 -- Raises, changing nothing, when a queue of KEYS[7..] is not a list (see check_queues).
 local ctx = run_context()
 if ARGV[18] ~= '' then ctx.worker = ARGV[18] end
+ctx.secrets = ARGV[21]
 ctx.leased = {}
 local seq, member, held_member = ARGV[5], ARGV[8], ARGV[9]
 -- A fresh result (from a worker or a timer) names its held member; a held result being
@@ -32,7 +36,7 @@ local seq, member, held_member = ARGV[5], ARGV[8], ARGV[9]
 local fresh = held_member ~= ''
 if not fresh then held_member = member end
 local exec = redis.call('HMGET', ctx.run, 'status', xf(seq, 's'), xf(seq, 'n'), xf(seq, 'held'),
-  xf(seq, 'a'), xf(seq, 'ev'), 'rev')
+  xf(seq, 'a'), xf(seq, 'ev'), 'rev', xf(seq, 'k'))
 local status = exec[1]
 if status == false or TERMINAL[status] then
   if member ~= '' then redis.call('ZREM', ctx.timers, member) end
@@ -43,6 +47,8 @@ if ARGV[19] ~= '' and exec[7] ~= ARGV[19] then return 'moved' end
 if ARGV[17] ~= '' and tonumber(redis.call('ZSCORE', ctx.timers, member)) ~= tonumber(ARGV[17]) then
   return 'stale'
 end
+-- Not the holder of the lease (or a lease since replaced): not even its timer is touched.
+if ARGV[20] ~= '' and exec[8] ~= ARGV[20] then return 'stale' end
 if exec[2] ~= ARGV[6] or exec[3] ~= ARGV[7] or (fresh and exec[4]) then
   if member ~= '' then redis.call('ZREM', ctx.timers, member) end
   return 'stale'
@@ -95,7 +101,7 @@ else
   hist(ctx, { event = new_status, action = action, seq = tonumber(seq), branch = ARGV[14],
     error = ARGV[13] })
 end
-apply_ops(ctx, 20)
+apply_ops(ctx, 22)
 if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end
 if #ctx.leased > 0 and redis.call('HGET', ctx.run, 'status') == 'RUNNING' then
   local reply = { 'ok' }

@@ -1,0 +1,25 @@
+"""Task queues as workers see them: how many tasks wait for each action, and when a worker
+last polled for it. A queue that grows while its last poll gets old has no worker."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import EngineDep
+from app.api.models import QueueList, QueueView
+from app.api.views import iso
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+@router.get("/queues", response_model=QueueList)
+async def list_queues(engine: EngineDep) -> QueueList:
+    """Every known user action (named by a registered workflow, defined, or polled for): the
+    tasks waiting in its queue and when a worker last polled for it (null: never)."""
+    queues = await engine.store.queues()
+    return QueueList(
+        queues=[
+            QueueView(action=queue.name, depth=queue.depth, lastPollAt=iso(queue.last_poll_ms))
+            for queue in queues
+        ]
+    )
