@@ -16,6 +16,7 @@ from app.api import flows, health, metadata, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.hot_routes import HotRoutes
+from app.api.openapi_docs import install_docs, operation_id
 from app.engine.engine import Engine
 from app.engine.notifier import Notifier
 from app.engine.sweeper import Sweeper
@@ -86,10 +87,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Workflow orchestration over HTTP: JSON DAGs of actions, "
         "HTTP-polling workers, all state in Redis.",
         lifespan=lifespan,
+        # /docs is served from the package's Swagger UI files (install_docs), not a CDN.
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.add_middleware(JSONBodyMiddleware)
     install_error_handlers(app)
     # Workers' routes first: they are matched on every poll and result.
     for module in (tasks, flows, metadata, health):
         app.include_router(module.router)
+    install_docs(app)
     return app

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.engine.retry import RetryPolicy
+from app.engine.status import ActionStatus, RunStatus
 
 
 class ErrorResponse(BaseModel):
@@ -65,7 +66,7 @@ class ExecuteResponse(BaseModel):
 
 
 class ActionView(BaseModel):
-    status: str
+    status: ActionStatus
     attempts: int
     output: Any = None
     error: str | None = None
@@ -75,7 +76,7 @@ class FlowView(BaseModel):
     id: str
     name: str
     version: int
-    status: str
+    status: RunStatus
     reason: str
     input: Any
     data: dict[str, Any]
@@ -90,7 +91,7 @@ class FlowSummary(BaseModel):
     id: str
     name: str
     version: int
-    status: str
+    status: RunStatus
     createdAt: str
     updatedAt: str
 
@@ -189,5 +190,5 @@ class FailRequest(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
-    redis: str
+    status: Literal["ok", "degraded"] = Field(description="degraded (with 503) when Redis fails")
+    redis: str = Field(description='"ok", or the error met reaching Redis')
