@@ -63,8 +63,19 @@ OK = {"status": "ok"}
 HISTORY_EXAMPLE = {
     "flowId": FLOW_ID,
     "history": [
-        {"at": "2026-01-05T10:00:00.000Z", "event": "STARTED"},
-        {"at": "2026-01-05T10:00:00.001Z", "event": "QUEUED", "action": 1},
+        {
+            "at": "2026-01-05T10:00:00.000Z",
+            "event": "RUN_STARTED",
+            "name": "notificationWorkflow",
+            "version": 1,
+        },
+        {
+            "at": "2026-01-05T10:00:00.000Z",
+            "event": "QUEUED",
+            "action": 1,
+            "seq": 1,
+            "name": "query-db",
+        },
     ],
 }
 
