@@ -16,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from app.actions import REGISTRY
+from app.api import models as api_models
+from app.api import workflow_schema
 from app.api.workflow_schema import (
     NOTIFICATION_EXAMPLE,
     SYSTEM_STEPS,
@@ -250,6 +252,44 @@ def test_every_route_is_described_with_examples_and_its_errors(server: ServerThr
             ref = answer["content"]["application/json"]["schema"]["$ref"]
             assert ref == f"#/components/schemas/{expected}", f"{route} {code}"
     assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def documented_models() -> dict[str, type[BaseModel]]:
+    return {
+        name: value
+        for module in (api_models, workflow_schema)
+        for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, BaseModel)
+    }
+
+
+def model_of(schema: dict[str, Any], known: dict[str, type[BaseModel]]) -> Any:
+    """The model a schema names, or a list of it."""
+    if schema.get("type") == "array":
+        return list[model_of(schema["items"], known)]  # type: ignore[misc]
+    return known[schema["$ref"].rsplit("/", 1)[1]]
+
+
+def test_every_example_is_valid_for_its_model(server: ServerThread) -> None:
+    known = documented_models()
+    examples = []
+    for route, operation in operations(openapi_of(server)):
+        for code, answer in operation["responses"].items():
+            content = answer["content"]["application/json"]
+            if "example" in content:
+                examples.append((f"{route} {code}", content["schema"], content["example"]))
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        if body is not None and "$ref" in body["schema"]:
+            examples.append((f"{route} request", body["schema"], body["example"]))
+    assert len(examples) >= 30
+    for where, schema, example in examples:
+        model = model_of(schema, known)
+        try:
+            TypeAdapter(model).validate_python(example)
+        except ValidationError as error:
+            raise AssertionError(f"the example of {where} is invalid: {error}") from None
+        if model is WorkflowDefinition:
+            parse_workflow(example)
 
 
 def test_statuses_and_health_are_typed(server: ServerThread) -> None:

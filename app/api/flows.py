@@ -42,17 +42,19 @@ SUMMARY_EXAMPLE = {
     "createdAt": "2026-01-05T10:00:00.000Z",
     "updatedAt": "2026-01-05T10:00:01.250Z",
 }
+DATA_EXAMPLE = {
+    "input": {"userId": 42},
+    "1": {"output": {"email": "user42@example.com"}},
+    "2": {"output": {"value": "FEMALE"}},
+    "flow": {"id": FLOW_ID, "name": "notificationWorkflow", "version": 1},
+}
 FLOW_EXAMPLE = {
     **SUMMARY_EXAMPLE,
     "reason": "",
     "input": {"userId": 42},
-    "data": {
-        "input": {"userId": 42},
-        "1": {"output": {"email": "user42@example.com"}},
-        "2": {"output": {"value": "FEMALE"}},
-        "flow": {"id": FLOW_ID, "name": "notificationWorkflow", "version": 1},
-    },
-    "output": {"input": {"userId": 42}},
+    "data": DATA_EXAMPLE,
+    # Without an output template, a COMPLETED run's output is its data document.
+    "output": DATA_EXAMPLE,
     "actions": {
         "1": {"status": "COMPLETED", "attempts": 1, "output": {"email": "user42@example.com"}},
         "2": {"status": "COMPLETED", "attempts": 1, "output": {"value": "FEMALE"}},
