@@ -18,6 +18,7 @@ from app.api import flows, health, metadata, queues, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.hot_routes import HotRoutes
+from app.api.openapi_docs import install_docs, operation_id
 from app.engine import run_log
 from app.engine.engine import Engine
 from app.engine.notifier import Notifier
@@ -139,10 +140,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Workflow orchestration over HTTP: JSON DAGs of actions, "
         "HTTP-polling workers, all state in Redis.",
         lifespan=lifespan,
+        # /docs is served from the package's Swagger UI files (install_docs), not a CDN.
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.add_middleware(JSONBodyMiddleware, settings=settings)
     install_error_handlers(app)
     # Workers' routes first: they are matched on every poll and result.
     for module in (tasks, queues, flows, metadata, health):
         app.include_router(module.router)
+    install_docs(app)
     return app

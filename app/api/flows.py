@@ -9,7 +9,6 @@ from fastapi import APIRouter, Body, Query
 from app.api.deps import EngineDep, SettingsDep
 from app.api.models import (
     Accepted,
-    ErrorResponse,
     ExecuteManyRequest,
     ExecuteManyResponse,
     ExecuteRequest,
@@ -18,26 +17,83 @@ from app.api.models import (
     FlowList,
     FlowView,
 )
+from app.api.openapi_docs import request_example, responses
 from app.api.views import flow_summary, flow_view, history_entry
 from app.engine.errors import Invalid
 from app.engine.snapshot import RunSnapshot
 from app.engine.status import RunStatus
 
 router = APIRouter(prefix="/flow", tags=["flow"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-}
 CREATED = 201
 # Deeper pages than this are not served: filter by name or status instead.
 MAX_OFFSET = 100_000
 
+FLOW_ID = "0b6f2c1e9a4d4e0f8c3b7a5d2e1f0a9b"
+EXECUTE_EXAMPLE = {
+    "name": "notificationWorkflow",
+    "input": {"userId": 42, "email": {"first": {"subject": "Hi", "message": "Welcome"}}},
+    "idempotencyKey": "signup-42",
+}
+SUMMARY_EXAMPLE = {
+    "id": FLOW_ID,
+    "name": "notificationWorkflow",
+    "version": 1,
+    "status": "COMPLETED",
+    "createdAt": "2026-01-05T10:00:00.000Z",
+    "updatedAt": "2026-01-05T10:00:01.250Z",
+}
+DATA_EXAMPLE = {
+    "input": {"userId": 42},
+    "1": {"output": {"email": "user42@example.com"}},
+    "2": {"output": {"value": "FEMALE"}},
+    "flow": {"id": FLOW_ID, "name": "notificationWorkflow", "version": 1},
+}
+FLOW_EXAMPLE = {
+    **SUMMARY_EXAMPLE,
+    "reason": "",
+    "input": {"userId": 42},
+    "data": DATA_EXAMPLE,
+    # Without an output template, a COMPLETED run's output is its data document.
+    "output": DATA_EXAMPLE,
+    "actions": {
+        "1": {"status": "COMPLETED", "attempts": 1, "output": {"email": "user42@example.com"}},
+        "2": {"status": "COMPLETED", "attempts": 1, "output": {"value": "FEMALE"}},
+    },
+    "finishedAt": "2026-01-05T10:00:01.250Z",
+}
+OK = {"status": "ok"}
+HISTORY_EXAMPLE = {
+    "flowId": FLOW_ID,
+    "history": [
+        {
+            "at": "2026-01-05T10:00:00.000Z",
+            "event": "RUN_STARTED",
+            "name": "notificationWorkflow",
+            "version": 1,
+        },
+        {
+            "at": "2026-01-05T10:00:00.000Z",
+            "event": "QUEUED",
+            "action": 1,
+            "seq": 1,
+            "name": "query-db",
+        },
+    ],
+}
 
-@router.post("/execute", status_code=CREATED, response_model=ExecuteResponse, responses=ERRORS)
+
+@router.post(
+    "/execute",
+    status_code=CREATED,
+    response_model=ExecuteResponse,
+    responses=responses({"flowId": FLOW_ID, "created": True}, 404, 413, 422, status=CREATED),
+    openapi_extra=request_example(EXECUTE_EXAMPLE),
+)
 async def execute(request: ExecuteRequest, engine: EngineDep) -> ExecuteResponse:
-    """Starts a run of the workflow's latest version (or ``version``)."""
+    """Starts a run of the workflow's latest version (or ``version``) with ``input`` as
+    ``$.input``. With ``idempotencyKey``, a second start with the same key and workflow
+    starts nothing and answers the first run's id with ``created: false``. 404 when the
+    workflow (or version) does not exist."""
     flow_id, created = await engine.start(
         request.name, request.input, request.version, request.idempotencyKey
     )
@@ -45,7 +101,13 @@ async def execute(request: ExecuteRequest, engine: EngineDep) -> ExecuteResponse
 
 
 @router.post(
-    "/execute/many", status_code=CREATED, response_model=ExecuteManyResponse, responses=ERRORS
+    "/execute/many",
+    status_code=CREATED,
+    response_model=ExecuteManyResponse,
+    responses=responses({"flowIds": [FLOW_ID]}, 404, 413, 422, status=CREATED),
+    openapi_extra=request_example(
+        {"name": "notificationWorkflow", "inputs": [{"userId": 42}, {"userId": 7}]}
+    ),
 )
 async def execute_many(
     request: ExecuteManyRequest, engine: EngineDep, settings: SettingsDep
@@ -57,7 +119,11 @@ async def execute_many(
     return ExecuteManyResponse(flowIds=[flow_id for flow_id, _ in started])
 
 
-@router.get("", response_model=FlowList, responses=ERRORS)
+@router.get(
+    "",
+    response_model=FlowList,
+    responses=responses({"runs": [SUMMARY_EXAMPLE], "offset": 0, "limit": 50}, 422),
+)
 async def list_flows(
     engine: EngineDep,
     settings: SettingsDep,
@@ -85,15 +151,21 @@ async def list_flows(
     return FlowList(runs=[flow_summary(run) for run in page], offset=offset, limit=limit)
 
 
-@router.get("/{flow_id}", response_model=FlowView, responses=ERRORS)
+@router.get("/{flow_id}", response_model=FlowView, responses=responses(FLOW_EXAMPLE, 404, 422))
 async def get_flow(flow_id: str, engine: EngineDep) -> FlowView:
+    """The run: its status, its data document (``input``, each action's output by id,
+    ``flow``), each action's status, attempts, output and error, and its ``output`` once
+    COMPLETED. 404 when no such run exists (or it has expired)."""
     snapshot = await engine.snapshot(flow_id)
     workflow = await engine.catalog.workflow(snapshot.name, snapshot.version)
     return flow_view(snapshot, workflow)
 
 
-@router.get("/{flow_id}/history", response_model=FlowHistory, responses=ERRORS)
+@router.get(
+    "/{flow_id}/history", response_model=FlowHistory, responses=responses(HISTORY_EXAMPLE, 404, 422)
+)
 async def get_history(flow_id: str, engine: EngineDep) -> FlowHistory:
+    """Every transition of the run, in order, with its time and the action it concerns."""
     await engine.snapshot(flow_id)
     entries = await engine.store.read_history(flow_id)
     return FlowHistory(flowId=flow_id, history=[history_entry(entry) for entry in entries])
@@ -102,7 +174,8 @@ async def get_history(flow_id: str, engine: EngineDep) -> FlowHistory:
 @router.post(
     "/{flow_id}/events/{event}",
     response_model=Accepted,
-    responses=ERRORS,
+    responses=responses({"status": "delivered"}, 404, 409, 413, 422),
+    openapi_extra=request_example({"opened": True}),
 )
 async def send_event(
     flow_id: str,
@@ -110,29 +183,39 @@ async def send_event(
     engine: EngineDep,
     data: Annotated[Any, Body()] = None,
 ) -> Accepted:
-    """Delivers an event: to the run's oldest wait for it, or kept until a wait asks
-    (``buffered``). A wait of a paused run takes it and goes on once the run is resumed
-    (``held``)."""
+    """Delivers an event, its body (any JSON; none is ``{}``) becoming the output of the
+    wait it ends: ``delivered`` to the run's oldest wait for it, ``buffered`` until a wait
+    asks, or ``held`` when a wait of a paused run takes it (it goes on once the run is
+    resumed). 409 when the run has ended."""
     answer = await engine.send_event(flow_id, event, {} if data is None else data)
     if answer == "held":
         return Accepted(status="held")
     return Accepted(status="delivered" if answer == "delivered" else "buffered")
 
 
-@router.post("/{flow_id}/pause", response_model=Accepted, responses=ERRORS)
+@router.post("/{flow_id}/pause", response_model=Accepted, responses=responses(OK, 404, 409, 422))
 async def pause(flow_id: str, engine: EngineDep) -> Accepted:
+    """Pauses a RUNNING run: results and timers that arrive are held (results answered
+    ``held``) and nothing new is scheduled until resume; tasks already queued are still
+    delivered. 409 unless the run is RUNNING."""
     await engine.pause(flow_id)
     return Accepted(status="ok")
 
 
-@router.post("/{flow_id}/resume", response_model=Accepted, responses=ERRORS)
+@router.post("/{flow_id}/resume", response_model=Accepted, responses=responses(OK, 404, 409, 422))
 async def resume(flow_id: str, engine: EngineDep) -> Accepted:
+    """Resumes a PAUSED run, applying what was held meanwhile. 409 unless it is PAUSED."""
     await engine.resume(flow_id)
     return Accepted(status="ok")
 
 
-@router.post("/{flow_id}/terminate", response_model=Accepted, responses=ERRORS)
+@router.post(
+    "/{flow_id}/terminate", response_model=Accepted, responses=responses(OK, 404, 409, 422)
+)
 async def terminate(flow_id: str, engine: EngineDep) -> Accepted:
+    """Ends the run as TERMINATED: its queued tasks are never delivered, its timers do
+    nothing, results for it get 409, open actions are marked FAILED. 409 when the run has
+    already ended."""
     await engine.terminate(flow_id)
     return Accepted(status="ok")
 

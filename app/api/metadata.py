@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Query
 
@@ -10,10 +10,11 @@ from app.api.deps import EngineDep, SettingsDep
 from app.api.models import (
     ActionDefinition,
     ActionDefinitionOut,
-    ErrorResponse,
     WorkflowRegistered,
     WorkflowSummary,
 )
+from app.api.openapi_docs import request_example, responses
+from app.api.workflow_schema import NOTIFICATION_EXAMPLE, StoredWorkflow, WorkflowBody
 from app.engine.catalog import action_to_json
 from app.engine.errors import Invalid, NotFound
 from app.engine.retry import ActionSettings
@@ -21,33 +22,43 @@ from app.engine.retry import ActionSettings
 T = TypeVar("T")
 
 router = APIRouter(prefix="/metadata", tags=["metadata"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-}
 
-WORKFLOW_EXAMPLE = {
-    "name": "hello",
-    "rootAction": 1,
-    "actions": [{"id": 1, "type": "user", "name": "greet", "parameters": {"who": "{$.input.who}"}}],
+ACTION_EXAMPLE = {
+    "name": "query-db",
+    "retryCount": 3,
+    "retryAfterSeconds": 1.0,
+    "retryPolicy": "FIXED",
+    "timeoutSeconds": 30.0,
 }
 
 
-@router.post("/workflow", response_model=WorkflowRegistered, responses=ERRORS)
+@router.post(
+    "/workflow",
+    response_model=WorkflowRegistered,
+    responses=responses({"name": "notificationWorkflow", "version": 1, "created": True}, 422),
+    openapi_extra=request_example(NOTIFICATION_EXAMPLE),
+)
 async def register_workflow(
-    engine: EngineDep,
-    definition: dict[str, Any] = Body(openapi_examples={"hello": {"value": WORKFLOW_EXAMPLE}}),
+    engine: EngineDep, definition: Annotated[WorkflowBody, Body()]
 ) -> WorkflowRegistered:
-    """Stores a definition: a changed one becomes version N+1, an identical one changes nothing."""
+    """Stores a definition: a changed one becomes version N+1, an identical one (key order
+    aside) changes nothing and answers ``created: false``. An invalid one is refused with 422
+    and a message naming the action and the problem (a missing or mistyped field, an id in
+    ``next`` or ``joinOn`` that does not exist, an unreachable action, a cycle, an unknown
+    system action, a JSONPath that does not parse, a script that does not compile)."""
     registration = await engine.catalog.register_workflow(definition)
     return WorkflowRegistered(
         name=registration.name, version=registration.version, created=registration.created
     )
 
 
-@router.get("/workflow", response_model=list[WorkflowSummary])
+@router.get(
+    "/workflow",
+    response_model=list[WorkflowSummary],
+    responses=responses([{"name": "notificationWorkflow", "latestVersion": 2}]),
+)
 async def list_workflows(engine: EngineDep) -> list[WorkflowSummary]:
+    """Every registered workflow's name and latest version."""
     names = await engine.catalog.workflow_names()
     return [
         WorkflowSummary(name=name, latestVersion=await engine.catalog.latest_version(name))
@@ -55,11 +66,23 @@ async def list_workflows(engine: EngineDep) -> list[WorkflowSummary]:
     ]
 
 
-@router.get("/workflow/{name}", responses=ERRORS)
+# Answered as stored, not through the model: a definition is served back exactly as posted.
+@router.get(
+    "/workflow/{name}",
+    response_model=None,
+    responses={
+        **responses({**NOTIFICATION_EXAMPLE, "version": 1}, 404, 422),
+        200: {
+            "model": StoredWorkflow,
+            "content": {"application/json": {"example": {**NOTIFICATION_EXAMPLE, "version": 1}}},
+        },
+    },
+)
 async def get_workflow(
     name: str, engine: EngineDep, version: int | None = Query(default=None, ge=1)
 ) -> dict[str, Any]:
-    """The stored definition (the latest version unless ``version`` is given)."""
+    """The definition as it was posted, with its ``version``: the latest unless ``version``
+    is given. 404 when the workflow, or that version of it, does not exist."""
     workflow = await engine.catalog.workflow(name, version)
     if workflow is None:
         which = "" if version is None else f" version {version}"
@@ -67,11 +90,18 @@ async def get_workflow(
     return {**workflow.source, "version": workflow.version}
 
 
-@router.post("/action", response_model=ActionDefinitionOut, responses=ERRORS)
+@router.post(
+    "/action",
+    response_model=ActionDefinitionOut,
+    responses=responses(ACTION_EXAMPLE, 422),
+    openapi_extra=request_example({"name": "query-db", "retryCount": 3, "timeoutSeconds": 30}),
+)
 async def put_action(
     definition: ActionDefinition, engine: EngineDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    """Stores a user action's retry and timeout settings; unset fields take the defaults."""
+    """Stores a user action's retry and timeout settings, replacing any stored before;
+    fields left out take the server's defaults (``ORCHY_DEFAULT_*``). Answers the settings
+    as stored."""
     defaults = ActionSettings.defaults(definition.name, settings)
     action = ActionSettings(
         name=definition.name,
@@ -97,12 +127,20 @@ def _within_max(field: str, seconds: float | None, most: float) -> float | None:
     return seconds
 
 
-@router.get("/action", response_model=list[ActionDefinitionOut])
+@router.get(
+    "/action", response_model=list[ActionDefinitionOut], responses=responses([ACTION_EXAMPLE])
+)
 async def list_actions(engine: EngineDep) -> list[dict[str, Any]]:
+    """Every stored action definition, by name (actions never defined are not listed)."""
     return [action_to_json(action) for action in await engine.catalog.actions()]
 
 
-@router.get("/action/{name}", response_model=ActionDefinitionOut, responses=ERRORS)
+@router.get(
+    "/action/{name}", response_model=ActionDefinitionOut, responses=responses(ACTION_EXAMPLE, 422)
+)
 async def get_action(name: str, engine: EngineDep) -> dict[str, Any]:
-    """The action's settings; an action never registered answers with the defaults."""
+    """The settings the server applies to user action ``name``. Never 404: an action with
+    no stored definition answers 200 with the server's defaults (``ORCHY_DEFAULT_RETRY_COUNT``,
+    ``ORCHY_DEFAULT_RETRY_AFTER_SECONDS``, ``ORCHY_DEFAULT_RETRY_POLICY``,
+    ``ORCHY_DEFAULT_TIMEOUT_SECONDS``), which are what its tasks get."""
     return action_to_json(await engine.catalog.action(name))

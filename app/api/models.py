@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.engine.retry import RetryPolicy
+from app.engine.status import ActionStatus, RunStatus
 
 
 class ErrorResponse(BaseModel):
@@ -73,7 +74,7 @@ class ExecuteResponse(BaseModel):
 
 
 class ActionView(BaseModel):
-    status: str
+    status: ActionStatus
     attempts: int
     input: Any = Field(
         default=None,
@@ -88,7 +89,7 @@ class FlowView(BaseModel):
     id: str
     name: str
     version: int
-    status: str
+    status: RunStatus
     reason: str
     input: Any
     data: dict[str, Any]
@@ -103,7 +104,7 @@ class FlowSummary(BaseModel):
     id: str
     name: str
     version: int
-    status: str
+    status: RunStatus
     createdAt: str
     updatedAt: str
 
@@ -212,5 +213,5 @@ class QueueList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
-    redis: str
+    status: Literal["ok", "degraded"] = Field(description="degraded (with 503) when Redis fails")
+    redis: str = Field(description='"ok", or the error met reaching Redis')

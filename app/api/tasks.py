@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -14,7 +13,6 @@ from app.api.errors import UNPROCESSABLE, UNSTORABLE_JSON
 from app.api.models import (
     Accepted,
     CompleteRequest,
-    ErrorResponse,
     FailRequest,
     PollRequest,
     PollResponse,
@@ -22,6 +20,7 @@ from app.api.models import (
     ResultsResponse,
     ResultStatus,
 )
+from app.api.openapi_docs import request_example, responses
 from app.engine.engine import Engine, Failure, Result, Success, TakeNext
 from app.engine.errors import EngineError, Invalid, TooLarge
 from app.settings import Settings
@@ -30,12 +29,18 @@ from app.store import LeasedTask
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 JSON_MEDIA_TYPE = "application/json"
 OK = 200
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
+
+TASK_ID = "0b6f2c1e9a4d4e0f8c3b7a5d2e1f0a9b.1.1"
+TASK_EXAMPLE = {
+    "taskId": TASK_ID,
+    "flowId": "0b6f2c1e9a4d4e0f8c3b7a5d2e1f0a9b",
+    "actionId": 1,
+    "name": "query-db",
+    "attempt": 1,
+    "input": {"userId": 42},
 }
+POLL_EXAMPLE = {"workerId": "worker-1", "actions": ["query-db"], "max": 16, "waitSeconds": 20}
+OUTPUT_EXAMPLE = {"user": {"gender": "FEMALE", "age": 30}, "email": "user42@example.com"}
 
 
 # The two routes every worker calls all the time, /poll and /results, take the engine from
@@ -43,9 +48,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 # than the rest of such a request.
 
 
-@router.post("/poll", response_model=PollResponse, responses=ERRORS)
+@router.post(
+    "/poll",
+    response_model=PollResponse,
+    responses=responses({"tasks": [TASK_EXAMPLE]}, 413, 422),
+    openapi_extra=request_example(POLL_EXAMPLE),
+)
 async def poll(request: PollRequest, http_request: Request) -> Response:
-    """Leases up to ``max`` tasks of ``actions``, waiting up to ``waitSeconds`` for one."""
+    """Leases up to ``max`` tasks of ``actions`` to ``workerId``, waiting up to
+    ``waitSeconds`` (at most ``ORCHY_POLL_MAX_WAIT_SECONDS``) for one; ``tasks`` is empty
+    when none came. Each task is leased for its action's ``timeoutSeconds``: answer it with
+    ``/complete`` or ``/fail`` (or extend it with ``/heartbeat``) before then."""
     engine, settings = engine_and_settings(http_request)
     body = await answer_poll(engine, settings, request, http_request.receive)
     return Response(body, media_type=JSON_MEDIA_TYPE)
@@ -98,10 +111,13 @@ async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
 @router.post(
     "/{task_id}/complete",
     response_model=Accepted,
-    responses=ERRORS,
+    responses=responses({"status": "ok"}, 404, 409, 413, 422),
+    openapi_extra=request_example({"output": OUTPUT_EXAMPLE}),
 )
 async def complete(task_id: str, request: CompleteRequest, engine: EngineDep) -> Accepted:
-    """Applies the attempt's output; 409 when the attempt is stale or already answered."""
+    """Applies the attempt's output (at most ``ORCHY_MAX_OUTPUT_BYTES``): ``ok``, or
+    ``held`` while the run is paused. 404 for an unknown task, 409 when the attempt is
+    stale or already answered; either way nothing changes."""
     answer = await engine.complete_task(task_id, request.output)
     return Accepted(status="held" if answer == "held" else "ok")
 
@@ -109,15 +125,35 @@ async def complete(task_id: str, request: CompleteRequest, engine: EngineDep) ->
 @router.post(
     "/{task_id}/fail",
     response_model=Accepted,
-    responses=ERRORS,
+    responses=responses({"status": "ok"}, 404, 409, 413, 422),
+    openapi_extra=request_example({"error": "SMTP server refused", "retryable": True}),
 )
 async def fail(task_id: str, request: FailRequest, engine: EngineDep) -> Accepted:
-    """Reports a failed attempt: retried per the action's policy unless not retryable."""
+    """Reports a failed attempt: retried per the action's policy, unless ``retryable`` is
+    false or the retries are spent, when the action FAILS (taking its ``error`` branch if it
+    has one). Answers as ``/complete`` does."""
     answer = await engine.fail_task(task_id, request.error, request.retryable)
     return Accepted(status="held" if answer == "held" else "ok")
 
 
-@router.post("/results", response_model=ResultsResponse, responses=ERRORS)
+@router.post(
+    "/results",
+    response_model=ResultsResponse,
+    responses=responses(
+        {
+            "results": [{"taskId": TASK_ID, "status": 200, "held": False, "error": None}],
+            "tasks": [{**TASK_EXAMPLE, "taskId": "0b6f2c1e9a4d4e0f8c3b7a5d2e1f0a9b.2.1"}],
+        },
+        413,
+        422,
+    ),
+    openapi_extra=request_example(
+        {
+            "results": [{"taskId": TASK_ID, "output": OUTPUT_EXAMPLE}],
+            "next": {"workerId": "worker-1", "actions": ["query-db", "sendEmail"], "max": 16},
+        }
+    ),
+)
 async def results(request: ResultsRequest, http_request: Request) -> Response:
     """Applies many results in one request, each as its own ``/complete`` or ``/fail`` would,
     and answers a status for each: one failing result never affects the others."""
@@ -171,7 +207,11 @@ async def answer_results(engine: Engine, settings: Settings, request: ResultsReq
     return b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased) + b"}"
 
 
-@router.post("/{task_id}/heartbeat", response_model=Accepted, responses=ERRORS)
+@router.post(
+    "/{task_id}/heartbeat",
+    response_model=Accepted,
+    responses=responses({"status": "ok"}, 404, 409, 422),
+)
 async def heartbeat(task_id: str, engine: EngineDep) -> Accepted:
     """Extends the attempt's lease by the action's ``timeoutSeconds``."""
     await engine.heartbeat(task_id)

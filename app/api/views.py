@@ -10,7 +10,7 @@ from app.api.models import ActionView, FlowSummary, FlowView, HistoryEntry
 from app.definition import WorkflowDef
 from app.engine.params import resolve
 from app.engine.snapshot import RunSnapshot
-from app.engine.status import RunStatus
+from app.engine.status import ActionStatus, RunStatus
 
 MS_PER_SECOND = 1000
 
@@ -28,7 +28,7 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
     actions = {}
     for action_id in snapshot.action_ids():
         actions[str(action_id)] = ActionView(
-            status=snapshot.action_field(action_id, "s") or "",
+            status=ActionStatus(snapshot.action_field(action_id, "s") or ""),
             attempts=int(snapshot.action_field(action_id, "n") or 0),
             input=snapshot.received(action_id),
             output=snapshot.output(action_id),
@@ -42,7 +42,7 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
         id=snapshot.flow_id,
         name=snapshot.name,
         version=snapshot.version,
-        status=snapshot.status.value,
+        status=snapshot.status,
         reason=fields.get("reason", ""),
         input=snapshot.input(),
         data=document,
@@ -60,7 +60,7 @@ def flow_summary(snapshot: RunSnapshot) -> FlowSummary:
         id=snapshot.flow_id,
         name=snapshot.name,
         version=snapshot.version,
-        status=snapshot.status.value,
+        status=snapshot.status,
         createdAt=iso(fields["createdAt"]) or "",
         updatedAt=iso(fields["updatedAt"]) or "",
     )

@@ -1,0 +1,195 @@
+"""The workflow definition format as pydantic models, for the OpenAPI schema and its clients.
+
+``app/engine/validate.py`` stays the judge of a definition: it checks what a schema cannot
+(links, reachability, cycles, paths, scripts) and its messages name the action and the
+problem. These models describe the same format, field by field, so that ``/docs`` and a
+generated client know it: every definition they accept has this shape, and every
+definition validate.py accepts passes them (the tests hold both to that).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Strict,
+    StrictInt,
+    Tag,
+)
+
+from app.actions.delay import DelayAction
+from app.actions.javascript import JavaScriptAction
+from app.actions.join import JoinAction
+from app.actions.switch import SwitchAction
+from app.actions.wait import WaitAction
+from app.definition import ActionType
+
+ActionId = Annotated[StrictInt, Field(description="an integer, unique in the workflow")]
+# An int or a float (never a bool, never a string), finite.
+Seconds = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+NonBlank = Annotated[str, Field(pattern=r"\S", description="a non-blank string")]
+Next = Annotated[
+    dict[str, list[ActionId]] | None,
+    Field(
+        description="branch key -> ids started next, in parallel; absent: a leaf. "
+        "A branch not listed falls back to `default`; `error` is taken when the action fails",
+        examples=[{"default": [2]}],
+    ),
+]
+
+
+class ActionBase(BaseModel):
+    # Fields of other kinds are kept and ignored, as validate.py does.
+    model_config = ConfigDict(extra="allow")
+
+    id: ActionId
+    name: NonBlank
+    next: Next = None
+
+
+class UserAction(ActionBase):
+    """Run by a worker polling for ``name``, with ``parameters`` resolved as its input."""
+
+    type: Literal["user"]
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description='templates: "{$.input.x}" takes the value found, other text is filled in',
+        examples=[{"userId": "{$.input.userId}"}],
+    )
+
+
+class SwitchStep(ActionBase):
+    """Takes the branch named by the string form of ``expression`` (or ``default``)."""
+
+    type: Literal["system"]
+    name: Literal["switch"]
+    expression: NonBlank = Field(examples=["{$.1.output.user.gender}"])
+
+
+class DelayStep(ActionBase):
+    """Continues after ``delaySeconds`` (a durable timer)."""
+
+    type: Literal["system"]
+    name: Literal["delay"]
+    delaySeconds: Seconds = Field(ge=0)
+
+
+class WaitStep(ActionBase):
+    """Waits for ``POST /flow/{id}/events/{event}``; after ``timeoutSeconds`` (if given) it
+    continues with ``{"timedOut": true}`` on the ``default`` branch."""
+
+    type: Literal["system"]
+    name: Literal["wait"]
+    event: NonBlank
+    timeoutSeconds: Seconds | None = Field(default=None, gt=0)
+
+
+class JavaScriptStep(ActionBase):
+    """Runs ``expression`` (a script) on the run's data document, bound to ``$``."""
+
+    type: Literal["system"]
+    name: Literal["javascript"]
+    expression: NonBlank
+
+
+class JoinStep(ActionBase):
+    """Continues once, when every action in ``joinOn`` has finished."""
+
+    type: Literal["system"]
+    name: Literal["join"]
+    joinOn: list[ActionId] = Field(min_length=1)
+
+
+SYSTEM_STEPS: dict[str, type[ActionBase]] = {
+    SwitchAction.name: SwitchStep,
+    DelayAction.name: DelayStep,
+    WaitAction.name: WaitStep,
+    JavaScriptAction.name: JavaScriptStep,
+    JoinAction.name: JoinStep,
+}
+
+
+def _action_kind(action: Any) -> str | None:
+    """``user``, or the system action's name: the tag that picks the model."""
+    if isinstance(action, dict):
+        kind, name = action.get("type"), action.get("name")
+    else:
+        kind, name = getattr(action, "type", None), getattr(action, "name", None)
+    if kind == ActionType.USER:
+        return ActionType.USER.value
+    return name if kind == ActionType.SYSTEM and isinstance(name, str) else None
+
+
+Action = Annotated[
+    Annotated[UserAction, Tag(ActionType.USER.value)]
+    | Annotated[SwitchStep, Tag(SwitchAction.name)]
+    | Annotated[DelayStep, Tag(DelayAction.name)]
+    | Annotated[WaitStep, Tag(WaitAction.name)]
+    | Annotated[JavaScriptStep, Tag(JavaScriptAction.name)]
+    | Annotated[JoinStep, Tag(JoinAction.name)],
+    Discriminator(_action_kind),
+]
+
+NOTIFICATION_EXAMPLE: dict[str, Any] = {
+    "name": "notificationWorkflow",
+    "rootAction": 1,
+    "actions": [
+        {
+            "id": 1,
+            "type": "user",
+            "name": "query-db",
+            "parameters": {"userId": "{$.input.userId}"},
+            "next": {"default": [2]},
+        },
+        {
+            "id": 2,
+            "type": "system",
+            "name": "switch",
+            "expression": "{$.1.output.user.gender}",
+            "next": {"MALE": [3], "FEMALE": [4]},
+        },
+        {"id": 3, "type": "system", "name": "delay", "delaySeconds": 10, "next": {"default": [5]}},
+        {
+            "id": 4,
+            "type": "system",
+            "name": "wait",
+            "event": "open",
+            "timeoutSeconds": 20,
+            "next": {"default": [5]},
+        },
+        {"id": 5, "type": "user", "name": "sendSms", "parameters": {"to": "{$.1.output.phone}"}},
+    ],
+}
+
+
+class WorkflowDefinition(BaseModel):
+    """A workflow: a DAG of actions from ``rootAction``, in Orchy's JSON format."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [NOTIFICATION_EXAMPLE]})
+
+    name: NonBlank
+    rootAction: ActionId
+    actions: list[Action] = Field(min_length=1)
+    output: Any = Field(
+        default=None, description="a template for the run's output, resolved when it completes"
+    )
+
+
+class StoredWorkflow(WorkflowDefinition):
+    """A registered definition as it was posted, with its version."""
+
+    version: int
+
+
+def _as_posted(value: Any) -> Any:
+    return value
+
+
+# The body of POST /metadata/workflow: documented as a WorkflowDefinition, handed over as
+# the decoded JSON, so that validate.py judges it and words every error.
+WorkflowBody = Annotated[Any, PlainValidator(_as_posted, json_schema_input_type=WorkflowDefinition)]
