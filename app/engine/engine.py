@@ -454,7 +454,10 @@ class Engine:
             try:
                 tasks = await self._take(worker_id, leases, most, look_everywhere)
                 remaining = deadline - time.monotonic()
-                if tasks or remaining <= 0:
+                if tasks:
+                    await self._keep_runs_of(tasks)
+                    return tasks
+                if remaining <= 0:
                     return tasks
                 await self.wakeups.wait(
                     wakeup, min(remaining, self.settings.poll_recheck_seconds), gone
@@ -464,6 +467,15 @@ class Engine:
             finally:
                 self.wakeups.unsubscribe(actions, wakeup)
         return []
+
+    async def _keep_runs_of(self, tasks: list[LeasedTask]) -> None:
+        """Reads the runs of tasks just leased (one round trip for the whole batch) and keeps
+        them, so that each task's result plans from the copy instead of reading its run:
+        a poll of many tasks spares a round trip to each of their results. A run that
+        changes in between is read again when its result comes (see ``RunCache``)."""
+        if self.runs.enabled:
+            flows = list(dict.fromkeys(task.flow_id for task in tasks))
+            self.runs.keep(await self.store.read_runs(flows))
 
     async def _take(
         self, worker_id: str, leases: list[tuple[str, int]], most: int, look_everywhere: bool
