@@ -6,16 +6,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
 
 from app import __version__
 from app.api import flows, health, metadata, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
-from app.api.hot_routes import HotRoutes
+from app.api.worker_routes import serve_first
 from app.engine.engine import Engine
 from app.engine.notifier import Notifier
 from app.engine.sweeper import Sweeper
@@ -23,17 +21,6 @@ from app.engine.wakeups import Wakeups
 from app.settings import Settings, get_settings
 from app.store import Store
 from app.store.connection import open_connection
-
-
-class OrchyAPI(FastAPI):
-    """FastAPI, with the workers' two hot routes answered before its middleware stack."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.hot_routes = HotRoutes(super().__call__, self.state)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.hot_routes(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await pubsub_client.aclose()
             connection.close()
 
-    app = OrchyAPI(
+    app = FastAPI(
         title="Orchy for Python",
         version=__version__,
         description="Workflow orchestration over HTTP: JSON DAGs of actions, "
@@ -89,7 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(JSONBodyMiddleware)
     install_error_handlers(app)
-    # Workers' routes first: they are matched on every poll and result.
-    for module in (tasks, flows, metadata, health):
+    # The workers' routes first: they are matched on every poll and result.
+    serve_first(app, tasks.router)
+    for module in (flows, metadata, health):
         app.include_router(module.router)
     return app

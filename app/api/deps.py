@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -30,24 +31,38 @@ async def get_settings_of(request: Request) -> Settings:
 
 
 def engine_and_settings(request: Request) -> tuple[Engine, Settings]:
-    """For the hottest routes, which skip dependency injection."""
+    """For the worker routes, which skip dependency injection."""
     state = request.app.state
     return state.engine, state.settings
 
 
-async def limit_body(request: Request, most: int, what: str) -> None:
-    declared = request.headers.get("content-length")
+# A body's limit in bytes, and what the error calls the body.
+BodyLimit = Callable[[Settings], tuple[int, str]]
+
+
+def output_limit(settings: Settings) -> tuple[int, str]:
+    return settings.max_output_bytes, "the result"
+
+
+def batch_limit(settings: Settings) -> tuple[int, str]:
+    return settings.max_batch_bytes, "the batch of results"
+
+
+def poll_limit(settings: Settings) -> tuple[int, str]:
+    return settings.max_batch_bytes, "the poll"
+
+
+def refuse_declared_size(declared: str | None, most: int, what: str) -> None:
+    """413 before reading a body whose declared length (``Content-Length``) passes ``most``."""
     if declared is not None and declared.isdigit() and int(declared) > most:
         raise PayloadTooLarge(f"{what} is {declared} bytes; the limit is {most} bytes")
+
+
+async def limit_body(request: Request, most: int, what: str) -> None:
+    refuse_declared_size(request.headers.get("content-length"), most, what)
     size = len(await request.body())
     if size > most:
         raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {most} bytes")
-
-
-async def limit_output(
-    request: Request, settings: Annotated[Settings, Depends(get_settings_of)]
-) -> None:
-    await limit_body(request, settings.max_output_bytes, "the result")
 
 
 async def limit_event(

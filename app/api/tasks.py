@@ -1,4 +1,6 @@
-"""Workers: poll, results, heartbeats."""
+"""Workers: poll, results, heartbeats. Every route here is a ``WorkerRoute``
+(``app/api/worker_routes.py``): documented by FastAPI, served by the fast path, its endpoint
+called with its path parameters, its validated body and the request."""
 
 from __future__ import annotations
 
@@ -6,19 +8,20 @@ import asyncio
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.types import Receive
 
 from app.api.deps import (
-    EngineDep,
     PayloadTooLarge,
+    batch_limit,
     engine_and_settings,
-    limit_body,
-    limit_output,
+    output_limit,
+    poll_limit,
 )
-from app.api.errors import UNPROCESSABLE, UNSTORABLE_JSON
+from app.api.errors import error_for
 from app.api.models import (
     Accepted,
+    Completed,
     CompleteRequest,
     ErrorResponse,
     FailRequest,
@@ -27,15 +30,19 @@ from app.api.models import (
     ResultsRequest,
     ResultsResponse,
     ResultStatus,
+    TakeNextRequest,
 )
-from app.engine.engine import Engine, Failure, Result, Success, TakeNext
+from app.api.worker_routes import WorkerRoute, limit_body
+from app.engine.engine import Failure, Result, Success, TakeNext
 from app.engine.errors import EngineError, Invalid
 from app.settings import Settings
 from app.store import LeasedTask
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=WorkerRoute)
 JSON_MEDIA_TYPE = "application/json"
 OK = 200
+_STATUS_OK = b'{"status":"ok"}'
+_STATUS_HELD = b'{"status":"held"}'
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
@@ -44,34 +51,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-# The two routes every worker calls all the time, /poll and /results, take the engine from
-# the request rather than through dependencies: FastAPI's dependency solving costs more
-# than the rest of such a request.
-
-
-@router.post("/poll", response_model=PollResponse, responses=ERRORS)
-async def poll(request: PollRequest, http_request: Request) -> Response:
-    """Leases up to ``max`` tasks of ``actions``, waiting up to ``waitSeconds`` for one."""
-    engine, settings = engine_and_settings(http_request)
-    body = await answer_poll(engine, settings, request, http_request.receive)
+def _json(body: bytes) -> Response:
     return Response(body, media_type=JSON_MEDIA_TYPE)
 
 
-async def answer_poll(
-    engine: Engine, settings: Settings, request: PollRequest, receive: Receive
-) -> bytes:
-    """The poll's answer; ``receive`` is the request's, to notice a client that hangs up."""
+@router.post("/poll", response_model=PollResponse, responses=ERRORS)
+@limit_body(poll_limit)
+async def poll(request: PollRequest, http_request: Request) -> Response:
+    """Leases up to ``max`` tasks of ``actions``, waiting up to ``waitSeconds`` for one."""
+    engine, settings = engine_and_settings(http_request)
     if request.max > settings.poll_max_tasks:
         raise Invalid(f"max: at most {settings.poll_max_tasks} tasks per poll")
     gone = asyncio.Event()
-    watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+    # A poll nobody will read must not lease: its client's hang-up is watched for.
+    watcher = asyncio.create_task(_watch_disconnect(http_request.receive, gone))
     try:
         tasks = await engine.poll(
             request.workerId, request.actions, request.max, request.waitSeconds, gone
         )
     finally:
         watcher.cancel()
-    return b'{"tasks":' + _tasks_json(tasks) + b"}"
+    return _json(b'{"tasks":' + _tasks_json(tasks) + b"}")
 
 
 def _tasks_json(tasks: list[LeasedTask]) -> bytes:
@@ -101,50 +101,42 @@ async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
             return
 
 
-@router.post(
-    "/{task_id}/complete",
-    response_model=Accepted,
-    responses=ERRORS,
-    dependencies=[Depends(limit_output)],
-)
-async def complete(task_id: str, request: CompleteRequest, engine: EngineDep) -> Accepted:
-    """Applies the attempt's output; 409 when the attempt is stale or already answered."""
-    answer = await engine.complete_task(task_id, request.output)
-    return Accepted(status="held" if answer == "held" else "ok")
+@router.post("/{task_id}/complete", response_model=Completed, responses=ERRORS)
+@limit_body(output_limit)
+async def complete(task_id: str, request: CompleteRequest, http_request: Request) -> Response:
+    """Applies the attempt's output; 409 when the attempt is stale or already answered. With
+    ``next``, as in ``/tasks/results``, the user tasks the output starts are leased to that
+    worker at once and answered in ``tasks``."""
+    engine, settings = engine_and_settings(http_request)
+    take_next = _take_next(request.next, settings)
+    applied = await engine.apply_results([(task_id, Success(request.output))], take_next)
+    [answer] = applied.answers
+    if isinstance(answer, EngineError):
+        raise answer
+    status = b'{"status":"held"' if answer == "held" else b'{"status":"ok"'
+    if take_next is None:
+        return _json(status + b"}")
+    return _json(status + b',"tasks":' + _tasks_json(applied.leased) + b"}")
 
 
-@router.post(
-    "/{task_id}/fail",
-    response_model=Accepted,
-    responses=ERRORS,
-    dependencies=[Depends(limit_output)],
-)
-async def fail(task_id: str, request: FailRequest, engine: EngineDep) -> Accepted:
+@router.post("/{task_id}/fail", response_model=Accepted, responses=ERRORS)
+@limit_body(output_limit)
+async def fail(task_id: str, request: FailRequest, http_request: Request) -> Response:
     """Reports a failed attempt: retried per the action's policy unless not retryable."""
+    engine, _ = engine_and_settings(http_request)
     answer = await engine.fail_task(task_id, request.error, request.retryable)
-    return Accepted(status="held" if answer == "held" else "ok")
+    return _json(_STATUS_HELD if answer == "held" else _STATUS_OK)
 
 
 @router.post("/results", response_model=ResultsResponse, responses=ERRORS)
+@limit_body(batch_limit)
 async def results(request: ResultsRequest, http_request: Request) -> Response:
     """Applies many results in one request, each as its own ``/complete`` or ``/fail`` would,
     and answers a status for each: one failing result never affects the others."""
     engine, settings = engine_and_settings(http_request)
-    await limit_body(http_request, settings.max_batch_bytes, "the batch of results")
-    return Response(await answer_results(engine, settings, request), media_type=JSON_MEDIA_TYPE)
-
-
-async def answer_results(engine: Engine, settings: Settings, request: ResultsRequest) -> bytes:
-    """The batch's answer: a status per result, and the tasks leased at once."""
     if len(request.results) > settings.poll_max_tasks:
         raise Invalid(f"results: at most {settings.poll_max_tasks} per request")
-    take_next = None
-    if request.next is not None:
-        if request.next.max > settings.poll_max_tasks:
-            raise Invalid(f"next.max: at most {settings.poll_max_tasks} tasks")
-        take_next = TakeNext(
-            request.next.workerId, frozenset(request.next.actions), request.next.max
-        )
+    take_next = _take_next(request.next, settings)
     statuses: list[ResultStatus | None] = [None] * len(request.results)
     accepted: list[tuple[int, tuple[str, Result]]] = []
     for index, item in enumerate(request.results):
@@ -152,16 +144,13 @@ async def answer_results(engine: Engine, settings: Settings, request: ResultsReq
             try:
                 size = len(orjson.dumps(item.output))
             except orjson.JSONEncodeError as error:
-                statuses[index] = ResultStatus(
-                    taskId=item.taskId, status=UNPROCESSABLE, error=f"{UNSTORABLE_JSON}: {error}"
-                )
+                statuses[index] = _refused(item.taskId, error)
                 continue
             if size > settings.max_output_bytes:
-                statuses[index] = ResultStatus(
-                    taskId=item.taskId,
-                    status=PayloadTooLarge.status_code,
-                    error=f"output is {size} bytes; the limit is {settings.max_output_bytes} bytes",
+                too_large = (
+                    f"output is {size} bytes; the limit is {settings.max_output_bytes} bytes"
                 )
+                statuses[index] = _refused(item.taskId, PayloadTooLarge(too_large))
                 continue
             accepted.append((index, (item.taskId, Success(item.output))))
         else:
@@ -169,18 +158,29 @@ async def answer_results(engine: Engine, settings: Settings, request: ResultsReq
     applied = await engine.apply_results([result for _, result in accepted], take_next)
     for (index, (task_id, _)), answer in zip(accepted, applied.answers, strict=True):
         if isinstance(answer, EngineError):
-            statuses[index] = ResultStatus(
-                taskId=task_id, status=answer.status_code, error=answer.message
-            )
+            statuses[index] = _refused(task_id, answer)
         else:
             statuses[index] = ResultStatus(taskId=task_id, status=OK, held=answer == "held")
-    # Written here rather than by FastAPI, which would validate the model all over again.
     replies = orjson.dumps([status.model_dump() for status in statuses if status is not None])
-    return b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased) + b"}"
+    return _json(b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased) + b"}")
+
+
+def _take_next(offer: TakeNextRequest | None, settings: Settings) -> TakeNext | None:
+    if offer is None:
+        return None
+    if offer.max > settings.poll_max_tasks:
+        raise Invalid(f"next.max: at most {settings.poll_max_tasks} tasks")
+    return TakeNext(offer.workerId, frozenset(offer.actions), offer.max)
+
+
+def _refused(task_id: str, error: Exception) -> ResultStatus:
+    status, message = error_for(error)
+    return ResultStatus(taskId=task_id, status=status, error=message)
 
 
 @router.post("/{task_id}/heartbeat", response_model=Accepted, responses=ERRORS)
-async def heartbeat(task_id: str, engine: EngineDep) -> Accepted:
+async def heartbeat(task_id: str, http_request: Request) -> Response:
     """Extends the attempt's lease by the action's ``timeoutSeconds``."""
+    engine, _ = engine_and_settings(http_request)
     await engine.heartbeat(task_id)
-    return Accepted(status="ok")
+    return _json(_STATUS_OK)
