@@ -92,6 +92,7 @@ class Engine:
         self.planner = Planner(self.executor)
         self.wakeups = wakeups or Wakeups()
         self.runs = RunCache(settings.run_cache_size)
+        self._keeping: set[asyncio.Task[None]] = set()
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
 
     async def warm_up(self) -> None:
@@ -455,7 +456,7 @@ class Engine:
                 tasks = await self._take(worker_id, leases, most, look_everywhere)
                 remaining = deadline - time.monotonic()
                 if tasks:
-                    await self._keep_runs_of(tasks)
+                    self._keep_runs_of(tasks)
                     return tasks
                 if remaining <= 0:
                     return tasks
@@ -468,14 +469,28 @@ class Engine:
                 self.wakeups.unsubscribe(actions, wakeup)
         return []
 
-    async def _keep_runs_of(self, tasks: list[LeasedTask]) -> None:
+    def _keep_runs_of(self, tasks: list[LeasedTask]) -> None:
         """Reads the runs of tasks just leased (one round trip for the whole batch) and keeps
-        them, so that each task's result plans from the copy instead of reading its run:
-        a poll of many tasks spares a round trip to each of their results. A run that
-        changes in between is read again when its result comes (see ``RunCache``)."""
-        if self.runs.enabled:
-            flows = list(dict.fromkeys(task.flow_id for task in tasks))
-            self.runs.keep(await self.store.read_runs(flows))
+        them, so that each task's result plans from the copy instead of reading its run: a
+        poll of many tasks spares a round trip to each of their results. The read goes out
+        while the poll is answered, not before: a result comes a round trip of its worker
+        later at the soonest, and one that comes sooner reads its run itself. A run that
+        changes meanwhile is read again when its result comes (see ``RunCache``)."""
+        if not self.runs.enabled:
+            return
+        flows = list(dict.fromkeys(task.flow_id for task in tasks))
+        reading = asyncio.ensure_future(self._read_and_keep(flows))
+        self._keeping.add(reading)  # a reference until it is done
+        reading.add_done_callback(self._kept)
+
+    async def _read_and_keep(self, flow_ids: list[str]) -> None:
+        self.runs.keep(await self.store.read_runs(flow_ids))
+
+    def _kept(self, reading: asyncio.Task[None]) -> None:
+        self._keeping.discard(reading)
+        if not reading.cancelled() and reading.exception() is not None:
+            # Only a cost: each result reads its run, as without the copy.
+            log.warning("runs of polled tasks not kept: %s", reading.exception())
 
     async def _take(
         self, worker_id: str, leases: list[tuple[str, int]], most: int, look_everywhere: bool
