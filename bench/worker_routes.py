@@ -5,7 +5,8 @@ default settings), and by Celery, in the same run. Each side has 2 worker proces
 one worker, prefork 2) on the same Redis (the local one; Orchy in one database, Celery in
 another), all chains queued before the workers start, timed from the first task taken to
 the last chain finished; then the step latency, one chain at a time, with the same workers.
-Each round measures the three in turn; the table gives each one's median and the ratios.
+Each round measures the three in turn; the table gives each one's median, and the medians
+of the ratios to Celery within each round.
 
     python -m bench.run --workload worker-routes        # or: python -m bench.worker_routes
     python -m bench.worker_routes --runs 2000 --rounds 3
@@ -154,36 +155,46 @@ def measure(runs: int, rounds: int, redis_url: str) -> dict[str, Any]:
                 measured.setdefault(label, []).append(row)
                 print(json.dumps(row), flush=True)
     medians = {label: _median(rows) for label, rows in measured.items()}
-    celery = medians["celery"]
-    ratios = {
-        f"{label} / celery": {
-            "tasks_per_second": round(medians[label]["tasks_per_second"] / celery["tps"], 2),
-            "p50_latency": round(medians[label]["p50"] / celery["p50"], 2),
-        }
-        for label in ("raw", "library")
-    }
+    # Ratios within each round (the same minutes of this shared machine), and their medians.
     per_round = [
         {
             "round": index,
             **{
-                f"{label} / celery tasks/s": round(
-                    measured[label][index]["tasks_per_second"]
-                    / measured["celery"][index]["tasks_per_second"],
-                    2,
-                )
+                f"{label} / celery": {
+                    "tasks_per_second": _ratio(measured, label, index, "tasks_per_second"),
+                    "p50_latency": _ratio(measured, label, index, "p50"),
+                }
                 for label in ("raw", "library")
             },
         }
         for index in range(rounds)
     ]
+    ratios = {
+        f"{label} / celery": {
+            key: round(statistics.median(entry[f"{label} / celery"][key] for entry in per_round), 2)
+            for key in ("tasks_per_second", "p50_latency")
+        }
+        for label in ("raw", "library")
+    }
     return {"rows": measured, "medians": medians, "ratios": ratios, "ratios_by_round": per_round}
+
+
+def _figure(row: dict[str, Any], key: str) -> float:
+    value = row["latency_ms"]["p50"] if key == "p50" else row[key]
+    return float(value)
+
+
+def _ratio(measured: dict[str, list[dict[str, Any]]], label: str, index: int, key: str) -> float:
+    ours, celery = measured[label][index], measured["celery"][index]
+    return round(_figure(ours, key) / _figure(celery, key), 2)
 
 
 def _median(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "tps": statistics.median(row["tasks_per_second"] for row in rows),
-        "tasks_per_second": statistics.median(row["tasks_per_second"] for row in rows),
-        "p50": statistics.median(row["latency_ms"]["p50"] for row in rows),
+        "tasks_per_second": round(
+            statistics.median(_figure(row, "tasks_per_second") for row in rows), 1
+        ),
+        "p50": round(statistics.median(_figure(row, "p50") for row in rows), 3),
     }
 
 
@@ -197,7 +208,8 @@ def render(result: dict[str, Any], runs: int, rounds: int) -> str:
         f"worker routes: N={runs} runs of the 4-step chain, {WORKERS} worker processes each, "
         f"median of {rounds} rounds; load average now {_load()}",
         "",
-        "| worker | tasks/s | p50 step ms | tasks/s vs Celery | p50 vs Celery |",
+        "| worker | tasks/s | p50 step ms | tasks/s vs Celery | p50 vs Celery "
+        "(medians of the rounds' ratios) |",
         "|---|---|---|---|---|",
     ]
     for label in ("raw", "library", "celery"):
@@ -207,7 +219,8 @@ def render(result: dict[str, Any], runs: int, rounds: int) -> str:
             f"| {label} | {medians[label]['tasks_per_second']} | {medians[label]['p50']} | "
             f"{versus} |"
         )
-    lines += ["", "by round: " + json.dumps(result["ratios_by_round"])]
+    lines += ["", "by round:"]
+    lines += [json.dumps(entry) for entry in result["ratios_by_round"]]
     return "\n".join(lines)
 
 
