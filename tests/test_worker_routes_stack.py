@@ -316,6 +316,29 @@ async def test_a_run_that_changes_between_poll_and_result_still_takes_the_result
     assert len(await api.poll([f"{name}-b"])) == 1
 
 
+async def test_a_poll_keeps_the_runs_of_its_tasks_for_their_results(
+    server: ServerThread, api: Api
+) -> None:
+    """The runs of the tasks a poll leased are read once for the batch and kept, so that
+    each task's result plans from the copy instead of reading its run again."""
+    engine = server.app.state.engine
+    name = unique("kept-at-poll")
+    await api.register(workflow(name, user(1, f"{name}-a", {"default": [2]}), user(2, f"{name}-b")))
+    flow_ids = {await api.start(name) for _ in range(3)}
+    tasks = await api.poll([f"{name}-a"], most=3)
+    assert {task["flowId"] for task in tasks} == flow_ids
+
+    async def all_kept() -> bool:
+        return all(flow_id in engine.runs for flow_id in flow_ids)
+
+    await wait_until(all_kept, what="the polled runs kept")
+    for task in tasks:
+        assert (await api.complete(task["taskId"], {})).json() == {"status": "ok"}
+    # Each copy served its result (a copy serves one transition).
+    assert not any(flow_id in engine.runs for flow_id in flow_ids)
+    assert len(await api.poll([f"{name}-b"], most=3)) == 3
+
+
 def test_the_schema_documents_the_worker_routes(server: ServerThread) -> None:
     paths = server.app.openapi()["paths"]
     for path in WORKER_ROUTES:
