@@ -122,7 +122,10 @@ class Settings(BaseSettings):
 
     # Worker library.
     worker_server_url: str = "http://127.0.0.1:8080"
-    worker_concurrency: int = 4
+    # Tasks one worker process holds at once. Each step of a chain costs a round trip, so
+    # a worker moves at most this many tasks per round trip; more slots also put more
+    # results in each request.
+    worker_concurrency: int = 16
     worker_poll_wait_seconds: float = 10.0
     worker_heartbeat_seconds: float = 10.0
     worker_http_retries: int = 5

@@ -1,7 +1,9 @@
 """The benchmark's user actions: ``bench-step`` does nothing; ``bench-last`` counts finished
-runs in Redis (``BENCH_COUNTER_URL``/``BENCH_COUNTER_KEY``); ``bench-timed`` records the
+runs in Redis (``BENCH_COUNTER_URL``/``BENCH_COUNTER_KEY``), and the one that finishes the
+``BENCH_RUNS``-th run pushes the time to ``BENCH_END_KEY``; ``bench-timed`` records the
 step-to-step latency (its input ``t`` is the previous step's end, in ns) into a Redis list,
-and tells the benchmark through another list when it runs a run's last step."""
+and tells the benchmark through another list when it runs a run's last step. The first
+chain step a process runs pushes the time to ``BENCH_FIRST_KEY``."""
 
 from __future__ import annotations
 
@@ -24,16 +26,32 @@ _counter = redis.Redis(
 COUNTER_KEY = os.environ.get("BENCH_COUNTER_KEY", "bench:done")
 LATENCY_KEY = os.environ.get("BENCH_LATENCY_KEY", "bench:latency")
 TIMED_DONE_KEY = os.environ.get("BENCH_TIMED_DONE_KEY", "bench:timed-done")
+FIRST_KEY = os.environ.get("BENCH_FIRST_KEY", "bench:first")
+END_KEY = os.environ.get("BENCH_END_KEY", "bench:end")
+RUNS = int(os.environ.get("BENCH_RUNS", "0"))
+_first_taken = False
+
+
+async def _note_first() -> None:
+    global _first_taken
+    if not _first_taken:
+        _first_taken = True
+        await _counter.rpush(FIRST_KEY, time.time_ns())
 
 
 @worker.action("bench-step")
 async def step(input: dict[str, Any]) -> dict[str, Any]:
+    if not _first_taken:
+        await _note_first()
     return {}
 
 
 @worker.action("bench-last")
 async def last(input: dict[str, Any]) -> dict[str, Any]:
-    await _counter.incr(COUNTER_KEY)
+    if not _first_taken:
+        await _note_first()
+    if await _counter.incr(COUNTER_KEY) == RUNS:
+        await _counter.rpush(END_KEY, time.time_ns())
     return {}
 
 

@@ -145,34 +145,40 @@ def stack(
                 redis_target if redis_target != "embedded" else f"unix://{data_dir}/redis.sock"
             )
             current = Stack(url=url, redis_url=redis_url, server=server)
-            worker_env = {
-                **os.environ,
-                **env,
-                "BENCH_COUNTER_URL": redis_url,
-                "BENCH_TIMED_DONE_KEY": TIMED_DONE_KEY,
-                "ORCHY_WORKER_CONCURRENCY": str(concurrency),
-                "PYTHONPATH": str(ROOT),
-            }
-            ready = []
-            for _ in range(workers):
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "app.cli", "worker", str(WORKER_FILE), "--server", url],
-                    cwd=ROOT,
-                    env=worker_env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                current.workers.append(process)
-                ready.append(_watch_for_serving(process))
-            # As the peers' workers say READY: nothing is timed while workers start up.
-            for process, serving in zip(current.workers, ready, strict=True):
-                _wait_serving(process, serving)
+            worker_env = {"ORCHY_WORKER_CONCURRENCY": str(concurrency), **env}
+            library = [sys.executable, "-m", "app.cli", "worker", str(WORKER_FILE), "--server", url]
+            spawn_workers(current, [library] * workers, worker_env)
             yield current
         finally:
             for process in [*current.workers] if "current" in locals() else []:
                 _stop(process)
             _stop(server)
+
+
+def spawn_workers(current: Stack, commands: list[list[str]], env: dict[str, str]) -> None:
+    """Starts a worker process per command and waits until each says it is serving, as the
+    peers' benchmarks wait for their workers' READY. ``env`` adds to the benchmark's own."""
+    worker_env = {
+        **os.environ,
+        "BENCH_COUNTER_URL": current.redis_url,
+        "BENCH_TIMED_DONE_KEY": TIMED_DONE_KEY,
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    ready = []
+    for command in commands:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=worker_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        current.workers.append(process)
+        ready.append(_watch_for_serving(process))
+    for process, serving in zip(current.workers[-len(commands) :], ready, strict=True):
+        _wait_serving(process, serving)
 
 
 def chain_definition(name: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ bench/results/latest.md with a PNG chart beside it.
     python -m bench.run                    # chain + latency everywhere, then the peers
     python -m bench.run --full             # also start rate, growth (1k/10k/100k), fan-out
     python -m bench.run --no-peers --runs 500
+    python -m bench.run --workload worker-routes   # raw worker, worker library, Celery
 
 Chain and latency are measured in ``--trials`` rounds (3 by default), each round every engine
 once, one after the other: a slow moment of this shared machine then falls on one round of
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import orchy_bench, report
+from bench import orchy_bench, report, worker_routes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -95,7 +96,16 @@ def main() -> None:
     parser.add_argument(
         "--trials", type=int, default=DEFAULT_TRIALS, help="rounds of chain+latency"
     )
+    parser.add_argument(
+        "--workload",
+        choices=["engines", "worker-routes"],
+        default="engines",
+        help="engines: the table above; worker-routes: bench/worker_routes.py",
+    )
     args = parser.parse_args()
+    if args.workload == "worker-routes":
+        worker_routes.main(["--runs", str(args.runs), "--rounds", str(args.trials)])
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     if not args.no_peers:

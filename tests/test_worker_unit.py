@@ -569,7 +569,7 @@ async def test_definitions_are_posted_for_actions_with_settings(fake: FakeOrchy)
     assert poll == {
         "workerId": worker.worker_id,
         "actions": ["query-db", "sendSms"],
-        "max": 4,
+        "max": fast_settings().worker_concurrency,  # as many as it has free slots
         "waitSeconds": 0.3,
     }
 

@@ -8,17 +8,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
 
 from app import __version__
 from app.api import flows, health, metadata, queues, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
-from app.api.hot_routes import HotRoutes
 from app.api.openapi_docs import install_docs, operation_id
+from app.api.worker_routes import serve_first
 from app.engine import run_log
 from app.engine.engine import Engine
 from app.engine.notifier import Notifier
@@ -74,20 +72,11 @@ def log_where_state_lives(connection: Connection) -> None:
 
 
 class OrchyAPI(FastAPI):
-    """FastAPI, with the workers' two hot routes answered before its middleware stack."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.hot_routes = HotRoutes(super().__call__, self.state)
-
     def stop_polls(self) -> None:
         """The server is stopping: long polls in flight answer now, with no tasks."""
         engine: Engine | None = getattr(self.state, "engine", None)
         if engine is not None:
             engine.wakeups.close()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.hot_routes(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -134,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
             log.info("stopping")
 
-    app = OrchyAPI(
+    app = FastAPI(
         title="Orchy for Python",
         version=__version__,
         description="Workflow orchestration over HTTP: JSON DAGs of actions, "
@@ -147,8 +136,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(JSONBodyMiddleware, settings=settings)
     install_error_handlers(app)
-    # Workers' routes first: they are matched on every poll and result.
-    for module in (tasks, queues, flows, metadata, health):
+    # The workers' routes first: they are matched on every poll and result.
+    serve_first(app, tasks.router)
+    for module in (queues, flows, metadata, health):
         app.include_router(module.router)
     install_docs(app)
     return app

@@ -38,35 +38,43 @@ def describe_validation(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(_: Request, error: RequestValidationError) -> JSONResponse:
-        return error_response(UNPROCESSABLE, describe_validation(error))
-
-    @app.exception_handler(DefinitionError)
-    async def on_definition(_: Request, error: DefinitionError) -> JSONResponse:
-        return error_response(UNPROCESSABLE, str(error))
-
-    @app.exception_handler(EngineError)
-    async def on_engine(_: Request, error: EngineError) -> JSONResponse:
-        return error_response(error.status_code, error.message)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+def error_for(error: Exception) -> tuple[int, str]:
+    """The status and message every route answers ``error`` with."""
+    if isinstance(error, RequestValidationError):
+        return UNPROCESSABLE, describe_validation(error)
+    if isinstance(error, DefinitionError):
+        return UNPROCESSABLE, str(error)
+    if isinstance(error, EngineError):
+        return error.status_code, error.message
+    if isinstance(error, StarletteHTTPException):
         # FastAPI answers an unreadable body (not UTF-8) with 400; bad input is 422 here.
         status = UNPROCESSABLE if error.status_code == BAD_REQUEST else error.status_code
-        return error_response(status, str(error.detail))
+        return status, str(error.detail)
+    if isinstance(error, orjson.JSONEncodeError):
+        return UNPROCESSABLE, f"{UNSTORABLE_JSON}: {error}"
+    if isinstance(error, RedisConnectionError | RedisTimeoutError):
+        return UNAVAILABLE, f"redis unavailable: {error}"
+    return INTERNAL, f"internal error: {type(error).__name__}"
 
-    @app.exception_handler(orjson.JSONEncodeError)
-    async def on_unstorable(_: Request, error: orjson.JSONEncodeError) -> JSONResponse:
-        return error_response(UNPROCESSABLE, f"{UNSTORABLE_JSON}: {error}")
 
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
-    async def on_redis_down(_: Request, error: Exception) -> JSONResponse:
-        return error_response(UNAVAILABLE, f"redis unavailable: {error}")
+HANDLED = (
+    RequestValidationError,
+    DefinitionError,
+    EngineError,
+    StarletteHTTPException,
+    orjson.JSONEncodeError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    Exception,
+)
 
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(INTERNAL, f"internal error: {type(error).__name__}")
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def answer(request: Request, error: Exception) -> JSONResponse:
+        status, message = error_for(error)
+        if status == INTERNAL:
+            log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
+        return error_response(status, message)
+
+    for kind in HANDLED:
+        app.add_exception_handler(kind, answer)

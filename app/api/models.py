@@ -151,8 +151,25 @@ class PollResponse(BaseModel):
     tasks: list[TaskOut]
 
 
+class TakeNextRequest(BaseModel):
+    """Lease the tasks these results start to this worker at once, up to ``max``."""
+
+    workerId: str = Field(min_length=1)
+    actions: list[str] = Field(min_length=1)
+    max: int = Field(ge=1)
+
+
 class CompleteRequest(BaseModel):
     output: dict[str, Any] = Field(default_factory=dict)
+    next: TakeNextRequest | None = None
+
+
+class Completed(BaseModel):
+    status: Literal["ok", "held"]
+    tasks: list[TaskOut] = Field(
+        default_factory=list,
+        description="tasks leased at once; present only when the request has next",
+    )
 
 
 class TaskResult(BaseModel):
@@ -168,14 +185,6 @@ class TaskResult(BaseModel):
         if (self.output is None) == (self.error is None):
             raise ValueError("give exactly one of output (completed) or error (failed)")
         return self
-
-
-class TakeNextRequest(BaseModel):
-    """Lease the tasks these results start to this worker at once, up to ``max``."""
-
-    workerId: str = Field(min_length=1)
-    actions: list[str] = Field(min_length=1)
-    max: int = Field(ge=1)
 
 
 class ResultsRequest(BaseModel):

@@ -1,4 +1,6 @@
-"""Workers: poll, results, heartbeats."""
+"""Workers: poll, results, heartbeats. Every route here is a ``WorkerRoute``
+(``app/api/worker_routes.py``): documented by FastAPI, served by the fast path, its endpoint
+called with its path parameters, its validated body and the request."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.types import Receive
 
-from app.api.deps import EngineDep, engine_and_settings
-from app.api.errors import UNPROCESSABLE, UNSTORABLE_JSON
+from app.api.deps import batch_limit, engine_and_settings, output_limit, poll_limit
+from app.api.errors import error_for
 from app.api.models import (
     Accepted,
+    Completed,
     CompleteRequest,
     FailRequest,
     PollRequest,
@@ -19,17 +22,20 @@ from app.api.models import (
     ResultsRequest,
     ResultsResponse,
     ResultStatus,
+    TakeNextRequest,
 )
 from app.api.openapi_docs import request_example, responses
-from app.engine.engine import Engine, Failure, Result, Success, TakeNext
+from app.api.worker_routes import WorkerRoute, limit_body
+from app.engine.engine import Failure, Result, Success, TakeNext
 from app.engine.errors import EngineError, Invalid, TooLarge
 from app.settings import Settings
 from app.store import LeasedTask
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=WorkerRoute)
 JSON_MEDIA_TYPE = "application/json"
 OK = 200
-
+_STATUS_OK = b'{"status":"ok"}'
+_STATUS_HELD = b'{"status":"held"}'
 TASK_ID = "0b6f2c1e9a4d4e0f8c3b7a5d2e1f0a9b.1.1"
 TASK_EXAMPLE = {
     "taskId": TASK_ID,
@@ -43,9 +49,8 @@ POLL_EXAMPLE = {"workerId": "worker-1", "actions": ["query-db"], "max": 16, "wai
 OUTPUT_EXAMPLE = {"user": {"gender": "FEMALE", "age": 30}, "email": "user42@example.com"}
 
 
-# The two routes every worker calls all the time, /poll and /results, take the engine from
-# the request rather than through dependencies: FastAPI's dependency solving costs more
-# than the rest of such a request.
+def _json(body: bytes) -> Response:
+    return Response(body, media_type=JSON_MEDIA_TYPE)
 
 
 @router.post(
@@ -54,31 +59,25 @@ OUTPUT_EXAMPLE = {"user": {"gender": "FEMALE", "age": 30}, "email": "user42@exam
     responses=responses({"tasks": [TASK_EXAMPLE]}, 413, 422),
     openapi_extra=request_example(POLL_EXAMPLE),
 )
+@limit_body(poll_limit)
 async def poll(request: PollRequest, http_request: Request) -> Response:
     """Leases up to ``max`` tasks of ``actions`` to ``workerId``, waiting up to
     ``waitSeconds`` (at most ``ORCHY_POLL_MAX_WAIT_SECONDS``) for one; ``tasks`` is empty
     when none came. Each task is leased for its action's ``timeoutSeconds``: answer it with
     ``/complete`` or ``/fail`` (or extend it with ``/heartbeat``) before then."""
     engine, settings = engine_and_settings(http_request)
-    body = await answer_poll(engine, settings, request, http_request.receive)
-    return Response(body, media_type=JSON_MEDIA_TYPE)
-
-
-async def answer_poll(
-    engine: Engine, settings: Settings, request: PollRequest, receive: Receive
-) -> bytes:
-    """The poll's answer; ``receive`` is the request's, to notice a client that hangs up."""
     if request.max > settings.poll_max_tasks:
         raise Invalid(f"max: at most {settings.poll_max_tasks} tasks per poll")
     gone = asyncio.Event()
-    watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+    # A poll nobody will read must not lease: its client's hang-up is watched for.
+    watcher = asyncio.create_task(_watch_disconnect(http_request.receive, gone))
     try:
         tasks = await engine.poll(
             request.workerId, request.actions, request.max, request.waitSeconds, gone
         )
     finally:
         watcher.cancel()
-    return b'{"tasks":' + _tasks_json(tasks) + b"}"
+    return _json(b'{"tasks":' + _tasks_json(tasks) + b"}")
 
 
 def _tasks_json(tasks: list[LeasedTask]) -> bytes:
@@ -110,16 +109,27 @@ async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
 
 @router.post(
     "/{task_id}/complete",
-    response_model=Accepted,
+    response_model=Completed,
     responses=responses({"status": "ok"}, 404, 409, 413, 422),
     openapi_extra=request_example({"output": OUTPUT_EXAMPLE}),
 )
-async def complete(task_id: str, request: CompleteRequest, engine: EngineDep) -> Accepted:
+@limit_body(output_limit)
+async def complete(task_id: str, request: CompleteRequest, http_request: Request) -> Response:
     """Applies the attempt's output (at most ``ORCHY_MAX_OUTPUT_BYTES``): ``ok``, or
     ``held`` while the run is paused. 404 for an unknown task, 409 when the attempt is
-    stale or already answered; either way nothing changes."""
-    answer = await engine.complete_task(task_id, request.output)
-    return Accepted(status="held" if answer == "held" else "ok")
+    stale or already answered; either way nothing changes. With
+    ``next``, as in ``/tasks/results``, the user tasks the output starts are leased to that
+    worker at once and answered in ``tasks``."""
+    engine, settings = engine_and_settings(http_request)
+    take_next = _take_next(request.next, settings)
+    applied = await engine.apply_results([(task_id, Success(request.output))], take_next)
+    [answer] = applied.answers
+    if isinstance(answer, EngineError):
+        raise answer
+    status = b'{"status":"held"' if answer == "held" else b'{"status":"ok"'
+    if take_next is None:
+        return _json(status + b"}")
+    return _json(status + b',"tasks":' + _tasks_json(applied.leased) + b"}")
 
 
 @router.post(
@@ -128,12 +138,14 @@ async def complete(task_id: str, request: CompleteRequest, engine: EngineDep) ->
     responses=responses({"status": "ok"}, 404, 409, 413, 422),
     openapi_extra=request_example({"error": "SMTP server refused", "retryable": True}),
 )
-async def fail(task_id: str, request: FailRequest, engine: EngineDep) -> Accepted:
+@limit_body(output_limit)
+async def fail(task_id: str, request: FailRequest, http_request: Request) -> Response:
     """Reports a failed attempt: retried per the action's policy, unless ``retryable`` is
     false or the retries are spent, when the action FAILS (taking its ``error`` branch if it
     has one). Answers as ``/complete`` does."""
+    engine, _ = engine_and_settings(http_request)
     answer = await engine.fail_task(task_id, request.error, request.retryable)
-    return Accepted(status="held" if answer == "held" else "ok")
+    return _json(_STATUS_HELD if answer == "held" else _STATUS_OK)
 
 
 @router.post(
@@ -154,24 +166,14 @@ async def fail(task_id: str, request: FailRequest, engine: EngineDep) -> Accepte
         }
     ),
 )
+@limit_body(batch_limit)
 async def results(request: ResultsRequest, http_request: Request) -> Response:
     """Applies many results in one request, each as its own ``/complete`` or ``/fail`` would,
     and answers a status for each: one failing result never affects the others."""
     engine, settings = engine_and_settings(http_request)
-    return Response(await answer_results(engine, settings, request), media_type=JSON_MEDIA_TYPE)
-
-
-async def answer_results(engine: Engine, settings: Settings, request: ResultsRequest) -> bytes:
-    """The batch's answer: a status per result, and the tasks leased at once."""
     if len(request.results) > settings.poll_max_tasks:
         raise Invalid(f"results: at most {settings.poll_max_tasks} per request")
-    take_next = None
-    if request.next is not None:
-        if request.next.max > settings.poll_max_tasks:
-            raise Invalid(f"next.max: at most {settings.poll_max_tasks} tasks")
-        take_next = TakeNext(
-            request.next.workerId, frozenset(request.next.actions), request.next.max
-        )
+    take_next = _take_next(request.next, settings)
     statuses: list[ResultStatus | None] = [None] * len(request.results)
     accepted: list[tuple[int, tuple[str, Result]]] = []
     for index, item in enumerate(request.results):
@@ -179,17 +181,14 @@ async def answer_results(engine: Engine, settings: Settings, request: ResultsReq
             try:
                 size = len(orjson.dumps(item.output))
             except orjson.JSONEncodeError as error:
-                statuses[index] = ResultStatus(
-                    taskId=item.taskId, status=UNPROCESSABLE, error=f"{UNSTORABLE_JSON}: {error}"
-                )
+                statuses[index] = _refused(item.taskId, error)
                 continue
             if size > settings.max_output_bytes:
-                statuses[index] = ResultStatus(
-                    taskId=item.taskId,
-                    status=TooLarge.status_code,
-                    error=f"output is {size} bytes; the limit is {settings.max_output_bytes} "
-                    "bytes (ORCHY_MAX_OUTPUT_BYTES)",
+                too_large = (
+                    f"output is {size} bytes; the limit is {settings.max_output_bytes} bytes "
+                    "(ORCHY_MAX_OUTPUT_BYTES)"
                 )
+                statuses[index] = _refused(item.taskId, TooLarge(too_large))
                 continue
             accepted.append((index, (item.taskId, Success(item.output))))
         else:
@@ -197,14 +196,24 @@ async def answer_results(engine: Engine, settings: Settings, request: ResultsReq
     applied = await engine.apply_results([result for _, result in accepted], take_next)
     for (index, (task_id, _)), answer in zip(accepted, applied.answers, strict=True):
         if isinstance(answer, EngineError):
-            statuses[index] = ResultStatus(
-                taskId=task_id, status=answer.status_code, error=answer.message
-            )
+            statuses[index] = _refused(task_id, answer)
         else:
             statuses[index] = ResultStatus(taskId=task_id, status=OK, held=answer == "held")
-    # Written here rather than by FastAPI, which would validate the model all over again.
     replies = orjson.dumps([status.model_dump() for status in statuses if status is not None])
-    return b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased) + b"}"
+    return _json(b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased) + b"}")
+
+
+def _take_next(offer: TakeNextRequest | None, settings: Settings) -> TakeNext | None:
+    if offer is None:
+        return None
+    if offer.max > settings.poll_max_tasks:
+        raise Invalid(f"next.max: at most {settings.poll_max_tasks} tasks")
+    return TakeNext(offer.workerId, frozenset(offer.actions), offer.max)
+
+
+def _refused(task_id: str, error: Exception) -> ResultStatus:
+    status, message = error_for(error)
+    return ResultStatus(taskId=task_id, status=status, error=message)
 
 
 @router.post(
@@ -212,7 +221,8 @@ async def answer_results(engine: Engine, settings: Settings, request: ResultsReq
     response_model=Accepted,
     responses=responses({"status": "ok"}, 404, 409, 422),
 )
-async def heartbeat(task_id: str, engine: EngineDep) -> Accepted:
+async def heartbeat(task_id: str, http_request: Request) -> Response:
     """Extends the attempt's lease by the action's ``timeoutSeconds``."""
+    engine, _ = engine_and_settings(http_request)
     await engine.heartbeat(task_id)
-    return Accepted(status="ok")
+    return _json(_STATUS_OK)

@@ -111,6 +111,7 @@ class Engine:
         self.planner = Planner(self.executor, self.documents, settings.large_document_bytes)
         self.wakeups = wakeups or Wakeups()
         self.runs = RunCache(settings.run_cache_size)
+        self._keeping: set[asyncio.Task[None]] = set()
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
         self._polls_recorded: dict[str, float] = {}  # action -> when this process last wrote
 
@@ -513,7 +514,10 @@ class Engine:
             try:
                 tasks = await self._take(worker_id, leases, most, look_everywhere)
                 remaining = deadline - time.monotonic()
-                if tasks or remaining <= 0:
+                if tasks:
+                    self._keep_runs_of(tasks)
+                    return tasks
+                if remaining <= 0:
                     return tasks
                 await self.wakeups.wait(
                     wakeup, min(remaining, self.settings.poll_recheck_seconds), gone
@@ -535,6 +539,29 @@ class Engine:
         await self.store.record_polls(due, round(time.time() * MS_PER_SECOND))
         for name in due:
             self._polls_recorded[name] = now
+
+    def _keep_runs_of(self, tasks: list[LeasedTask]) -> None:
+        """Reads the runs of tasks just leased (one round trip for the whole batch) and keeps
+        them, so that each task's result plans from the copy instead of reading its run: a
+        poll of many tasks spares a round trip to each of their results. The read goes out
+        while the poll is answered, not before: a result comes a round trip of its worker
+        later at the soonest, and one that comes sooner reads its run itself. A run that
+        changes meanwhile is read again when its result comes (see ``RunCache``)."""
+        if not self.runs.enabled:
+            return
+        flows = list(dict.fromkeys(task.flow_id for task in tasks))
+        reading = asyncio.ensure_future(self._read_and_keep(flows))
+        self._keeping.add(reading)  # a reference until it is done
+        reading.add_done_callback(self._kept)
+
+    async def _read_and_keep(self, flow_ids: list[str]) -> None:
+        self.runs.keep(await self.store.read_runs(flow_ids))
+
+    def _kept(self, reading: asyncio.Task[None]) -> None:
+        self._keeping.discard(reading)
+        if not reading.cancelled() and reading.exception() is not None:
+            # Only a cost: each result reads its run, as without the copy.
+            log.warning("runs of polled tasks not kept: %s", reading.exception())
 
     async def _take(
         self, worker_id: str, leases: list[tuple[str, int]], most: int, look_everywhere: bool

@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.store.coalesce import Coalescer
 from app.store.keys import Keys, RunKeys
 from app.store.scripts import Scripts
 
@@ -138,6 +139,7 @@ class Store:
         self.keys = Keys(partitions)
         self.retention_seconds = retention_seconds
         self.scripts = Scripts.register(client)
+        self.coalescer = Coalescer(client)
 
     # -- set-up and health ------------------------------------------------------------
 
@@ -268,13 +270,11 @@ class Store:
         if not calls and not then_read:
             return []
         script = getattr(self.scripts, script_name)
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in calls:
-            # execute_command: redis-py refuses a pipelined evalsha() on Redis Cluster.
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        for flow_id in then_read:
-            pipe.hgetall(self.keys.run(flow_id).run)
-        replies = await pipe.execute(raise_on_error=False)
+        commands: list[tuple[Any, ...]] = [
+            ("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls
+        ]
+        commands += [("HGETALL", self.keys.run(flow_id).run) for flow_id in then_read]
+        replies = await self.coalescer.execute(commands)
         reads: list[Any] = replies[len(calls) :]
         for read in reads:
             if isinstance(read, Exception):
@@ -511,10 +511,11 @@ class Store:
         """Several runs in one pipelined round trip."""
         if not flow_ids:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for flow_id in flow_ids:
-            pipe.hgetall(self.keys.run(flow_id).run)
-        replies: list[dict[str, str]] = await pipe.execute()
+        commands = [("HGETALL", self.keys.run(flow_id).run) for flow_id in flow_ids]
+        replies = await self.coalescer.execute(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         return replies
 
     async def read_history(self, flow_id: str) -> list[str]:

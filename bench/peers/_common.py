@@ -9,6 +9,8 @@ Every ``<peer>_bench.py`` takes the same subcommands:
 ``bench``     the two measurements against workers already running; prints one JSON line
 ``teardown``  drop what ``setup`` made, where that is needed
 ``all``       setup, W workers, bench, teardown, for running a peer by hand in its venv
+``queue``     (where a peer has it) send N runs before any worker runs
+``collect``   (where a peer has it) wait for the queued runs, then measure step latency
 
 and prints, as the last line of ``bench`` or ``all``, a JSON object with ``engine``,
 ``tasks_per_second``, ``latency_ms`` (``p50``, ``p90``, ``p99``) and ``notes``.
@@ -263,7 +265,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse(description: str | None, argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("command", choices=["setup", "worker", "bench", "teardown", "all"])
+    parser.add_argument(
+        "command", choices=["setup", "worker", "bench", "teardown", "all", "queue", "collect"]
+    )
     add_common_arguments(parser)
     parser.add_argument("--index", type=int, default=0, help="worker: its number")
     return parser.parse_args(argv)

@@ -32,6 +32,7 @@ RESULT_TIMEOUT_SECONDS = 300.0
 POLL_SECONDS = 0.05
 POLL_BATCH = 500
 LATENCY_POLL_SECONDS = 0.001
+QUEUED_KEY = "orchy-bench:queued"  # the queued chains' result ids, for ``collect``
 
 
 app = Celery("orchy_bench", broker=REDIS_URL, backend=REDIS_URL)
@@ -150,10 +151,56 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def queue(args: argparse.Namespace) -> None:
+    """N chains sent before any worker runs (bench/worker_routes.py starts the worker next)."""
+    stop_subscribing_to_results()
+    results = _common.start_all(lambda: new_chain().apply_async(), args.runs, args.start_clients)
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete(QUEUED_KEY)
+    client.rpush(QUEUED_KEY, *(result.id for result in results))
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """The queued chains, timed from the first step's start to the last step's end; then
+    the step latency, one chain at a time."""
+    stop_subscribing_to_results()
+    client = redis.Redis.from_url(REDIS_URL)
+    task_ids = [raw.decode() for raw in client.lrange(QUEUED_KEY, 0, -1)]
+    runs = wait_results(task_ids)
+    first_start = min(run[0][0] for run in runs)
+    last_end = max(run[-1][1] for run in runs)
+    tps = _common.tasks_per_second(len(runs), first_start, last_end)
+    timed = [
+        wait_results([new_chain().apply_async().id], LATENCY_POLL_SECONDS)[0]
+        for _ in range(args.latency_runs)
+    ]
+    gaps = _common.step_gaps_ms(timed)
+    concurrency = "" if POOL == "solo" else f" x{CONCURRENCY}"
+    return _common.row(
+        ENGINE,
+        tps,
+        gaps,
+        f"celery {VERSION}, redis broker+backend db {REDIS_URL.rsplit('/', 1)[-1]}; "
+        f"{args.workers} worker, pool {POOL}{concurrency}; N={len(runs)} queued before it "
+        f"started, done in {(last_end - first_start) / 1e9:.2f} s from the first step's start; "
+        f"{len(gaps)} latency samples",
+        version=VERSION,
+        runs=len(runs),
+        seconds=round((last_end - first_start) / 1e9, 2),
+    )
+
+
 if __name__ == "__main__":
     _common.main(
         __file__,
         ENGINE,
         __doc__,
-        {"setup": setup, "worker": worker, "bench": bench, "teardown": setup},
+        {
+            "setup": setup,
+            "worker": worker,
+            "bench": bench,
+            "teardown": setup,
+            "queue": queue,
+            "collect": collect,
+        },
     )
