@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
+from app.engine.ids import lease_secrets
 from app.store.store import Applied, Outcome, PlannedOp, Store, Transition
 from tests.test_lua_scripts import (
     LEASE_MS,
@@ -445,10 +446,10 @@ TAKE_SECRETS = "c" * 32 + "d" * 32
 
 
 async def complete_leasing(
-    lua: Lua, flow: str, ops: list[PlannedOp], fail_reason: str = ""
+    lua: Lua, flow: str, ops: list[PlannedOp], fail_reason: str = "", secrets: str = ""
 ) -> Applied:
     """The engine's transition for a result whose worker takes the next tasks (at most two:
-    those of ``TAKE_SECRETS``)."""
+    those of ``TAKE_SECRETS``, unless ``secrets`` gives more)."""
     change = Transition(
         flow,
         1,
@@ -461,7 +462,7 @@ async def complete_leasing(
         held_member=member("res", flow, 1, 1),
         held_outcome='{"output":{}}',
         lease_to="w-next",
-        take_secrets=TAKE_SECRETS,
+        take_secrets=secrets or TAKE_SECRETS,
     )
     [reply], _ = await lua.store.transitions([change])
     return reply
@@ -622,7 +623,10 @@ async def test_transition_leases_ten_thousand_tasks_at_once(lua: Lua) -> None:
     await lua.poll(flow, queue)
 
     reply = await complete_leasing(
-        lua, flow, [leased(user(aid, mine)) for aid in range(2, WIDE + 2)]
+        lua,
+        flow,
+        [leased(user(aid, mine)) for aid in range(2, WIDE + 2)],
+        secrets=lease_secrets(WIDE),
     )
 
     assert reply == Applied("ok", tuple(range(2, WIDE + 2)))
