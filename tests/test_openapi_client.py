@@ -337,6 +337,7 @@ async def test_action_definition_route_is_documented_as_it_behaves(
         "retryAfterSeconds": settings.default_retry_after_seconds,
         "retryPolicy": settings.default_retry_policy,
         "timeoutSeconds": settings.default_timeout_seconds,
+        "pollTimeoutSeconds": None,
     }
     operation = openapi_of(server)["paths"]["/metadata/action/{name}"]["get"]
     assert "404" not in operation["responses"]

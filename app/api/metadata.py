@@ -29,6 +29,7 @@ ACTION_EXAMPLE = {
     "retryAfterSeconds": 1.0,
     "retryPolicy": "FIXED",
     "timeoutSeconds": 30.0,
+    "pollTimeoutSeconds": None,
 }
 
 

@@ -7,12 +7,21 @@ from fastapi import APIRouter
 
 from app.api.deps import EngineDep
 from app.api.models import QueueList, QueueView
+from app.api.openapi_docs import responses
 from app.api.views import iso
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-@router.get("/queues", response_model=QueueList)
+QUEUES_EXAMPLE = {
+    "queues": [
+        {"action": "query-db", "depth": 0, "lastPollAt": "2026-01-01T12:00:00.000Z"},
+        {"action": "sendEmail", "depth": 12, "lastPollAt": "2026-01-01T11:58:30.000Z"},
+    ]
+}
+
+
+@router.get("/queues", response_model=QueueList, responses=responses(QUEUES_EXAMPLE))
 async def list_queues(engine: EngineDep) -> QueueList:
     """Every known user action (named by a registered workflow, defined, or polled for): the
     tasks waiting in its queue and when a worker last polled for it (null: never)."""
