@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,14 +104,24 @@ class ServerThread:
         self.thread.join(SERVER_START_SECONDS)
 
 
-@pytest.fixture(scope="session")
-def server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
+@contextmanager
+def serving(settings: Settings, *middleware: Any) -> Iterator[ServerThread]:
+    """A real server with ``settings`` (and each of ``middleware`` added to its app), stopped
+    at the end of the block."""
     thread = ServerThread(settings)
+    for layer in middleware:
+        thread.app.add_middleware(layer)
     thread.start()
     try:
         yield thread
     finally:
         thread.stop()
+
+
+@pytest.fixture(scope="session")
+def server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
+    with serving(settings) as thread:
+        yield thread
 
 
 @pytest_asyncio.fixture

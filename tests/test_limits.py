@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from app.engine.ids import IDEMPOTENCY_NAMESPACE
 from app.settings import Settings
-from tests.conftest import Api, ServerThread, unique
+from tests.conftest import Api, ServerThread, serving, unique
 from tests.test_engine_http import system, user, workflow
 
 LIMITS: dict[str, Any] = {
@@ -39,12 +39,8 @@ STREAM_CHUNK_BYTES = 1000
 
 @pytest.fixture(scope="module")
 def limited_server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
-    thread = ServerThread(settings.model_copy(update=LIMITS))
-    thread.start()
-    try:
+    with serving(settings.model_copy(update=LIMITS)) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 @pytest_asyncio.fixture

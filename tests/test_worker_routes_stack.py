@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
 from app.store.coalesce import Coalescer
-from tests.conftest import Api, ServerThread, unique, wait_until
+from tests.conftest import Api, ServerThread, serving, unique, wait_until
 from tests.test_engine_http import user, workflow
 
 WORKER_ROUTES = [
@@ -57,13 +57,8 @@ class CountingMiddleware:
 
 @pytest.fixture(scope="module")
 def counted_server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
-    thread = ServerThread(settings)
-    thread.app.add_middleware(CountingMiddleware)
-    thread.start()
-    try:
+    with serving(settings, CountingMiddleware) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 @pytest_asyncio.fixture
