@@ -72,6 +72,8 @@ def log_where_state_lives(connection: Connection) -> None:
 
 
 class OrchyAPI(FastAPI):
+    """FastAPI, with a way for the server to end its long polls when it stops."""
+
     def stop_polls(self) -> None:
         """The server is stopping: long polls in flight answer now, with no tasks."""
         engine: Engine | None = getattr(self.state, "engine", None)
@@ -123,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
             log.info("stopping")
 
-    app = FastAPI(
+    app = OrchyAPI(
         title="Orchy for Python",
         version=__version__,
         description="Workflow orchestration over HTTP: JSON DAGs of actions, "
