@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.types import Receive
 
-from app.api.deps import batch_limit, engine_and_settings, output_limit, poll_limit
+from app.api.deps import engine_and_settings
 from app.api.errors import error_for
 from app.api.models import (
     Accepted,
@@ -25,7 +25,7 @@ from app.api.models import (
     TakeNextRequest,
 )
 from app.api.openapi_docs import request_example, responses
-from app.api.worker_routes import WorkerRoute, limit_body
+from app.api.worker_routes import WorkerRoute
 from app.engine.engine import Failure, Result, Success, TakeNext
 from app.engine.errors import EngineError, Invalid, TooLarge
 from app.settings import Settings
@@ -59,7 +59,6 @@ def _json(body: bytes) -> Response:
     responses=responses({"tasks": [TASK_EXAMPLE]}, 413, 422),
     openapi_extra=request_example(POLL_EXAMPLE),
 )
-@limit_body(poll_limit)
 async def poll(request: PollRequest, http_request: Request) -> Response:
     """Leases up to ``max`` tasks of ``actions`` to ``workerId``, waiting up to
     ``waitSeconds`` (at most ``ORCHY_POLL_MAX_WAIT_SECONDS``) for one; ``tasks`` is empty
@@ -113,7 +112,6 @@ async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
     responses=responses({"status": "ok"}, 404, 409, 413, 422),
     openapi_extra=request_example({"output": OUTPUT_EXAMPLE}),
 )
-@limit_body(output_limit)
 async def complete(task_id: str, request: CompleteRequest, http_request: Request) -> Response:
     """Applies the attempt's output (at most ``ORCHY_MAX_OUTPUT_BYTES``): ``ok``, or
     ``held`` while the run is paused. 404 for an unknown task, 409 when the attempt is
@@ -138,7 +136,6 @@ async def complete(task_id: str, request: CompleteRequest, http_request: Request
     responses=responses({"status": "ok"}, 404, 409, 413, 422),
     openapi_extra=request_example({"error": "SMTP server refused", "retryable": True}),
 )
-@limit_body(output_limit)
 async def fail(task_id: str, request: FailRequest, http_request: Request) -> Response:
     """Reports a failed attempt: retried per the action's policy, unless ``retryable`` is
     false or the retries are spent, when the action FAILS (taking its ``error`` branch if it
@@ -166,7 +163,6 @@ async def fail(task_id: str, request: FailRequest, http_request: Request) -> Res
         }
     ),
 )
-@limit_body(batch_limit)
 async def results(request: ResultsRequest, http_request: Request) -> Response:
     """Applies many results in one request, each as its own ``/complete`` or ``/fail`` would,
     and answers a status for each: one failing result never affects the others."""

@@ -19,7 +19,7 @@ import json
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,25 +29,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.api.deps import BodyLimit, engine_and_settings, refuse_declared_size
-from app.engine.errors import TooLarge
-
 BAD_REQUEST = 400
 UNREADABLE_BODY = "There was an error parsing the body"  # FastAPI's words, kept the same
-Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
-
-_body_limits: dict[Callable[..., Any], BodyLimit] = {}
-
-
-def limit_body(limit: BodyLimit) -> Callable[[Endpoint], Endpoint]:
-    """Marks a worker endpoint's body limit (read from the settings), checked as the body
-    comes in: past it the request is answered 413 without reading the rest."""
-
-    def mark(endpoint: Endpoint) -> Endpoint:
-        _body_limits[endpoint] = limit
-        return endpoint
-
-    return mark
 
 
 @dataclass(frozen=True)
@@ -84,7 +67,6 @@ class WorkerRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
         super().__init__(path, endpoint, **options)
         self.signature = _Signature.of(endpoint, set(self.param_convertors))
-        self.body_limit = _body_limits.get(endpoint)
         self.app = self.serve
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,38 +78,9 @@ class WorkerRoute(APIRoute):
             arguments[self.signature.request] = request
         if self.signature.body is not None:
             name, model = self.signature.body
-            arguments[name] = _validate(model, await self._read_body(request, receive))
+            arguments[name] = _validate(model, await request.body())
         response: Response = await self.endpoint(**arguments)
         await response(scope, receive, send)
-
-    async def _read_body(self, request: Request, receive: Receive) -> bytes:
-        """The whole body; with a limit, refused (413) once it is known to pass it."""
-        if self.body_limit is None:
-            return await request.body()
-        _, settings = engine_and_settings(request)
-        most, what = self.body_limit(settings)
-        refuse_declared_size(_content_length(request.scope), most, what)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client hung up mid-body
-                raise HTTPException(BAD_REQUEST, UNREADABLE_BODY)
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > most:
-                raise TooLarge(f"{what} is more than {most} bytes; the limit is {most} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-def _content_length(scope: Scope) -> str | None:
-    """The declared length, read from the raw headers (starlette's ``Headers`` costs more)."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _validate(model: type[BaseModel], body: bytes) -> BaseModel:
