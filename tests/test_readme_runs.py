@@ -1,0 +1,319 @@
+"""The README's promises about runs, held to its word over HTTP: idempotency keys belong to
+their workflow, identical definitions are identical whatever their key order, an action
+reached several times runs once per arrival, a terminated run refuses results, and a run
+kept in a server's memory is never trusted once another server changed it or it was
+evicted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from app.settings import Settings
+from tests.conftest import Api, ServerThread, serving, unique, wait_until
+from tests.readme_support import history
+from tests.test_engine_http import system, user, workflow
+
+# -- idempotency ---------------------------------------------------------------------------
+
+
+async def start_with_key(api: Api, name: str, key: str) -> dict[str, Any]:
+    response = await api.http.post("/flow/execute", json={"name": name, "idempotencyKey": key})
+    assert response.status_code == 201, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def test_one_workflow_and_key_name_one_run(api: Api) -> None:
+    name = unique("idem-same")
+    action = f"{name}-a"
+    await api.register(workflow(name, user(1, action)))
+
+    first = await start_with_key(api, name, "k")
+    again = await start_with_key(api, name, "k")
+
+    assert first["created"] and not again["created"]
+    assert again["flowId"] == first["flowId"]
+    assert len(await api.poll([action], most=5, wait=0.2)) == 1
+
+
+async def test_one_key_in_two_workflows_names_two_runs(api: Api) -> None:
+    names = [unique("idem-one"), unique("idem-two")]
+    for name in names:
+        await api.register(workflow(name, user(1, f"{name}-a")))
+
+    started = [await start_with_key(api, name, "shared-key") for name in names]
+
+    assert [answer["created"] for answer in started] == [True, True]
+    assert started[0]["flowId"] != started[1]["flowId"]
+    for name, answer in zip(names, started, strict=True):
+        assert (await api.flow(answer["flowId"]))["name"] == name
+        assert await start_with_key(api, name, "shared-key") == {**answer, "created": False}
+
+
+async def test_a_key_cannot_reach_into_another_workflows_name(api: Api) -> None:
+    """Workflow ``x\\ny`` with key ``k``, and workflow ``x`` with key ``y\\nk``, are two runs."""
+    base = unique("idem-x")
+    for name in (f"{base}\ny", base):
+        await api.register(workflow(name, user(1, unique("t"))))
+
+    first = await start_with_key(api, f"{base}\ny", "k")
+    second = await start_with_key(api, base, "y\nk")
+
+    assert first["created"] and second["created"]
+    assert first["flowId"] != second["flowId"]
+    assert (await api.flow(first["flowId"]))["name"] == f"{base}\ny"
+    assert (await api.flow(second["flowId"]))["name"] == base
+
+
+# -- versions ----------------------------------------------------------------------------
+
+
+def reordered(value: Any) -> Any:
+    """``value`` with the keys of every object in reverse order (arrays keep theirs)."""
+    if isinstance(value, dict):
+        return {key: reordered(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [reordered(item) for item in value]
+    return value
+
+
+async def post_definition(http: httpx.AsyncClient, definition: dict[str, Any]) -> dict[str, Any]:
+    response = await http.post("/metadata/workflow", json=definition)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def test_an_identical_definition_in_any_key_order_adds_no_version(api: Api) -> None:
+    name = unique("key-order")
+    definition = workflow(
+        name,
+        user(1, f"{name}-a", {"default": [2], "error": [3]}, b="{$.input.b}", a={"y": 1, "x": 2}),
+        system(2, "switch", {"1": [3], "default": [3]}, expression="{$.1.output.v}"),
+        system(3, "delay", delaySeconds=0),
+        output={"z": "{$.3.output}", "a": "{$.1.output}"},
+    )
+    shuffled = reordered(definition)
+    assert list(shuffled) != list(definition)
+    assert list(shuffled["actions"][0]["parameters"]["a"]) == ["x", "y"]
+
+    assert await post_definition(api.http, definition) == {
+        "name": name,
+        "version": 1,
+        "created": True,
+    }
+    assert await post_definition(api.http, shuffled) == {
+        "name": name,
+        "version": 1,
+        "created": False,
+    }
+
+    changed = reordered(definition)
+    changed["actions"][0]["parameters"]["a"]["y"] = 3
+    assert await post_definition(api.http, changed) == {
+        "name": name,
+        "version": 2,
+        "created": True,
+    }
+    # Either version, posted again in another order, is the one already stored.
+    assert (await post_definition(api.http, definition))["version"] == 1
+    assert (await post_definition(api.http, reordered(changed)))["version"] == 2
+    latest = (await api.http.get(f"/metadata/workflow/{name}")).json()
+    assert latest["version"] == 2
+
+
+# -- executions ---------------------------------------------------------------------------
+
+
+async def test_an_action_reached_several_times_runs_once_per_arrival(api: Api) -> None:
+    """Three branches lead to action 5: it runs three times, each with its own task, and the
+    run completes once all three have."""
+    name = unique("arrivals")
+    first, middle, last = f"{name}-first", f"{name}-middle", f"{name}-last"
+    await api.register(
+        workflow(
+            name,
+            user(1, first, {"default": [2, 3, 4]}),
+            *(user(action_id, middle, {"default": [5]}, n=action_id) for action_id in (2, 3, 4)),
+            user(5, last, came="{$.input.x}"),
+        )
+    )
+    flow_id = await api.start(name, {"x": 1})
+    assert (await api.complete((await api.poll_one(first))["taskId"], {})).status_code == 200
+    middles = await poll_exactly(api, middle, 3)
+    assert sorted(task["input"]["n"] for task in middles) == [2, 3, 4]
+
+    for task in middles:
+        assert (await api.complete(task["taskId"], {})).status_code == 200
+    lasts = await poll_exactly(api, last, 3)
+
+    assert [task["actionId"] for task in lasts] == [5, 5, 5]
+    assert len({task["taskId"].split(".")[1] for task in lasts}) == 3
+    for done, task in enumerate(lasts, start=1):
+        assert (await api.flow(flow_id))["status"] == "RUNNING"
+        assert (await api.complete(task["taskId"], {"done": done})).status_code == 200
+    flow = await api.wait_status(flow_id, "COMPLETED")
+    assert flow["actions"]["5"]["output"] == {"done": 3}
+    entries = await history(api.http, flow_id)
+    assert sum(1 for e in entries if e["event"] == "COMPLETED" and e.get("action") == 5) == 3
+    assert await api.poll([last], wait=0) == []
+
+
+async def poll_exactly(api: Api, action: str, count: int) -> list[dict[str, Any]]:
+    tasks: list[dict[str, Any]] = []
+
+    async def all_leased() -> bool:
+        tasks.extend(await api.poll([action], most=count - len(tasks), wait=1))
+        return len(tasks) >= count
+
+    await wait_until(all_leased, what=f"{count} tasks of {action}")
+    assert len(tasks) == count
+    return tasks
+
+
+async def test_results_for_a_terminated_run_are_answered_409(api: Api) -> None:
+    name = unique("terminated-results")
+    action = f"{name}-a"
+    await api.register(
+        workflow(
+            name,
+            system(1, "switch", {"default": [2, 3]}, expression="x"),
+            *(user(action_id, action) for action_id in (2, 3)),
+        )
+    )
+    flow_id = await api.start(name)
+    completing, failing = await poll_exactly(api, action, 2)
+    assert (await api.http.post(f"/flow/{flow_id}/terminate")).status_code == 200
+
+    answers = {
+        "complete": await api.complete(completing["taskId"], {"late": True}),
+        "fail": await api.fail(failing["taskId"], "late"),
+        "heartbeat": await api.http.post(f"/tasks/{completing['taskId']}/heartbeat"),
+        "event": await api.http.post(f"/flow/{flow_id}/events/e", json={}),
+    }
+    batch = await api.http.post(
+        "/tasks/results", json={"results": [{"taskId": completing["taskId"], "output": {}}]}
+    )
+
+    for verb, answer in answers.items():
+        assert answer.status_code == 409, (verb, answer.text)
+        assert "error" in answer.json()
+    assert batch.status_code == 200, batch.text
+    assert [item["status"] for item in batch.json()["results"]] == [409]
+    flow = await api.flow(flow_id)
+    assert flow["status"] == "TERMINATED"
+    assert {flow["actions"][key]["output"] for key in ("2", "3")} == {None}
+
+
+# -- runs kept in memory -----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def api_of(thread: ServerThread) -> AsyncIterator[Api]:
+    async with httpx.AsyncClient(base_url=thread.url, timeout=30) as client:
+        yield Api(client)
+
+
+@pytest.fixture
+def small_cache_server(settings: Settings) -> Iterator[ServerThread]:
+    with serving(settings.model_copy(update={"run_cache_size": 1})) as thread:
+        yield thread
+
+
+def chain(name: str, action: str) -> dict[str, Any]:
+    """1 -> (2 -> 4, and 3 waiting for event ``go``); 4 shows what 2 and 3 gave."""
+    return workflow(
+        name,
+        user(1, action, {"default": [2, 3]}),
+        user(2, action, {"default": [4]}),
+        system(3, "wait", event="go"),
+        user(4, action, fromTwo="{$.2.output.v}", fromEvent="{$.3.output.from}"),
+    )
+
+
+async def wait_ended(api: Api, flow_id: str) -> bool:
+    return bool((await api.flow(flow_id))["actions"]["3"]["status"] == "COMPLETED")
+
+
+async def take_next(api: Api, task: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
+    """Completes ``task`` offering its slot; returns the one task handed back."""
+    offer = {"workerId": "kept", "actions": [task["name"]], "max": 1}
+    body = {"results": [{"taskId": task["taskId"], "output": output}], "next": offer}
+    response = await api.http.post("/tasks/results", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert [item["status"] for item in answer["results"]] == [200], answer
+    [handed] = answer["tasks"]
+    assert isinstance(handed, dict)
+    return handed
+
+
+async def test_a_run_kept_by_one_server_and_changed_by_another_is_read_again(
+    api: Api, small_cache_server: ServerThread
+) -> None:
+    """Server A keeps the run from the result that took task 2; server B then ends the wait.
+    Task 2's result, sent to A, must plan from the run as B left it."""
+    name = unique("kept-elsewhere")
+    action = f"{name}-a"
+    async with api_of(small_cache_server) as on_a:
+        await on_a.register(chain(name, action))
+        flow_id = await on_a.start(name)
+        second = await take_next(on_a, await on_a.poll_one(action), {})
+        assert second["actionId"] == 2
+        assert flow_id in small_cache_server.app.state.engine.runs
+
+        sent = await api.http.post(f"/flow/{flow_id}/events/go", json={"from": "server B"})
+        assert sent.status_code == 200, sent.text
+        await wait_until(lambda: wait_ended(api, flow_id), what="server B to end the wait")
+        fourth = await take_next(on_a, second, {"v": 2})
+
+    assert (fourth["actionId"], fourth["input"]) == (4, {"fromTwo": 2, "fromEvent": "server B"})
+
+
+async def test_a_run_evicted_from_memory_is_read_again(
+    api: Api, small_cache_server: ServerThread
+) -> None:
+    """With room for one run, keeping a second evicts the first; the first's next result is
+    planned from the run read again."""
+    name = unique("kept-evicted")
+    action = f"{name}-a"
+    engine = small_cache_server.app.state.engine
+    async with api_of(small_cache_server) as on_a:
+        await on_a.register(chain(name, action))
+        flows = []
+        handed = {}
+        for _ in range(2):
+            flow_id = await on_a.start(name)
+            flows.append(flow_id)
+            handed[flow_id] = await take_next(on_a, await on_a.poll_one(action), {})
+            assert flow_id in engine.runs
+        assert flows[0] not in engine.runs
+        fourth = await take_next(on_a, handed[flows[0]], {"v": "evicted"})
+
+    assert fourth["flowId"] == flows[0]
+    assert fourth["input"] == {"fromTwo": "evicted", "fromEvent": None}
+
+
+async def test_a_server_without_a_run_cache_keeps_nothing_and_runs_the_same(
+    settings: Settings,
+) -> None:
+    name = unique("no-cache")
+    action = f"{name}-a"
+    with serving(settings.model_copy(update={"run_cache_size": 0})) as thread:
+        async with api_of(thread) as on_it:
+            await on_it.register(chain(name, action))
+            flow_id = await on_it.start(name)
+            second = await take_next(on_it, await on_it.poll_one(action), {})
+            assert flow_id not in thread.app.state.engine.runs
+            sent = await on_it.http.post(f"/flow/{flow_id}/events/go", json={"from": "e"})
+            assert sent.status_code == 200, sent.text
+            await wait_until(lambda: wait_ended(on_it, flow_id), what="the wait to end")
+            fourth = await take_next(on_it, second, {"v": 0})
+            assert fourth["input"] == {"fromTwo": 0, "fromEvent": "e"}
+            assert (await on_it.complete(fourth["taskId"], {})).status_code == 200
+            await on_it.wait_status(flow_id, "COMPLETED")
