@@ -29,6 +29,8 @@ class Sweeper:
         partitions = self.store.keys.partitions
         # When each partition next needs a look, in this process's clock (ms); 0 = now.
         self._next_due = [0.0] * partitions
+        # When every partition was last looked at, notified or not (monotonic seconds).
+        self._last_full_sweep = -math.inf
         self._clock_offset_ms = 0.0  # Redis time minus local time
         self._wake = asyncio.Event()
         self._running = False
@@ -48,7 +50,14 @@ class Sweeper:
 
     async def run(self) -> None:
         self._running = True
+        idle_seconds = self.settings.timer_idle_recheck_seconds
         while self._running:
+            if time.monotonic() - self._last_full_sweep >= idle_seconds:
+                # The safety net: a timer whose notification was lost (say, one that became
+                # the earliest of a partition this process thinks has none due for an hour)
+                # fires within the idle recheck rather than when that hour is over.
+                self._last_full_sweep = time.monotonic()
+                self.notify_all()
             try:
                 await self.sweep_once()
             except Exception:  # Redis away: keep trying, /health tells the world
@@ -57,7 +66,7 @@ class Sweeper:
                 await asyncio.sleep(self.settings.timer_idle_recheck_seconds)
                 continue
             now = time.time() * MS_PER_SECOND
-            idle_ms = self.settings.timer_idle_recheck_seconds * MS_PER_SECOND
+            idle_ms = idle_seconds * MS_PER_SECOND
             wake_at = min(min(self._next_due), now + idle_ms)
             delay = max(0.0, wake_at - now) / MS_PER_SECOND
             self._wake.clear()
