@@ -235,13 +235,12 @@ async def test_the_worker_beats_every_third_of_a_short_timeout(
             dues.append(lease)
         return len(dues) > beats_wanted
 
-    try:
-        async with running(worker):
+    async with running(worker):
+        try:
             await wait_until(beats_seen, timeout=30, what=f"{beats_wanted} heartbeats")
+        finally:
             release.set()
-            flow = await api.wait_status(flow_id, "COMPLETED")
-    finally:
-        release.set()
+        flow = await api.wait_status(flow_id, "COMPLETED")
 
     assert flow["actions"]["1"]["attempts"] == 1
     assert flow["actions"]["1"]["output"] == {"held": True}

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
+from app.store.keys import Keys
 from tests.conftest import Api, ServerThread, serving, unique, wait_until
 from tests.readme_support import history
 from tests.test_engine_http import system, user, workflow
@@ -226,18 +227,14 @@ def small_cache_server(settings: Settings) -> Iterator[ServerThread]:
 
 
 def chain(name: str, action: str) -> dict[str, Any]:
-    """1 -> (2 -> 4, and 3 waiting for event ``go``); 4 shows what 2 and 3 gave."""
+    """1 -> (2 -> 4, and 3 on a queue of its own); 4 shows what 2 and 3 gave."""
     return workflow(
         name,
         user(1, action, {"default": [2, 3]}),
         user(2, action, {"default": [4]}),
-        system(3, "wait", event="go"),
-        user(4, action, fromTwo="{$.2.output.v}", fromEvent="{$.3.output.from}"),
+        user(3, f"{action}-side"),
+        user(4, action, fromTwo="{$.2.output.v}", fromThree="{$.3.output.from}"),
     )
-
-
-async def wait_ended(api: Api, flow_id: str) -> bool:
-    return bool((await api.flow(flow_id))["actions"]["3"]["status"] == "COMPLETED")
 
 
 async def take_next(api: Api, task: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
@@ -256,8 +253,9 @@ async def take_next(api: Api, task: dict[str, Any], output: dict[str, Any]) -> d
 async def test_a_run_kept_by_one_server_and_changed_by_another_is_read_again(
     api: Api, small_cache_server: ServerThread
 ) -> None:
-    """Server A keeps the run from the result that took task 2; server B then ends the wait.
-    Task 2's result, sent to A, must plan from the run as B left it."""
+    """Server A keeps the run from the result that took task 2; server B then completes task
+    3, and only B hears of it. Task 2's result, sent to A, must plan from the run as B left
+    it."""
     name = unique("kept-elsewhere")
     action = f"{name}-a"
     async with api_of(small_cache_server) as on_a:
@@ -267,19 +265,20 @@ async def test_a_run_kept_by_one_server_and_changed_by_another_is_read_again(
         assert second["actionId"] == 2
         assert flow_id in small_cache_server.app.state.engine.runs
 
-        sent = await api.http.post(f"/flow/{flow_id}/events/go", json={"from": "server B"})
-        assert sent.status_code == 200, sent.text
-        await wait_until(lambda: wait_ended(api, flow_id), what="server B to end the wait")
+        third = await api.poll_one(f"{action}-side")
+        assert (await api.complete(third["taskId"], {"from": "server B"})).status_code == 200
+        print("CACHED", flow_id in small_cache_server.app.state.engine.runs)
         fourth = await take_next(on_a, second, {"v": 2})
+        print("FOURTH", fourth)
 
-    assert (fourth["actionId"], fourth["input"]) == (4, {"fromTwo": 2, "fromEvent": "server B"})
+    assert (fourth["actionId"], fourth["input"]) == (4, {"fromTwo": 2, "fromThree": "server B"})
 
 
 async def test_a_run_evicted_from_memory_is_read_again(
     api: Api, small_cache_server: ServerThread
 ) -> None:
     """With room for one run, keeping a second evicts the first; the first's next result is
-    planned from the run read again."""
+    planned from the run read again, as another server changed it meanwhile."""
     name = unique("kept-evicted")
     action = f"{name}-a"
     engine = small_cache_server.app.state.engine
@@ -293,10 +292,13 @@ async def test_a_run_evicted_from_memory_is_read_again(
             handed[flow_id] = await take_next(on_a, await on_a.poll_one(action), {})
             assert flow_id in engine.runs
         assert flows[0] not in engine.runs
+        third = await api.poll_one(f"{action}-side")
+        assert third["flowId"] == flows[0]
+        assert (await api.complete(third["taskId"], {"from": "server B"})).status_code == 200
         fourth = await take_next(on_a, handed[flows[0]], {"v": "evicted"})
 
     assert fourth["flowId"] == flows[0]
-    assert fourth["input"] == {"fromTwo": "evicted", "fromEvent": None}
+    assert fourth["input"] == {"fromTwo": "evicted", "fromThree": "server B"}
 
 
 async def test_a_server_without_a_run_cache_keeps_nothing_and_runs_the_same(
@@ -310,10 +312,30 @@ async def test_a_server_without_a_run_cache_keeps_nothing_and_runs_the_same(
             flow_id = await on_it.start(name)
             second = await take_next(on_it, await on_it.poll_one(action), {})
             assert flow_id not in thread.app.state.engine.runs
-            sent = await on_it.http.post(f"/flow/{flow_id}/events/go", json={"from": "e"})
-            assert sent.status_code == 200, sent.text
-            await wait_until(lambda: wait_ended(on_it, flow_id), what="the wait to end")
+            third = await on_it.poll_one(f"{action}-side")
+            assert (await on_it.complete(third["taskId"], {"from": "poll"})).status_code == 200
             fourth = await take_next(on_it, second, {"v": 0})
-            assert fourth["input"] == {"fromTwo": 0, "fromEvent": "e"}
+            assert fourth["input"] == {"fromTwo": 0, "fromThree": "poll"}
             assert (await on_it.complete(fourth["taskId"], {})).status_code == 200
             await on_it.wait_status(flow_id, "COMPLETED")
+
+
+async def test_a_run_kept_after_a_script_reload_is_the_run_as_its_transition_left_it(
+    api: Api, small_cache_server: ServerThread, redis_client: Any
+) -> None:
+    """The run is read "in the same round trip as its transition": also when Redis had
+    forgotten the script and it ran again after that round trip's read."""
+    name = unique("kept-reloaded")
+    action = f"{name}-a"
+    engine = small_cache_server.app.state.engine
+    async with api_of(small_cache_server) as on_a:
+        await on_a.register(chain(name, action))
+        flow_id = await on_a.start(name)
+        first = await on_a.poll_one(action)
+        await redis_client.script_flush()
+        second = await take_next(on_a, first, {})
+
+        assert second["actionId"] == 2
+        kept = engine.runs.take([flow_id])[flow_id]
+        stored = await redis_client.hgetall(Keys(engine.store.keys.partitions).run(flow_id).run)
+        assert kept == stored

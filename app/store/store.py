@@ -280,13 +280,18 @@ class Store:
             if isinstance(read, Exception):
                 raise read
         answers = []
+        reloaded = False
         for (keys, args), reply in zip(calls, replies[: len(calls)], strict=True):
             if isinstance(reply, NoScriptError):
                 # Not run (the script cache was flushed): run it the loading way.
                 reply = await script(keys=keys, args=args)
+                reloaded = True
             elif isinstance(reply, Exception):
                 raise reply
             answers.append(reply)
+        if reloaded and then_read:
+            # Those reads came before the scripts run again: read what the scripts left.
+            reads = await self.read_runs(then_read)
         return answers + reads
 
     async def transition(
