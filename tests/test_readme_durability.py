@@ -134,6 +134,40 @@ def test_a_server_with_another_partition_count_refuses_to_start(
     assert f"ORCHY_PARTITIONS={settings.partitions}" in ended.stderr
 
 
+# -- timers with several servers ---------------------------------------------------------
+
+
+async def test_every_server_sweeps_and_each_timer_fires_once(api: Api, settings: Settings) -> None:
+    """Three servers share the Redis and sweep the same timers: each run's delay fires once
+    and its next action is queued once."""
+    name = unique("fire-once")
+    after = f"{name}-after"
+    runs = 30
+    await api.register(
+        workflow(name, system(1, "delay", {"default": [2]}, delaySeconds=0.3), user(2, after))
+    )
+    with serving(settings) as second, serving(settings) as third:
+        async with api_of(second) as on_second, api_of(third) as on_third:
+            starters = [api, on_second, on_third]
+            flow_ids = [await starters[i % 3].start(name) for i in range(runs)]
+            tasks: list[dict[str, Any]] = []
+
+            async def all_queued() -> bool:
+                for each in starters:
+                    tasks.extend(await each.poll([after], most=runs, wait=0))
+                return len(tasks) >= runs
+
+            await wait_until(all_queued, what=f"the {runs} tasks after the delays")
+            assert await api.poll([after], most=runs, wait=0.5) == []
+
+    assert sorted(task["flowId"] for task in tasks) == sorted(flow_ids)
+    for flow_id in flow_ids:
+        entries = await history(api.http, flow_id)
+        fired = [e for e in entries if e["event"] == "COMPLETED" and e.get("action") == 1]
+        queued = [e for e in entries if e["event"] == "QUEUED" and e.get("action") == 2]
+        assert (len(fired), len(queued)) == (1, 1), entries
+
+
 # -- lost wake-ups -------------------------------------------------------------------------
 
 

@@ -165,6 +165,60 @@ async def test_an_action_reached_several_times_runs_once_per_arrival(api: Api) -
     assert await api.poll([last], wait=0) == []
 
 
+async def test_a_join_that_can_never_fire_fails_the_run_naming_it(api: Api) -> None:
+    """The switch takes one branch; the join also waits for the action on the other."""
+    name = unique("join-never")
+    await api.register(
+        workflow(
+            name,
+            system(1, "switch", {"a": [2], "b": [3]}, expression="a"),
+            user(2, f"{name}-a", {"default": [4]}),
+            user(3, f"{name}-b", {"default": [4]}),
+            system(4, "join", {"default": [5]}, joinOn=[2, 3]),
+            user(5, f"{name}-after"),
+        )
+    )
+    flow_id = await api.start(name)
+    assert (await api.complete((await api.poll_one(f"{name}-a"))["taskId"], {})).status_code == 200
+
+    flow = await api.wait_status(flow_id, "FAILED")
+    assert "join action(s) 4" in flow["reason"], flow["reason"]
+    assert await api.poll([f"{name}-b", f"{name}-after"], wait=0) == []
+
+
+async def test_one_event_wakes_the_oldest_wait_for_its_name(api: Api) -> None:
+    """Wait 2 is reached at the start, wait 4 after a task: the first ``go`` ends wait 2
+    only, the second ends wait 4."""
+    name = unique("oldest-wait")
+    await api.register(
+        workflow(
+            name,
+            system(1, "switch", {"default": [2, 3]}, expression="x"),
+            system(2, "wait", event="go"),
+            user(3, f"{name}-a", {"default": [4]}),
+            system(4, "wait", event="go"),
+        )
+    )
+    flow_id = await api.start(name)
+    assert (await api.complete((await api.poll_one(f"{name}-a"))["taskId"], {})).status_code == 200
+    await wait_until(lambda: action_status_is(api, flow_id, "4", "WAITING"), what="wait 4")
+
+    first = await api.http.post(f"/flow/{flow_id}/events/go", json={"n": 1})
+    assert first.json() == {"status": "delivered"}
+    await wait_until(lambda: action_status_is(api, flow_id, "2", "COMPLETED"), what="wait 2")
+    flow = await api.flow(flow_id)
+    assert (flow["actions"]["2"]["output"], flow["actions"]["4"]["status"]) == ({"n": 1}, "WAITING")
+
+    second = await api.http.post(f"/flow/{flow_id}/events/go", json={"n": 2})
+    assert second.json() == {"status": "delivered"}
+    flow = await api.wait_status(flow_id, "COMPLETED")
+    assert flow["actions"]["4"]["output"] == {"n": 2}
+
+
+async def action_status_is(api: Api, flow_id: str, action_id: str, status: str) -> bool:
+    return bool((await api.flow(flow_id))["actions"].get(action_id, {}).get("status") == status)
+
+
 async def poll_exactly(api: Api, action: str, count: int) -> list[dict[str, Any]]:
     tasks: list[dict[str, Any]] = []
 
