@@ -197,23 +197,22 @@ async def running(worker: Worker) -> AsyncIterator[None]:
         await asyncio.wait_for(job, 30)
 
 
-async def test_the_worker_beats_every_third_of_a_short_timeout(
-    api: Api, server: ServerThread, redis_client: Any, settings: Settings
-) -> None:
-    """``timeout_seconds`` 3 with the default interval (10 s): the worker beats every 1 s, so
-    a task held far longer than its lease keeps it. Seen at the server: each heartbeat moves
-    the lease's end in Redis."""
+async def beat_gaps(
+    api: Api,
+    server: ServerThread,
+    redis_client: Any,
+    settings: Settings,
+    timeout_seconds: float,
+    beats: int,
+) -> list[int]:
+    """Runs a task of an action with ``timeout_seconds`` in a real worker with ``settings``,
+    holding it until the server has seen ``beats`` heartbeats (each moves the lease's end in
+    Redis); returns the times between them (ms, sorted). Checks that the attempt kept its
+    lease through them and completed."""
     name = unique("worker-beats")
     action = f"{name}-slow"
-    timeout_seconds = 3.0
-    worker_settings = settings.model_copy(
-        update={
-            "worker_heartbeat_seconds": Settings.model_fields["worker_heartbeat_seconds"].default
-        }
-    )
-    assert worker_settings.worker_heartbeat_seconds > timeout_seconds
     worker = Worker(
-        server_url=server.url, concurrency=1, worker_id=unique("beating"), settings=worker_settings
+        server_url=server.url, concurrency=1, worker_id=unique("beating"), settings=settings
     )
     release = threading.Event()
 
@@ -225,32 +224,58 @@ async def test_the_worker_beats_every_third_of_a_short_timeout(
     await api.register(workflow(name, user(1, action)))
     flow_id = await api.start(name)
     dues: list[int] = []
-    beats_wanted = 5
 
     async def beats_seen() -> bool:
-        running_task = await api.flow(flow_id)
-        assert running_task["actions"]["1"]["attempts"] == 1
+        assert (await api.flow(flow_id))["actions"]["1"]["attempts"] == 1
         lease = await lease_of_run(redis_client, settings, flow_id)
         if lease is not None and (not dues or lease != dues[-1]):
             dues.append(lease)
-        return len(dues) > beats_wanted
+        return len(dues) > beats
 
     async with running(worker):
         try:
-            await wait_until(beats_seen, timeout=30, what=f"{beats_wanted} heartbeats")
+            await wait_until(beats_seen, timeout=30, what=f"{beats} heartbeats")
         finally:
             release.set()
         flow = await api.wait_status(flow_id, "COMPLETED")
 
     assert flow["actions"]["1"]["attempts"] == 1
     assert flow["actions"]["1"]["output"] == {"held": True}
-    # The task was held past the end of its first lease: without the heartbeats it would
-    # have been retried.
-    assert dues[-1] - dues[0] >= timeout_seconds * MS_PER_SECOND
-    gaps = sorted(later - earlier for earlier, later in pairwise(dues))
+    return sorted(later - earlier for earlier, later in pairwise(dues))
+
+
+async def test_the_worker_beats_every_third_of_a_short_timeout(
+    api: Api, server: ServerThread, redis_client: Any, settings: Settings
+) -> None:
+    """``timeout_seconds`` 3 with the default interval (10 s): the worker beats every 1 s, so
+    a task held past its lease keeps it."""
+    timeout_seconds = 3.0
+    default = Settings.model_fields["worker_heartbeat_seconds"].default
+    assert default > timeout_seconds
+    worker_settings = settings.model_copy(update={"worker_heartbeat_seconds": default})
+
+    gaps = await beat_gaps(api, server, redis_client, worker_settings, timeout_seconds, 5)
+
+    # Held past the end of its first lease: without the heartbeats it would have been retried.
+    assert sum(gaps) >= timeout_seconds * MS_PER_SECOND
     third_ms = timeout_seconds / 3 * MS_PER_SECOND
     assert gaps[0] >= 0.9 * third_ms, gaps
     assert gaps[len(gaps) // 2] <= 1.4 * third_ms, gaps
+
+
+async def test_the_worker_beats_every_interval_when_that_is_shorter(
+    api: Api, server: ServerThread, redis_client: Any, settings: Settings
+) -> None:
+    """``ORCHY_WORKER_HEARTBEAT_SECONDS`` 0.5 and ``timeout_seconds`` 30: every 0.5 s."""
+    interval_ms = 500
+    worker_settings = settings.model_copy(
+        update={"worker_heartbeat_seconds": interval_ms / MS_PER_SECOND}
+    )
+
+    gaps = await beat_gaps(api, server, redis_client, worker_settings, 30.0, 5)
+
+    assert gaps[0] >= 0.9 * interval_ms, gaps
+    assert gaps[len(gaps) // 2] <= 1.4 * interval_ms, gaps
 
 
 async def lease_of_run(redis_client: Any, settings: Settings, flow_id: str) -> int | None:
