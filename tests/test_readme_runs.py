@@ -262,7 +262,69 @@ async def test_results_for_a_terminated_run_are_answered_409(api: Api) -> None:
     assert [item["status"] for item in batch.json()["results"]] == [409]
     flow = await api.flow(flow_id)
     assert flow["status"] == "TERMINATED"
-    assert {flow["actions"][key]["output"] for key in ("2", "3")} == {None}
+    # The actions still open are marked FAILED with the run's reason.
+    for key in ("2", "3"):
+        assert flow["actions"][key]["status"] == "FAILED"
+        assert flow["actions"][key]["error"] == flow["reason"] != ""
+        assert flow["actions"][key]["output"] is None
+
+
+async def test_a_failing_run_marks_its_open_actions_failed(api: Api) -> None:
+    name = unique("failed-open")
+    failing, open_one = f"{name}-fails", f"{name}-open"
+    await api.register(
+        workflow(
+            name,
+            system(1, "switch", {"default": [2, 3]}, expression="x"),
+            user(2, failing),
+            user(3, open_one),
+        )
+    )
+    flow_id = await api.start(name)
+    task = await api.poll_one(failing)
+    assert (await api.fail(task["taskId"], "broken", retryable=False)).status_code == 200
+
+    flow = await api.wait_status(flow_id, "FAILED")
+    assert "broken" in flow["reason"]
+    assert flow["actions"]["3"]["status"] == "FAILED"
+    assert flow["actions"]["3"]["error"] == flow["reason"]
+    assert await api.poll([open_one], wait=0) == []
+
+
+async def test_a_paused_run_delivers_queued_tasks_and_holds_results_and_events(
+    api: Api,
+) -> None:
+    name = unique("paused")
+    first, after = f"{name}-first", f"{name}-after"
+    await api.register(
+        workflow(
+            name,
+            system(1, "switch", {"default": [2, 3]}, expression="x"),
+            user(2, first),
+            system(3, "wait", {"default": [4]}, event="go"),
+            user(4, after, got="{$.3.output.v}"),
+        )
+    )
+    flow_id = await api.start(name)
+    await wait_until(lambda: action_status_is(api, flow_id, "3", "WAITING"), what="the wait")
+    assert (await api.http.post(f"/flow/{flow_id}/pause")).status_code == 200
+
+    task = await api.poll_one(first)
+    event = await api.http.post(f"/flow/{flow_id}/events/go", json={"v": 7})
+    result = await api.complete(task["taskId"], {"done": True})
+
+    assert event.json() == {"status": "held"}
+    assert result.json() == {"status": "held"}
+    assert await api.poll([after], wait=0.3) == []
+    flow = await api.flow(flow_id)
+    assert (flow["status"], flow["actions"]["2"]["status"]) == ("PAUSED", "RUNNING")
+
+    assert (await api.http.post(f"/flow/{flow_id}/resume")).status_code == 200
+    resumed = await api.poll_one(after)
+    assert resumed["input"] == {"got": 7}
+    assert (await api.complete(resumed["taskId"], {})).status_code == 200
+    flow = await api.wait_status(flow_id, "COMPLETED")
+    assert flow["actions"]["2"]["output"] == {"done": True}
 
 
 # -- runs kept in memory -----------------------------------------------------------------
