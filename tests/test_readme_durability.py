@@ -9,6 +9,7 @@ moved) without the notification the server's scripts would publish."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -166,6 +167,26 @@ async def test_every_server_sweeps_and_each_timer_fires_once(api: Api, settings:
         fired = [e for e in entries if e["event"] == "COMPLETED" and e.get("action") == 1]
         queued = [e for e in entries if e["event"] == "QUEUED" and e.get("action") == 2]
         assert (len(fired), len(queued)) == (1, 1), entries
+
+
+async def test_each_server_logs_every_runs_end(
+    api: Api, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session's server and a second one on the same Redis: a run started and finished
+    on the second is logged as finished by both."""
+    caplog.set_level(logging.INFO, logger="orchy.runs")
+    name = unique("logged-end")
+    await api.register(workflow(name, system(1, "delay", delaySeconds=0)))
+    with serving(settings) as second:
+        async with api_of(second) as on_second:
+            flow_id = await on_second.start(name)
+            await on_second.wait_status(flow_id, "COMPLETED")
+            line = f"run {flow_id} COMPLETED"
+
+            async def logged_twice() -> bool:
+                return [r.getMessage() for r in caplog.records].count(line) >= 2
+
+            await wait_until(logged_twice, what="both servers to log the run's end")
 
 
 # -- lost wake-ups -------------------------------------------------------------------------
