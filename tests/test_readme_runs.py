@@ -186,6 +186,39 @@ async def test_a_join_that_can_never_fire_fails_the_run_naming_it(api: Api) -> N
     assert await api.poll([f"{name}-b", f"{name}-after"], wait=0) == []
 
 
+async def test_an_arrival_at_a_join_that_fired_is_recorded_and_ignored(api: Api) -> None:
+    """The join waits for action 2 only; action 3 reaches it after it fired."""
+    name = unique("join-late")
+    left, right, after = f"{name}-left", f"{name}-right", f"{name}-after"
+    await api.register(
+        workflow(
+            name,
+            system(1, "switch", {"default": [2, 3]}, expression="x"),
+            user(2, left, {"default": [4]}),
+            user(3, right, {"default": [4]}),
+            system(4, "join", {"default": [5]}, joinOn=[2]),
+            user(5, after, got="{$.4.output.2.v}"),
+        )
+    )
+    flow_id = await api.start(name)
+    late = await api.poll_one(right)
+    assert (await api.complete((await api.poll_one(left))["taskId"], {"v": 1})).status_code == 200
+    fired = await api.poll_one(after)
+    assert fired["input"] == {"got": 1}
+
+    assert (await api.complete(late["taskId"], {})).status_code == 200
+
+    async def arrival_recorded() -> bool:
+        entries = await history(api.http, flow_id)
+        return any(e["event"] == "JOIN_ALREADY_DONE" and e.get("action") == 4 for e in entries)
+
+    await wait_until(arrival_recorded, what="the late arrival in the history")
+    assert await api.poll([after], wait=0.3) == []
+    assert (await api.complete(fired["taskId"], {})).status_code == 200
+    flow = await api.wait_status(flow_id, "COMPLETED")
+    assert flow["actions"]["4"]["output"] == {"2": {"v": 1}}
+
+
 async def test_one_event_wakes_the_oldest_wait_for_its_name(api: Api) -> None:
     """Wait 2 is reached at the start, wait 4 after a task: the first ``go`` ends wait 2
     only, the second ends wait 4."""
