@@ -192,6 +192,17 @@ async def test_each_server_logs_every_runs_end(
 # -- lost wake-ups -------------------------------------------------------------------------
 
 
+async def subscribed(thread: ServerThread) -> None:
+    """Waits until the server listens to the notify channel: its first look at everything,
+    on subscribing, is behind it."""
+    notifier = thread.app.state.notifier
+
+    async def listening() -> bool:
+        return bool(notifier.subscribed.is_set())
+
+    await wait_until(listening, what="the server's notifier to subscribe")
+
+
 def shipped_rechecks(settings: Settings) -> Settings:
     """``settings`` with the recheck intervals the server ships with."""
     names = ("poll_recheck_seconds", "timer_idle_recheck_seconds")
@@ -218,6 +229,7 @@ async def test_a_long_poll_gets_a_task_whose_wake_up_was_lost(
     with serving(shipped_rechecks(settings)) as quiet:
         engine = quiet.app.state.engine
         recheck_ms = quiet.app.state.settings.poll_recheck_seconds * MS_PER_SECOND
+        await subscribed(quiet)
         async with api_of(quiet) as on_quiet:
             polling = asyncio.create_task(on_quiet.poll([action], most=1, wait=poll_seconds))
 
@@ -245,10 +257,7 @@ async def test_a_timer_whose_wake_up_was_lost_fires_within_the_idle_recheck(
     name = unique("lost-timer")
     with serving(shipped_rechecks(settings)) as quiet:
         recheck_ms = quiet.app.state.settings.timer_idle_recheck_seconds * MS_PER_SECOND
-        notifier = quiet.app.state.notifier
-        await wait_until(
-            lambda: asyncio.sleep(0, notifier.subscribed.is_set()), what="the notifier"
-        )
+        await subscribed(quiet)
         async with api_of(quiet) as on_quiet:
             await on_quiet.register(workflow(name, system(1, "delay", delaySeconds=3600)))
             flow_id = await on_quiet.start(name)
