@@ -15,12 +15,15 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from app.settings import Settings
+from app.store.connection import client_for_url
+from app.store.embedded import EmbeddedRedis
 from app.store.keys import Keys
 from tests.conftest import Api, ServerThread, free_port, serving, unique, wait_until
 from tests.readme_support import MS_PER_SECOND, at_ms, history, redis_now_ms, timers_key
@@ -160,6 +163,8 @@ async def test_every_server_sweeps_and_each_timer_fires_once(api: Api, settings:
 
             await wait_until(all_queued, what=f"the {runs} tasks after the delays")
             assert await api.poll([after], most=runs, wait=0.5) == []
+            for task in tasks:
+                assert (await api.complete(task["taskId"], {})).status_code == 200
 
     assert sorted(task["flowId"] for task in tasks) == sorted(flow_ids)
     for flow_id in flow_ids:
@@ -250,25 +255,35 @@ async def test_a_long_poll_gets_a_task_whose_wake_up_was_lost(
 
 
 async def test_a_timer_whose_wake_up_was_lost_fires_within_the_idle_recheck(
-    redis_client: Any, settings: Settings
+    settings: Settings, tmp_path: Path
 ) -> None:
     """A delay of an hour, whose timer the test then moves to now without the notification
-    that tells the sweepers: it fires within ORCHY_TIMER_IDLE_RECHECK_SECONDS."""
+    that tells the sweepers: it fires within ORCHY_TIMER_IDLE_RECHECK_SECONDS. On a Redis of
+    its own, so that no other timer due meanwhile makes a sweeper look by chance."""
+    redis = EmbeddedRedis(tmp_path / "redis")
+    redis.start(timeout_seconds=settings.embedded_start_timeout_seconds)
+    client = client_for_url(redis.url)
     name = unique("lost-timer")
-    with serving(shipped_rechecks(settings)) as quiet:
-        recheck_ms = quiet.app.state.settings.timer_idle_recheck_seconds * MS_PER_SECOND
-        await subscribed(quiet)
-        async with api_of(quiet) as on_quiet:
-            await on_quiet.register(workflow(name, system(1, "delay", delaySeconds=3600)))
-            flow_id = await on_quiet.start(name)
-            timers = timers_key(settings, flow_id)
-            member = f"fire|{flow_id}|1|1"
-            assert await redis_client.zscore(timers, member) is not None
+    try:
+        with serving(
+            shipped_rechecks(settings).model_copy(update={"redis_url": redis.url})
+        ) as quiet:
+            recheck_ms = quiet.app.state.settings.timer_idle_recheck_seconds * MS_PER_SECOND
+            await subscribed(quiet)
+            async with api_of(quiet) as on_quiet:
+                await on_quiet.register(workflow(name, system(1, "delay", delaySeconds=3600)))
+                flow_id = await on_quiet.start(name)
+                timers = timers_key(settings, flow_id)
+                member = f"fire|{flow_id}|1|1"
+                assert await client.zscore(timers, member) is not None
 
-            moved_at = await redis_now_ms(redis_client)
-            assert await redis_client.zadd(timers, {member: moved_at}, xx=True, ch=True) == 1
-            flow = await on_quiet.wait_status(flow_id, "COMPLETED")
-            entries = await history(on_quiet.http, flow_id)
+                moved_at = await redis_now_ms(client)
+                assert await client.zadd(timers, {member: moved_at}, xx=True, ch=True) == 1
+                flow = await on_quiet.wait_status(flow_id, "COMPLETED")
+                entries = await history(on_quiet.http, flow_id)
+    finally:
+        await client.aclose()
+        redis.stop()
 
     assert flow["actions"]["1"]["status"] == "COMPLETED"
     [fired] = [e for e in entries if e["event"] == "COMPLETED"]
