@@ -27,6 +27,7 @@ from app.settings import Settings
 from app.worker import NonRetryableError, Worker, load_worker
 from tests.conftest import Api, ServerThread, unique, wait_until
 from tests.test_engine_http import set_action, user, workflow
+from tests.test_faults import Processes, clean_env
 from tests.worker_wire import (
     TappedServer,
     Wire,
@@ -63,6 +64,16 @@ def tapped(settings: Settings, redis_client: Any) -> Iterator[TappedServer]:
 def wire(tapped: TappedServer) -> Wire:
     tapped.wire.clear()
     return tapped.wire
+
+
+@pytest.fixture
+def server_processes() -> Iterator[Processes]:
+    """Server processes a test starts, killed at its end whatever happened."""
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.close()
 
 
 @pytest.fixture
@@ -560,6 +571,54 @@ async def test_a_worker_killed_hard_gets_its_task_redelivered_to_another(
     assert f"-{killed.pid}-" in killed_id
     assert healthy_id == healthy.worker_id
     assert await retried_because(http, flow_id) == [LEASE_EXPIRED]
+
+
+async def test_a_server_restart_under_the_worker_loses_nothing(
+    api: Api,
+    http: httpx.AsyncClient,
+    redis_url: str,
+    worker_settings: Settings,
+    tmp_path: Path,
+    server_processes: Processes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker's server (an ``orchy serve`` process) is stopped with step 1 in hand: the
+    result cannot be delivered and is tried again, the polls of the free slot fail and are
+    sent again, and once the server is back on its port the result lands (attempt 1) and the
+    run finishes."""
+    watch_worker_log(caplog)
+    name = unique("it-restart")
+    server = server_processes.server(clean_env(REDIS_URL=redis_url), tmp_path / "server.log")
+    await server.start()
+    entered, gate = asyncio.Event(), asyncio.Event()
+    worker = new_worker(
+        server.url, fast_worker(worker_settings, worker_http_retries=10), concurrency=2
+    )
+
+    @worker.action(name, timeout_seconds=30.0)
+    async def step(input: JSONObject) -> JSONObject:
+        if input["step"] == 1:
+            entered.set()
+            await gate.wait()
+        return {"step": input["step"]}
+
+    await api.register(
+        workflow(name, user(1, name, {"default": [2]}, step=1), user(2, name, step=2))
+    )
+    flow_id = await api.start(name)
+    async with running(worker):
+        await wait_until(is_set(entered), what="step 1 in hand")
+        await server.terminate()
+        gate.set()
+        await server.start()
+        flow = await api.wait_status(flow_id, "COMPLETED")
+
+    assert [flow["actions"][a]["output"] for a in ("1", "2")] == [{"step": 1}, {"step": 2}]
+    assert [flow["actions"][a]["attempts"] for a in ("1", "2")] == [1, 1]
+    assert await deliveries(http, flow_id) == [(1, worker.worker_id), (1, worker.worker_id)]
+    assert await retried_because(http, flow_id) == []
+    assert logged(caplog, "POST /tasks/results failed") >= 1
+    assert logged(caplog, "poll failed") >= 1
 
 
 # -- the examples in workflows/ -------------------------------------------------------------
