@@ -77,9 +77,10 @@ class ResultBatcher:
         replies, tasks = await self._client.results(encoded, take_next)
         if len(encoded) == 1 or not all(r.status is ReplyStatus.REJECTED for r in replies):
             return replies, tasks
-        # A request refused whole (its body checks stop at one result: an integer beyond 64
-        # bits, nesting too deep) says nothing of the other results: each alone gets its own
-        # answer, so one refused output does not fail the tasks it was sent with.
+        # A request refused whole (its body checks stop at one result, an integer beyond 64
+        # bits or nesting too deep; or the results together are over the batch limit) says
+        # nothing of each result: each alone gets its own answer, so one refused output does
+        # not fail the tasks it was sent with.
         one_slot = None if take_next is None else {**take_next, "max": 1}
         replies, tasks = [], []
         for result in encoded:
