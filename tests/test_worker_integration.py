@@ -2,148 +2,83 @@
 shutdown, the examples in ``workflows/``, and the exactly-once effect under load.
 
 Workers run in-process (``Worker.run`` on the test's event loop, stopped by an event), except
-the one killed with SIGKILL, which is a ``python -m app.cli worker`` subprocess. A spy around
-the worker's HTTP client (``wire``) records what the worker sent and what the server answered.
+the one stalled with SIGSTOP and the one killed with SIGKILL, which are ``orchy worker``
+subprocesses. The server the workers talk to records every exchange on the way
+(``tests.worker_wire``): what each worker sent and what the server answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-import app.worker.worker as worker_module
 from app.jsontypes import JSONObject
 from app.settings import Settings
 from app.worker import NonRetryableError, Worker, load_worker
-from app.worker.client import OrchyClient, Reply, ReplyStatus, Task
 from tests.conftest import Api, ServerThread, unique, wait_until
 from tests.test_engine_http import set_action, user, workflow
+from tests.test_faults import Processes, clean_env
+from tests.worker_wire import (
+    TappedServer,
+    Wire,
+    WorkerProcess,
+    fast_worker,
+    finish,
+    holds,
+    is_set,
+    logged,
+    new_worker,
+    running,
+    tapped_serving,
+    watch_worker_log,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
-STOP_SECONDS = 10.0
-LEASE_SECONDS = 0.5
+LEASE_SECONDS = 2.0
 RETRY_AFTER_SECONDS = 0.05
+LEASE_EXPIRED = "lease expired"
 
 
 # -- helpers ------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def tapped(settings: Settings, redis_client: Any) -> Iterator[TappedServer]:
+    """A server on the tests' Redis whose exchanges are recorded: the workers' server."""
+    with tapped_serving(settings) as server:
+        yield server
+
+
+@pytest.fixture
+def wire(tapped: TappedServer) -> Wire:
+    tapped.wire.clear()
+    return tapped.wire
+
+
+@pytest.fixture
+def server_processes() -> Iterator[Processes]:
+    """Server processes a test starts, killed at its end whatever happened."""
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
 @pytest.fixture
 def worker_settings(settings: Settings) -> Settings:
-    """The server's settings with a fast worker: short polls, heartbeats and back-off."""
-    return settings.model_copy(
-        update={
-            "worker_poll_wait_seconds": 1.0,
-            "worker_heartbeat_seconds": 0.1,
-            "worker_http_backoff_seconds": 0.05,
-            "worker_http_retries": 3,
-            "worker_shutdown_grace_seconds": 10.0,
-        }
-    )
-
-
-@dataclass
-class Wire:
-    """What every worker of a test sent through its HTTP client, and the answers."""
-
-    polls: list[tuple[str, int]] = field(default_factory=list)  # (worker id, max)
-    leased: list[tuple[str, Task]] = field(default_factory=list)  # (worker id, task)
-    polls_in_flight: int = 0
-    replies: list[tuple[str, str, Reply]] = field(default_factory=list)  # (verb, task id, reply)
-    # Heartbeats of these workers are lost on the way: the worker looks stalled to the server.
-    heartbeats_lost: set[str] = field(default_factory=set)
-
-    def answers(self, verb: str, task_id: str | None = None) -> list[Reply]:
-        return [
-            reply
-            for seen_verb, seen_id, reply in self.replies
-            if seen_verb == verb and (task_id is None or seen_id == task_id)
-        ]
-
-
-@pytest.fixture
-def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
-    record = Wire()
-
-    class SpyClient(OrchyClient):
-        async def poll(
-            self, worker_id: str, actions: list[str], max_tasks: int, wait_seconds: float
-        ) -> list[Task]:
-            record.polls.append((worker_id, max_tasks))
-            record.polls_in_flight += 1
-            try:
-                tasks = await super().poll(worker_id, actions, max_tasks, wait_seconds)
-            finally:
-                record.polls_in_flight -= 1
-            record.leased.extend((worker_id, task) for task in tasks)
-            return tasks
-
-        async def results(
-            self, encoded_results: list[bytes], take_next: JSONObject | None = None
-        ) -> tuple[list[Reply], list[Task]]:
-            replies, tasks = await super().results(encoded_results, take_next)
-            for encoded, reply in zip(encoded_results, replies, strict=True):
-                result = json.loads(encoded)
-                verb = "complete" if "output" in result else "fail"
-                record.replies.append((verb, result["taskId"], reply))
-            if take_next is not None:
-                record.leased.extend((str(take_next["workerId"]), task) for task in tasks)
-            return replies, tasks
-
-        async def heartbeat(self, task_id: str) -> Reply:
-            holder = next((w for w, task in record.leased if task.task_id == task_id), None)
-            if holder in record.heartbeats_lost:
-                return Reply(ReplyStatus.OK, None, "lost on the way")
-            reply = await super().heartbeat(task_id)
-            record.replies.append(("heartbeat", task_id, reply))
-            return reply
-
-    monkeypatch.setattr(worker_module, "OrchyClient", SpyClient)
-    return record
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
-    """Runs ``worker`` on this loop; on exit stops it and checks that ``run`` returned cleanly."""
-    stop = asyncio.Event()
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
-    try:
-        yield job
-    finally:
-        stop.set()
-        if not job.done():
-            await asyncio.wait({job}, timeout=STOP_SECONDS)
-        if not job.done():
-            job.cancel()
-            await asyncio.gather(job, return_exceptions=True)
-            raise AssertionError(f"worker {worker.worker_id} did not stop in {STOP_SECONDS}s")
-    failure = job.exception()
-    if failure is not None:
-        raise failure
-
-
-def new_worker(server: ServerThread, settings: Settings, concurrency: int = 1) -> Worker:
-    return Worker(
-        server_url=server.url,
-        concurrency=concurrency,
-        worker_id=unique("it-worker"),
-        settings=settings,
-    )
+    return fast_worker(settings)
 
 
 async def history(http: httpx.AsyncClient, flow_id: str) -> list[dict[str, Any]]:
@@ -189,23 +124,16 @@ async def wait_all(
     return [reached[flow_id] for flow_id in flow_ids]
 
 
-def is_set(event: asyncio.Event | threading.Event) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return event.is_set()
-
-    return check
-
-
 # -- retries --------------------------------------------------------------------------------
 
 
 async def test_action_failing_twice_then_succeeding_is_retried_by_its_definition(
-    api: Api, http: httpx.AsyncClient, server: ServerThread, worker_settings: Settings
+    api: Api, http: httpx.AsyncClient, tapped: TappedServer, worker_settings: Settings
 ) -> None:
     name = unique("it-flaky")
     invocations: list[JSONObject] = []
     effects: list[str] = []
-    worker = new_worker(server, worker_settings)
+    worker = new_worker(tapped.url, worker_settings)
 
     @worker.action(
         name,
@@ -249,11 +177,11 @@ async def test_action_failing_twice_then_succeeding_is_retried_by_its_definition
 
 
 async def test_non_retryable_error_fails_the_run_at_the_first_attempt(
-    api: Api, http: httpx.AsyncClient, server: ServerThread, worker_settings: Settings
+    api: Api, http: httpx.AsyncClient, tapped: TappedServer, worker_settings: Settings
 ) -> None:
     name = unique("it-refuse")
     invocations: list[JSONObject] = []
-    worker = new_worker(server, worker_settings)
+    worker = new_worker(tapped.url, worker_settings)
 
     @worker.action(name, retry_count=3, retry_after_seconds=0.02, retry_policy="FIXED")
     async def refuse(input: JSONObject) -> JSONObject:
@@ -278,7 +206,7 @@ async def test_non_retryable_error_fails_the_run_at_the_first_attempt(
 
 
 async def test_a_task_polled_and_never_answered_is_redelivered_after_its_lease(
-    api: Api, http: httpx.AsyncClient, server: ServerThread, worker_settings: Settings
+    api: Api, http: httpx.AsyncClient, tapped: TappedServer, worker_settings: Settings
 ) -> None:
     """The hung holder is a raw HTTP poll; its late result, failure and heartbeat get 409."""
     name = unique("it-lease")
@@ -294,10 +222,9 @@ async def test_a_task_polled_and_never_answered_is_redelivered_after_its_lease(
     flow_id = await api.start(name, {"n": 1})
     hung = await api.poll_one(name)
     assert hung["attempt"] == 1
-    leased_at = time.monotonic()
 
     invocations: list[JSONObject] = []
-    worker = new_worker(server, worker_settings)
+    worker = new_worker(tapped.url, worker_settings)
 
     @worker.action(
         name,
@@ -312,12 +239,12 @@ async def test_a_task_polled_and_never_answered_is_redelivered_after_its_lease(
 
     async with running(worker):
         flow = await api.wait_status(flow_id, "COMPLETED")
-    assert time.monotonic() - leased_at >= LEASE_SECONDS
 
     assert flow["actions"]["1"]["attempts"] == 2
     assert flow["actions"]["1"]["output"] == {"by": "healthy"}
     assert invocations == [{"n": 1}]
     assert await deliveries(http, flow_id) == [(1, "test"), (2, worker.worker_id)]
+    assert await retried_because(http, flow_id) == [LEASE_EXPIRED]
 
     late = await api.complete(hung["taskId"], {"by": "hung"})
     assert late.status_code == 409, late.text
@@ -329,87 +256,148 @@ async def test_a_task_polled_and_never_answered_is_redelivered_after_its_lease(
     assert flow["actions"]["1"]["output"] == {"by": "healthy"}
 
 
+async def retried_because(http: httpx.AsyncClient, flow_id: str) -> list[str]:
+    """Why each retry of the run's tasks was scheduled, cut to the error's first words."""
+    return [
+        entry["error"][: len(LEASE_EXPIRED)]
+        for entry in await history(http, flow_id)
+        if entry["event"] == "RETRY_SCHEDULED"
+    ]
+
+
+HELD_WORKER = """\\
+import pathlib
+import time
+
+from app.worker import Worker
+
+worker = Worker()
+
+
+@worker.action({name!r}, retry_count=3, retry_after_seconds={retry}, retry_policy="FIXED",
+               timeout_seconds={lease})
+def hold(input):
+    pathlib.Path({entered!r}).write_text(input["flow"])
+    while not pathlib.Path({release!r}).exists():  # held until the test lets go
+        time.sleep(0.01)
+    pathlib.Path({effect!r}).write_text("done")
+    return {{"by": "held"}}
+"""
+
+
+def held_worker(tmp_path: Path, name: str, url: str) -> WorkerProcess:
+    """An ``orchy worker`` process whose action holds its task until ``tmp_path/release``
+    exists, then writes ``tmp_path/effect``. Alive, it keeps the lease with heartbeats."""
+    source = HELD_WORKER.format(
+        name=name,
+        retry=RETRY_AFTER_SECONDS,
+        lease=LEASE_SECONDS,
+        entered=str(tmp_path / "entered"),
+        release=str(tmp_path / "release"),
+        effect=str(tmp_path / "effect"),
+    )
+    return WorkerProcess(
+        tmp_path,
+        source,
+        url,
+        ORCHY_WORKER_HEARTBEAT_SECONDS="0.2",
+        ORCHY_WORKER_POLL_WAIT_SECONDS="1",
+        ORCHY_WORKER_HTTP_BACKOFF_SECONDS="0.05",
+    )
+
+
+async def held_by_process(api: Api, name: str, tmp_path: Path) -> str:
+    """Starts a run of ``name``; waits until the worker process holds its task."""
+    flow_id = await api.start(name)
+    entered = tmp_path / "entered"
+
+    async def holding() -> bool:
+        return entered.exists() and entered.read_text() == flow_id
+
+    await wait_until(holding, what="the worker process to take the task")
+    return flow_id
+
+
+def healthy_worker(url: str, settings: Settings, name: str, effects: list[str]) -> Worker:
+    worker = new_worker(url, settings)
+
+    @worker.action(
+        name,
+        retry_count=3,
+        retry_after_seconds=RETRY_AFTER_SECONDS,
+        retry_policy="FIXED",
+        timeout_seconds=LEASE_SECONDS,
+    )
+    def work(input: JSONObject) -> JSONObject:
+        effects.append(str(input["flow"]))
+        return {"by": "healthy"}
+
+    return worker
+
+
 async def test_a_stalled_worker_loses_the_lease_and_its_late_result_is_refused(
     api: Api,
     http: httpx.AsyncClient,
-    server: ServerThread,
+    tapped: TappedServer,
     worker_settings: Settings,
     wire: Wire,
+    tmp_path: Path,
 ) -> None:
-    """A worker whose action blocks past ``timeout_seconds`` (and sends no heartbeat in
-    time): a healthy worker completes attempt 2, and the stalled one's result gets 409."""
+    """A worker process frozen (SIGSTOP) with the task in hand sends no heartbeat: a healthy
+    worker completes attempt 2; thawed, the stalled one finishes and its result gets 409."""
     name = unique("it-stall")
-    options: dict[str, Any] = {
-        "retry_count": 3,
-        "retry_after_seconds": RETRY_AFTER_SECONDS,
-        "retry_policy": "FIXED",
-        "timeout_seconds": LEASE_SECONDS,
-    }
-    entered, release = asyncio.Event(), asyncio.Event()
+    await api.register(workflow(name, user(1, name, flow="{$.flow.id}")))
+    stalled = held_worker(tmp_path, name, tapped.url)
     effects: list[str] = []
-    stalled = new_worker(server, worker_settings)
-    healthy = new_worker(server, worker_settings)
-    wire.heartbeats_lost.add(stalled.worker_id)
-
-    @stalled.action(name, **options)
-    async def stall(input: JSONObject) -> JSONObject:
-        entered.set()
-        await release.wait()
-        effects.append("stalled")
-        return {"by": "stalled"}
-
-    @healthy.action(name, **options)
-    async def work(input: JSONObject) -> JSONObject:
-        effects.append("healthy")
-        return {"by": "healthy"}
-
-    await api.register(workflow(name, user(1, name)))
-    async with running(stalled):
-        flow_id = await api.start(name)
-        await wait_until(is_set(entered), what="the stalled worker to take the task")
+    healthy = healthy_worker(tapped.url, worker_settings, name, effects)
+    await stalled.start()
+    try:
+        flow_id = await held_by_process(api, name, tmp_path)
+        stalled.send(signal.SIGSTOP)
         async with running(healthy):
             flow = await api.wait_status(flow_id, "COMPLETED")
-        release.set()
+        (tmp_path / "release").touch()
+        stalled.send(signal.SIGCONT)
+        [(_, stalled_id), (_, healthy_id)] = await deliveries(http, flow_id)
+        [late] = [t for t in wire.leased(stalled_id) if t["flowId"] == flow_id]
         await wait_until(
-            lambda: _answered(wire, "complete", stalled.worker_id),
+            holds(lambda: bool(wire.result_answers(late["taskId"]))),
             what="the stalled worker's late result",
         )
+        await stalled.wait_said("complete answered 409")
+        stalled.send(signal.SIGTERM)
+        assert await stalled.exit_code() == 0, stalled.output
+    finally:
+        await stalled.close()
 
     assert flow["actions"]["1"]["attempts"] == 2
     assert flow["actions"]["1"]["output"] == {"by": "healthy"}
-    assert await deliveries(http, flow_id) == [(1, stalled.worker_id), (2, healthy.worker_id)]
-    late = _task_of(wire, stalled.worker_id)
-    assert late.attempt == 1
-    [reply] = wire.answers("complete", late.task_id)
-    assert (reply.status, reply.http_status) == (ReplyStatus.STALE, 409)
-    [on_time] = wire.answers("complete", _task_of(wire, healthy.worker_id).task_id)
-    assert on_time.ok
-    assert sorted(effects) == ["healthy", "stalled"]  # both ran; only one result applied
+    assert healthy_id == healthy.worker_id
+    assert await retried_because(http, flow_id) == [LEASE_EXPIRED]
+    assert late["attempt"] == 1
+    [reply] = wire.result_answers(late["taskId"])
+    assert (reply.verb, reply.status, reply.sent) == ("complete", 409, {"output": {"by": "held"}})
+    [on_time] = [t for t in wire.leased(healthy.worker_id) if t["flowId"] == flow_id]
+    assert [a.status for a in wire.result_answers(on_time["taskId"])] == [200]
+    # Both ran; only one result applied.
+    assert effects == [flow_id]
+    assert (tmp_path / "effect").read_text() == "done"
     assert (await api.flow(flow_id))["actions"]["1"]["output"] == {"by": "healthy"}
-
-
-def _task_of(wire: Wire, worker_id: str) -> Task:
-    [task] = [task for leased_by, task in wire.leased if leased_by == worker_id]
-    return task
-
-
-async def _answered(wire: Wire, verb: str, worker_id: str) -> bool:
-    tasks = {task.task_id for leased_by, task in wire.leased if leased_by == worker_id}
-    return any(seen_verb == verb and task_id in tasks for seen_verb, task_id, _ in wire.replies)
 
 
 async def test_heartbeats_keep_a_long_action_at_its_first_attempt(
     api: Api,
     http: httpx.AsyncClient,
-    server: ServerThread,
+    tapped: TappedServer,
     worker_settings: Settings,
     wire: Wire,
 ) -> None:
-    """The action runs 3x its ``timeout_seconds``; heartbeats every 0.1 s keep the lease.
-    With concurrency 2 a redelivery would reach this same worker and show as attempt 2."""
+    """The action outlives its lease twice over; heartbeats keep the lease. With
+    concurrency 2 a redelivery would reach this same worker and show as attempt 2."""
     name = unique("it-heartbeat")
-    invocations: list[float] = []
-    worker = new_worker(server, worker_settings, concurrency=2)
+    invocations: list[JSONObject] = []
+    release = asyncio.Event()
+    worker = new_worker(tapped.url, worker_settings, concurrency=2)
 
     @worker.action(
         name,
@@ -419,22 +407,32 @@ async def test_heartbeats_keep_a_long_action_at_its_first_attempt(
         timeout_seconds=LEASE_SECONDS,
     )
     async def long_job(input: JSONObject) -> JSONObject:
-        invocations.append(time.monotonic())
-        await asyncio.sleep(3 * LEASE_SECONDS)  # the work itself, not a wait for the test
+        invocations.append(input)
+        await release.wait()
         return {"done": True}
 
     await api.register(workflow(name, user(1, name)))
     async with running(worker):
         flow_id = await api.start(name)
+        await wait_until(holds(lambda: bool(invocations)), what="the task in hand")
+        [task] = wire.leased(worker.worker_id)
+        leased_by = time.monotonic()
+
+        async def past_two_leases() -> bool:
+            beats = [e for e in wire.heartbeats(task["taskId"]) if e.status == 200]
+            return bool(beats) and beats[-1].at - leased_by > 2 * LEASE_SECONDS
+
+        await wait_until(past_two_leases, what="heartbeats for two leases")
+        release.set()
         flow = await api.wait_status(flow_id, "COMPLETED")
 
     assert flow["actions"]["1"]["attempts"] == 1
     assert flow["actions"]["1"]["output"] == {"done": True}
     assert len(invocations) == 1
     assert await deliveries(http, flow_id) == [(1, worker.worker_id)]
-    beats = wire.answers("heartbeat")
+    beats = wire.heartbeats(task["taskId"])
     assert len(beats) >= 3
-    assert all(reply.ok for reply in beats)
+    assert all(e.status == 200 for e in beats)
 
 
 # -- concurrency ----------------------------------------------------------------------------
@@ -443,7 +441,7 @@ async def test_heartbeats_keep_a_long_action_at_its_first_attempt(
 async def test_concurrency_bounds_the_tasks_in_hand(
     api: Api,
     http: httpx.AsyncClient,
-    server: ServerThread,
+    tapped: TappedServer,
     worker_settings: Settings,
     wire: Wire,
 ) -> None:
@@ -453,7 +451,7 @@ async def test_concurrency_bounds_the_tasks_in_hand(
     gate = threading.Event()
     in_hand = 0
     most_in_hand = 0
-    worker = new_worker(server, worker_settings, concurrency=concurrency)
+    worker = new_worker(tapped.url, worker_settings, concurrency=concurrency)
 
     @worker.action(name, timeout_seconds=10.0)
     def gated(input: JSONObject) -> JSONObject:  # runs in the worker's thread pool
@@ -462,7 +460,7 @@ async def test_concurrency_bounds_the_tasks_in_hand(
             in_hand += 1
             most_in_hand = max(most_in_hand, in_hand)
         try:
-            if not gate.wait(STOP_SECONDS):
+            if not gate.wait(30):
                 raise RuntimeError("the test never opened the gate")
             return {"n": input["n"]}
         finally:
@@ -476,18 +474,15 @@ async def test_concurrency_bounds_the_tasks_in_hand(
         return [(await api.flow(f))["actions"]["1"]["status"] for f in flow_ids]
 
     async with running(worker):
-
-        async def full() -> bool:
-            return in_hand == concurrency
-
         try:
-            await wait_until(full, what=f"{concurrency} tasks in hand")
+            await wait_until(holds(lambda: in_hand == concurrency), what="the slots full")
             # Full: the worker has no poll out, so it cannot lease more until a slot frees.
             await wait_until(
-                lambda: _no_poll_in_flight(wire), what="the worker to stop polling when full"
+                holds(lambda: wire.polls_in_flight(worker.worker_id) == 0),
+                what="the worker to stop polling when full",
             )
             assert sorted(await statuses()) == ["QUEUED"] * 4 + ["RUNNING"] * 4
-            assert len(wire.leased) == concurrency
+            assert len(wire.leased(worker.worker_id)) == concurrency
         finally:
             gate.set()
         flows = await wait_all(api, flow_ids, "COMPLETED")
@@ -495,32 +490,31 @@ async def test_concurrency_bounds_the_tasks_in_hand(
     assert most_in_hand == concurrency
     assert [flow["actions"]["1"]["output"] for flow in flows] == [{"n": n} for n in range(runs)]
     assert all(flow["actions"]["1"]["attempts"] == 1 for flow in flows)
-    assert len(wire.leased) == runs
-    assert all(1 <= most <= concurrency for _, most in wire.polls)
-
-
-async def _no_poll_in_flight(wire: Wire) -> bool:
-    return wire.polls_in_flight == 0
+    assert len(wire.leased(worker.worker_id)) == runs
+    assert all(1 <= e.request["max"] <= concurrency for e in wire.polls(worker.worker_id))
 
 
 # -- shutdown -------------------------------------------------------------------------------
 
 
 async def test_stopping_lets_the_task_in_hand_finish_and_report(
-    api: Api, http: httpx.AsyncClient, server: ServerThread, worker_settings: Settings
+    api: Api,
+    tapped: TappedServer,
+    worker_settings: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The task is still running when the stop comes, and only finishes once the worker is
+    draining; its result reaches the server before ``run`` returns."""
+    watch_worker_log(caplog)
     name = unique("it-drain")
     stop = asyncio.Event()
-    entered = asyncio.Event()
-    finished: list[float] = []
-    worker = new_worker(server, worker_settings, concurrency=2)
+    entered, gate = asyncio.Event(), asyncio.Event()
+    worker = new_worker(tapped.url, worker_settings, concurrency=2)
 
     @worker.action(name, timeout_seconds=10.0)
     async def finishing(input: JSONObject) -> JSONObject:
         entered.set()
-        await stop.wait()  # still working when the stop comes
-        await asyncio.sleep(0.3)
-        finished.append(time.monotonic())
+        await gate.wait()
         return {"finished": True}
 
     await api.register(workflow(name, user(1, name)))
@@ -528,16 +522,16 @@ async def test_stopping_lets_the_task_in_hand_finish_and_report(
     try:
         flow_id = await api.start(name)
         await wait_until(is_set(entered), what="the task to be in hand")
-        stopped_at = time.monotonic()
         stop.set()
-        await asyncio.wait_for(asyncio.shield(job), STOP_SECONDS)
+        await wait_until(
+            holds(lambda: logged(caplog, "stopping: waiting up to") == 1), what="the drain"
+        )
+        gate.set()
+        await finish(job, worker)
     finally:
         stop.set()
-        if not job.done():
-            job.cancel()
+        gate.set()
         await asyncio.gather(job, return_exceptions=True)
-    assert job.exception() is None
-    assert finished and finished[0] >= stopped_at
     # The result was reported before run() returned.
     flow = await api.flow(flow_id)
     assert flow["status"] == "COMPLETED"
@@ -545,93 +539,86 @@ async def test_stopping_lets_the_task_in_hand_finish_and_report(
     assert flow["actions"]["1"]["output"] == {"finished": True}
 
 
-KILLED_WORKER = """\
-import pathlib
-import threading
-
-from app.worker import Worker
-
-worker = Worker()
-
-
-@worker.action({name!r}, retry_count=3, retry_after_seconds={retry}, retry_policy="FIXED",
-               timeout_seconds={lease})
-def hold(input):
-    pathlib.Path({marker!r}).write_text(input["flow"])
-    threading.Event().wait()  # holds the task until the process is killed
-"""
-
-
 async def test_a_worker_killed_hard_gets_its_task_redelivered_to_another(
     api: Api,
     http: httpx.AsyncClient,
-    server: ServerThread,
+    tapped: TappedServer,
     worker_settings: Settings,
     tmp_path: Path,
 ) -> None:
     name = unique("it-kill")
-    lease = 1.0
-    marker = tmp_path / "holding"
-    source = tmp_path / "killed_worker.py"
-    source.write_text(
-        KILLED_WORKER.format(name=name, retry=RETRY_AFTER_SECONDS, lease=lease, marker=str(marker))
-    )
     await api.register(workflow(name, user(1, name, flow="{$.flow.id}")))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.cli",
-        "worker",
-        str(source),
-        "--server",
-        server.url,
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            # Alive, it keeps the lease with heartbeats; killed, it stops sending them.
-            "ORCHY_WORKER_HEARTBEAT_SECONDS": "0.2",
-            "ORCHY_WORKER_POLL_WAIT_SECONDS": "1",
-        },
-    )
+    killed = held_worker(tmp_path, name, tapped.url)
+    await killed.start()
     try:
-        flow_id = await api.start(name)
-
-        async def holding() -> bool:
-            return marker.exists() and marker.read_text() == flow_id
-
-        await wait_until(holding, what="the subprocess worker to take the task")
-        process.send_signal(signal.SIGKILL)
-        assert await asyncio.wait_for(process.wait(), STOP_SECONDS) == -signal.SIGKILL
+        flow_id = await held_by_process(api, name, tmp_path)
+        killed.send(signal.SIGKILL)
+        assert await killed.exit_code() == -signal.SIGKILL
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await killed.close()
 
-    invocations: list[JSONObject] = []
-    healthy = new_worker(server, worker_settings)
-
-    @healthy.action(
-        name,
-        retry_count=3,
-        retry_after_seconds=RETRY_AFTER_SECONDS,
-        retry_policy="FIXED",
-        timeout_seconds=lease,
-    )
-    def finish(input: JSONObject) -> JSONObject:
-        invocations.append(input)
-        return {"by": "healthy"}
-
+    effects: list[str] = []
+    healthy = healthy_worker(tapped.url, worker_settings, name, effects)
     async with running(healthy):
         flow = await api.wait_status(flow_id, "COMPLETED")
 
     assert flow["actions"]["1"]["attempts"] == 2
     assert flow["actions"]["1"]["output"] == {"by": "healthy"}
-    assert invocations == [{"flow": flow_id}]
+    assert effects == [flow_id]
+    assert not (tmp_path / "effect").exists()
     [(first, killed_id), (second, healthy_id)] = await deliveries(http, flow_id)
     assert (first, second) == (1, 2)
-    assert f"-{process.pid}-" in killed_id
+    assert f"-{killed.pid}-" in killed_id
     assert healthy_id == healthy.worker_id
+    assert await retried_because(http, flow_id) == [LEASE_EXPIRED]
+
+
+async def test_a_server_restart_under_the_worker_loses_nothing(
+    api: Api,
+    http: httpx.AsyncClient,
+    redis_url: str,
+    worker_settings: Settings,
+    tmp_path: Path,
+    server_processes: Processes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker's server (an ``orchy serve`` process) is stopped with step 1 in hand: the
+    result cannot be delivered and is tried again, the polls of the free slot fail and are
+    sent again, and once the server is back on its port the result lands (attempt 1) and the
+    run finishes."""
+    watch_worker_log(caplog)
+    name = unique("it-restart")
+    server = server_processes.server(clean_env(REDIS_URL=redis_url), tmp_path / "server.log")
+    await server.start()
+    entered, gate = asyncio.Event(), asyncio.Event()
+    worker = new_worker(
+        server.url, fast_worker(worker_settings, worker_http_retries=10), concurrency=2
+    )
+
+    @worker.action(name, timeout_seconds=30.0)
+    async def step(input: JSONObject) -> JSONObject:
+        if input["step"] == 1:
+            entered.set()
+            await gate.wait()
+        return {"step": input["step"]}
+
+    await api.register(
+        workflow(name, user(1, name, {"default": [2]}, step=1), user(2, name, step=2))
+    )
+    flow_id = await api.start(name)
+    async with running(worker):
+        await wait_until(is_set(entered), what="step 1 in hand")
+        await server.terminate()
+        gate.set()
+        await server.start()
+        flow = await api.wait_status(flow_id, "COMPLETED")
+
+    assert [flow["actions"][a]["output"] for a in ("1", "2")] == [{"step": 1}, {"step": 2}]
+    assert [flow["actions"][a]["attempts"] for a in ("1", "2")] == [1, 1]
+    assert await deliveries(http, flow_id) == [(1, worker.worker_id), (1, worker.worker_id)]
+    assert await retried_because(http, flow_id) == []
+    assert logged(caplog, "POST /tasks/results failed") >= 1
+    assert logged(caplog, "poll failed") >= 1
 
 
 # -- the examples in workflows/ -------------------------------------------------------------
@@ -709,7 +696,7 @@ async def test_failure_edge_example_takes_the_error_branch_when_declined(
 async def test_effects_happen_exactly_once_with_two_concurrent_workers(
     api: Api,
     http: httpx.AsyncClient,
-    server: ServerThread,
+    tapped: TappedServer,
     worker_settings: Settings,
     wire: Wire,
 ) -> None:
@@ -718,7 +705,7 @@ async def test_effects_happen_exactly_once_with_two_concurrent_workers(
     runs = 50
     lock = threading.Lock()
     effects: list[tuple[str, int, str]] = []  # (flow id, action id, token)
-    workers = [new_worker(server, worker_settings, concurrency=4) for _ in range(2)]
+    workers = [new_worker(tapped.url, worker_settings, concurrency=4) for _ in range(2)]
 
     def effect(flow_id: str, action_id: int) -> JSONObject:
         token = uuid.uuid4().hex
@@ -756,13 +743,14 @@ async def test_effects_happen_exactly_once_with_two_concurrent_workers(
             assert action["attempts"] == 1
             assert action["output"] == {"token": tokens[(flow["id"], action_id)]}
     # Every task id was leased once, and completed once, with the server's OK.
-    leased_ids = [task.task_id for _, task in wire.leased]
+    leased = [task for worker in workers for task in wire.leased(worker.worker_id)]
+    leased_ids = [task["taskId"] for task in leased]
     assert len(leased_ids) == len(set(leased_ids)) == 2 * runs
-    completed = [(task_id, reply) for verb, task_id, reply in wire.replies if verb == "complete"]
-    assert sorted(task_id for task_id, _ in completed) == sorted(leased_ids)
-    assert all(reply.ok for _, reply in completed)
-    assert not wire.answers("fail")
-    by_action = {(task.flow_id, task.action_id) for _, task in wire.leased}
+    answers = wire.result_answers()
+    assert sorted(a.task_id for a in answers if a.verb == "complete") == sorted(leased_ids)
+    assert all(a.status == 200 and not a.held for a in answers)
+    assert all(a.verb == "complete" for a in answers)
+    by_action = {(task["flowId"], task["actionId"]) for task in leased}
     assert by_action == {(f, a) for f in flow_ids for a in (1, 2)}
     for flow_id in flow_ids:
         assert [attempt for attempt, _ in await deliveries(http, flow_id)] == [1, 1]

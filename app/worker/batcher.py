@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.jsontypes import JSONObject
-from app.worker.client import OrchyClient, Reply, Task, encode_json
+from app.worker.client import OrchyClient, Reply, ReplyStatus, Task, encode_json
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,7 @@ class ResultBatcher:
                 take_next = {"workerId": handoff.worker_id, "actions": handoff.actions}
                 take_next["max"] = len(batch)
             try:
-                replies, tasks = await self._client.results(
-                    [encoded for encoded, _ in batch], take_next
-                )
+                replies, tasks = await self._send([encoded for encoded, _ in batch], take_next)
             except BaseException as error:
                 for _, reply in batch:
                     if not reply.done():
@@ -72,3 +70,21 @@ class ResultBatcher:
             for (_, reply), answer in zip(batch, replies, strict=True):
                 if not reply.done():
                     reply.set_result(answer)
+
+    async def _send(
+        self, encoded: list[bytes], take_next: JSONObject | None
+    ) -> tuple[list[Reply], list[Task]]:
+        replies, tasks = await self._client.results(encoded, take_next)
+        if len(encoded) == 1 or not all(r.status is ReplyStatus.REJECTED for r in replies):
+            return replies, tasks
+        # A request refused whole (its body checks stop at one result, an integer beyond 64
+        # bits or nesting too deep; or the results together are over the batch limit) says
+        # nothing of each result: each alone gets its own answer, so one refused output does
+        # not fail the tasks it was sent with.
+        one_slot = None if take_next is None else {**take_next, "max": 1}
+        replies, tasks = [], []
+        for result in encoded:
+            reply, leased = await self._client.results([result], one_slot)
+            replies += reply
+            tasks += leased
+        return replies, tasks
