@@ -32,9 +32,10 @@ from app.definition import DefinitionError
 from app.engine.params import PathError, compile_path, resolve
 from app.engine.validate import parse_workflow
 from app.settings import Settings, get_settings
-from tests.conftest import Api, ServerThread, unique, wait_until
-from tests.test_engine_http import system, user, workflow
-from tests.test_faults import Processes, ServerProcess, api_of, clean_env
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.http import Api, ServerThread, api_of
+from tests.helpers.processes import Processes, ServerProcess, clean_env
+from tests.helpers.waiting import unique, wait_until
 
 # jsonpath-ng warns when it parses `&` and `|`, which the fuzzers write on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:The .* operator is deprecated:DeprecationWarning")

@@ -23,7 +23,7 @@ from app.store.embedded import (
     EmbeddedRedis,
     allocator_preload,
 )
-from tests.test_faults import pid_alive as process_alive
+from tests.helpers.processes import pid_alive
 
 START_SECONDS = 10.0
 SYSTEM_JEMALLOC = ctypes.util.find_library(JEMALLOC)
@@ -125,7 +125,7 @@ def test_the_redis_a_crashed_owner_left_is_adopted_and_stopped(tmp_path: Path) -
     )
     assert crashed.returncode == 1, crashed.stderr
     left = int(crashed.stdout)
-    assert process_alive(left)
+    assert pid_alive(left)
 
     server = EmbeddedRedis(tmp_path, ALLOCATOR_LIBC)
     try:
@@ -136,7 +136,7 @@ def test_the_redis_a_crashed_owner_left_is_adopted_and_stopped(tmp_path: Path) -
         assert client.get("written") == b"before the crash"
     finally:
         server.stop()
-    assert not process_alive(left)
+    assert not pid_alive(left)
 
 
 def test_a_stale_pid_file_naming_another_process_is_never_adopted_nor_stopped(
@@ -150,4 +150,4 @@ def test_a_stale_pid_file_naming_another_process_is_never_adopted_nor_stopped(
         assert server.pid != os.getpid()
     finally:
         server.stop()
-    assert process_alive(os.getpid())
+    assert pid_alive(os.getpid())

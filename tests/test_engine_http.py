@@ -8,35 +8,9 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Api, ServerThread, unique, wait_until
-
-
-def user(
-    action_id: int, name: str, nxt: dict[str, list[int]] | None = None, **params: Any
-) -> dict[str, Any]:
-    action: dict[str, Any] = {"id": action_id, "type": "user", "name": name, "parameters": params}
-    if nxt:
-        action["next"] = nxt
-    return action
-
-
-def system(
-    action_id: int, name: str, nxt: dict[str, list[int]] | None = None, **fields: Any
-) -> dict[str, Any]:
-    action: dict[str, Any] = {"id": action_id, "type": "system", "name": name, **fields}
-    if nxt:
-        action["next"] = nxt
-    return action
-
-
-def workflow(name: str, *actions: dict[str, Any], root: int = 1, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "rootAction": root, "actions": list(actions), **extra}
-
-
-async def set_action(http: httpx.AsyncClient, name: str, **settings: Any) -> None:
-    response = await http.post("/metadata/action", json={"name": name, **settings})
-    assert response.status_code == 200, response.text
-
+from tests.helpers.definitions import set_action, system, user, workflow
+from tests.helpers.http import Api, ServerThread
+from tests.helpers.waiting import unique, wait_until
 
 # -- switch ---------------------------------------------------------------------------
 

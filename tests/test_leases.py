@@ -6,8 +6,9 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from tests.conftest import Api, unique
-from tests.test_engine_http import user, workflow
+from tests.helpers.definitions import user, workflow
+from tests.helpers.http import Api
+from tests.helpers.waiting import unique
 
 
 async def two_step_run(api: Api) -> tuple[str, str, str, dict[str, Any]]:

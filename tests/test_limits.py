@@ -17,8 +17,9 @@ import pytest_asyncio
 
 from app.engine.ids import IDEMPOTENCY_NAMESPACE
 from app.settings import Settings
-from tests.conftest import Api, ServerThread, serving, unique
-from tests.test_engine_http import system, user, workflow
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.http import Api, ServerThread, serving
+from tests.helpers.waiting import unique
 
 LIMITS: dict[str, Any] = {
     "max_definition_bytes": 4000,

@@ -1,22 +1,20 @@
 """start.lua: creating a run and applying the planned ops (user, done, failed, note,
 sleep, wait, join), settling and retention.
 
-Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+Each test runs on a private key prefix; see tests/helpers/lua.py for the harness.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from redis.exceptions import ResponseError
 
-from app.store.store import Outcome, RunStart, Store
-from tests.test_lua_scripts import (
+from app.store.store import Outcome, RunStart
+from tests.helpers.lua import (
     RETENTION,
     Lua,
     done,
@@ -27,25 +25,12 @@ from tests.test_lua_scripts import (
     member,
     messages,
     note,
-    notify_subscription,
-    private_lua,
     queue_entry,
     sleep,
     user,
     user_with_poll_timeout,
     wait,
 )
-
-
-@pytest.fixture
-def lua(store: Store) -> Lua:
-    return private_lua(store)
-
-
-@pytest_asyncio.fixture
-async def pubsub(lua: Lua, redis_url: str) -> AsyncIterator[Any]:
-    async with notify_subscription(lua, redis_url) as channel:
-        yield channel
 
 
 async def test_start_creates_run_indexes_history_and_queued_task(lua: Lua) -> None:

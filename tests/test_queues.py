@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Api, ServerThread, unique, wait_until
-from tests.test_cli import orchy
-from tests.test_engine_http import set_action, user, workflow
+from tests.helpers.cli import orchy
+from tests.helpers.definitions import set_action, user, workflow
+from tests.helpers.http import Api, ServerThread
+from tests.helpers.waiting import unique, wait_until
 
 
 async def queues(http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:

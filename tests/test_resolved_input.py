@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from app.settings import get_settings
-from tests.conftest import Api, unique, wait_until
-from tests.test_engine_http import system, user, workflow
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.http import Api
+from tests.helpers.waiting import unique, wait_until
 
 
 async def test_each_kind_of_action_shows_the_input_it_received(api: Api) -> None:

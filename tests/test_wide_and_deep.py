@@ -11,7 +11,8 @@ import pytest
 
 from app.settings import Settings
 from app.store import Store
-from tests.conftest import Api, ServerThread, unique, wait_until
+from tests.helpers.http import Api, ServerThread
+from tests.helpers.waiting import unique, wait_until
 
 FAN_OUT = 10_000
 """The widest ``next`` list the README promises to start in one transition."""

@@ -17,8 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
 from app.store.coalesce import Coalescer
-from tests.conftest import Api, ServerThread, serving, unique, wait_until
-from tests.test_engine_http import user, workflow
+from tests.helpers.definitions import user, workflow
+from tests.helpers.http import Api, ServerThread, serving
+from tests.helpers.waiting import unique, wait_until
 
 WORKER_ROUTES = [
     "/tasks/poll",
