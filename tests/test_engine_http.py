@@ -36,7 +36,9 @@ async def test_switch_takes_matching_then_default_branch(api: Api) -> None:
 async def test_switch_without_match_or_default_fails_naming_value(api: Api) -> None:
     name = unique("switch-nomatch")
     await api.register(
-        workflow(name, system(1, "switch", {"MALE": [2]}, expression="{$.input.g}"), user(2, "x"))
+        workflow(
+            name, system(1, "switch", {"MALE": [2]}, expression="{$.input.g}"), user(2, f"{name}-x")
+        )
     )
     flow_id = await api.start(name, {"g": "OTHER"})
     flow = await api.wait_status(flow_id, "FAILED")
@@ -462,10 +464,11 @@ async def test_bad_input_gets_clear_4xx(http: httpx.AsyncClient) -> None:
 
 
 async def test_form_encoded_curl_body_is_read_as_json(http: httpx.AsyncClient) -> None:
-    body = b'{"name": "%s", "rootAction": 1, "actions": [{"id": 1, "type": "user", "name": "a"}]}'
+    name = unique("curl")
+    body = b'{"name": "%s", "rootAction": 1, "actions": [{"id": 1, "type": "user", "name": "%s"}]}'
     response = await http.post(
         "/metadata/workflow",
-        content=body % unique("curl").encode(),
+        content=body % (name.encode(), f"{name}-a".encode()),
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 200, response.text
