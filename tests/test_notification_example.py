@@ -35,7 +35,7 @@ async def test_notification_example_all_three_branches(
 
     async def waiting_for_open(flow_id: str) -> bool:
         actions: dict[str, Any] = (await api.flow(flow_id))["actions"]
-        return actions.get("7", {}).get("status") == "WAITING"
+        return bool(actions.get("7", {}).get("status") == "WAITING")
 
     await wait_until(lambda: waiting_for_open(female_open), what="the FEMALE run to wait")
     sent = await http.post(f"/flow/{female_open}/events/open", json={"opened": True})

@@ -90,7 +90,7 @@ async def test_the_view_shows_the_latest_execution_of_an_action(api: Api) -> Non
             assert first["actions"]["4"]["input"] == {"v": None}
 
     async def run_twice() -> bool:
-        return (await api.flow(flow_id))["actions"]["4"]["input"] == {"v": "late"}
+        return bool((await api.flow(flow_id))["actions"]["4"]["input"] == {"v": "late"})
 
     await wait_until(run_twice, what="the second execution of action 4")
     inputs = [task["input"] for task in await api.poll([queues[4]], most=2)]

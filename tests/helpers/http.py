@@ -100,7 +100,7 @@ class Api:
         self, flow_id: str, status: str, timeout: float = DEFAULT_WAIT_SECONDS
     ) -> dict[str, Any]:
         async def reached() -> bool:
-            return (await self.flow(flow_id))["status"] == status
+            return bool((await self.flow(flow_id))["status"] == status)
 
         await wait_until(reached, timeout, what=f"flow {flow_id} to be {status}")
         return await self.flow(flow_id)
