@@ -32,7 +32,7 @@ from app.engine.params import PathError, compile_path, resolve
 from app.engine.validate import parse_workflow
 from app.settings import Settings, get_settings
 from tests.helpers.definitions import system, user, workflow
-from tests.helpers.http import Api, ServerThread, api_of
+from tests.helpers.http import Api, ServerThread, api_of, serving
 from tests.helpers.processes import Processes, ServerProcess, clean_env
 from tests.helpers.waiting import unique, wait_until
 
@@ -62,14 +62,10 @@ class KnownIds:
 
 @pytest.fixture(scope="module")
 def fuzz_server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
-    thread = ServerThread(
+    with serving(
         settings.model_copy(update={"poll_max_wait_seconds": FUZZ_POLL_MAX_WAIT_SECONDS})
-    )
-    thread.start()
-    try:
+    ) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 @pytest.fixture(scope="module")
