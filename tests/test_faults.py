@@ -64,11 +64,7 @@ async def poll_all(api: Api, action: str, count: int, timeout: float) -> list[di
 
 
 async def flow_and_history(api: Api, flow_id: str) -> tuple[dict[str, Any], list[Any]]:
-    flow = await api.flow(flow_id)
-    response = await api.http.get(f"/flow/{flow_id}/history")
-    assert response.status_code == 200, response.text
-    history: list[Any] = response.json()["history"]
-    return flow, history
+    return await api.flow(flow_id), await api.history(flow_id)
 
 
 # -- restarts of the server and its embedded Redis ----------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from app.settings import Settings
 from app.store import Store
-from tests.helpers.definitions import fan_out, switch_chain
+from tests.helpers.definitions import fan_out, set_action, switch_chain
 from tests.helpers.http import Api, ServerThread
 from tests.helpers.waiting import unique, wait_until
 
@@ -173,6 +173,7 @@ PRODUCERS = 4
 ROWS_PER_OUTPUT = 18_000
 """About 0.8 MB of JSON per output: under ORCHY_MAX_OUTPUT_BYTES, 3.2 MB in all."""
 HEALTH_ANSWERS = 20
+PLANNING_LEASE_SECONDS = 300.0
 """While the big run is planned, /health must answer this many times in a row. A server
 whose event loop runs the JSONPath answers only while it reads the run (2 to 4 times where
 this was written), against dozens of times with the JSONPath in a thread."""
@@ -202,6 +203,8 @@ async def test_health_answers_while_a_big_document_is_resolved(api: Api) -> None
         },
         {"id": PRODUCERS + 2, "type": "user", "name": consumer, "parameters": {"all": "{$..*}"}},
     ]
+    # Planning the consumer takes seconds on a loaded machine: the trigger's lease outlasts it.
+    await set_action(api.http, trigger, timeoutSeconds=PLANNING_LEASE_SECONDS)
     await api.register({"name": name, "rootAction": 1, "actions": actions})
     flow_id = await api.start(name)
     for index in range(1, PRODUCERS + 1):

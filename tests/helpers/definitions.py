@@ -49,14 +49,14 @@ def user_chain(name: str, queue: str, length: int) -> dict[str, Any]:
 
 
 def switch_chain(first: int, length: int) -> list[dict[str, Any]]:
-    """``length`` switches on ``$.input.way`` in a row from id ``first``; the last one leads
-    nowhere."""
+    """``length`` switches on ``$.input.way`` in a row from id ``first``; the last one's
+    default branch leads nowhere (without one, a switch fails)."""
     last = first + length - 1
     return [
         system(
             action_id,
             "switch",
-            {"default": [action_id + 1]} if action_id < last else None,
+            {"default": [action_id + 1] if action_id < last else []},
             expression="{$.input.way}",
         )
         for action_id in range(first, last + 1)
