@@ -107,7 +107,7 @@ async def test_start_existing_id_is_refused_and_changes_nothing(lua: Lua) -> Non
     history_before = await lua.history(flow)
 
     again = await lua.store.start_run(
-        flow, "wf", 3, '{"second":true}', "", "", [user(1, queue), sleep(2, 1000)]
+        flow, lua.new_name("wf"), 3, '{"second":true}', "", "", [user(1, queue), sleep(2, 1000)]
     )
 
     assert again is False
@@ -432,25 +432,25 @@ async def assert_no_run(lua: Lua, flow: str, name: str) -> None:
 
 
 async def test_start_with_a_queue_key_of_another_type_changes_nothing(lua: Lua) -> None:
-    good, broken = lua.new_name(), lua.new_name()
+    good, broken, name = lua.new_name(), lua.new_name(), lua.new_name("wf")
     flow = lua.new_flow()
     await lua.client.set(lua.queue_key(flow, broken), "not a list")
 
     with pytest.raises(ResponseError, match="holds a string, not a list"):
         await lua.store.start_run(
-            flow, "wf", 1, "{}", "", "", [sleep(1, 60_000), user(2, good), user(3, broken)]
+            flow, name, 1, "{}", "", "", [sleep(1, 60_000), user(2, good), user(3, broken)]
         )
 
-    await assert_no_run(lua, flow, "wf")
+    await assert_no_run(lua, flow, name)
     assert await lua.queue(flow, good) == []
     assert await lua.score(flow, member("fire", flow, 1, 1)) is None
     assert await lua.client.get(lua.queue_key(flow, broken)) == "not a list"
 
 
 async def test_start_that_fails_midway_leaves_no_run_behind(lua: Lua) -> None:
-    queue = lua.new_name()
+    queue, name = lua.new_name(), lua.new_name("wf")
     flow = lua.new_flow()
-    start = RunStart(flow, "wf", 1, "{}", "", "", [user(1, queue), sleep(2, 1000)])
+    start = RunStart(flow, name, 1, "{}", "", "", [user(1, queue), sleep(2, 1000)])
     keys, args = lua.store._start_call(start)
     # The sleep's number is not a number: the script fails after the run and its first task
     # were written, as any command failing midway would.
@@ -459,11 +459,11 @@ async def test_start_that_fails_midway_leaves_no_run_behind(lua: Lua) -> None:
     with pytest.raises(ResponseError, match="arithmetic"):
         await lua.store.scripts.start(keys=keys, args=args)
 
-    await assert_no_run(lua, flow, "wf")
+    await assert_no_run(lua, flow, name)
     # What it queued before the error points at a run that does not exist: a poll drops it.
     assert await lua.poll(flow, queue) == []
     assert await lua.queue(flow, queue) == []
     # The same start succeeds without the fault.
-    assert await lua.store.start_run(flow, "wf", 1, "{}", "", "", [user(1, queue)]) is True
+    assert await lua.store.start_run(flow, name, 1, "{}", "", "", [user(1, queue)]) is True
     leased = [task.task_id.rsplit(".", 1)[0] for task in await lua.poll(flow, queue)]
     assert leased == [queue_entry(flow, 1, 1)]

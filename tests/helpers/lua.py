@@ -112,10 +112,11 @@ class Lua:
         ops: Sequence[PlannedOp],
         flow: str | None = None,
         fail_reason: str = "",
-        name: str = "wf",
+        name: str | None = None,
         input_json: str = '{"in":1}',
     ) -> str:
         flow = flow or self.new_flow()
+        name = name or self.new_name("wf")
         created = await self.store.start_run(flow, name, 3, input_json, "", fail_reason, ops)
         assert created is True
         return flow
