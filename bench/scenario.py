@@ -3,7 +3,8 @@ private ``redis-server``, a private Redis Cluster, or any URL), HTTP workers spr
 all of them, a driver that starts runs and sends events, optional ``kill -9`` of a server,
 and the figures that prove the run: nothing lost, no task delivered twice, every timer once.
 
-Used by ``tests/test_scale.py`` (slow tests) and ``python -m bench.scale_out``.
+Used by ``python -m bench.scale_out``. (``tests/test_scale.py`` runs a scenario of its own,
+``tests/helpers/scale.py``, and checks its outcome itself.)
 
 The workflow of one scenario instance (names are unique per instance)::
 

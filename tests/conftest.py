@@ -1,4 +1,6 @@
-"""Shared fixtures: a real Redis (REDIS_URL, or the embedded one), a real uvicorn server.
+"""The fixtures: a real Redis (REDIS_URL, or the embedded one), a real uvicorn server, the
+child processes a test starts, the private Store of the Lua script tests. Everything else the
+tests share is in ``tests/helpers``.
 
 With ``REDIS_URL`` set the tests use that database and flush it once at the start, so give
 them a database number nobody else uses. Without it they start the embedded Redis in a
@@ -7,32 +9,30 @@ temporary folder. Tests name their workflows uniquely, so they never need a flus
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import threading
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 
-from app.api.app import create_app
 from app.settings import Settings
 from app.store import Store
 from app.store.connection import client_for_url
 from app.store.embedded import EmbeddedRedis
+from tests.helpers.http import Api, ServerThread, serving
+from tests.helpers.lua import Lua, notify_subscription, private_lua
+from tests.helpers.notification import notification_worker_process
+from tests.helpers.processes import Processes
+
+# Still imported from here by the worker test modules.
+from tests.helpers.waiting import unique, wait_until
+
+__all__ = ["Api", "ServerThread", "unique", "wait_until"]
 
 TEST_PARTITIONS = 4
-SERVER_START_SECONDS = 15.0
-DEFAULT_WAIT_SECONDS = 15.0
 
 
 @pytest.fixture(scope="session")
@@ -73,51 +73,6 @@ async def store(redis_client: Any, settings: Settings) -> Store:
     return Store(redis_client, settings.partitions, settings.retention_seconds)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ServerThread:
-    """A real uvicorn server running the app in its own thread and event loop."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(SERVER_START_SECONDS)
-
-
-@contextmanager
-def serving(settings: Settings, *middleware: Any) -> Iterator[ServerThread]:
-    """A real server with ``settings`` (and each of ``middleware`` added to its app), stopped
-    at the end of the block."""
-    thread = ServerThread(settings)
-    for layer in middleware:
-        thread.app.add_middleware(layer)
-    thread.start()
-    try:
-        yield thread
-    finally:
-        thread.stop()
-
-
 @pytest.fixture(scope="session")
 def server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
     with serving(settings) as thread:
@@ -130,83 +85,36 @@ async def http(server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]],
-    timeout: float = DEFAULT_WAIT_SECONDS,
-    step: float = 0.02,
-    what: str = "condition",
-) -> None:
-    """Waits for ``condition`` with a deadline; fails the test when it does not come."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(step)
-
-
-@dataclass
-class Api:
-    """Small helpers over the HTTP API for tests."""
-
-    http: httpx.AsyncClient
-
-    async def register(self, definition: dict[str, Any]) -> int:
-        response = await self.http.post("/metadata/workflow", json=definition)
-        assert response.status_code == 200, response.text
-        version: int = response.json()["version"]
-        return version
-
-    async def start(self, name: str, input_data: Any = None, **extra: Any) -> str:
-        body = {"name": name, "input": {} if input_data is None else input_data, **extra}
-        response = await self.http.post("/flow/execute", json=body)
-        assert response.status_code == 201, response.text
-        flow_id: str = response.json()["flowId"]
-        return flow_id
-
-    async def flow(self, flow_id: str) -> dict[str, Any]:
-        response = await self.http.get(f"/flow/{flow_id}")
-        assert response.status_code == 200, response.text
-        flow: dict[str, Any] = response.json()
-        return flow
-
-    async def wait_status(
-        self, flow_id: str, status: str, timeout: float = DEFAULT_WAIT_SECONDS
-    ) -> dict[str, Any]:
-        async def reached() -> bool:
-            return (await self.flow(flow_id))["status"] == status
-
-        await wait_until(reached, timeout, what=f"flow {flow_id} to be {status}")
-        return await self.flow(flow_id)
-
-    async def poll(
-        self, actions: list[str], most: int = 10, wait: float = 2.0, worker: str = "test"
-    ) -> list[dict[str, Any]]:
-        body = {"workerId": worker, "actions": actions, "max": most, "waitSeconds": wait}
-        response = await self.http.post("/tasks/poll", json=body)
-        assert response.status_code == 200, response.text
-        tasks: list[dict[str, Any]] = response.json()["tasks"]
-        return tasks
-
-    async def poll_one(self, action: str, wait: float = 5.0) -> dict[str, Any]:
-        tasks = await self.poll([action], most=1, wait=wait)
-        assert len(tasks) == 1, f"no task for {action}"
-        return tasks[0]
-
-    async def complete(self, task_id: str, output: dict[str, Any]) -> httpx.Response:
-        return await self.http.post(f"/tasks/{task_id}/complete", json={"output": output})
-
-    async def fail(self, task_id: str, error: str, retryable: bool = True) -> httpx.Response:
-        body = {"error": error, "retryable": retryable}
-        return await self.http.post(f"/tasks/{task_id}/fail", json=body)
-
-
 @pytest_asyncio.fixture
 async def api(http: httpx.AsyncClient) -> Api:
     return Api(http)
 
 
-SHARED = Path(__file__).resolve().parent.parent / "workflows"
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Server and Redis processes the test starts; killed at the end, whatever happened."""
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def lua(store: Store) -> Lua:
+    """The Lua script harness on a key prefix of the test's own."""
+    return private_lua(store)
+
+
+@pytest_asyncio.fixture
+async def pubsub(lua: Lua, redis_url: str) -> AsyncIterator[Any]:
+    """A subscription to the private notify channel of ``lua``."""
+    async with notify_subscription(lua, redis_url) as channel:
+        yield channel
+
+
+@pytest.fixture
+def notification_worker(server: ServerThread) -> Iterator[subprocess.Popen[bytes]]:
+    """The notification example's worker process against ``server``."""
+    with notification_worker_process(server.url) as process:
+        yield process

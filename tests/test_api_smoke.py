@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import Api, unique
+from tests.helpers.http import Api
+from tests.helpers.waiting import unique
 
 
 def chain(name: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -32,9 +31,10 @@ from app.definition import DefinitionError
 from app.engine.params import PathError, compile_path, resolve
 from app.engine.validate import parse_workflow
 from app.settings import Settings, get_settings
-from tests.conftest import Api, ServerThread, unique, wait_until
-from tests.test_engine_http import system, user, workflow
-from tests.test_faults import Processes, ServerProcess, api_of, clean_env
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.http import Api, ServerThread, api_of, serving
+from tests.helpers.processes import Processes, ServerProcess, clean_env
+from tests.helpers.waiting import unique, wait_until
 
 # jsonpath-ng warns when it parses `&` and `|`, which the fuzzers write on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:The .* operator is deprecated:DeprecationWarning")
@@ -62,14 +62,10 @@ class KnownIds:
 
 @pytest.fixture(scope="module")
 def fuzz_server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
-    thread = ServerThread(
+    with serving(
         settings.model_copy(update={"poll_max_wait_seconds": FUZZ_POLL_MAX_WAIT_SECONDS})
-    )
-    thread.start()
-    try:
+    ) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 @pytest.fixture(scope="module")
@@ -546,9 +542,6 @@ async def test_path_that_parses_but_cannot_be_evaluated_never_500s_nor_hangs(
 JS_GRACE_SECONDS = 3.0
 QUEUE_SLACK_FACTOR = 2
 LOOP_RUNS = 20
-HEALTH_BUDGET_SECONDS = 0.1
-HEALTH_SAMPLE_INTERVAL_SECONDS = 0.05
-HEALTH_SAMPLES_MIN = 10
 JS_ABUSE = {
     "infinite loop": ("while(true){}", "timed out"),
     "deep recursion": ("function f(n) { return f(n + 1) + 1 } f(0)", "Maximum call stack size"),
@@ -561,16 +554,13 @@ def javascript_workflow(name: str, script: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("script", "problem"), JS_ABUSE.values(), ids=JS_ABUSE.keys())
-async def test_abusive_script_fails_its_run_within_the_limit(
+async def test_abusive_script_fails_its_run_naming_the_problem(
     api: Api, script: str, problem: str
 ) -> None:
-    limit = get_settings().js_timeout_seconds
     name = unique("js-abuse")
     await api.register(javascript_workflow(name, script))
-    started = time.monotonic()
     flow_id = await api.start(name)
-    flow = await api.wait_status(flow_id, "FAILED", timeout=limit + JS_GRACE_SECONDS)
-    assert time.monotonic() - started < limit + JS_GRACE_SECONDS
+    flow = await api.wait_status(flow_id, "FAILED")
     assert problem in flow["reason"], flow["reason"]
     assert "action 1" in flow["reason"], flow["reason"]
     assert flow["actions"]["1"]["status"] == "FAILED"
@@ -582,10 +572,8 @@ async def test_twenty_infinite_loops_leave_the_server_responsive(
 ) -> None:
     """20 runs of ``while(true){}`` at once: each fails with a timeout (they queue for the
     ``js_threads`` script threads), a plain run started meanwhile completes, and /health
-    keeps answering: in under 100 ms as a rule (the median), and never as late as a script's
-    time limit (which would mean a script held the event loop). On the 2-core machine the
-    spinning scripts compete with the event loop for the CPU: single answers of 100-200 ms
-    happen, against about 10 ms when idle."""
+    keeps answering while the scripts run. How fast it answers meanwhile is measured by
+    ``python -m bench.health_under_load --scripts``."""
     limit = get_settings().js_timeout_seconds
     loop_name, plain_name = unique("js-loops"), unique("js-bystander")
     bystander = f"{plain_name}-task"
@@ -593,34 +581,26 @@ async def test_twenty_infinite_loops_leave_the_server_responsive(
     await api.register(workflow(plain_name, user(1, bystander)))
     # The scripts queue for the script threads, a limit each; twice that for a busy machine.
     queued_limits = math.ceil(LOOP_RUNS / settings.js_threads) * limit
-    budget = QUEUE_SLACK_FACTOR * queued_limits + JS_GRACE_SECONDS
-    started = time.monotonic()
+    deadline = QUEUE_SLACK_FACTOR * queued_limits + JS_GRACE_SECONDS
     loops = asyncio.gather(*(api.start(loop_name) for _ in range(LOOP_RUNS)))
-    latencies: list[float] = []
+    health_answers = 0
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=5) as probe:
-            assert (await probe.get("/health")).status_code == 200  # connected before timing
+        async with httpx.AsyncClient(base_url=server.url, timeout=deadline) as probe:
             plain = await api.start(plain_name)
             task = await api.poll_one(bystander)
             assert (await api.complete(task["taskId"], {"ok": True})).status_code == 200
             await api.wait_status(plain, "COMPLETED")
             assert not loops.done(), "the loops ended before the bystander: it proves nothing"
             while not loops.done():
-                sent = time.perf_counter()
                 response = await probe.get("/health")
-                latencies.append(time.perf_counter() - sent)
                 assert response.status_code == 200, response.text
-                await asyncio.sleep(HEALTH_SAMPLE_INTERVAL_SECONDS)
+                health_answers += 1
     finally:
-        await asyncio.wait([loops], timeout=budget)  # never leave the starts running
+        await asyncio.wait([loops], timeout=deadline)  # never leave the starts running
+    assert health_answers > 0
     for flow_id in loops.result():
-        flow = await api.wait_status(flow_id, "FAILED", timeout=budget)
+        flow = await api.wait_status(flow_id, "FAILED", timeout=deadline)
         assert "timed out" in flow["reason"], flow["reason"]
-    assert time.monotonic() - started < budget
-    assert len(latencies) >= HEALTH_SAMPLES_MIN, latencies
-    shown = ", ".join(f"{latency * 1000:.0f}" for latency in latencies)
-    assert statistics.median(latencies) < HEALTH_BUDGET_SECONDS, f"/health in ms: {shown}"
-    assert max(latencies) < limit, f"a script blocked the event loop; /health in ms: {shown}"
 
 
 # V8 cannot interrupt these inside one builtin call: in-process, the first aborted the whole
@@ -633,25 +613,16 @@ V8_UNSTOPPABLE = {
 UNSTOPPABLE_CLIENT_TIMEOUT_SECONDS = 120.0
 
 
-@pytest.fixture
-def own_processes() -> Iterator[Processes]:
-    started = Processes()
-    try:
-        yield started
-    finally:
-        started.close()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("script", V8_UNSTOPPABLE.values(), ids=V8_UNSTOPPABLE.keys())
 async def test_script_v8_cannot_interrupt_fails_in_time_and_server_survives(
-    tmp_path: Path, own_processes: Processes, script: str
+    tmp_path: Path, processes: Processes, script: str
 ) -> None:
     limit = get_settings().js_timeout_seconds
-    server: ServerProcess = own_processes.server(
+    server: ServerProcess = processes.server(
         clean_env(ORCHY_DATA_DIR=str(tmp_path / "data")), tmp_path / "server.log"
     )
-    own_processes.pidfiles.append(tmp_path / "data" / "redis.pid")
+    processes.pidfiles.append(tmp_path / "data" / "redis.pid")
     await server.start()
     name = unique("js-unstoppable")
     async with api_of(server.url) as api:

@@ -8,34 +8,15 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Api, ServerThread, unique, wait_until
+from tests.helpers.definitions import set_action, system, user, workflow
+from tests.helpers.http import Api, ServerThread
+from tests.helpers.waiting import unique, wait_until
 
-
-def user(
-    action_id: int, name: str, nxt: dict[str, list[int]] | None = None, **params: Any
-) -> dict[str, Any]:
-    action: dict[str, Any] = {"id": action_id, "type": "user", "name": name, "parameters": params}
-    if nxt:
-        action["next"] = nxt
-    return action
-
-
-def system(
-    action_id: int, name: str, nxt: dict[str, list[int]] | None = None, **fields: Any
-) -> dict[str, Any]:
-    action: dict[str, Any] = {"id": action_id, "type": "system", "name": name, **fields}
-    if nxt:
-        action["next"] = nxt
-    return action
-
-
-def workflow(name: str, *actions: dict[str, Any], root: int = 1, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "rootAction": root, "actions": list(actions), **extra}
-
-
-async def set_action(http: httpx.AsyncClient, name: str, **settings: Any) -> None:
-    response = await http.post("/metadata/action", json={"name": name, **settings})
-    assert response.status_code == 200, response.text
+HEARTBEAT_LEASE_SECONDS = 1.0
+HEARTBEAT_LEASES_KEPT = 3
+# The delay of the pause test falls due during the pause: far longer than the few requests
+# between the run's start and the pause.
+PAUSE_DELAY_SECONDS = 1.0
 
 
 # -- switch ---------------------------------------------------------------------------
@@ -62,7 +43,9 @@ async def test_switch_takes_matching_then_default_branch(api: Api) -> None:
 async def test_switch_without_match_or_default_fails_naming_value(api: Api) -> None:
     name = unique("switch-nomatch")
     await api.register(
-        workflow(name, system(1, "switch", {"MALE": [2]}, expression="{$.input.g}"), user(2, "x"))
+        workflow(
+            name, system(1, "switch", {"MALE": [2]}, expression="{$.input.g}"), user(2, f"{name}-x")
+        )
     )
     flow_id = await api.start(name, {"g": "OTHER"})
     flow = await api.wait_status(flow_id, "FAILED")
@@ -118,13 +101,20 @@ async def test_infinite_loop_fails_in_limit_and_server_keeps_answering(
 ) -> None:
     name = unique("js-loop")
     await api.register(workflow(name, system(1, "javascript", expression="while(true){}")))
-    flow_ids = [await api.start(name) for _ in range(3)]
-    started = time.monotonic()
-    health = await http.get("/health")
-    assert health.status_code == 200
-    assert time.monotonic() - started < 0.5
-    for flow_id in flow_ids:
-        flow = await api.wait_status(flow_id, "FAILED", timeout=10)
+    starts = asyncio.gather(*(api.start(name) for _ in range(3)))
+    answered = 0
+    try:
+        while not starts.done():
+            health = await http.get("/health")
+            assert health.status_code == 200, health.text
+            answered += 1
+    finally:
+        await asyncio.wait([starts])
+    # The starts plan the scripts, which loop until their time limit: /health answered
+    # while they ran.
+    assert answered > 0
+    for flow_id in starts.result():
+        flow = await api.wait_status(flow_id, "FAILED")
         assert "timed out" in flow["reason"]
 
 
@@ -351,17 +341,32 @@ async def test_lease_expiry_retries_and_late_result_gets_409(
 
 
 async def test_heartbeat_keeps_the_lease(api: Api, http: httpx.AsyncClient) -> None:
+    """Heartbeats ten times per lease keep the task for three leases' time: no second
+    attempt comes, and the result is taken."""
     name = unique("heartbeat")
     action = f"{name}-long"
-    await set_action(http, action, timeoutSeconds=0.4)
+    await set_action(
+        http, action, timeoutSeconds=HEARTBEAT_LEASE_SECONDS, retryCount=1, retryAfterSeconds=0
+    )
     await api.register(workflow(name, user(1, action)))
-    await api.start(name)
+    flow_id = await api.start(name)
     task = await api.poll_one(action)
-    for _ in range(4):
-        await asyncio.sleep(0.2)
+    kept_until = time.monotonic() + HEARTBEAT_LEASES_KEPT * HEARTBEAT_LEASE_SECONDS
+
+    async def beat_until_kept() -> bool:
         beat = await http.post(f"/tasks/{task['taskId']}/heartbeat")
         assert beat.status_code == 200, beat.text
+        return time.monotonic() > kept_until
+
+    await wait_until(
+        beat_until_kept,
+        step=HEARTBEAT_LEASE_SECONDS / 10,
+        what=f"{HEARTBEAT_LEASES_KEPT} leases' time of heartbeats",
+    )
+    assert await api.poll([action], wait=0) == []
     assert (await api.complete(task["taskId"], {})).status_code == 200
+    flow = await api.wait_status(flow_id, "COMPLETED")
+    assert flow["actions"]["1"]["attempts"] == 1
 
 
 async def test_unknown_task_is_404(api: Api) -> None:
@@ -409,7 +414,7 @@ async def test_pause_holds_completion_and_timer_until_resume(
             name,
             system(1, "switch", {"default": [2, 3]}, expression="go"),
             user(2, f"{name}-work", {"default": [4]}),
-            system(3, "delay", {"default": [5]}, delaySeconds=0.2),
+            system(3, "delay", {"default": [5]}, delaySeconds=PAUSE_DELAY_SECONDS),
             user(4, f"{name}-after-work"),
             user(5, f"{name}-after-delay"),
         )
@@ -417,12 +422,14 @@ async def test_pause_holds_completion_and_timer_until_resume(
     flow_id = await api.start(name)
     task = await api.poll_one(f"{name}-work")
     assert (await http.post(f"/flow/{flow_id}/pause")).status_code == 200
+    # What the test is about needs the delay to fall due after the pause.
+    assert (await api.flow(flow_id))["actions"]["3"]["status"] == "WAITING"
     held = await api.complete(task["taskId"], {"w": 1})
     assert held.json() == {"status": "held"}
     assert (await api.complete(task["taskId"], {"w": 2})).status_code == 409
     # The delay falls due during the pause: nothing moves on.
     await wait_until(lambda: _history_has(http, flow_id, "HELD", 2), what="the timer to be held")
-    assert await api.poll([f"{name}-after-work", f"{name}-after-delay"], wait=0.3) == []
+    assert await api.poll([f"{name}-after-work", f"{name}-after-delay"], wait=0) == []
     assert (await api.flow(flow_id))["status"] == "PAUSED"
     assert (await http.post(f"/flow/{flow_id}/resume")).status_code == 200
     names = set()
@@ -488,10 +495,11 @@ async def test_bad_input_gets_clear_4xx(http: httpx.AsyncClient) -> None:
 
 
 async def test_form_encoded_curl_body_is_read_as_json(http: httpx.AsyncClient) -> None:
-    body = b'{"name": "%s", "rootAction": 1, "actions": [{"id": 1, "type": "user", "name": "a"}]}'
+    name = unique("curl")
+    body = b'{"name": "%s", "rootAction": 1, "actions": [{"id": 1, "type": "user", "name": "%s"}]}'
     response = await http.post(
         "/metadata/workflow",
-        content=body % unique("curl").encode(),
+        content=body % (name.encode(), f"{name}-a".encode()),
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 200, response.text

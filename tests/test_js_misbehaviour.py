@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api, unique
-from tests.test_engine_http import system, user, workflow
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.http import Api
+from tests.helpers.waiting import unique
 
 STEP = 2  # the javascript step's id in every placement
 AFTER_ERROR = 3  # the user action on the step's error edge

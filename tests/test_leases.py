@@ -6,8 +6,9 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from tests.conftest import Api, unique
-from tests.test_engine_http import user, workflow
+from tests.helpers.definitions import user, workflow
+from tests.helpers.http import Api
+from tests.helpers.waiting import unique
 
 
 async def two_step_run(api: Api) -> tuple[str, str, str, dict[str, Any]]:
@@ -60,7 +61,9 @@ async def test_a_task_id_built_from_the_history_is_refused_and_changes_nothing(a
         for verb, answer in answers.items():
             assert answer.status_code in (404, 409), f"{verb} with {label}: {answer.text}"
             assert answer.json()["error"], f"{verb} with {label}"
-    batch = [{"taskId": task_id, "output": {"forged": True}} for task_id in forged.values()]
+    batch: list[dict[str, Any]] = [
+        {"taskId": task_id, "output": {"forged": True}} for task_id in forged.values()
+    ]
     batch.append({"taskId": forged["a made-up secret"], "error": "forged", "retryable": False})
     offer = {"workerId": "forger", "actions": [second], "max": 4}
     response = await api.http.post("/tasks/results", json={"results": batch, "next": offer})

@@ -17,8 +17,9 @@ import pytest_asyncio
 
 from app.engine.ids import IDEMPOTENCY_NAMESPACE
 from app.settings import Settings
-from tests.conftest import Api, ServerThread, serving, unique
-from tests.test_engine_http import system, user, workflow
+from tests.helpers.definitions import fan_out, system, user, user_chain, workflow
+from tests.helpers.http import Api, ServerThread, serving
+from tests.helpers.waiting import unique
 
 LIMITS: dict[str, Any] = {
     "max_definition_bytes": 4000,
@@ -350,41 +351,33 @@ async def test_each_input_of_many_starts_has_the_input_limit(limited: Api) -> No
 # -- definition size -------------------------------------------------------------------------
 
 
-def chain(name: str, count: int) -> dict[str, Any]:
-    return workflow(
-        name,
-        *(user(i, "t", {"default": [i + 1]} if i < count else None) for i in range(1, count + 1)),
-    )
-
-
 async def test_definitions_have_a_maximum_number_of_actions(limited: Api) -> None:
     most = LIMITS["max_actions"]
-    assert (await post(limited, "/metadata/workflow", chain(unique("ok"), most))).status_code == 200
-    response = await post(limited, "/metadata/workflow", chain(unique("long"), most + 1))
+    queue = unique("step")
+    at_most = user_chain(unique("ok"), queue, most)
+    assert (await post(limited, "/metadata/workflow", at_most)).status_code == 200
+    response = await post(
+        limited, "/metadata/workflow", user_chain(unique("long"), queue, most + 1)
+    )
     assert_refused(response, 422, "actions", str(most), "ORCHY_MAX_ACTIONS")
 
 
 async def test_a_next_list_has_a_maximum_number_of_ids(limited: Api) -> None:
     most = LIMITS["max_next_ids"]
 
-    def fan_out(width: int) -> dict[str, Any]:
-        leaves = [user(i, "t") for i in range(2, width + 2)]
-        return workflow(
-            unique("fan"), user(1, "t", {"default": list(range(2, width + 2))}), *leaves
-        )
+    queue = unique("leaf")
 
-    assert (await post(limited, "/metadata/workflow", fan_out(most))).status_code == 200
-    response = await post(limited, "/metadata/workflow", fan_out(most + 1))
+    def wide(width: int) -> dict[str, Any]:
+        return fan_out(unique("fan"), user(1, unique("head")), queue, width)
+
+    assert (await post(limited, "/metadata/workflow", wide(most))).status_code == 200
+    response = await post(limited, "/metadata/workflow", wide(most + 1))
     assert_refused(response, 422, "action 1", "next.default", "ORCHY_MAX_NEXT_IDS")
 
 
 async def test_default_limits_allow_a_fan_out_of_ten_thousand(api: Api) -> None:
-    width = DEFAULT_FAN_OUT
-    leaves = [user(i, "t") for i in range(2, width + 2)]
-    definition = workflow(
-        unique("wide"), user(1, "t", {"default": list(range(2, width + 2))}), *leaves
-    )
-    await api.register(definition)
+    head = user(1, unique("head"))
+    await api.register(fan_out(unique("wide"), head, unique("leaf"), DEFAULT_FAN_OUT))
 
 
 # -- event names -----------------------------------------------------------------------------
@@ -397,7 +390,7 @@ async def test_wait_for_an_event_no_url_can_send_is_refused(api: Api, event: str
     """Today a wait for "a/b" registers, and its runs wait until the timeout or for ever:
     no ``POST /flow/{id}/events/{event}`` can reach it."""
     definition = workflow(
-        unique("unsendable"), user(1, "t", {"default": [2]}), system(2, "wait", event=event)
+        unique("unsendable"), user(1, unique("t"), {"default": [2]}), system(2, "wait", event=event)
     )
     response = await api.http.post("/metadata/workflow", json=definition)
     assert_refused(response, 422, "action 2", "event")
@@ -420,8 +413,8 @@ async def test_event_names_that_need_escaping_are_sent_and_delivered(api: Api) -
 async def test_idempotency_keys_are_scoped_to_their_workflow_without_collisions(api: Api) -> None:
     """``"x\\ny"`` with key ``"k"`` and ``"x"`` with key ``"y\\nk"`` used to name one run."""
     base = unique("idem")
-    await api.register(workflow(f"{base}\ny", user(1, "t")))
-    await api.register(workflow(base, user(1, "t")))
+    await api.register(workflow(f"{base}\ny", user(1, unique("t"))))
+    await api.register(workflow(base, user(1, unique("t"))))
     first = await api.http.post("/flow/execute", json={"name": f"{base}\ny", "idempotencyKey": "k"})
     second = await api.http.post("/flow/execute", json={"name": base, "idempotencyKey": "y\nk"})
     assert first.status_code == second.status_code == 201, (first.text, second.text)
@@ -436,7 +429,7 @@ async def test_idempotency_keys_name_the_runs_they_named_before(api: Api) -> Non
     """A name without a newline keeps its key's flow id from before the change, so that a
     retried start after an upgrade still finds its run."""
     name = unique("idem-compatible")
-    await api.register(workflow(name, user(1, "t")))
+    await api.register(workflow(name, user(1, f"{name}-t")))
     flow_id = await api.start(name, idempotencyKey="order-17")
     assert flow_id == uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{name}\norder-17").hex
 

@@ -1,27 +1,18 @@
 """event.lua: delivering or buffering events.
 
-Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+Each test runs on a private key prefix; see tests/helpers/lua.py for the harness.
 """
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
-from app.store.store import Store
-from tests.test_lua_scripts import (
+from tests.helpers.lua import (
     Lua,
     member,
-    private_lua,
     user,
     wait,
 )
-
-
-@pytest.fixture
-def lua(store: Store) -> Lua:
-    return private_lua(store)
 
 
 async def test_event_is_delivered_to_the_oldest_waiter(lua: Lua) -> None:

@@ -1,24 +1,16 @@
 """heartbeat.lua: extending a lease.
 
-Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+Each test runs on a private key prefix; see tests/helpers/lua.py for the harness.
 """
 
 from __future__ import annotations
 
-import pytest
-
-from app.store.store import Outcome, Store
-from tests.test_lua_scripts import (
+from app.store.store import Outcome
+from tests.helpers.lua import (
     Lua,
     member,
-    private_lua,
     user,
 )
-
-
-@pytest.fixture
-def lua(store: Store) -> Lua:
-    return private_lua(store)
 
 
 async def test_heartbeat_extends_the_lease(lua: Lua) -> None:

@@ -1,29 +1,21 @@
 """pause.lua, resume.lua and terminate.lua.
 
-Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+Each test runs on a private key prefix; see tests/helpers/lua.py for the harness.
 """
 
 from __future__ import annotations
 
-import pytest
-
-from app.store.store import Outcome, Store
-from tests.test_lua_scripts import (
+from app.store.store import Outcome
+from tests.helpers.lua import (
     RETENTION,
     Lua,
     done,
     member,
-    private_lua,
     queue_entry,
     sleep,
     user,
     wait,
 )
-
-
-@pytest.fixture
-def lua(store: Store) -> Lua:
-    return private_lua(store)
 
 
 async def test_pause_and_its_refusals(lua: Lua) -> None:

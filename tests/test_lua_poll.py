@@ -1,31 +1,23 @@
 """poll.lua: leasing queued tasks.
 
-Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+Each test runs on a private key prefix; see tests/helpers/lua.py for the harness.
 """
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
 from app.engine.ids import lease_secrets
-from app.store.store import LeasedTask, Store
-from tests.test_lua_scripts import (
+from app.store.store import LeasedTask
+from tests.helpers.lua import (
     LEASE_MS,
     Lua,
     entry_of,
     member,
-    private_lua,
     queue_entry,
     user,
     user_with_poll_timeout,
 )
-
-
-@pytest.fixture
-def lua(store: Store) -> Lua:
-    return private_lua(store)
 
 
 async def test_poll_leases_queued_tasks_up_to_most(lua: Lua) -> None:

@@ -1,39 +1,24 @@
 """requeue.lua: a retry's back-off is over.
 
-Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+Each test runs on a private key prefix; see tests/helpers/lua.py for the harness.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from redis.exceptions import ResponseError
 
-from app.store.store import Outcome, Store
-from tests.test_lua_scripts import (
+from app.store.store import Outcome
+from tests.helpers.lua import (
     Lua,
     entry_of,
     member,
     messages,
-    notify_subscription,
-    private_lua,
     queue_entry,
     user,
 )
-
-
-@pytest.fixture
-def lua(store: Store) -> Lua:
-    return private_lua(store)
-
-
-@pytest_asyncio.fixture
-async def pubsub(lua: Lua, redis_url: str) -> AsyncIterator[Any]:
-    async with notify_subscription(lua, redis_url) as channel:
-        yield channel
 
 
 async def retried(lua: Lua, queue: str) -> str:

@@ -1,22 +1,20 @@
 """start.lua: creating a run and applying the planned ops (user, done, failed, note,
 sleep, wait, join), settling and retention.
 
-Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+Each test runs on a private key prefix; see tests/helpers/lua.py for the harness.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from redis.exceptions import ResponseError
 
-from app.store.store import Outcome, RunStart, Store
-from tests.test_lua_scripts import (
+from app.store.store import Outcome, RunStart
+from tests.helpers.lua import (
     RETENTION,
     Lua,
     done,
@@ -27,25 +25,12 @@ from tests.test_lua_scripts import (
     member,
     messages,
     note,
-    notify_subscription,
-    private_lua,
     queue_entry,
     sleep,
     user,
     user_with_poll_timeout,
     wait,
 )
-
-
-@pytest.fixture
-def lua(store: Store) -> Lua:
-    return private_lua(store)
-
-
-@pytest_asyncio.fixture
-async def pubsub(lua: Lua, redis_url: str) -> AsyncIterator[Any]:
-    async with notify_subscription(lua, redis_url) as channel:
-        yield channel
 
 
 async def test_start_creates_run_indexes_history_and_queued_task(lua: Lua) -> None:
@@ -122,7 +107,7 @@ async def test_start_existing_id_is_refused_and_changes_nothing(lua: Lua) -> Non
     history_before = await lua.history(flow)
 
     again = await lua.store.start_run(
-        flow, "wf", 3, '{"second":true}', "", "", [user(1, queue), sleep(2, 1000)]
+        flow, lua.new_name("wf"), 3, '{"second":true}', "", "", [user(1, queue), sleep(2, 1000)]
     )
 
     assert again is False
@@ -447,25 +432,25 @@ async def assert_no_run(lua: Lua, flow: str, name: str) -> None:
 
 
 async def test_start_with_a_queue_key_of_another_type_changes_nothing(lua: Lua) -> None:
-    good, broken = lua.new_name(), lua.new_name()
+    good, broken, name = lua.new_name(), lua.new_name(), lua.new_name("wf")
     flow = lua.new_flow()
     await lua.client.set(lua.queue_key(flow, broken), "not a list")
 
     with pytest.raises(ResponseError, match="holds a string, not a list"):
         await lua.store.start_run(
-            flow, "wf", 1, "{}", "", "", [sleep(1, 60_000), user(2, good), user(3, broken)]
+            flow, name, 1, "{}", "", "", [sleep(1, 60_000), user(2, good), user(3, broken)]
         )
 
-    await assert_no_run(lua, flow, "wf")
+    await assert_no_run(lua, flow, name)
     assert await lua.queue(flow, good) == []
     assert await lua.score(flow, member("fire", flow, 1, 1)) is None
     assert await lua.client.get(lua.queue_key(flow, broken)) == "not a list"
 
 
 async def test_start_that_fails_midway_leaves_no_run_behind(lua: Lua) -> None:
-    queue = lua.new_name()
+    queue, name = lua.new_name(), lua.new_name("wf")
     flow = lua.new_flow()
-    start = RunStart(flow, "wf", 1, "{}", "", "", [user(1, queue), sleep(2, 1000)])
+    start = RunStart(flow, name, 1, "{}", "", "", [user(1, queue), sleep(2, 1000)])
     keys, args = lua.store._start_call(start)
     # The sleep's number is not a number: the script fails after the run and its first task
     # were written, as any command failing midway would.
@@ -474,11 +459,11 @@ async def test_start_that_fails_midway_leaves_no_run_behind(lua: Lua) -> None:
     with pytest.raises(ResponseError, match="arithmetic"):
         await lua.store.scripts.start(keys=keys, args=args)
 
-    await assert_no_run(lua, flow, "wf")
+    await assert_no_run(lua, flow, name)
     # What it queued before the error points at a run that does not exist: a poll drops it.
     assert await lua.poll(flow, queue) == []
     assert await lua.queue(flow, queue) == []
     # The same start succeeds without the fault.
-    assert await lua.store.start_run(flow, "wf", 1, "{}", "", "", [user(1, queue)]) is True
+    assert await lua.store.start_run(flow, name, 1, "{}", "", "", [user(1, queue)]) is True
     leased = [task.task_id.rsplit(".", 1)[0] for task in await lua.poll(flow, queue)]
     assert leased == [queue_entry(flow, 1, 1)]

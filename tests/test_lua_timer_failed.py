@@ -1,41 +1,23 @@
 """timer_failed.lua: a timer whose handling raised is counted, written to the history, and
 made due again after a pause until its execution has failed as often as allowed.
 
-Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+Each test runs on a private key prefix; see tests/helpers/lua.py for the harness.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-import pytest_asyncio
-
-from app.store.store import Store
-from tests.test_lua_scripts import (
+from tests.helpers.lua import (
     Lua,
     member,
     messages,
-    notify_subscription,
-    private_lua,
     sleep,
 )
 
 RETRY_MS = 500
 MOST = 3
 FAR_MS = 60_000
-
-
-@pytest.fixture
-def lua(store: Store) -> Lua:
-    return private_lua(store)
-
-
-@pytest_asyncio.fixture
-async def pubsub(lua: Lua, redis_url: str) -> AsyncIterator[Any]:
-    async with notify_subscription(lua, redis_url) as channel:
-        yield channel
 
 
 async def failed(lua: Lua, flow: str, timer: str, error: str = "boom") -> int:

@@ -1,6 +1,6 @@
 """transition.lua: ending, retrying or holding one execution.
 
-Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
+Each test runs on a private key prefix; see tests/helpers/lua.py for the harness.
 """
 
 from __future__ import annotations
@@ -12,25 +12,19 @@ import pytest
 from redis.exceptions import ResponseError
 
 from app.engine.ids import lease_secrets
-from app.store.store import Applied, Outcome, PlannedOp, Store, Transition
-from tests.test_lua_scripts import (
+from app.store.store import Applied, Outcome, PlannedOp, Transition
+from tests.helpers.lua import (
     LEASE_MS,
     RETENTION,
     Lua,
     events_of,
     member,
-    private_lua,
     queue_entry,
     sleep,
     user,
     user_with_poll_timeout,
     wait,
 )
-
-
-@pytest.fixture
-def lua(store: Store) -> Lua:
-    return private_lua(store)
 
 
 async def test_transition_completes_execution_and_the_run(lua: Lua) -> None:

@@ -1,62 +1,23 @@
-"""The seed's notification example, file unchanged, run by the real worker process
-(``orchy worker workflows/notification_worker.py``) against a real uvicorn server."""
+"""The notification example of ``workflows/``, file unchanged, run by the real worker
+process (``orchy worker workflows/notification_worker.py``) against a real uvicorn server.
+The workflow file in ``workflows/`` is the source of the example."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Api, ServerThread, unique, wait_until
+from tests.helpers.http import Api
+from tests.helpers.notification import INPUT, WORKFLOW
+from tests.helpers.waiting import unique, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW = ROOT / "workflows" / "notificationWorkflow.json"
-INPUT = json.loads((ROOT / "workflows" / "notificationWorkflow.input.json").read_text())
 MALE_USER = 1234
 FEMALE_USER = 42
-EXIT_SECONDS = 15
-
-
-@pytest.fixture
-def notification_worker(server: ServerThread) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "worker",
-            str(ROOT / "workflows" / "notification_worker.py"),
-            "--server",
-            server.url,
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(EXIT_SECONDS) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-
-
-def test_shared_example_is_unchanged() -> None:
-    shared = ROOT.parent / "shared" / "notificationWorkflow.json"
-    if not shared.exists():
-        pytest.skip("no ../shared next to this checkout")
-    assert json.loads(WORKFLOW.read_text()) == json.loads(shared.read_text())
 
 
 async def _run(api: Api, user_id: int) -> str:
@@ -74,7 +35,7 @@ async def test_notification_example_all_three_branches(
 
     async def waiting_for_open(flow_id: str) -> bool:
         actions: dict[str, Any] = (await api.flow(flow_id))["actions"]
-        return actions.get("7", {}).get("status") == "WAITING"
+        return bool(actions.get("7", {}).get("status") == "WAITING")
 
     await wait_until(lambda: waiting_for_open(female_open), what="the FEMALE run to wait")
     sent = await http.post(f"/flow/{female_open}/events/open", json={"opened": True})
@@ -107,13 +68,17 @@ async def test_sms_message_is_built_from_the_javascript_discount(
     """Action 4's parameters as a worker receives them (the tests act as the worker here)."""
     definition = json.loads(WORKFLOW.read_text())
     definition["name"] = unique("notification-message")
+    queues = {}
+    for action in definition["actions"]:
+        if action["type"] == "user":
+            queues[action["name"]] = action["name"] = f"{definition['name']}-{action['name']}"
     await api.register(definition)
     flow_id = await api.start(definition["name"], INPUT)
-    query = await api.poll_one("query-db")
+    query = await api.poll_one(queues["query-db"])
     assert query["flowId"] == flow_id and query["input"] == {"userId": INPUT["userId"]}
     user = {"gender": "MALE", "age": age, "phone": "+1-555-0"}
     await api.complete(query["taskId"], {"user": user, "phone": "+1-555-0"})
-    sms = await api.poll_one("sendSms")
+    sms = await api.poll_one(queues["sendSms"])
     assert sms["input"] == {
         "phoneNumber": "+1-555-0",
         "message": f"Hi hi first sms get discount {discount} %",

@@ -32,15 +32,11 @@ from app.engine.status import ActionStatus, RunStatus
 from app.engine.validate import parse_workflow
 from app.settings import Settings
 from app.worker.loader import load_worker
-from tests.conftest import ServerThread, unique, wait_until
-from tests.test_notification_example import (  # noqa: F401 (a fixture)
-    INPUT,
-    WORKFLOW,
-    notification_worker,
-)
+from tests.helpers.http import ServerThread
+from tests.helpers.notification import INPUT, WORKER_FILE, WORKFLOW
+from tests.helpers.waiting import unique, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER_FILE = ROOT / "workflows" / "notification_worker.py"
 CLIENT_PACKAGE = "orchy_client"
 GENERATE_SECONDS = 180
 RUN_SECONDS = 40.0
@@ -118,7 +114,7 @@ class GeneratedClient:
 async def test_generated_client_drives_the_notification_example(
     generated: GeneratedClient,
     server: ServerThread,
-    notification_worker: subprocess.Popen[bytes],  # noqa: F811
+    notification_worker: subprocess.Popen[bytes],
 ) -> None:
     models = generated.models
     client = generated.package.Client(base_url=server.url, raise_on_unexpected_status=True)

@@ -9,22 +9,16 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Api, ServerThread, unique, wait_until
-from tests.test_cli import orchy
-from tests.test_engine_http import set_action, user, workflow
+from tests.helpers.cli import orchy
+from tests.helpers.definitions import set_action, user, workflow
+from tests.helpers.http import Api, ServerThread
+from tests.helpers.waiting import unique, wait_until
 
 
 async def queues(http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     response = await http.get("/tasks/queues")
     assert response.status_code == 200, response.text
     return {queue["action"]: queue for queue in response.json()["queues"]}
-
-
-async def history(api: Api, flow_id: str) -> list[dict[str, Any]]:
-    response = await api.http.get(f"/flow/{flow_id}/history")
-    assert response.status_code == 200, response.text
-    entries: list[dict[str, Any]] = response.json()["history"]
-    return entries
 
 
 async def test_an_action_nobody_polls_fails_after_its_retries_with_the_reason(
@@ -42,7 +36,7 @@ async def test_an_action_nobody_polls_fails_after_its_retries_with_the_reason(
     assert "after 2 attempt(s)" in flow["reason"], flow["reason"]
     assert flow["actions"]["1"]["status"] == "FAILED"
     assert flow["actions"]["1"]["attempts"] == 2
-    events = [entry["event"] for entry in await history(api, flow_id)]
+    events = [entry["event"] for entry in await api.history(flow_id)]
     assert events.count("RETRY_SCHEDULED") == 1
     assert "RUNNING" not in events
     assert events[-1] == "RUN_FAILED"
@@ -60,7 +54,7 @@ async def test_a_worker_that_comes_late_takes_a_retried_attempt(
     flow_id = await api.start(name)
 
     async def retried() -> bool:
-        return any(entry["event"] == "RETRY_SCHEDULED" for entry in await history(api, flow_id))
+        return any(entry["event"] == "RETRY_SCHEDULED" for entry in await api.history(flow_id))
 
     await wait_until(retried, what="a poll timeout's retry")
     task = await api.poll_one(action)

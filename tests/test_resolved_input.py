@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from app.settings import get_settings
-from tests.conftest import Api, unique, wait_until
-from tests.test_engine_http import system, user, workflow
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.http import Api
+from tests.helpers.waiting import unique, wait_until
 
 
 async def test_each_kind_of_action_shows_the_input_it_received(api: Api) -> None:
@@ -89,7 +90,7 @@ async def test_the_view_shows_the_latest_execution_of_an_action(api: Api) -> Non
             assert first["actions"]["4"]["input"] == {"v": None}
 
     async def run_twice() -> bool:
-        return (await api.flow(flow_id))["actions"]["4"]["input"] == {"v": "late"}
+        return bool((await api.flow(flow_id))["actions"]["4"]["input"] == {"v": "late"})
 
     await wait_until(run_twice, what="the second execution of action 4")
     inputs = [task["input"] for task in await api.poll([queues[4]], most=2)]

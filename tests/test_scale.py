@@ -1,88 +1,79 @@
-"""Scale and faults, end to end: real ``orchy serve`` processes, real HTTP workers, a Redis
-of their own (a private ``redis-server`` or a private 3-master Redis Cluster started for
-each test, whatever ``REDIS_URL`` says), and the scenario of ``bench/scenario.py``.
+"""Scale and faults, end to end: real ``orchy serve`` processes, HTTP workers spread over
+them, a Redis of their own (a private ``redis-server`` or a private 3-master Redis Cluster
+started for each test, whatever ``REDIS_URL`` says), and the scenario of
+``tests/helpers/scale.py``. Each test checks the outcome itself: every run started and
+completed, every user action run once, every action of every run completed once, nothing
+answered with an error, no error in the servers' logs.
 
-Slow: skipped by default, run with ``python -m pytest -m slow`` (or ``-m ""``). Each test
-prints its figures (``-s`` shows them); a failure message carries them too.
+Slow: left out by default, run with ``python -m pytest -m slow`` (or ``-m ""``, as ``.ci/run``
+does).
 """
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
-from bench.scenario import (
-    FaultPlan,
-    Figures,
-    ScenarioConfig,
-    private_cluster,
-    private_redis,
-    run_scenario,
-)
+from tests.helpers.cluster import private_cluster
+from tests.helpers.processes import Processes, RedisProcess
+from tests.helpers.scale import ALL_ACTIONS, USER_ACTIONS, Fault, Record, run_scenario
 
 pytestmark = pytest.mark.slow
 
 SERVERS = 3
 RUNS = 2000
-CLUSTER_RUNS = RUNS
 DEADLINE_SECONDS = 200.0
-"""Runs not finished this long after the first start count as lost."""
 TEST_TIMEOUT_SECONDS = 300
-USER_ACTIONS_PER_RUN = 3
-TIMERS_PER_RUN = 2  # the delay and the wait
 
 
-def _report(title: str, figures: Figures) -> str:
-    text = "\n".join([title, *(f"  {line}" for line in figures.lines())])
-    print(text)
-    return text
+def assert_every_run_once(record: Record) -> None:
+    summary = record.summary()
+    assert len(record.flow_ids) == record.runs, summary
+    assert len(set(record.flow_ids)) == record.runs, summary
+    assert set(record.statuses.values()) == {"COMPLETED"}, summary
+    assert not record.unexpected, summary
+    # A task id is one attempt: delivered to one worker, once.
+    twice = [task_id for task_id, count in record.deliveries.items() if count != 1]
+    assert not twice, f"delivered more than once: {twice[:5]}; {summary}"
+    for flow_id in record.flow_ids:
+        ran = {action: record.executions[(flow_id, action)] for action in USER_ACTIONS}
+        assert set(ran.values()) == {1}, f"run {flow_id}: user actions ran {ran}; {summary}"
+        accepted = [record.accepted[(flow_id, action)] for action in USER_ACTIONS]
+        assert max(accepted) == 1, f"run {flow_id}: results accepted {accepted}; {summary}"
+        completed = record.completed_events[flow_id]
+        assert [completed[action] for action in ALL_ACTIONS] == [1] * len(ALL_ACTIONS), (
+            f"run {flow_id}: COMPLETED in its history {dict(completed)}; {summary}"
+        )
+    assert record.log_problems == [], summary
 
 
-def _assert_every_run_once(figures: Figures, runs: int, report: str) -> None:
-    assert figures.started == runs, report
-    assert figures.lost == 0, report
-    assert figures.failed == 0, report
-    assert figures.completed == runs, report
-    assert figures.duplicate_effects == 0, report
-    assert figures.effect_errors == 0, report
-    assert figures.user_tasks == USER_ACTIONS_PER_RUN * runs, report
-    assert figures.timers == TIMERS_PER_RUN * runs, report
-    assert figures.timer_errors == 0, report
-    assert figures.waits_by_event + figures.waits_timed_out == runs, report
-    assert figures.server_errors == 0, report
-    assert figures.crossslot_lines == 0, report
-    assert figures.traceback_lines == 0, report
-
-
-@pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
-def test_three_servers_two_thousand_runs(tmp_path: Path) -> None:
-    config = ScenarioConfig(runs=RUNS, servers=SERVERS, deadline_seconds=DEADLINE_SECONDS)
-    with private_redis(tmp_path / "redis") as url:
-        figures = asyncio.run(run_scenario(config, url, tmp_path / "logs"))
-    report = _report(f"{SERVERS} servers, {RUNS} runs", figures)
-    _assert_every_run_once(figures, RUNS, report)
-
-
-@pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
-def test_a_server_killed_and_restarted_mid_run(tmp_path: Path) -> None:
-    plan = FaultPlan(kill_index=1, kill_at_fraction=1 / 3, restart_at_fraction=2 / 3)
-    config = ScenarioConfig(
-        runs=RUNS, servers=SERVERS, deadline_seconds=DEADLINE_SECONDS, fault=plan
+async def on_private_redis(
+    tmp_path: Path, processes: Processes, fault: Fault | None = None
+) -> Record:
+    redis_server = RedisProcess(tmp_path / "redis")
+    processes.redises.append(redis_server)
+    await redis_server.start()
+    return await run_scenario(
+        processes, redis_server.url, tmp_path, SERVERS, RUNS, DEADLINE_SECONDS, fault
     )
-    with private_redis(tmp_path / "redis") as url:
-        figures = asyncio.run(run_scenario(config, url, tmp_path / "logs"))
-    report = _report(f"{SERVERS} servers, {RUNS} runs, server 1 killed with -9", figures)
-    assert figures.kills == 1, report
-    assert figures.restarts == 1, report
-    _assert_every_run_once(figures, RUNS, report)
 
 
 @pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
-def test_three_servers_on_a_redis_cluster(tmp_path: Path) -> None:
-    config = ScenarioConfig(runs=CLUSTER_RUNS, servers=SERVERS, deadline_seconds=DEADLINE_SECONDS)
+async def test_three_servers_two_thousand_runs(tmp_path: Path, processes: Processes) -> None:
+    record = await on_private_redis(tmp_path, processes)
+    assert_every_run_once(record)
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
+async def test_a_server_killed_and_restarted_mid_run(tmp_path: Path, processes: Processes) -> None:
+    record = await on_private_redis(tmp_path, processes, Fault(index=1))
+    assert (record.kills, record.restarts) == (1, 1), record.summary()
+    assert_every_run_once(record)
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
+async def test_three_servers_on_a_redis_cluster(tmp_path: Path, processes: Processes) -> None:
     with private_cluster(tmp_path / "cluster") as url:
-        figures = asyncio.run(run_scenario(config, url, tmp_path / "logs"))
-    report = _report(f"{SERVERS} servers on a 3-master cluster, {CLUSTER_RUNS} runs", figures)
-    _assert_every_run_once(figures, CLUSTER_RUNS, report)
+        record = await run_scenario(processes, url, tmp_path, SERVERS, RUNS, DEADLINE_SECONDS)
+    assert_every_run_once(record)

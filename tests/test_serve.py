@@ -10,7 +10,6 @@ import re
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,47 +21,28 @@ from app.api.app import stop_tasks
 from app.settings import Settings, default_data_dir
 from app.store.connection import redacted
 from app.store.embedded import PIDFILE_NAME
-from tests.conftest import unique, wait_until
-from tests.test_engine_http import system, user, workflow
-from tests.test_faults import (
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.http import api_of
+from tests.helpers.processes import (
+    MARK,
     PROCESS_EXIT_SECONDS,
+    ROOT,
     Processes,
     ServerProcess,
-    api_of,
-    clean_env,
     kill_pid,
+    marked_env,
+    marked_processes,
     pid_alive,
     read_pid,
     wait_gone,
 )
+from tests.helpers.waiting import unique, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-MARK = "ORCHY_TEST_SERVE_MARK"
 # Generous: what is asserted is that the process ends, not how fast.
 EXIT_DEADLINE_SECONDS = 20.0
 # A long poll that would hold a stop for two minutes if the stop waited for it.
 LONG_POLL_SECONDS = 120
 LOG_SECONDS = 15.0
-
-
-def marked_env(**extra: str) -> dict[str, str]:
-    return clean_env(**{MARK: uuid.uuid4().hex, **extra})
-
-
-def marked_processes(mark: str) -> list[int]:
-    """Pids of the live processes whose environment carries ``MARK=mark``."""
-    needle = f"{MARK}={mark}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and pid_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 @dataclass
@@ -82,19 +62,6 @@ def occupied_port() -> Iterator[Occupied]:
 def kill_marked(mark: str) -> None:
     for pid in marked_processes(mark):
         kill_pid(pid)
-
-
-@pytest.fixture
-def servers() -> Iterator[Processes]:
-    """Servers started by the test; at the end, they and whatever they started are killed,
-    whatever happened."""
-    started = Processes()
-    try:
-        yield started
-    finally:
-        started.close()
-        for mark in {server.env[MARK] for server in started.servers if MARK in server.env}:
-            kill_marked(mark)
 
 
 @dataclass
@@ -175,13 +142,13 @@ def test_a_port_in_use_ends_serve_at_once_with_one_line_and_nothing_left(
 
 
 async def test_a_stop_after_a_crash_stops_the_redis_the_crashed_server_left(
-    tmp_path: Path, servers: Processes
+    tmp_path: Path, processes: Processes
 ) -> None:
     data_dir = tmp_path / "data"
     pidfile = data_dir / PIDFILE_NAME
-    servers.pidfiles.append(pidfile)
+    processes.pidfiles.append(pidfile)
     env = marked_env(ORCHY_DATA_DIR=str(data_dir))
-    crashed = servers.server(env, tmp_path / "crashed.log")
+    crashed = processes.server(env, tmp_path / "crashed.log")
     await crashed.start()
     redis_pid = read_pid(pidfile)
     name = unique("after-crash")
@@ -191,7 +158,7 @@ async def test_a_stop_after_a_crash_stops_the_redis_the_crashed_server_left(
     await crashed.kill()
     assert pid_alive(redis_pid), "the embedded Redis outlives a crash of its server"
 
-    restarted = servers.server(env, tmp_path / "restarted.log")
+    restarted = processes.server(env, tmp_path / "restarted.log")
     await restarted.start()
     assert read_pid(pidfile) == redis_pid, "the restarted server reuses the Redis left running"
     async with api_of(restarted.url) as api:
@@ -204,13 +171,13 @@ async def test_a_stop_after_a_crash_stops_the_redis_the_crashed_server_left(
 
 
 async def test_a_stop_answers_long_polls_in_flight_and_ends(
-    tmp_path: Path, servers: Processes
+    tmp_path: Path, processes: Processes
 ) -> None:
     env = marked_env(
         ORCHY_DATA_DIR=str(tmp_path / "data"),
         ORCHY_POLL_MAX_WAIT_SECONDS=str(LONG_POLL_SECONDS),
     )
-    server = servers.server(env, tmp_path / "server.log")
+    server = processes.server(env, tmp_path / "server.log")
     await server.start()
     assert server.process is not None
     process = server.process
@@ -249,16 +216,16 @@ def test_the_data_folder_defaults_to_the_users_data_directory(
 
 
 async def test_a_server_started_from_another_folder_finds_the_same_data(
-    tmp_path: Path, servers: Processes
+    tmp_path: Path, processes: Processes
 ) -> None:
     xdg = tmp_path / "xdg"
     env = marked_env(XDG_DATA_HOME=str(xdg), HOME=str(tmp_path / "home"))
-    servers.pidfiles.append(xdg / "orchy" / PIDFILE_NAME)
+    processes.pidfiles.append(xdg / "orchy" / PIDFILE_NAME)
     name = unique("anywhere")
     for folder in ("first", "second"):
         (tmp_path / folder).mkdir()
         server = ServerIn(env, tmp_path / f"{folder}.log", cwd=tmp_path / folder)
-        servers.servers.append(server)
+        processes.servers.append(server)
         await server.start()
         async with api_of(server.url) as api:
             if folder == "first":
@@ -270,15 +237,15 @@ async def test_a_server_started_from_another_folder_finds_the_same_data(
 
 
 async def test_a_second_server_on_a_data_folder_in_use_is_refused(
-    tmp_path: Path, servers: Processes
+    tmp_path: Path, processes: Processes
 ) -> None:
     data_dir = tmp_path / "data"
-    servers.pidfiles.append(data_dir / PIDFILE_NAME)
+    processes.pidfiles.append(data_dir / PIDFILE_NAME)
     env = marked_env(ORCHY_DATA_DIR=str(data_dir))
-    first = servers.server(env, tmp_path / "first.log")
+    first = processes.server(env, tmp_path / "first.log")
     await first.start()
     assert first.process is not None
-    second = servers.server(env, tmp_path / "second.log")
+    second = processes.server(env, tmp_path / "second.log")
     refused = second.launch()
     code = await asyncio.to_thread(refused.wait, EXIT_DEADLINE_SECONDS)
     assert code == 1
@@ -295,11 +262,11 @@ async def test_a_second_server_on_a_data_folder_in_use_is_refused(
 
 
 async def test_the_log_says_where_state_lives_and_has_a_line_per_run_and_failure(
-    tmp_path: Path, servers: Processes
+    tmp_path: Path, processes: Processes
 ) -> None:
     data_dir = tmp_path / "data"
-    servers.pidfiles.append(data_dir / PIDFILE_NAME)
-    server = servers.server(marked_env(ORCHY_DATA_DIR=str(data_dir)), tmp_path / "server.log")
+    processes.pidfiles.append(data_dir / PIDFILE_NAME)
+    server = processes.server(marked_env(ORCHY_DATA_DIR=str(data_dir)), tmp_path / "server.log")
     await server.start()
     await wait_for_line(
         server, rf"data folder {re.escape(str(data_dir))} .*embedded Redis unix://.*redis\.sock"

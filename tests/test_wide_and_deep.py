@@ -11,7 +11,9 @@ import pytest
 
 from app.settings import Settings
 from app.store import Store
-from tests.conftest import Api, ServerThread, unique, wait_until
+from tests.helpers.definitions import fan_out, set_action, switch_chain
+from tests.helpers.http import Api, ServerThread
+from tests.helpers.waiting import unique, wait_until
 
 FAN_OUT = 10_000
 """The widest ``next`` list the README promises to start in one transition."""
@@ -19,21 +21,6 @@ CHAIN = 2_000
 """Far beyond Python's default recursion limit (1,000 frames)."""
 DRAIN_SECONDS = 120.0
 FINISH_SECONDS = 60.0
-
-
-def leaf(action_id: int, queue: str) -> dict[str, Any]:
-    return {"id": action_id, "type": "user", "name": queue}
-
-
-def fan_out_workflow(name: str, head: dict[str, Any], queue: str) -> dict[str, Any]:
-    """``head`` (action 1) starts FAN_OUT user actions of ``queue`` at once."""
-    ids = list(range(2, FAN_OUT + 2))
-    return {
-        "name": name,
-        "rootAction": 1,
-        "actions": [{**head, "id": 1, "next": {"default": ids}}]
-        + [leaf(action_id, queue) for action_id in ids],
-    }
 
 
 async def drain(api: Api, queue: str, count: int, most: int) -> None:
@@ -69,7 +56,7 @@ def most(settings: Settings) -> int:
 async def test_fan_out_of_ten_thousand_at_the_root(api: Api, most: int) -> None:
     name, queue = unique("wide-root"), unique("leaf")
     head = {"type": "system", "name": "switch", "expression": "go"}
-    await api.register(fan_out_workflow(name, head, queue))
+    await api.register(fan_out(name, head, queue, FAN_OUT))
     flow_id = await api.start(name)
     assert (await api.flow(flow_id))["status"] == "RUNNING"
     await drain(api, queue, FAN_OUT, most)
@@ -79,7 +66,7 @@ async def test_fan_out_of_ten_thousand_at_the_root(api: Api, most: int) -> None:
 async def test_fan_out_of_ten_thousand_behind_a_delay(api: Api, most: int) -> None:
     name, queue = unique("wide-delay"), unique("leaf")
     head = {"type": "system", "name": "delay", "delaySeconds": 0}
-    await api.register(fan_out_workflow(name, head, queue))
+    await api.register(fan_out(name, head, queue, FAN_OUT))
     flow_id = await api.start(name)
     await drain(api, queue, FAN_OUT, most)
     await assert_every_leaf_ran(api, flow_id)
@@ -87,7 +74,7 @@ async def test_fan_out_of_ten_thousand_behind_a_delay(api: Api, most: int) -> No
 
 async def test_fan_out_of_ten_thousand_behind_a_user_action(api: Api, most: int) -> None:
     name, head_queue, queue = unique("wide-user"), unique("head"), unique("leaf")
-    await api.register(fan_out_workflow(name, {"type": "user", "name": head_queue}, queue))
+    await api.register(fan_out(name, {"type": "user", "name": head_queue}, queue, FAN_OUT))
     flow_id = await api.start(name)
     head = await api.poll_one(head_queue)
     response = await api.complete(head["taskId"], {"go": True})
@@ -97,21 +84,6 @@ async def test_fan_out_of_ten_thousand_behind_a_user_action(api: Api, most: int)
 
 
 # -- 2. a chain of system steps of any length runs without recursion ------------------------
-
-
-def switch_chain(first: int, length: int) -> list[dict[str, Any]]:
-    """``length`` switches in a row from id ``first``; the last one leads nowhere."""
-    last = first + length - 1
-    return [
-        {
-            "id": action_id,
-            "type": "system",
-            "name": "switch",
-            "expression": "{$.input.way}",
-            "next": {"default": [action_id + 1] if action_id < last else []},
-        }
-        for action_id in range(first, last + 1)
-    ]
 
 
 async def test_chain_of_two_thousand_switches_at_the_root(api: Api) -> None:
@@ -201,6 +173,7 @@ PRODUCERS = 4
 ROWS_PER_OUTPUT = 18_000
 """About 0.8 MB of JSON per output: under ORCHY_MAX_OUTPUT_BYTES, 3.2 MB in all."""
 HEALTH_ANSWERS = 20
+PLANNING_LEASE_SECONDS = 300.0
 """While the big run is planned, /health must answer this many times in a row. A server
 whose event loop runs the JSONPath answers only while it reads the run (2 to 4 times where
 this was written), against dozens of times with the JSONPath in a thread."""
@@ -230,6 +203,8 @@ async def test_health_answers_while_a_big_document_is_resolved(api: Api) -> None
         },
         {"id": PRODUCERS + 2, "type": "user", "name": consumer, "parameters": {"all": "{$..*}"}},
     ]
+    # Planning the consumer takes seconds on a loaded machine: the trigger's lease outlasts it.
+    await set_action(api.http, trigger, timeoutSeconds=PLANNING_LEASE_SECONDS)
     await api.register({"name": name, "rootAction": 1, "actions": actions})
     flow_id = await api.start(name)
     for index in range(1, PRODUCERS + 1):

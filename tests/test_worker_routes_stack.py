@@ -17,8 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
 from app.store.coalesce import Coalescer
-from tests.conftest import Api, ServerThread, serving, unique, wait_until
-from tests.test_engine_http import user, workflow
+from tests.helpers.definitions import user, workflow
+from tests.helpers.http import Api, ServerThread, serving
+from tests.helpers.waiting import unique, wait_until
 
 WORKER_ROUTES = [
     "/tasks/poll",
@@ -288,7 +289,7 @@ async def test_complete_with_next_for_other_actions_queues_as_usual(
     await api.register(workflow(name, user(1, step_a, {"default": [2]}), user(2, step_b)))
     await api.start(name)
     task = await api.poll_one(step_a)
-    offer = {"workerId": "w", "actions": ["something-else"], "max": 1}
+    offer = {"workerId": "w", "actions": [f"{name}-other"], "max": 1}
     response = await http.post(
         f"/tasks/{task['taskId']}/complete", json={"output": {}, "next": offer}
     )

@@ -1,0 +1,128 @@
+"""A private Redis Cluster of three masters on free ports, made by hand (CLUSTER ADDSLOTS and
+CLUSTER MEET, as ``redis-cli --cluster create`` would), with the embedded Redis's binary."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from app.store.embedded import redis_server_binary
+from tests.helpers.http import free_port
+from tests.helpers.waiting import wait_until_sync
+
+LOCALHOST = "127.0.0.1"
+MASTERS = 3
+SLOTS = 16384
+BUS_PORT_OFFSET = 10000
+ADDSLOTS_CHUNK = 2048
+PORT_PICKS = 200
+NODE_READY_SECONDS = 10.0
+CLUSTER_READY_SECONDS = 30.0
+NODE_STOP_SECONDS = 10.0
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOCALHOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def node_port(taken: set[int]) -> int:
+    """A free port whose cluster bus port is free too."""
+    for _ in range(PORT_PICKS):
+        port = free_port()
+        bus = port + BUS_PORT_OFFSET
+        if port not in taken and bus not in taken and bus <= 65535 and bindable(bus):
+            taken.update({port, bus})
+            return port
+    raise RuntimeError("no free pair of ports for a cluster node")
+
+
+def node_client(port: int) -> redis.Redis:
+    return redis.Redis(host=LOCALHOST, port=port, decode_responses=True, socket_timeout=5)
+
+
+def start_node(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    directory.mkdir(parents=True, exist_ok=True)
+    options = {
+        "port": str(port),
+        "bind": LOCALHOST,
+        "dir": str(directory),
+        "logfile": str(directory / "redis.log"),
+        "appendonly": "no",
+        "save": "",
+        "cluster-enabled": "yes",
+        "cluster-config-file": str(directory / "nodes.conf"),
+        "cluster-node-timeout": "5000",
+    }
+    arguments = [item for name, value in options.items() for item in (f"--{name}", value)]
+    process = subprocess.Popen(
+        [redis_server_binary(), *arguments],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def answers() -> bool:
+        assert process.poll() is None, f"redis-server exited:\n{directory / 'redis.log'}"
+        with contextlib.suppress(redis.RedisError), node_client(port) as client:
+            return bool(client.ping())
+        return False
+
+    wait_until_sync(answers, NODE_READY_SECONDS, step=0.05, what=f"cluster node {port}")
+    return process
+
+
+def cluster_ok(ports: list[int]) -> bool:
+    for port in ports:
+        try:
+            with node_client(port) as client:
+                info = client.execute_command("CLUSTER", "INFO")
+        except redis.RedisError:
+            return False
+        fields = dict(line.split(":", 1) for line in str(info).splitlines() if ":" in line)
+        if (
+            fields.get("cluster_state", "").strip() != "ok"
+            or int(fields.get("cluster_known_nodes", "0")) != len(ports)
+            or int(fields.get("cluster_slots_ok", "0")) != SLOTS
+        ):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def private_cluster(directory: Path, masters: int = MASTERS) -> Iterator[str]:
+    """Yields the cluster's ``redis+cluster://`` URL; kills every node afterwards."""
+    taken: set[int] = set()
+    ports: list[int] = []
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for index in range(masters):
+            ports.append(node_port(taken))
+            processes.append(start_node(ports[-1], directory / f"node-{index}"))
+        share = SLOTS // masters
+        for index, port in enumerate(ports):
+            last = SLOTS if index == masters - 1 else (index + 1) * share
+            with node_client(port) as client:
+                for first in range(index * share, last, ADDSLOTS_CHUNK):
+                    slots = range(first, min(first + ADDSLOTS_CHUNK, last))
+                    client.execute_command("CLUSTER", "ADDSLOTS", *slots)
+        with node_client(ports[0]) as client:
+            for port in ports[1:]:
+                client.execute_command("CLUSTER", "MEET", LOCALHOST, port)
+        wait_until_sync(
+            lambda: cluster_ok(ports), CLUSTER_READY_SECONDS, step=0.1, what="cluster_state:ok"
+        )
+        yield f"redis+cluster://{LOCALHOST}:{ports[0]}"
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(NODE_STOP_SECONDS)

@@ -1,0 +1,255 @@
+"""Child processes a test starts: ``python -m app.cli serve`` servers and private
+``redis-server`` instances, and a list of them killed at teardown whatever happened."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from app.store.embedded import redis_server_binary
+from tests.helpers.http import free_port
+from tests.helpers.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+# Every process a server started with ``marked_env`` starts inherits this mark in its
+# environment, so a test can tell whether any of them is still running once it has gone.
+MARK = "ORCHY_TEST_SERVE_MARK"
+
+SERVER_READY_SECONDS = 30.0
+PROCESS_EXIT_SECONDS = 15.0
+REDIS_READY_SECONDS = 10.0
+LOG_TAIL_CHARS = 4000
+CLEAN_SHUTDOWN = "Application shutdown complete"
+# Settings of the server processes: few partitions, quick retries and rechecks.
+SERVER_SETTINGS = {
+    "ORCHY_PARTITIONS": "4",
+    "ORCHY_DEFAULT_RETRY_AFTER_SECONDS": "0.05",
+    "ORCHY_POLL_RECHECK_SECONDS": "0.2",
+    "ORCHY_TIMER_IDLE_RECHECK_SECONDS": "0.5",
+    "ORCHY_NOTIFIER_RECONNECT_SECONDS": "0.2",
+}
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+def kill_pid(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+async def wait_gone(pid: int, what: str) -> None:
+    async def gone() -> bool:
+        return not pid_alive(pid)
+
+    await wait_until(gone, PROCESS_EXIT_SECONDS, step=0.05, what=f"{what} (pid {pid}) to exit")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any Redis or Orchy setting, plus ``extra``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "REDIS_URL" and not key.startswith("ORCHY_")
+    }
+    return {**env, **SERVER_SETTINGS, **extra}
+
+
+@dataclass
+class ServerProcess:
+    """``python -m app.cli serve`` in a child process, its output in ``log_path``."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self.process
+
+    async def start(self) -> None:
+        process = self.launch()
+
+        async def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"server exited with {process.returncode}:\n{self.log_tail()}")
+            try:
+                async with httpx.AsyncClient(timeout=1.0) as client:
+                    return (await client.get(f"{self.url}/health")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await wait_until(ready, SERVER_READY_SECONDS, step=0.05, what="the server to answer")
+
+    async def terminate(self) -> None:
+        """SIGTERM, as a service manager stops the server; it must shut down cleanly (uvicorn
+        exits through the signal it caught once its shutdown is complete)."""
+        process = self.process
+        assert process is not None
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, PROCESS_EXIT_SECONDS)
+        log = self.log_tail()
+        assert code in (0, -signal.SIGTERM), f"server exited with {code}:\n{log}"
+        assert CLEAN_SHUTDOWN in log, f"no clean shutdown:\n{log}"
+        self.process = None
+
+    async def kill(self) -> None:
+        process = self.process
+        assert process is not None
+        process.kill()
+        await asyncio.to_thread(process.wait, PROCESS_EXIT_SECONDS)
+        self.process = None
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(PROCESS_EXIT_SECONDS)
+        self.process = None
+
+
+@dataclass
+class RedisProcess:
+    """A private ``redis-server`` on a TCP port with an append-only file in ``data_dir``."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "dir": str(self.data_dir),
+            "appendonly": "yes",
+            "appendfsync": "everysec",
+            "save": "",
+            "daemonize": "no",
+            "logfile": str(self.data_dir / "redis.log"),
+        }
+        arguments = [item for name, value in options.items() for item in (f"--{name}", value)]
+        self.process = subprocess.Popen(
+            [redis_server_binary(), *arguments],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return self.process
+
+    async def start(self) -> None:
+        process = self.launch()
+
+        async def ready() -> bool:
+            assert process.poll() is None, "redis-server exited at start"
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                return False
+            writer.close()
+            await writer.wait_closed()
+            return True
+
+        await wait_until(ready, REDIS_READY_SECONDS, step=0.02, what="redis-server to listen")
+
+    async def stop(self) -> None:
+        """SIGTERM: Redis writes its append-only file and exits."""
+        process = self.process
+        assert process is not None
+        process.terminate()
+        await asyncio.to_thread(process.wait, PROCESS_EXIT_SECONDS)
+        self.process = None
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(PROCESS_EXIT_SECONDS)
+        self.process = None
+
+
+@dataclass
+class Processes:
+    """Everything a test started, killed at teardown whatever happened."""
+
+    servers: list[ServerProcess] = field(default_factory=list)
+    redises: list[RedisProcess] = field(default_factory=list)
+    pidfiles: list[Path] = field(default_factory=list)
+
+    def server(self, env: dict[str, str], log_path: Path) -> ServerProcess:
+        server = ServerProcess(env, log_path)
+        self.servers.append(server)
+        return server
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for redis_process in self.redises:
+            redis_process.close()
+        for pidfile in self.pidfiles:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                kill_pid(int(pidfile.read_text().strip()))
+        for mark in {server.env[MARK] for server in self.servers if MARK in server.env}:
+            for pid in marked_processes(mark):
+                kill_pid(pid)
+
+
+def read_pid(pidfile: Path) -> int:
+    return int(pidfile.read_text().strip())
+
+
+def marked_env(**extra: str) -> dict[str, str]:
+    """``clean_env`` with a mark of its own (see ``MARK``)."""
+    return clean_env(**{MARK: uuid.uuid4().hex, **extra})
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Pids of the live processes whose environment carries ``MARK=mark``."""
+    needle = f"{MARK}={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found

@@ -1,0 +1,360 @@
+"""The scale-and-faults scenario of ``tests/test_scale.py``: real ``orchy serve`` processes
+over one Redis, HTTP workers spread over all of them, a driver that starts runs and sends
+events, and optionally a ``kill -9`` of one server and its restart. It records what happened
+(each task delivered, each result answered, each run's end and history); the test judges.
+
+The workflow, one per delay (names unique per scenario)::
+
+    A (user) -> [ B (user), C (delay), D (wait "go", timeout) ] -> join [B, C, D] -> E (user)
+
+Every second run gets the event, up to a second after it started (buffered or delivered);
+the others end their wait by its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.processes import Processes, ServerProcess, clean_env
+from tests.helpers.waiting import unique, wait_until
+
+A, B, C, D, JOIN, E = 1, 2, 3, 4, 5, 6
+USER_ACTIONS = (A, B, E)
+ALL_ACTIONS = (A, B, C, D, JOIN, E)
+DELAYS_SECONDS = (0.2, 0.5, 1.0)
+WAIT_TIMEOUT_SECONDS = 2.0
+EVENT = "go"
+EVENT_PAUSE_MAX_SECONDS = 1.0
+# A fault must cost time, never a run: leases lost with a killed server come back after
+# the lease, and are retried many times.
+LEASE_SECONDS = 10.0
+RETRY_COUNT = 20
+RETRY_AFTER_SECONDS = 0.2
+SERVER_SETTINGS = {"ORCHY_PARTITIONS": "16", "ORCHY_TIMER_CLAIM_SECONDS": "2"}
+
+WORKERS_PER_SERVER = 2
+TASKS_PER_POLL = 8
+POLL_WAIT_SECONDS = 1.0
+HTTP_TIMEOUT_SECONDS = 15.0
+CLIENT_CONCURRENCY = 16
+FAILOVER_PAUSE_SECONDS = 0.05
+GIVE_UP_SECONDS = 30.0
+RESTART_AFTER_SECONDS = 5.0
+SWEEP_EVERY_SECONDS = 5.0
+TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED"})
+LOG_PROBLEMS = ("Traceback", "CROSSSLOT")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """``kill -9`` of server ``index`` once a third of the runs finished; started again at
+    two thirds, or RESTART_AFTER_SECONDS after the kill, whichever comes first."""
+
+    index: int = 1
+
+
+@dataclass
+class Record:
+    """What the scenario saw; ``tests/test_scale.py`` asserts on it."""
+
+    runs: int
+    flow_ids: list[str] = field(default_factory=list)
+    statuses: dict[str, str] = field(default_factory=dict)
+    deliveries: Counter[str] = field(default_factory=Counter)
+    """Deliveries to the workers, by task id (every attempt has its own)."""
+    executions: Counter[tuple[str, int]] = field(default_factory=Counter)
+    """Times a worker ran a user action of a run, by (flow id, action id)."""
+    accepted: Counter[tuple[str, int]] = field(default_factory=Counter)
+    """Results answered 200, by (flow id, action id)."""
+    completed_events: dict[str, Counter[int]] = field(default_factory=dict)
+    """COMPLETED entries of each run's history, by action id."""
+    finished: set[str] = field(default_factory=set)
+    unexpected: Counter[str] = field(default_factory=Counter)
+    """Answers no part of the scenario expects (5xx, 4xx other than 409), by kind."""
+    log_problems: list[str] = field(default_factory=list)
+    kills: int = 0
+    restarts: int = 0
+
+    def summary(self) -> str:
+        statuses = Counter(self.statuses.values())
+        return (
+            f"{self.runs} runs, {len(self.flow_ids)} started, statuses {dict(statuses)}; "
+            f"{sum(self.deliveries.values())} deliveries; {self.kills} kill(s), "
+            f"{self.restarts} restart(s); unexpected answers {dict(self.unexpected)}; "
+            f"log problems {self.log_problems[:5]}"
+        )
+
+
+class GaveUp(Exception):
+    """No server answered within GIVE_UP_SECONDS."""
+
+
+class Scenario:
+    def __init__(self, servers: list[ServerProcess], runs: int, fault: Fault | None) -> None:
+        self.servers = servers
+        self.urls = [server.url for server in servers]
+        self.fault = fault
+        self.record = Record(runs)
+        self.prefix = unique("scale")
+        self.actions = {action: f"{self.prefix}-{action}" for action in USER_ACTIONS}
+        self.workflows = {
+            delay: f"{self.prefix}-d{round(delay * 1000)}" for delay in DELAYS_SECONDS
+        }
+        self.random = random.Random(self.prefix)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def request(
+        self, client: httpx.AsyncClient, method: str, path: str, body: Any = None, home: int = 0
+    ) -> httpx.Response:
+        """To ``urls[home]``, then the next server on a transport error or a 5xx. Only for
+        requests safe to repeat: reads, idempotent starts, events and results."""
+        deadline = asyncio.get_running_loop().time() + GIVE_UP_SECONDS
+        attempt = 0
+        while True:
+            url = self.urls[(home + attempt) % len(self.urls)]
+            attempt += 1
+            try:
+                response = await client.request(method, url + path, json=body)
+            except httpx.TransportError:
+                pass
+            else:
+                if response.status_code < 500:
+                    return response
+                self.record.unexpected[f"{method} {response.status_code}"] += 1
+            if asyncio.get_running_loop().time() > deadline:
+                raise GaveUp(f"{method} {path}")
+            if attempt % len(self.urls) == 0:
+                await asyncio.sleep(FAILOVER_PAUSE_SECONDS)
+
+    def expect(self, what: str, response: httpx.Response, *statuses: int) -> None:
+        if response.status_code not in statuses:
+            self.record.unexpected[f"{what} {response.status_code}"] += 1
+
+    # -- the parts ------------------------------------------------------------------------
+
+    async def register(self, client: httpx.AsyncClient) -> None:
+        for name in self.actions.values():
+            settings = {
+                "name": name,
+                "retryCount": RETRY_COUNT,
+                "retryAfterSeconds": RETRY_AFTER_SECONDS,
+                "retryPolicy": "FIXED",
+                "timeoutSeconds": LEASE_SECONDS,
+            }
+            response = await self.request(client, "POST", "/metadata/action", settings)
+            assert response.status_code == 200, response.text
+        for delay, name in self.workflows.items():
+            definition = workflow(
+                name,
+                user(A, self.actions[A], {"default": [B, C, D]}, run="{$.input.run}"),
+                user(B, self.actions[B], {"default": [JOIN]}),
+                system(C, "delay", {"default": [JOIN]}, delaySeconds=delay),
+                system(
+                    D, "wait", {"default": [JOIN]}, event=EVENT, timeoutSeconds=WAIT_TIMEOUT_SECONDS
+                ),
+                system(JOIN, "join", {"default": [E]}, joinOn=[B, C, D]),
+                user(E, self.actions[E]),
+            )
+            response = await self.request(client, "POST", "/metadata/workflow", definition)
+            assert response.status_code == 200, response.text
+
+    async def start_runs(self, client: httpx.AsyncClient) -> None:
+        gate = asyncio.Semaphore(CLIENT_CONCURRENCY)
+        events: list[asyncio.Task[None]] = []
+        delays = list(self.workflows)
+
+        async def start(index: int) -> None:
+            body = {
+                "name": self.workflows[delays[index % len(delays)]],
+                "input": {"run": index},
+                "idempotencyKey": f"{self.prefix}-{index}",
+            }
+            async with gate:
+                response = await self.request(client, "POST", "/flow/execute", body, home=index)
+            self.expect("execute", response, 200, 201)
+            if response.status_code in (200, 201):
+                flow_id: str = response.json()["flowId"]
+                self.record.flow_ids.append(flow_id)
+                if index % 2 == 0:
+                    pause = self.random.uniform(0, EVENT_PAUSE_MAX_SECONDS)
+                    events.append(asyncio.create_task(send_event(index, flow_id, pause)))
+
+        async def send_event(index: int, flow_id: str, pause: float) -> None:
+            await asyncio.sleep(pause)
+            async with gate:
+                path = f"/flow/{flow_id}/events/{EVENT}"
+                response = await self.request(client, "POST", path, {}, home=index)
+            self.expect("event", response, 200, 409)  # 409: the run ended by the timeout
+
+        await asyncio.gather(*(start(index) for index in range(self.record.runs)))
+        await asyncio.gather(*events)
+
+    async def worker(self, home: int, name: str, stop: asyncio.Event) -> None:
+        """Polls its home server (the next ones while the connection is refused); a poll
+        that may have reached a server is never repeated, its tasks come back after the
+        lease. Runs each task's action once and sends the result with fail-over."""
+        body = {
+            "workerId": name,
+            "actions": list(self.actions.values()),
+            "max": TASKS_PER_POLL,
+            "waitSeconds": POLL_WAIT_SECONDS,
+        }
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as client:
+            while not stop.is_set():
+                tasks = await self.poll(client, home, body)
+                await asyncio.gather(*(self.run_task(client, home, task) for task in tasks))
+
+    async def poll(
+        self, client: httpx.AsyncClient, home: int, body: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        for offset in range(len(self.urls)):
+            url = self.urls[(home + offset) % len(self.urls)]
+            try:
+                response = await client.post(f"{url}/tasks/poll", json=body)
+            except httpx.ConnectError:
+                continue
+            except httpx.TransportError:
+                break
+            self.expect("poll", response, 200)
+            tasks: list[dict[str, Any]] = response.json()["tasks"] if response.is_success else []
+            return tasks
+        await asyncio.sleep(FAILOVER_PAUSE_SECONDS)
+        return []
+
+    async def run_task(self, client: httpx.AsyncClient, home: int, task: dict[str, Any]) -> None:
+        record = self.record
+        key = (task["flowId"], task["actionId"])
+        record.deliveries[task["taskId"]] += 1
+        record.executions[key] += 1
+        path = f"/tasks/{task['taskId']}/complete"
+        try:
+            response = await self.request(client, "POST", path, {"output": {"ran": True}}, home)
+        except GaveUp:
+            record.unexpected["complete: no server answered"] += 1
+            return
+        # 409: a result whose answer was lost with a killed server, sent again.
+        self.expect("complete", response, 200, 409)
+        if response.status_code == 200:
+            record.accepted[key] += 1
+            if task["actionId"] == E:
+                record.finished.add(task["flowId"])
+
+    async def inject(self, fault: Fault) -> None:
+        runs = self.record.runs
+
+        async def finished(share: float) -> bool:
+            return len(self.record.finished) >= share * runs
+
+        await wait_until(lambda: finished(1 / 3), GIVE_UP_SECONDS * 4, what="a third of the runs")
+        await self.servers[fault.index].kill()
+        self.record.kills += 1
+        # Started again at two thirds, or after a while, whichever comes first.
+        with contextlib.suppress(AssertionError):
+            await wait_until(lambda: finished(2 / 3), RESTART_AFTER_SECONDS)
+        await self.servers[fault.index].start()
+        self.record.restarts += 1
+
+    async def await_ends(self, client: httpx.AsyncClient, deadline_seconds: float) -> None:
+        """Until every run is COMPLETED, FAILED or TERMINATED; the runs whose last action
+        was accepted are read as they come, every run still open now and then."""
+        statuses = self.record.statuses
+        gate = asyncio.Semaphore(CLIENT_CONCURRENCY)
+        loop = asyncio.get_running_loop()
+        last_sweep = loop.time()
+
+        async def read(flow_id: str) -> None:
+            async with gate:
+                response = await self.request(client, "GET", f"/flow/{flow_id}")
+            self.expect("flow", response, 200)
+            if response.is_success and response.json()["status"] in TERMINAL:
+                statuses[flow_id] = response.json()["status"]
+
+        async def all_ended() -> bool:
+            nonlocal last_sweep
+            open_runs = [flow_id for flow_id in self.record.flow_ids if flow_id not in statuses]
+            if loop.time() - last_sweep > SWEEP_EVERY_SECONDS:
+                last_sweep = loop.time()
+                candidates = open_runs
+            else:
+                candidates = [flow_id for flow_id in open_runs if flow_id in self.record.finished]
+            await asyncio.gather(*(read(flow_id) for flow_id in candidates))
+            return len(statuses) == len(self.record.flow_ids)
+
+        await wait_until(all_ended, deadline_seconds, step=0.25, what="every run to end")
+
+    async def read_histories(self, client: httpx.AsyncClient) -> None:
+        gate = asyncio.Semaphore(CLIENT_CONCURRENCY)
+
+        async def read(flow_id: str) -> None:
+            async with gate:
+                response = await self.request(client, "GET", f"/flow/{flow_id}/history")
+            self.expect("history", response, 200)
+            completed: Counter[int] = Counter(
+                entry["action"]
+                for entry in response.json()["history"]
+                if entry["event"] == "COMPLETED" and isinstance(entry.get("action"), int)
+            )
+            self.record.completed_events[flow_id] = completed
+
+        await asyncio.gather(*(read(flow_id) for flow_id in self.record.flow_ids))
+
+    async def run(self, deadline_seconds: float) -> Record:
+        stop = asyncio.Event()
+        limits = httpx.Limits(max_connections=CLIENT_CONCURRENCY * 2)
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS, limits=limits) as client:
+            await self.register(client)
+            workers = [
+                asyncio.create_task(self.worker(home, f"{self.prefix}-w{home}-{n}", stop))
+                for home in range(len(self.urls))
+                for n in range(WORKERS_PER_SERVER)
+            ]
+            fault = asyncio.create_task(self.inject(self.fault)) if self.fault else None
+            try:
+                await self.start_runs(client)
+                await self.await_ends(client, deadline_seconds)
+                if fault is not None:
+                    await fault
+            finally:
+                stop.set()
+                if fault is not None and not fault.done():
+                    fault.cancel()
+                await asyncio.gather(*workers, *([fault] if fault else []), return_exceptions=True)
+            await self.read_histories(client)
+        self.record.log_problems = await asyncio.to_thread(log_problems, self.servers)
+        return self.record
+
+
+def log_problems(servers: list[ServerProcess]) -> list[str]:
+    """The servers' log lines that tell of an error (a traceback, a cross-slot command)."""
+    found = []
+    for server in servers:
+        lines = server.log_path.read_text(errors="replace").splitlines()
+        found += [line for line in lines if any(problem in line for problem in LOG_PROBLEMS)]
+    return found
+
+
+async def run_scenario(
+    processes: Processes,
+    redis_url: str,
+    logs: Path,
+    servers: int,
+    runs: int,
+    deadline_seconds: float,
+    fault: Fault | None = None,
+) -> Record:
+    """``servers`` servers on ``redis_url`` (their logs in the folder ``logs``), the scenario over
+    them; the servers are stopped by ``processes`` at the end of the test."""
+    env = clean_env(REDIS_URL=redis_url, **SERVER_SETTINGS)
+    fleet = [processes.server(env, logs / f"server-{index}.log") for index in range(servers)]
+    await asyncio.gather(*(server.start() for server in fleet))
+    return await Scenario(fleet, runs, fault).run(deadline_seconds)
