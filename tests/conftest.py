@@ -27,11 +27,6 @@ from tests.helpers.lua import Lua, notify_subscription, private_lua
 from tests.helpers.notification import notification_worker_process
 from tests.helpers.processes import Processes
 
-# Still imported from here by the worker test modules.
-from tests.helpers.waiting import unique, wait_until
-
-__all__ = ["Api", "ServerThread", "unique", "wait_until"]
-
 TEST_PARTITIONS = 4
 
 

@@ -25,9 +25,10 @@ from app.settings import Settings
 from app.store.connection import client_for_url
 from app.store.embedded import EmbeddedRedis
 from app.store.keys import Keys
-from tests.conftest import Api, ServerThread, free_port, serving, unique, wait_until
-from tests.readme_support import MS_PER_SECOND, at_ms, history, redis_now_ms, timers_key
-from tests.test_engine_http import system, user, workflow
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.http import Api, ServerThread, free_port, serving
+from tests.helpers.readme import MS_PER_SECOND, at_ms, history, redis_now_ms, timers_key
+from tests.helpers.waiting import unique, wait_until
 
 RETENTION_SECONDS = 1
 # What a loaded machine may add to a recheck interval before the lost item is picked up.

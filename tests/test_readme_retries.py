@@ -22,8 +22,9 @@ import pytest
 
 from app.settings import Settings
 from app.worker import Worker
-from tests.conftest import Api, ServerThread, serving, unique, wait_until
-from tests.readme_support import (
+from tests.helpers.definitions import set_action, user, workflow
+from tests.helpers.http import Api, ServerThread, serving
+from tests.helpers.readme import (
     MS_PER_SECOND,
     at_ms,
     history,
@@ -31,7 +32,7 @@ from tests.readme_support import (
     redis_now_ms,
     timers_key,
 )
-from tests.test_engine_http import set_action, user, workflow
+from tests.helpers.waiting import unique, wait_until
 
 # A due timer fires within milliseconds; this is what a loaded machine may add.
 FIRE_SLACK_MS = 1000

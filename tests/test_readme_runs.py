@@ -15,9 +15,10 @@ import pytest
 
 from app.settings import Settings
 from app.store.keys import Keys
-from tests.conftest import Api, ServerThread, serving, unique, wait_until
-from tests.readme_support import history
-from tests.test_engine_http import system, user, workflow
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.http import Api, ServerThread, serving
+from tests.helpers.readme import history
+from tests.helpers.waiting import unique, wait_until
 
 # -- idempotency ---------------------------------------------------------------------------
 

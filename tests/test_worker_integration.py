@@ -4,7 +4,7 @@ shutdown, the examples in ``workflows/``, and the exactly-once effect under load
 Workers run in-process (``Worker.run`` on the test's event loop, stopped by an event), except
 the one stalled with SIGSTOP and the one killed with SIGKILL, which are ``orchy worker``
 subprocesses. The server the workers talk to records every exchange on the way
-(``tests.worker_wire``): what each worker sent and what the server answered.
+(``tests.helpers.worker_wire``): what each worker sent and what the server answered.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ import pytest
 from app.jsontypes import JSONObject
 from app.settings import Settings
 from app.worker import NonRetryableError, Worker, load_worker
-from tests.conftest import Api, ServerThread, unique, wait_until
-from tests.test_engine_http import set_action, user, workflow
-from tests.test_faults import Processes, clean_env
-from tests.worker_wire import (
+from tests.helpers.definitions import set_action, user, workflow
+from tests.helpers.http import Api, ServerThread
+from tests.helpers.processes import Processes, clean_env
+from tests.helpers.waiting import unique, wait_until
+from tests.helpers.worker_wire import (
     TappedServer,
     Wire,
     WorkerProcess,

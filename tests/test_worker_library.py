@@ -3,10 +3,11 @@ and errors, stale, unknown and held answers, server errors and an unreachable se
 and the ``next`` offer, heartbeats, stopping, and the ``orchy worker`` command with real
 signals.
 
-Workers talk to a real server whose exchanges are recorded on the way (``tests.worker_wire``);
-every fault is made for real: a run terminated (409) or expired (404) under a task in hand,
-a paused run (``held``), a definition beyond the server's limits (422), an output it refuses
-(413, 422), a Redis stopped (503) or paused, a server not yet listening.
+Workers talk to a real server whose exchanges are recorded on the way
+(``tests.helpers.worker_wire``); every fault is made for real: a run terminated (409) or expired
+(404) under a task in hand, a paused run (``held``), a definition beyond the server's limits
+(422), an output it refuses (413, 422), a Redis stopped (503) or paused, a server not yet
+listening.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from app.jsontypes import JSONObject
 from app.settings import Settings
 from app.store.connection import client_for_url
 from app.worker import ActionRegistrationError, NonRetryableError, Task, Worker
-from tests.conftest import Api, ServerThread, unique, wait_until
-from tests.test_engine_http import user, workflow
-from tests.test_faults import RedisProcess
-from tests.worker_wire import (
+from tests.helpers.definitions import user, workflow
+from tests.helpers.http import Api, ServerThread
+from tests.helpers.processes import RedisProcess
+from tests.helpers.waiting import unique, wait_until
+from tests.helpers.worker_wire import (
     LIGHT_SERVER,
     TappedServer,
     Wire,

@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
 from app.worker import Worker
-from tests.conftest import ServerThread, serving, unique, wait_until
+from tests.helpers.http import ServerThread, serving
+from tests.helpers.waiting import unique, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_SECONDS = 10.0
