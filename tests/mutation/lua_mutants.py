@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ PYTEST_ARGS = (
 )
 # A hung run of the tests (beyond pytest-timeout's own limit) counts as caught.
 RUN_SECONDS = 300
+STOP_SECONDS = 20
 REDIS_START_SECONDS = 10.0
 PYTEST_TESTS_FAILED = 1
 
@@ -85,20 +87,48 @@ def check_copy_is_imported(copy: Path) -> None:
 
 
 def run_tests(copy: Path, tests: Sequence[str]) -> tuple[int | None, str]:
-    """pytest's exit code (None when it hung) and the tail of its output."""
+    """pytest's exit code (None when it hung) and the test that failed, or its last line."""
+    # A session of its own: Ctrl-C reaches pytest only through ``interrupt``, which waits for
+    # it to stop the Redis it started.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", *tests, *PYTEST_ARGS],
+        cwd=copy,
+        env=pytest_environment(copy),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        finished = subprocess.run(
-            [sys.executable, "-m", "pytest", *tests, *PYTEST_ARGS],
-            cwd=copy,
-            env=pytest_environment(copy),
-            capture_output=True,
-            text=True,
-            timeout=RUN_SECONDS,
-        )
+        output, _ = process.communicate(timeout=RUN_SECONDS)
     except subprocess.TimeoutExpired:
+        interrupt(process)
         return None, f"no answer within {RUN_SECONDS} s"
-    lines = (finished.stdout + finished.stderr).strip().splitlines()
-    return finished.returncode, lines[-1] if lines else ""
+    except KeyboardInterrupt:
+        interrupt(process)
+        raise
+    lines = output.strip().splitlines()
+    return process.returncode, failed_test(lines) or (lines[-1] if lines else "")
+
+
+def interrupt(process: subprocess.Popen[str]) -> None:
+    """Interrupts pytest as Ctrl-C would, so that its fixtures stop the Redis they started;
+    kills its process group if it does not end in time."""
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.communicate(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
+def failed_test(lines: Sequence[str]) -> str:
+    """The test that failed (or errored), from pytest's short summary, or ""."""
+    for line in lines:
+        verdict, _, rest = line.partition(" ")
+        if verdict in ("FAILED", "ERROR"):
+            return f"{verdict.lower()}: {rest.split(' - ', 1)[0]}"
+    return ""
 
 
 def script_sources(lua: Path, script: str) -> dict[str, str]:
@@ -170,8 +200,7 @@ def print_table(results: Sequence[Result]) -> None:
             f"{result.mutant.id:<{width}}  {result.verdict:<8}  {result.seconds:5.1f}  "
             f"{result.mutant.description}"
         )
-        if result.verdict != CAUGHT:
-            print(f"{'':<{width}}  {'':<8}  {'':>5}  -> {result.detail}")
+        print(f"{'':<{width}}  {'':<8}  {'':>5}  -> {result.detail}")
     counts = {verdict: 0 for verdict in (CAUGHT, SURVIVED, INVALID)}
     for result in results:
         counts[result.verdict] += 1
@@ -251,4 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # The copy is gone with its temporary folder; the working tree was never written.
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
