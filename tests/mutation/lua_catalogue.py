@@ -1,0 +1,919 @@
+"""The hand-made mutants of app/store/lua: each one a plausible bug in one script, with the
+tests that must catch it. ``EQUIVALENT`` holds mutants that change no behaviour, with why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Tests written to catch mutants that the other files let through; part of every selection.
+KILLS = "tests/test_lua_mutant_kills.py"
+
+# The test files that drive each script directly.
+SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
+    "start": ("tests/test_lua_start.py",),
+    "transition": ("tests/test_lua_transition.py",),
+    "requeue": ("tests/test_lua_requeue.py",),
+    "poll": ("tests/test_lua_poll.py",),
+    "heartbeat": ("tests/test_lua_heartbeat.py",),
+    "event": ("tests/test_lua_event.py",),
+    "claim_timers": ("tests/test_lua_scripts.py",),
+    "pause": ("tests/test_lua_lifecycle.py",),
+    "resume": ("tests/test_lua_lifecycle.py",),
+    "terminate": ("tests/test_lua_lifecycle.py",),
+    "register_workflow": ("tests/test_lua_scripts.py",),
+    "timer_failed": ("tests/test_lua_timer_failed.py",),
+    # Every run-changing script carries common.lua.
+    "common": tuple(
+        f"tests/test_lua_{name}.py"
+        for name in (
+            "start",
+            "transition",
+            "poll",
+            "requeue",
+            "event",
+            "heartbeat",
+            "lifecycle",
+            "timer_failed",
+            "scripts",
+        )
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """``original`` must occur exactly once in app/store/lua/<script>.lua."""
+
+    id: str
+    script: str
+    original: str
+    replacement: str
+    description: str
+    tests: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    mutant: Mutant
+    reason: str
+
+
+Entry = tuple[str, str, str, str, tuple[str, ...]]
+
+
+def _catalogue(entries: list[Entry], label: str = "") -> list[Mutant]:
+    """Numbers the mutants of each script; an entry's tests default to its script's files."""
+    numbered: dict[str, int] = {}
+    mutants = []
+    for script, original, replacement, description, tests in entries:
+        numbered[script] = numbered.get(script, 0) + 1
+        mutants.append(
+            Mutant(
+                f"{script}-{label}{numbered[script]}",
+                script,
+                original,
+                replacement,
+                description,
+                tests or (*SCRIPT_TESTS[script], KILLS),
+            )
+        )
+    return mutants
+
+
+MUTANTS: list[Mutant] = _catalogue(
+    [
+        # -- common.lua ------------------------------------------------------------------------
+        (
+            "common",
+            "for i = first, #KEYS do",
+            "for i = first + 1, #KEYS do",
+            "check_queues skips the first queue key",
+            (),
+        ),
+        (
+            "common",
+            "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)",
+            "return tonumber(t[1]) * 1000",
+            "now_ms drops the milliseconds of the current second",
+            (),
+        ),
+        (
+            "common",
+            "    ctx.revised = true\n",
+            "",
+            "the revision goes up with each history entry, not once per script",
+            (),
+        ),
+        (
+            "common",
+            "    extra.at = ctx.now\n",
+            "",
+            "the further entries of one hist call get no time",
+            (),
+        ),
+        (
+            "common",
+            "redis.call('HINCRBY', ctx.run, 'active', ctx.active_change)",
+            "redis.call('HSET', ctx.run, 'active', ctx.active_change)",
+            "flush sets the open count to the change instead of adding it",
+            (),
+        ),
+        (
+            "common",
+            "  end\n  ctx.active_change = nil\nend\n\n-- Every run-changing",
+            "  end\nend\n\n-- Every run-changing",
+            "flush forgets to reset the change, so a second flush counts it again",
+            (),
+        ),
+        (
+            "common",
+            "if first[2] == nil or tonumber(first[2]) > due then",
+            "if first[2] == nil then",
+            "an earlier timer than the partition's first wakes no sweeper",
+            (),
+        ),
+        (
+            "common",
+            "tonumber(redis.call('HGET', ctx.run, 'seq') or '0') + 1",
+            "tonumber(redis.call('HGET', ctx.run, 'seq') or '0')",
+            "a new execution reuses the last seq",
+            (),
+        ),
+        (
+            "common",
+            "  if OPEN[status] then count_active(ctx, 1) end\n  return seq",
+            "  count_active(ctx, 1)\n  return seq",
+            "every new execution counts as open, even a finished one",
+            (),
+        ),
+        (
+            "common",
+            "af(aid, 's'), status, af(aid, 'n'), n, af(aid, 'x'), seq }",
+            "af(aid, 's'), status, af(aid, 'n'), n }",
+            "a new execution is not recorded as its action's latest",
+            (),
+        ),
+        (
+            "common",
+            "  if is_latest(ctx, aid, seq) then"
+            " redis.call('HSET', ctx.run, af(aid, 's'), status) end\n"
+            "  if OPEN[was]",
+            "  redis.call('HSET', ctx.run, af(aid, 's'), status)\n  if OPEN[was]",
+            "an older execution's status overwrites its action's latest status",
+            (),
+        ),
+        (
+            "common",
+            "      redis.call('LREM', ctx.events, 1, entry)\n",
+            "",
+            "a consumed buffered event stays buffered",
+            (),
+        ),
+        (
+            "common",
+            "redis.call('LREM', ctx.events, 1, entry)",
+            "redis.call('LREM', ctx.events, 0, entry)",
+            "consuming a buffered event drops its identical twins too",
+            (),
+        ),
+        (
+            "common",
+            "  redis.call('ZREM', ctx.timers, timer_member(ctx, 'wto', seq, 1))\n",
+            "",
+            "a wait that gets its event keeps its timeout timer",
+            (),
+        ),
+        (
+            "common",
+            "xf(seq, 'evd'), data, xf(seq, 'n'), 2)",
+            "xf(seq, 'evd'), data)",
+            "a wait that gets its event keeps generation 1",
+            (),
+        ),
+        (
+            "common",
+            "string.sub(ctx.secrets, at * 32 + 1, at * 32 + 32)",
+            "string.sub(ctx.secrets, at * 32, at * 32 + 31)",
+            "lease secrets are cut one digit early",
+            (),
+        ),
+        (
+            "common",
+            "xf(seq, 'k'), secret, 'updatedAt', ctx.now)",
+            "xf(seq, 'k'), secret)",
+            "a lease does not touch the run's updatedAt",
+            (),
+        ),
+        (
+            "common",
+            "timer_member(ctx, 'lease', seq, attempt), ctx.now + lease_ms)",
+            "timer_member(ctx, 'lease', seq, attempt), lease_ms)",
+            "the lease timer is due at lease_ms since the epoch",
+            (),
+        ),
+        (
+            "common",
+            "    ctx.announced[name] = true\n",
+            "",
+            "every queued task publishes its own queue notification",
+            (),
+        ),
+        (
+            "common",
+            "  if poll_timeout_ms > 0 then",
+            "  if poll_timeout_ms >= 0 then",
+            "a task without a poll timeout gets one due at once",
+            (),
+        ),
+        (
+            "common",
+            "if kind == 'user' and number > 0 and ctx.worker then",
+            "if kind == 'user' and number ~= 0 and ctx.worker then",
+            "a queued task with a poll timeout is leased at once instead",
+            (),
+        ),
+        (
+            "common",
+            "      redis.call('HDEL', ctx.run, af(aid, 'e'))\n"
+            "      hist(ctx, { event = 'COMPLETED'",
+            "      hist(ctx, { event = 'COMPLETED'",
+            "a system action that completes keeps its earlier error",
+            (),
+        ),
+        (
+            "common",
+            "af(aid, 'e'), payload, af(aid, 'o'),\n        cjson.encode({ error = payload }))",
+            "af(aid, 'e'), payload)",
+            "a system action that fails gets no output",
+            (),
+        ),
+        (
+            "common",
+            "timer_member(ctx, 'fire', seq, 1), ctx.now + number)",
+            "timer_member(ctx, 'fire', seq, 1), number)",
+            "a sleep's timer is due at its delay since the epoch",
+            (),
+        ),
+        (
+            "common",
+            "        redis.call('RPUSH', ctx.waiters, seq .. '|' .. name)\n",
+            "",
+            "a wait with no buffered event is not registered as a waiter",
+            (),
+        ),
+        (
+            "common",
+            "        if number >= 0 then",
+            "        if number > 0 then",
+            "a wait with timeout 0 never times out",
+            (),
+        ),
+        (
+            "common",
+            "      elseif redis.call('HEXISTS', ctx.run, af(aid, 'jw')) == 1 then\n"
+            "        hist(ctx, { event = 'JOIN_ARRIVAL', action = action })\n",
+            "",
+            "each arrival at a waiting join opens another join execution",
+            (),
+        ),
+        (
+            "common",
+            "joins = joins .. ',' .. aid end",
+            "joins = aid end",
+            "a new waiting join replaces the run's other waiting joins",
+            (),
+        ),
+        (
+            "common",
+            "  for seq = 1, last do\n    if OPEN",
+            "  for seq = 1, last - 1 do\n    if OPEN",
+            "ending a run leaves its last execution open",
+            (),
+        ),
+        (
+            "common",
+            "  redis.call('HSET', ctx.run, 'active', 0, 'joins', '')",
+            "  redis.call('HSET', ctx.run, 'joins', '')",
+            "ending a run keeps its count of open executions",
+            (),
+        ),
+        (
+            "common",
+            "  redis.call('PUBLISH', ctx.channel, 'f|' .. ctx.partition .. '|' .. ctx.flow"
+            " .. '|' .. status\n"
+            "    .. '|' .. reason)\n",
+            "",
+            "a finished run is not announced (for the servers' run logs)",
+            (),
+        ),
+        (
+            "common",
+            "ipairs({ ctx.run, ctx.hist, ctx.events, ctx.waiters, ctx.held })",
+            "ipairs({ ctx.run, ctx.hist })",
+            "a finished run's events, waiters and held keys never expire",
+            (),
+        ),
+        (
+            "common",
+            "'updatedAt', ctx.now,\n    'finishedAt', ctx.now)",
+            "'updatedAt', ctx.now)",
+            "a finished run gets no finishedAt",
+            (),
+        ),
+        (
+            "common",
+            "if status ~= 'COMPLETED' and status ~= 'FAILED' then",
+            "if status ~= 'COMPLETED' then",
+            "a join waits for its actions to complete, not to finish",
+            (),
+        ),
+        (
+            "common",
+            "      redis.call('HDEL', ctx.run, af(aid, 'jw'))\n      add_timer",
+            "      add_timer",
+            "a fired join still marks its action as waiting",
+            (),
+        ),
+        (
+            "common",
+            "elseif waiting_joins > 0 and waiting_joins == active then",
+            "elseif waiting_joins > 0 then",
+            "a run fails as soon as a join waits, though other actions can still finish it",
+            (),
+        ),
+        # -- transition.lua --------------------------------------------------------------------
+        (
+            "transition",
+            "if status == false or TERMINAL[status] then\n"
+            "  if member ~= '' then redis.call('ZREM', ctx.timers, member) end\n",
+            "if status == false or TERMINAL[status] then\n",
+            "a result for an ended run leaves its timer behind",
+            (),
+        ),
+        (
+            "transition",
+            "if ARGV[19] ~= '' and exec[7] ~= ARGV[19] then return 'moved' end\n",
+            "",
+            "a plan made from an older revision is applied",
+            (),
+        ),
+        (
+            "transition",
+            "if ARGV[17] ~= '' and tonumber(redis.call('ZSCORE', ctx.timers, member))"
+            " ~= tonumber(ARGV[17])"
+            " then\n  return 'stale'\nend\n",
+            "",
+            "an expiry claimed before a heartbeat extended the lease still expires it",
+            ("tests/test_lua_transition.py", "tests/test_lua_heartbeat.py"),
+        ),
+        (
+            "transition",
+            "if ARGV[20] ~= '' and exec[8] ~= ARGV[20] then return 'stale' end\n",
+            "",
+            "a result naming another lease's secret is applied",
+            (),
+        ),
+        (
+            "transition",
+            "if exec[2] ~= ARGV[6] or exec[3] ~= ARGV[7] or (fresh and exec[4]) then",
+            "if exec[2] ~= ARGV[6] or (fresh and exec[4]) then",
+            "a result for another attempt is applied",
+            (),
+        ),
+        (
+            "transition",
+            "if exec[2] ~= ARGV[6] or exec[3] ~= ARGV[7] or (fresh and exec[4]) then",
+            "if exec[2] ~= ARGV[6] or exec[3] ~= ARGV[7] then",
+            "a second fresh result for an execution whose result is held is held too",
+            (),
+        ),
+        (
+            "transition",
+            "if status == 'PAUSED' and held_member ~= '' then",
+            "if status == 'PAUSED' and fresh then",
+            "a replayed held result of a run paused again is applied instead of held again",
+            (),
+        ),
+        (
+            "transition",
+            "    if member ~= held_member then redis.call('SREM', ctx.held, member) end\n",
+            "",
+            "a held worker result leaves its held lease expiry held too",
+            (),
+        ),
+        (
+            "transition",
+            "  if ARGV[10] ~= '' then redis.call('HSET', ctx.run, xf(seq, 'held'), ARGV[10]) end\n",
+            "",
+            "a held worker result's outcome is not kept",
+            (),
+        ),
+        (
+            "transition",
+            "  local attempt = tonumber(ARGV[7]) + 1",
+            "  local attempt = tonumber(ARGV[7])",
+            "a retry keeps the attempt number",
+            (),
+        ),
+        (
+            "transition",
+            "'enq', seq, attempt), ctx.now + tonumber(ARGV[15]))",
+            "'enq', seq, attempt), ctx.now)",
+            "a retry is due at once, ignoring its delay",
+            (),
+        ),
+        (
+            "transition",
+            "    redis.call('HSET', ctx.run, af(aid, 's'), 'QUEUED', af(aid, 'n'), attempt,"
+            " af(aid, 'e'),"
+            " ARGV[13])",
+            "    redis.call('HSET', ctx.run, af(aid, 's'), 'QUEUED', af(aid, 'e'), ARGV[13])",
+            "a retry leaves its action's attempt count behind",
+            (),
+        ),
+        (
+            "transition",
+            "  if OPEN[ARGV[6]] then count_active(ctx, -1) end\n",
+            "",
+            "an ended execution still counts as open",
+            (),
+        ),
+        (
+            "transition",
+            "  if latest and new_status ~= 'FAILED' then"
+            " redis.call('HDEL', ctx.run, af(aid, 'e')) end\n",
+            "",
+            "a completion keeps the error of an earlier failed attempt",
+            (),
+        ),
+        (
+            "transition",
+            "  if exec[6] then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. exec[6]) end\n",
+            "",
+            "a wait that times out stays a waiter",
+            (),
+        ),
+        (
+            "transition",
+            "if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end",
+            "settle(ctx)",
+            "the engine's reason to fail the run is ignored",
+            (),
+        ),
+        (
+            "transition",
+            "if #ctx.leased > 0 and redis.call('HGET', ctx.run, 'status') == 'RUNNING' then",
+            "if #ctx.leased > 0 then",
+            "tasks leased at once are handed out though the run just ended",
+            (),
+        ),
+        (
+            "transition",
+            "check_queues(7)",
+            "check_queues(8)",
+            "the first queue named by the ops is not checked",
+            (),
+        ),
+        (
+            "transition",
+            "if exec[4] then redis.call('HDEL', ctx.run, xf(seq, 'held')) end\n",
+            "",
+            "an applied held result stays marked held",
+            (),
+        ),
+        (
+            "transition",
+            "    if new_status == 'FAILED' then\n      table.insert(fields, af(aid, 'e'))",
+            "    if new_status == 'QUEUED' then\n      table.insert(fields, af(aid, 'e'))",
+            "a failed execution does not record its error on its action",
+            (),
+        ),
+        # -- poll.lua --------------------------------------------------------------------------
+        (
+            "poll",
+            "if status == 'RUNNING' or status == 'PAUSED' then",
+            "if status then",
+            "tasks of ended runs are leased",
+            (),
+        ),
+        (
+            "poll",
+            "if exec[1] == 'QUEUED' and exec[2] == attempt then",
+            "if exec[1] == 'QUEUED' then",
+            "a queue entry of an older attempt is leased",
+            (),
+        ),
+        (
+            "poll",
+            "        redis.call('ZREM', KEYS[1], timer_member(ctx, 'pto', seq, attempt))\n",
+            "",
+            "a leased task keeps its poll timeout",
+            (),
+        ),
+        (
+            "poll",
+            "tonumber(ARGV[6 + q])",
+            "tonumber(ARGV[8])",
+            "every queue's tasks get the first queue's lease time",
+            (),
+        ),
+        (
+            "poll",
+            "secrets_used = #leased }",
+            "secrets_used = 0 }",
+            "every task leased by one poll gets the same secret",
+            (),
+        ),
+        (
+            "poll",
+            "while #leased < wanted do",
+            "while #leased <= wanted do",
+            "a poll leases one task more than asked",
+            (),
+        ),
+        ("poll", "        flush(ctx)\n", "", "a lease is never written to the history", ()),
+        # -- start.lua -------------------------------------------------------------------------
+        (
+            "start",
+            "if redis.call('EXISTS', ctx.run) == 1 then return 'exists' end\n",
+            "",
+            "a start with an existing id overwrites the run",
+            (),
+        ),
+        (
+            "start",
+            "  redis.call('ZADD', KEYS[8], ctx.now, ctx.flow)\n",
+            "",
+            "a run is missing from its workflow's index",
+            (),
+        ),
+        (
+            "start",
+            "redis.call('DEL', ctx.run, ctx.hist, ctx.events, ctx.waiters, ctx.held)",
+            "redis.call('DEL', ctx.run, ctx.events, ctx.waiters, ctx.held)",
+            "a start that fails midway leaves its history behind",
+            (),
+        ),
+        (
+            "start",
+            "  redis.call('ZREM', KEYS[7], ctx.flow)\n",
+            "",
+            "a start that fails midway stays in the index of all runs",
+            (),
+        ),
+        (
+            "start",
+            "check_queues(9)",
+            "check_queues(10)",
+            "the first queue named by the ops is not checked",
+            (),
+        ),
+        (
+            "start",
+            "if ARGV[9] ~= '' then finish_run(ctx, 'FAILED', ARGV[9]) else settle(ctx) end",
+            "settle(ctx)",
+            "the reason to fail the run at once is ignored",
+            (),
+        ),
+        (
+            "start",
+            "'seq', 0, 'active', 0, 'joins', '')",
+            "'seq', 0, 'active', 1, 'joins', '')",
+            "a run starts counting one open execution too many",
+            (),
+        ),
+        (
+            "start",
+            "'input', ARGV[7], 'idempotencyKey'",
+            "'idempotencyKey'",
+            "a run does not keep its input",
+            (),
+        ),
+        # -- requeue.lua -----------------------------------------------------------------------
+        (
+            "requeue",
+            "if exec[1] ~= 'QUEUED' or exec[2] ~= attempt then return 'stale' end",
+            "if exec[1] ~= 'QUEUED' then return 'stale' end",
+            "a back-off timer of an older attempt queues the task again",
+            (),
+        ),
+        (
+            "requeue",
+            "if status == 'PAUSED' then\n  redis.call('SADD', ctx.held, member)\n"
+            "  return 'held'\nend\n",
+            "",
+            "a retry of a paused run is queued instead of held",
+            (),
+        ),
+        (
+            "requeue",
+            "if status == false or TERMINAL[status] then\n"
+            "  redis.call('ZREM', ctx.timers, member)\n",
+            "if status == false or TERMINAL[status] then\n",
+            "the back-off timer of an ended run is left behind",
+            (),
+        ),
+        (
+            "requeue",
+            "seq, attempt, tonumber(ARGV[9]))",
+            "seq, attempt, 0)",
+            "a requeued task loses its poll timeout",
+            (),
+        ),
+        (
+            "requeue",
+            "check_queues(7)\nredis.call('ZREM', ctx.timers, member)\n",
+            "check_queues(7)\n",
+            "the back-off timer is never removed",
+            (),
+        ),
+        # -- heartbeat.lua ---------------------------------------------------------------------
+        (
+            "heartbeat",
+            " or exec[4] ~= ARGV[5] then",
+            " then",
+            "a heartbeat without the lease's secret extends it",
+            (),
+        ),
+        (
+            "heartbeat",
+            "if not redis.call('ZSCORE', KEYS[2], ARGV[4]) then return 'stale' end\n",
+            "",
+            "a heartbeat after its lease expiry was held answers ok",
+            (),
+        ),
+        (
+            "heartbeat",
+            "now_ms() + tonumber(ARGV[3])",
+            "tonumber(ARGV[3])",
+            "a heartbeat moves the lease to lease-ms since the epoch",
+            (),
+        ),
+        (
+            "heartbeat",
+            "if TERMINAL[status] then return 'terminal' end\n",
+            "",
+            "a heartbeat of an ended run is not told the run ended",
+            (),
+        ),
+        # -- event.lua -------------------------------------------------------------------------
+        (
+            "event",
+            "    redis.call('LREM', ctx.waiters, 1, entry)\n",
+            "",
+            "a wait that got its event stays a waiter",
+            (),
+        ),
+        (
+            "event",
+            "    if status == 'PAUSED' then return done(ctx, 'held') end\n",
+            "",
+            "an event delivered to a paused run's wait is answered delivered",
+            (),
+        ),
+        (
+            "event",
+            "redis.call('RPUSH', ctx.events, cjson.encode",
+            "redis.call('LPUSH', ctx.events, cjson.encode",
+            "buffered events are consumed newest first",
+            (),
+        ),
+        (
+            "event",
+            "if TERMINAL[status] then return 'terminal' end\n",
+            "",
+            "an event to an ended run is buffered",
+            (),
+        ),
+        (
+            "event",
+            "  if awaited == name then",
+            "  if string.find(awaited, name, 1, true) then",
+            "an event reaches a wait whose name merely contains its name",
+            (),
+        ),
+        # -- claim_timers.lua ------------------------------------------------------------------
+        (
+            "claim_timers",
+            "'XX', now + tonumber(ARGV[2]), due[i])",
+            "'XX', now, due[i])",
+            "a claimed timer stays due, so another sweeper claims it too",
+            (),
+        ),
+        (
+            "claim_timers",
+            "'WITHSCORES', 'LIMIT', 0,\n  tonumber(ARGV[1]))",
+            "'WITHSCORES')",
+            "a claim takes every due timer, not at most ARGV[1]",
+            (),
+        ),
+        (
+            "claim_timers",
+            "if first[2] then reply[2] = tonumber(first[2]) end\n",
+            "",
+            "a claim never reports the next due time",
+            (),
+        ),
+        (
+            "claim_timers",
+            "local reply = { now, -1 }",
+            "local reply = { now, 0 }",
+            "an empty partition reports a timer due at the epoch",
+            (),
+        ),
+        # -- pause.lua -------------------------------------------------------------------------
+        (
+            "pause",
+            "if status ~= 'RUNNING' then return 'not_running' end",
+            "if TERMINAL[status] then return 'not_running' end",
+            "pausing a paused run answers ok",
+            (),
+        ),
+        (
+            "pause",
+            "hist(ctx, { event = 'RUN_PAUSED' })\n",
+            "",
+            "a pause is not written to the history",
+            (),
+        ),
+        (
+            "pause",
+            "'status', 'PAUSED', 'updatedAt', ctx.now)",
+            "'status', 'PAUSED')",
+            "a pause does not touch updatedAt",
+            (),
+        ),
+        # -- resume.lua ------------------------------------------------------------------------
+        (
+            "resume",
+            "if status ~= 'PAUSED' then return 'not_paused' end",
+            "",
+            "resuming a run that is not paused answers ok",
+            (),
+        ),
+        (
+            "resume",
+            "redis.call('DEL', ctx.held)\n",
+            "",
+            "what was held stays held after a resume",
+            (),
+        ),
+        (
+            "resume",
+            "for _, member in ipairs(held) do add_timer(ctx, member, ctx.now) end\n",
+            "",
+            "a resume releases nothing it held",
+            (),
+        ),
+        (
+            "resume",
+            "released = #held",
+            "released = 0",
+            "the history does not say how much a resume released",
+            (),
+        ),
+        # -- terminate.lua ---------------------------------------------------------------------
+        (
+            "terminate",
+            "if TERMINAL[status] then return 'terminal' end\n",
+            "",
+            "terminating an ended run ends it again",
+            (),
+        ),
+        (
+            "terminate",
+            "finish_run(ctx, 'TERMINATED', ARGV[5])",
+            "finish_run(ctx, 'FAILED', ARGV[5])",
+            "a terminated run is marked FAILED",
+            (),
+        ),
+        (
+            "terminate",
+            "finish_run(ctx, 'TERMINATED', ARGV[5])",
+            "finish_run(ctx, 'TERMINATED', '')",
+            "a terminated run loses its reason",
+            (),
+        ),
+        (
+            "terminate",
+            "if status == false then return 'missing' end\n",
+            "",
+            "terminating a missing run creates it",
+            (),
+        ),
+        # -- register_workflow.lua -------------------------------------------------------------
+        (
+            "register_workflow",
+            "if existing then return { tonumber(existing), 0 } end\n",
+            "",
+            "an identical definition is stored as a new version",
+            (),
+        ),
+        (
+            "register_workflow",
+            "redis.call('SADD', KEYS[2], ARGV[1])\n",
+            "",
+            "a new workflow is missing from the set of names",
+            (),
+        ),
+        (
+            "register_workflow",
+            "for i = 4, #ARGV do",
+            "for i = 5, #ARGV do",
+            "the first user action name is not noted",
+            (),
+        ),
+        (
+            "register_workflow",
+            "'d:' .. ARGV[2], version)",
+            "'d:' .. ARGV[2], 1)",
+            "every digest points at version 1",
+            (),
+        ),
+        # -- timer_failed.lua ------------------------------------------------------------------
+        (
+            "timer_failed",
+            "if failures < tonumber(ARGV[9]) and",
+            "if failures <= tonumber(ARGV[9]) and",
+            "a timer is tried once more than the limit",
+            (),
+        ),
+        (
+            "timer_failed",
+            " and redis.call('ZSCORE', ctx.timers, member) then",
+            " then",
+            "a timer removed meanwhile is brought back",
+            (),
+        ),
+        (
+            "timer_failed",
+            "if status == false or TERMINAL[status] then\n"
+            "  redis.call('ZREM', ctx.timers, member)\n",
+            "if status == false or TERMINAL[status] then\n",
+            "the failed timer of an ended run is left behind",
+            (),
+        ),
+        (
+            "timer_failed",
+            "add_timer(ctx, member, ctx.now + tonumber(ARGV[8]))",
+            "add_timer(ctx, member, ctx.now)",
+            "a failed timer is tried again at once, with no pause",
+            (),
+        ),
+    ]
+)
+
+# A lease timer exists only while its attempt runs and no result of it is held: every
+# transition that ends, retries or holds an attempt removes the timer it consumes. So
+# heartbeat.lua's ZSCORE guard refuses everything these checks would.
+_LEASE_TIMER_GUARD = (
+    "heartbeat.lua answers stale when the lease timer is gone, and it is gone whenever this "
+    "check would refuse (a lease timer exists only while its attempt runs, unheld)"
+)
+EQUIVALENT: list[Equivalent] = [
+    Equivalent(mutant, reason)
+    for mutant, reason in zip(
+        _catalogue(
+            [
+                (
+                    "heartbeat",
+                    "exec[2] ~= ARGV[2] or exec[3] or",
+                    "exec[2] ~= ARGV[2] or",
+                    "a heartbeat of an attempt whose result is held is ok",
+                    (),
+                ),
+                (
+                    "heartbeat",
+                    "if exec[1] ~= 'RUNNING' or",
+                    "if",
+                    "a heartbeat of a task that is not running is ok",
+                    (),
+                ),
+                (
+                    "heartbeat",
+                    "redis.call('ZADD', KEYS[2], 'XX',",
+                    "redis.call('ZADD', KEYS[2],",
+                    "a heartbeat may add a lease timer that is not there",
+                    (),
+                ),
+                (
+                    "claim_timers",
+                    "redis.call('ZADD', KEYS[1], 'XX',",
+                    "redis.call('ZADD', KEYS[1],",
+                    "a claim may add a timer that is not there",
+                    (),
+                ),
+            ],
+            label="eq",
+        ),
+        [
+            _LEASE_TIMER_GUARD,
+            _LEASE_TIMER_GUARD,
+            "the script returned stale just before unless ZSCORE found the member, and nothing "
+            "runs between the two commands of one script",
+            "it only re-scores members that ZRANGEBYSCORE returned from the same key in the same "
+            "script",
+        ],
+        strict=True,
+    )
+]
