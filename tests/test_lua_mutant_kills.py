@@ -8,45 +8,30 @@ Each test runs on a private key prefix; see test_lua_scripts.py for the helpers.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from redis.exceptions import ResponseError
 
-from app.store.store import Applied, Outcome, PlannedOp, RunStart, Store, Transition
-from tests.conftest import wait_until
-from tests.test_lua_scripts import (
+from app.store.store import Applied, Outcome, PlannedOp, RunStart, Transition
+from tests.helpers.lua import (
     Lua,
+    assert_no_run,
     done,
     events_of,
     failed,
     join,
     member,
     messages,
-    notify_subscription,
-    private_lua,
     queue_entry,
     user,
     user_with_poll_timeout,
     wait,
 )
-from tests.test_lua_start import assert_no_run
+from tests.helpers.waiting import wait_until
 
 LEASE_MS = 30_000
 SECRET = "e" * 32
-
-
-@pytest.fixture
-def lua(store: Store) -> Lua:
-    return private_lua(store)
-
-
-@pytest_asyncio.fixture
-async def pubsub(lua: Lua, redis_url: str) -> AsyncIterator[Any]:
-    async with notify_subscription(lua, redis_url) as channel:
-        yield channel
 
 
 async def clock_passes(lua: Lua, ms: int) -> None:

@@ -17,6 +17,7 @@ from app.store.store import Outcome, RunStart
 from tests.helpers.lua import (
     RETENTION,
     Lua,
+    assert_no_run,
     done,
     entry_of,
     events_of,
@@ -420,15 +421,6 @@ async def test_start_applies_ten_thousand_ops_and_notifies_their_queue_once(
     # shows that nothing else came.
     await lua.client.publish(lua.keys.notify_channel, "marker")
     assert await messages(pubsub, 2) == [f"q|{lua.partition(flow)}|{queue}", "marker"]
-
-
-async def assert_no_run(lua: Lua, flow: str, name: str) -> None:
-    keys = lua.run_keys(flow)
-    for key in (keys.run, keys.history, keys.events, keys.waiters, keys.held):
-        assert await lua.client.exists(key) == 0, key
-    partition = lua.partition(flow)
-    assert await lua.client.zscore(lua.keys.runs_index(partition), flow) is None
-    assert await lua.client.zscore(lua.keys.runs_by_name(partition, name), flow) is None
 
 
 async def test_start_with_a_queue_key_of_another_type_changes_nothing(lua: Lua) -> None:

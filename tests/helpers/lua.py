@@ -286,3 +286,12 @@ async def messages(channel: Any, count: int) -> list[str]:
         if message is not None:
             got.append(message["data"])
     return got
+
+
+async def assert_no_run(lua: Lua, flow: str, name: str) -> None:
+    keys = lua.run_keys(flow)
+    for key in (keys.run, keys.history, keys.events, keys.waiters, keys.held):
+        assert await lua.client.exists(key) == 0, key
+    partition = lua.partition(flow)
+    assert await lua.client.zscore(lua.keys.runs_index(partition), flow) is None
+    assert await lua.client.zscore(lua.keys.runs_by_name(partition, name), flow) is None
