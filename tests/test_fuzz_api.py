@@ -6,6 +6,7 @@ and a refusal must name the field at fault."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,6 @@ from schemathesis.specs.openapi.checks import (
 from app.api.app import create_app
 from app.settings import Settings
 from tests.conftest import ServerThread, serving, unique
-from tests.test_engine_http import system, user, workflow
 
 # jsonpath-ng warns when it parses `&` and `|`, which the fuzzer may write in a definition.
 pytestmark = pytest.mark.filterwarnings("ignore:The .* operator is deprecated:DeprecationWarning")
@@ -37,7 +37,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:The .* operator is deprecated:De
 FUZZ_POLL_MAX_WAIT_SECONDS = 0.05
 MAX_EXAMPLES = 100
 REQUEST_TIMEOUT_SECONDS = 10.0
-KNOWN_RUNS = 6
+# Runs made COMPLETED, FAILED, PAUSED and TERMINATED, and some left RUNNING.
+KNOWN_RUNS = 8
+WAIT_SECONDS = 15.0
+WAIT_STEP_SECONDS = 0.02
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -51,7 +54,7 @@ UNPROCESSABLE = 422
 @dataclass(frozen=True)
 class KnownIds:
     """Ids that exist, swapped into some generated requests so that the fuzzer reaches past
-    "not found": runs waiting in a wait, leased tasks, a workflow and its action."""
+    "not found": runs in every status, tasks leased and answered, a workflow and its action."""
 
     workflow: str
     action: str
@@ -66,15 +69,34 @@ def fuzz_server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]
         yield thread
 
 
+def wait_for_status(client: httpx.Client, flow_id: str, status: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while client.get(f"/flow/{flow_id}").json()["status"] != status:
+        assert time.monotonic() < deadline, f"run {flow_id} did not become {status}"
+        time.sleep(WAIT_STEP_SECONDS)
+
+
 @pytest.fixture(scope="module")
 def known_ids(fuzz_server: ServerThread) -> KnownIds:
+    """Runs in every status (so that each shape of a run is read back and checked), and
+    tasks leased, answered and not."""
     name = unique("fuzz-known")
     action = f"{name}-task"
-    definition = workflow(
-        name,
-        user(1, action, {"default": [2]}, x="{$.input.x}"),
-        system(2, "wait", event="go"),
-    )
+    definition = {
+        "name": name,
+        "rootAction": 1,
+        "actions": [
+            {
+                "id": 1,
+                "type": "user",
+                "name": action,
+                "parameters": {"x": "{$.input.x}"},
+                "next": {"default": [2]},
+            },
+            {"id": 2, "type": "system", "name": "wait", "event": "go"},
+        ],
+        "output": {"x": "{$.input.x}", "opened": "{$.2.output.opened}"},
+    }
     with httpx.Client(base_url=fuzz_server.url, timeout=30) as client:
         assert client.post("/metadata/workflow", json=definition).status_code == 200
         flow_ids = [
@@ -84,9 +106,25 @@ def known_ids(fuzz_server: ServerThread) -> KnownIds:
             for index in range(KNOWN_RUNS)
         ]
         body = {"workerId": "fuzz", "actions": [action], "max": KNOWN_RUNS}
-        tasks = client.post("/tasks/poll", json=body).json()["tasks"]
-    assert len(tasks) == KNOWN_RUNS
-    return KnownIds(name, action, flow_ids, [task["taskId"] for task in tasks])
+        tasks = {
+            task["flowId"]: task["taskId"]
+            for task in client.post("/tasks/poll", json=body).json()["tasks"]
+        }
+        assert set(tasks) == set(flow_ids)
+        completed, failed, paused, terminated = flow_ids[:4]
+        answer = client.post(f"/tasks/{tasks[completed]}/complete", json={"output": {"y": 1}})
+        assert answer.status_code == 200, answer.text
+        answer = client.post(f"/flow/{completed}/events/go", json={"opened": True})
+        assert answer.status_code == 200, answer.text
+        answer = client.post(
+            f"/tasks/{tasks[failed]}/fail", json={"error": "no", "retryable": False}
+        )
+        assert answer.status_code == 200, answer.text
+        assert client.post(f"/flow/{paused}/pause").status_code == 200
+        assert client.post(f"/flow/{terminated}/terminate").status_code == 200
+        wait_for_status(client, completed, "COMPLETED")
+        wait_for_status(client, failed, "FAILED")
+    return KnownIds(name, action, flow_ids, list(tasks.values()))
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +160,8 @@ def fields_at_fault(case: schemathesis.Case[Any]) -> set[str]:
     innermost name, or its location when the whole body or query is wrong), and every field
     the operation declares (a request made invalid in one place may be refused for another
     field first: a value beyond 64 bits, a string made empty)."""
-    names = declared_fields(OPENAPI["paths"][case.operation.path][case.method.lower()])
+    operation = OPENAPI["paths"][case.operation.path][case.method.lower()]
+    names = declared_fields([operation.get("parameters"), operation.get("requestBody")])
     if case.meta is None:
         return names
     for mutation in getattr(case.meta.phase.data, "mutations", ()):
@@ -210,12 +249,41 @@ def test_every_operation_answers_as_documented(
     )
     @given(case=operation.as_strategy(mode))
     def answers_as_documented(case: schemathesis.Case[Any]) -> None:
-        swap_in_known_ids(case, known_ids)
-        response = case.call_and_validate(checks=CHECKS, timeout=REQUEST_TIMEOUT_SECONDS)
-        if mode is GenerationMode.NEGATIVE and response.status_code == UNPROCESSABLE:
-            assert_names_the_field(case, response)
+        call_and_check(case, known_ids)
 
     answers_as_documented()
+
+
+ROUTES = [
+    f"{method.upper()} {path}"
+    for path, operations in OPENAPI_PATHS.items()
+    for method in operations
+]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_operation_answers_its_boundary_cases_as_documented(
+    api_schema: schemathesis.BaseSchema, known_ids: KnownIds, route: str
+) -> None:
+    """Schemathesis's coverage cases, the same every run: each bound of each field, just
+    inside and just outside, each required field left out, each field of the wrong type."""
+    method, path = route.split(" ", 1)
+    operation = api_schema[path][method]
+    cases = api_schema.iter_coverage_cases(
+        operation,
+        generation_modes=list(GenerationMode),
+        generation_config=api_schema.config.generation_for(operation=operation),
+    )
+    for case in cases:
+        call_and_check(case, known_ids)
+
+
+def call_and_check(case: schemathesis.Case[Any], known: KnownIds) -> None:
+    swap_in_known_ids(case, known)
+    response = case.call_and_validate(checks=CHECKS, timeout=REQUEST_TIMEOUT_SECONDS)
+    negative = case.meta is not None and case.meta.generation.mode.is_negative
+    if negative and response.status_code == UNPROCESSABLE:
+        assert_names_the_field(case, response)
 
 
 # -- what the fuzzer found -------------------------------------------------------------------
