@@ -283,6 +283,10 @@ def call_and_check(case: schemathesis.Case[Any], known: KnownIds) -> None:
     swap_in_known_ids(case, known)
     response = case.call_and_validate(checks=CHECKS, timeout=REQUEST_TIMEOUT_SECONDS)
     negative = case.meta is not None and case.meta.generation.mode.is_negative
+    if is_negative(case, ParameterLocation.BODY):
+        # Bodies are validated before anything is looked up: an invalid one is never "not
+        # found" (which negative_data_rejection would take as refused).
+        assert response.status_code == UNPROCESSABLE, f"{response.status_code}: {response.text}"
     if negative and response.status_code == UNPROCESSABLE:
         assert_names_the_field(case, response)
 
