@@ -6,7 +6,6 @@ and a refusal must name the field at fault."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,9 @@ from schemathesis.specs.openapi.checks import (
 
 from app.api.app import create_app
 from app.settings import Settings
-from tests.conftest import ServerThread, serving, unique
+from tests.helpers.definitions import system, user, workflow
+from tests.helpers.http import ServerThread, serving
+from tests.helpers.waiting import unique, wait_until_sync
 
 # jsonpath-ng warns when it parses `&` and `|`, which the fuzzer may write in a definition.
 pytestmark = pytest.mark.filterwarnings("ignore:The .* operator is deprecated:DeprecationWarning")
@@ -39,8 +40,6 @@ MAX_EXAMPLES = 60
 REQUEST_TIMEOUT_SECONDS = 10.0
 # Runs made COMPLETED, FAILED, PAUSED and TERMINATED, and some left RUNNING.
 KNOWN_RUNS = 8
-WAIT_SECONDS = 15.0
-WAIT_STEP_SECONDS = 0.02
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -71,34 +70,18 @@ def fuzz_server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]
         yield thread
 
 
-def wait_for_status(client: httpx.Client, flow_id: str, status: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while client.get(f"/flow/{flow_id}").json()["status"] != status:
-        assert time.monotonic() < deadline, f"run {flow_id} did not become {status}"
-        time.sleep(WAIT_STEP_SECONDS)
-
-
 @pytest.fixture(scope="module")
 def known_ids(fuzz_server: ServerThread) -> KnownIds:
     """Runs in every status (so that each shape of a run is read back and checked), and
     tasks leased, answered and not."""
     name = unique("fuzz-known")
     action = f"{name}-task"
-    definition = {
-        "name": name,
-        "rootAction": 1,
-        "actions": [
-            {
-                "id": 1,
-                "type": "user",
-                "name": action,
-                "parameters": {"x": "{$.input.x}"},
-                "next": {"default": [2]},
-            },
-            {"id": 2, "type": "system", "name": "wait", "event": "go"},
-        ],
-        "output": {"x": "{$.input.x}", "opened": "{$.2.output.opened}"},
-    }
+    definition = workflow(
+        name,
+        user(1, action, {"default": [2]}, x="{$.input.x}"),
+        system(2, "wait", event="go"),
+        output={"x": "{$.input.x}", "opened": "{$.2.output.opened}"},
+    )
     with httpx.Client(base_url=fuzz_server.url, timeout=30) as client:
         assert client.post("/metadata/workflow", json=definition).status_code == 200
         flow_ids = [
@@ -124,8 +107,12 @@ def known_ids(fuzz_server: ServerThread) -> KnownIds:
         assert answer.status_code == 200, answer.text
         assert client.post(f"/flow/{paused}/pause").status_code == 200
         assert client.post(f"/flow/{terminated}/terminate").status_code == 200
-        wait_for_status(client, completed, "COMPLETED")
-        wait_for_status(client, failed, "FAILED")
+
+        def has_status(flow_id: str, status: str) -> bool:
+            return bool(client.get(f"/flow/{flow_id}").json()["status"] == status)
+
+        wait_until_sync(lambda: has_status(completed, "COMPLETED"), what="the run to complete")
+        wait_until_sync(lambda: has_status(failed, "FAILED"), what="the run to fail")
     return KnownIds(name, action, flow_ids, list(tasks.values()))
 
 
