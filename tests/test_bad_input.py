@@ -1,6 +1,6 @@
-"""Bad input: every route fuzzed from the app's own OpenAPI schema, property tests of the
-definition validator and of parameter resolution, values JSON allows but Redis and orjson do
-not, and abusive JavaScript."""
+"""Bad input: property tests of the definition validator and of parameter resolution, values
+JSON allows but Redis and orjson do not, and abusive JavaScript. (Every route is fuzzed from
+the OpenAPI schema in ``test_fuzz_api.py``.)"""
 
 from __future__ import annotations
 
@@ -8,154 +8,28 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    response_schema_conformance,
-    status_code_conformance,
-)
 
-from app.api.app import create_app
 from app.definition import DefinitionError
 from app.engine.params import PathError, compile_path, resolve
 from app.engine.validate import parse_workflow
 from app.settings import Settings, get_settings
 from tests.helpers.definitions import system, user, workflow
-from tests.helpers.http import Api, ServerThread, api_of, serving
+from tests.helpers.http import Api, ServerThread, api_of
 from tests.helpers.processes import Processes, ServerProcess, clean_env
 from tests.helpers.waiting import unique, wait_until
 
 # jsonpath-ng warns when it parses `&` and `|`, which the fuzzers write on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:The .* operator is deprecated:DeprecationWarning")
-
-# -- every route, from the OpenAPI schema ---------------------------------------------------
-
-# Long polls of the fuzzed server end at once, whatever waitSeconds the fuzzer picks.
-FUZZ_POLL_MAX_WAIT_SECONDS = 0.05
-SCHEMA_MAX_EXAMPLES = 15
-SCHEMA_REQUEST_TIMEOUT_SECONDS = 10.0
-KNOWN_RUNS = 6
-SCHEMA_CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
-
-
-@dataclass(frozen=True)
-class KnownIds:
-    """Ids that exist, swapped into some generated requests so that the fuzzer reaches past
-    "not found": runs waiting in a wait, leased tasks, a workflow and its action."""
-
-    workflow: str
-    action: str
-    flow_ids: list[str]
-    task_ids: list[str]
-
-
-@pytest.fixture(scope="module")
-def fuzz_server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
-    with serving(
-        settings.model_copy(update={"poll_max_wait_seconds": FUZZ_POLL_MAX_WAIT_SECONDS})
-    ) as thread:
-        yield thread
-
-
-@pytest.fixture(scope="module")
-def known_ids(fuzz_server: ServerThread) -> KnownIds:
-    name = unique("fuzz-known")
-    action = f"{name}-task"
-    definition = workflow(
-        name,
-        user(1, action, {"default": [2]}, x="{$.input.x}"),
-        system(2, "wait", event="go"),
-    )
-    with httpx.Client(base_url=fuzz_server.url, timeout=30) as client:
-        assert client.post("/metadata/workflow", json=definition).status_code == 200
-        flow_ids = [
-            client.post("/flow/execute", json={"name": name, "input": {"x": index}}).json()[
-                "flowId"
-            ]
-            for index in range(KNOWN_RUNS)
-        ]
-        body = {"workerId": "fuzz", "actions": [action], "max": KNOWN_RUNS}
-        tasks = client.post("/tasks/poll", json=body).json()["tasks"]
-    assert len(tasks) == KNOWN_RUNS
-    return KnownIds(name, action, flow_ids, [task["taskId"] for task in tasks])
-
-
-@pytest.fixture(scope="module")
-def api_schema(fuzz_server: ServerThread) -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
-
-
-def swap_in_known_ids(case: schemathesis.Case[Any], known: KnownIds) -> None:
-    """Replaces about half of the generated path ids by real ones, chosen from the generated
-    value so that Hypothesis can replay and shrink the case."""
-    parameters = case.path_parameters or {}
-    pools = {
-        "flow_id": known.flow_ids,
-        "task_id": known.task_ids,
-        "name": [known.workflow, known.action],
-    }
-    for key, pool in pools.items():
-        value = parameters.get(key)
-        if isinstance(value, str) and len(value) % 2 == 0:
-            parameters[key] = pool[len(value) // 2 % len(pool)]
-
-
-# One test per route and generation mode, read from the app's own schema. Invalid requests
-# go to the routes with a typed body or a query: a path holds text whatever the fuzzer does,
-# and an event's body may be any JSON, so such routes have nothing to get wrong.
-OPENAPI_PATHS = create_app().openapi()["paths"]
-ANNOTATIONS = {"title", "description"}
-
-
-def takes_checked_input(operation: dict[str, Any]) -> bool:
-    if any(item["in"] != "path" for item in operation.get("parameters", [])):
-        return True
-    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
-    return bool(set(body.get("schema", {})) - ANNOTATIONS)
-
-
-ROUTE_CASES = [
-    pytest.param(f"{method.upper()} {path}", mode, id=f"{method.upper()} {path} {mode}")
-    for path, operations in OPENAPI_PATHS.items()
-    for method, operation in operations.items()
-    for mode in GenerationMode
-    if mode is GenerationMode.POSITIVE or takes_checked_input(operation)
-]
-
-
-@pytest.mark.parametrize(("route", "mode"), ROUTE_CASES)
-def test_every_route_answers_within_its_schema(
-    api_schema: schemathesis.BaseSchema, known_ids: KnownIds, route: str, mode: GenerationMode
-) -> None:
-    """Valid and invalid requests alike: no 500, a documented status code, and a body that
-    matches the documented schema."""
-    method, path = route.split(" ", 1)
-    operation = api_schema[path][method]
-
-    @hypothesis_settings(
-        max_examples=SCHEMA_MAX_EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    @given(case=operation.as_strategy(mode))
-    def answers_within_schema(case: schemathesis.Case[Any]) -> None:
-        swap_in_known_ids(case, known_ids)
-        case.call_and_validate(checks=SCHEMA_CHECKS, timeout=SCHEMA_REQUEST_TIMEOUT_SECONDS)
-
-    answers_within_schema()
-
 
 # -- definitions and JSONPath, by property --------------------------------------------------
 

@@ -211,7 +211,7 @@ ERROR_CASES: list[tuple[str, bytes, int, str]] = [
         f"/tasks/{UNKNOWN}/fail",
         b'{"error": "e", "retryable": "maybe"}',
         422,
-        "body.retryable: Input should be a valid boolean, unable to interpret input",
+        "body.retryable: Input should be a valid boolean",
     ),
     (f"/tasks/{UNKNOWN}/heartbeat", b"", 404, f"task '{UNKNOWN}' {NOT_A_TASK_ID}"),
 ]

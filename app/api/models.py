@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from app.engine.retry import RetryPolicy
 from app.engine.status import ActionStatus, RunStatus
+
+# Numbers and booleans of a body are taken as the schema documents them: pydantic's lax mode
+# would read "3" or true as 3, "1.5" as 1.5 and 0 or "yes" as a boolean. (An int is a float.)
+Integer = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+Boolean = Annotated[bool, Strict()]
 
 
 class ErrorResponse(BaseModel):
@@ -29,11 +35,11 @@ class ActionDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
-    retryCount: int | None = Field(default=None, ge=0)
-    retryAfterSeconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    retryCount: Integer | None = Field(default=None, ge=0)
+    retryAfterSeconds: Number | None = Field(default=None, ge=0, allow_inf_nan=False)
     retryPolicy: RetryPolicy | None = None
-    timeoutSeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    pollTimeoutSeconds: float | None = Field(
+    timeoutSeconds: Number | None = Field(default=None, gt=0, allow_inf_nan=False)
+    pollTimeoutSeconds: Number | None = Field(
         default=None,
         gt=0,
         allow_inf_nan=False,
@@ -54,14 +60,14 @@ class ActionDefinitionOut(BaseModel):
 class ExecuteRequest(BaseModel):
     name: str = Field(min_length=1)
     input: Any = Field(default_factory=dict)
-    version: int | None = Field(default=None, ge=1)
+    version: Integer | None = Field(default=None, ge=1)
     idempotencyKey: str | None = Field(default=None, min_length=1)
 
 
 class ExecuteManyRequest(BaseModel):
     name: str = Field(min_length=1)
     inputs: list[Any] = Field(min_length=1, description="one run per input")
-    version: int | None = Field(default=None, ge=1)
+    version: Integer | None = Field(default=None, ge=1)
 
 
 class ExecuteManyResponse(BaseModel):
@@ -134,8 +140,8 @@ class Accepted(BaseModel):
 class PollRequest(BaseModel):
     workerId: str = Field(min_length=1)
     actions: list[str] = Field(min_length=1)
-    max: int = Field(default=1, ge=1)
-    waitSeconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    max: Integer = Field(default=1, ge=1)
+    waitSeconds: Number = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class TaskOut(BaseModel):
@@ -156,7 +162,7 @@ class TakeNextRequest(BaseModel):
 
     workerId: str = Field(min_length=1)
     actions: list[str] = Field(min_length=1)
-    max: int = Field(ge=1)
+    max: Integer = Field(ge=1)
 
 
 class CompleteRequest(BaseModel):
@@ -178,7 +184,7 @@ class TaskResult(BaseModel):
     taskId: str = Field(min_length=1)
     output: dict[str, Any] | None = None
     error: str | None = Field(default=None, min_length=1)
-    retryable: bool = True
+    retryable: Boolean = True
 
     @model_validator(mode="after")
     def one_of_output_or_error(self) -> TaskResult:
@@ -208,7 +214,7 @@ class ResultsResponse(BaseModel):
 
 class FailRequest(BaseModel):
     error: str = Field(min_length=1)
-    retryable: bool = True
+    retryable: Boolean = True
 
 
 class QueueView(BaseModel):
