@@ -25,6 +25,7 @@ import pytest_asyncio
 import uvicorn
 
 from app.api.app import create_app
+from app.http_protocol import OneWriteHttpToolsProtocol
 from app.settings import Settings
 from app.store import Store
 from app.store.connection import client_for_url
@@ -87,7 +88,14 @@ class ServerThread:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        # The HTTP protocol `orchy serve` runs (app/serve.py).
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            http=OneWriteHttpToolsProtocol,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
