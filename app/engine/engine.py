@@ -291,9 +291,12 @@ class Engine:
                 task = task or self._parse_task(task_id)
                 fields = fields_of[task.flow_id]
                 _, snapshot, execution = self._check_task(task_id, task, fields)
-                change = await self._plan_user_result(task, snapshot, execution, result)
-                if task.flow_id in kept:
-                    change = dataclasses.replace(change, expected_rev=fields[RunCache.REVISION])
+                # Planned from a kept copy: the transition applies only if the run has not
+                # moved since.
+                expected_rev = fields[RunCache.REVISION] if task.flow_id in kept else ""
+                change = await self._plan_user_result(
+                    task, snapshot, execution, result, expected_rev=expected_rev
+                )
                 if take_next is not None and budget > 0:
                     change, budget = await self._lease_at_once(change, take_next, budget)
                 planned.append((index, task, change))
@@ -384,6 +387,7 @@ class Engine:
         result: Result,
         timer: TimerMember | None = None,
         claimed_score: int | None = None,
+        expected_rev: str = "",
     ) -> Transition:
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
@@ -435,6 +439,7 @@ class Engine:
             held_member=held_member,
             held_outcome=held_outcome,
             claimed_score=claimed_score,
+            expected_rev=expected_rev,
             lease_secret=task.secret,
         )
 
@@ -445,16 +450,17 @@ class Engine:
         polls for the tasks they queued, without waiting for the notification to come back
         through Redis (other processes get that one). The runs ``keep`` names are read in
         the same round trip and kept for their next result."""
-        changes = [
-            dataclasses.replace(change, ops=await self._with_poll_timeouts(change.ops))
-            for change in changes
-        ]
+        changes = [await self._with_poll_timeouts_of(change) for change in changes]
         replies, reads = await self.store.transitions(changes, keep if self.runs.enabled else ())
         self.runs.keep(reads)
         run_log.failed_attempts(changes, replies)
         for change in changes:
             self._announce(change.flow_id, change.ops)
         return replies
+
+    async def _with_poll_timeouts_of(self, change: Transition) -> Transition:
+        ops = await self._with_poll_timeouts(change.ops)
+        return change if ops is change.ops else dataclasses.replace(change, ops=ops)
 
     async def _with_poll_timeouts(self, ops: Sequence[PlannedOp]) -> Sequence[PlannedOp]:
         """The ops, each queued user task of an action with a poll timeout marked with it."""
