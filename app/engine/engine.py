@@ -278,7 +278,7 @@ class Engine:
         indexes planned from a kept copy of their run that must be applied again."""
         parsed = {index: TaskId.parse(results[index][0]) for index in indexes}
         flows = sorted({task.flow_id for task in parsed.values() if task is not None})
-        kept = self.runs.take(flows) if cached else {}
+        kept = await self.runs.take(flows) if cached else {}
         unread = [flow for flow in flows if flow not in kept]
         fields_of = {**kept, **dict(zip(unread, await self.store.read_runs(unread), strict=True))}
         again: list[int] = []
@@ -551,7 +551,7 @@ class Engine:
         them, so that each task's result plans from the copy instead of reading its run: a
         poll of many tasks spares a round trip to each of their results. The read goes out
         while the poll is answered, not before: a result comes a round trip of its worker
-        later at the soonest, and one that comes sooner reads its run itself. A run that
+        later at the soonest, and one that comes sooner waits for this read. A run that
         changes meanwhile is read again when its result comes (see ``RunCache``)."""
         if not self.runs.enabled:
             return
@@ -559,6 +559,7 @@ class Engine:
         reading = asyncio.ensure_future(self._read_and_keep(flows))
         self._keeping.add(reading)  # a reference until it is done
         reading.add_done_callback(self._kept)
+        self.runs.reading(flows, reading)
 
     async def _read_and_keep(self, flow_ids: list[str]) -> None:
         self.runs.keep(await self.store.read_runs(flow_ids))
