@@ -17,6 +17,7 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
+from app.http_protocol import OneWriteHttpToolsProtocol
 from app.settings import Settings
 from app.store.embedded import DataDirInUse, check_folder_free, data_dir_path
 
@@ -89,6 +90,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         host=host,
         port=port,
         workers=workers,
+        http=OneWriteHttpToolsProtocol,
         log_config=log_config(),
         log_level="info",
         access_log=settings.access_log,

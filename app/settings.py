@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     # Tasks one worker process holds at once. Each step of a chain costs a round trip, so
     # a worker moves at most this many tasks per round trip; more slots also put more
     # results in each request.
-    worker_concurrency: int = 16
+    worker_concurrency: int = 32
     worker_poll_wait_seconds: float = 10.0
     worker_heartbeat_seconds: float = 10.0
     worker_http_retries: int = 5

@@ -15,7 +15,10 @@ import pytest
 import pytest_asyncio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.engine.engine import Engine, Success
+from app.engine.status import RunStatus
 from app.settings import Settings
+from app.store import Store
 from app.store.coalesce import Coalescer
 from tests.helpers.definitions import user, workflow
 from tests.helpers.http import Api, ServerThread, serving
@@ -340,6 +343,30 @@ async def test_a_poll_keeps_the_runs_of_its_tasks_for_their_results(
     # Each copy served its result (a copy serves one transition).
     assert not any(flow_id in engine.runs for flow_id in flow_ids)
     assert len(await api.poll([f"{name}-b"], most=3)) == 3
+
+
+async def test_a_result_sent_before_the_read_of_its_run_is_back_plans_from_that_read(
+    store: Store, settings: Settings
+) -> None:
+    """A result that reaches the server before the read of its run (begun when its poll
+    leased the task) is back waits for that read and takes its copy, rather than reading the
+    run itself and letting the read land afterwards with a copy already out of date."""
+    engine = Engine(store, settings)
+    try:
+        name = unique("read-in-flight")
+        steps = [f"{name}-a", f"{name}-b"]
+        definition = workflow(name, user(1, steps[0], {"default": [2]}), user(2, steps[1]))
+        await engine.catalog.register_workflow(definition)
+        [(flow_id, _)] = await engine.start_many(name, [{}])
+        for step in steps:
+            [task] = await engine.poll("w", [step], 1, 0)
+            applied = await engine.apply_results([(task.task_id, Success({}))])
+            assert applied.answers == ["ok"]
+            # The copy served this result: none is left behind for the next one.
+            assert flow_id not in engine.runs
+        assert (await engine.snapshot(flow_id)).status is RunStatus.COMPLETED
+    finally:
+        engine.close()
 
 
 def test_the_schema_documents_the_worker_routes(server: ServerThread) -> None:

@@ -65,12 +65,21 @@ _ROUTE_LIMITS: list[tuple[re.Pattern[str], str]] = [
 DEFAULT_LIMIT = "max_body_bytes"
 
 
-def body_limit(path: str, settings: Settings) -> BodyLimit:
-    setting = next(
-        (setting for pattern, setting in _ROUTE_LIMITS if pattern.fullmatch(path)), DEFAULT_LIMIT
-    )
-    most: int = getattr(settings, setting)
-    return BodyLimit(most, setting)
+class BodyLimits:
+    """Every route's limit, read from the settings once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._routes = [
+            (pattern, BodyLimit(getattr(settings, setting), setting))
+            for pattern, setting in _ROUTE_LIMITS
+        ]
+        self._default = BodyLimit(getattr(settings, DEFAULT_LIMIT), DEFAULT_LIMIT)
+
+    def of(self, path: str) -> BodyLimit:
+        for pattern, limit in self._routes:
+            if pattern.fullmatch(path):
+                return limit
+        return self._default
 
 
 class InvalidBody(ValueError):

@@ -9,8 +9,10 @@ are raised to the application's own handlers (``app/api/errors.py``). What they 
 FastAPI's request layer (dependency solving, and validating and serializing each answer
 through its model), which costs more than the rest of a worker's request.
 
-The endpoint is called with its path parameters, its body parsed and validated with its own
-model as FastAPI does it (so a bad body gets the same 422), and the request."""
+The endpoint is called with its path parameters, its body validated with its own model as
+FastAPI does it (so a bad body gets the same 422), and the request. The body is the value
+``JSONBodyMiddleware`` parsed already (``content_type.PARSED_BODY``); it is parsed here only
+when the middleware left it unread."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from app.api.content_type import parsed_body
 
 BAD_REQUEST = 400
 UNREADABLE_BODY = "There was an error parsing the body"  # FastAPI's words, kept the same
@@ -78,32 +82,40 @@ class WorkerRoute(APIRoute):
             arguments[self.signature.request] = request
         if self.signature.body is not None:
             name, model = self.signature.body
-            arguments[name] = _validate(model, await request.body())
+            read, document = parsed_body(scope)
+            if not read:
+                document = _document(await request.body())
+            arguments[name] = _validate(model, document)
         response: Response = await self.endpoint(**arguments)
         await response(scope, receive, send)
 
 
-def _validate(model: type[BaseModel], body: bytes) -> BaseModel:
-    """The body as FastAPI reads a JSON body into its model, with the same errors: an empty
-    body is missing, bad JSON is named by its position, every field error is under ``body``."""
-    document: Any = None
-    if body:
-        try:
-            document = json.loads(body)
-        except json.JSONDecodeError as error:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "json_invalid",
-                        "loc": ("body", error.pos),
-                        "msg": "JSON decode error",
-                        "input": {},
-                        "ctx": {"error": error.msg},
-                    }
-                ]
-            ) from error
-        except ValueError as error:  # not UTF-8
-            raise HTTPException(BAD_REQUEST, UNREADABLE_BODY) from error
+def _document(body: bytes) -> Any:
+    """The body's JSON value as FastAPI reads a JSON body, with the same errors: an empty
+    body is None, bad JSON is named by its position."""
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as error:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", error.pos),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": error.msg},
+                }
+            ]
+        ) from error
+    except ValueError as error:  # not UTF-8
+        raise HTTPException(BAD_REQUEST, UNREADABLE_BODY) from error
+
+
+def _validate(model: type[BaseModel], document: Any) -> BaseModel:
+    """The body's value in its model as FastAPI validates it: None is a missing body, every
+    field error is under ``body``."""
     if document is None:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]

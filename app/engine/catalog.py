@@ -39,6 +39,7 @@ class Catalog:
         self.limits = Limits.of(settings)
         self._workflows: dict[tuple[str, int], WorkflowDef] = {}
         self._actions: dict[str, tuple[float, ActionSettings]] = {}
+        self._reading: dict[str, asyncio.Future[ActionSettings]] = {}
 
     # -- workflows ------------------------------------------------------------------
 
@@ -96,6 +97,21 @@ class Catalog:
         cached = self._actions.get(name)
         if cached is not None and time.monotonic() - cached[0] < self.settings.action_cache_seconds:
             return cached[1]
+        # The requests that find the copy out of date together wait for one read of it,
+        # rather than each sending its own.
+        reading = self._reading.get(name)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_action(name))
+            self._reading[name] = reading
+            reading.add_done_callback(lambda _: self._read_done(name))
+        return await asyncio.shield(reading)
+
+    def _read_done(self, name: str) -> None:
+        reading = self._reading.pop(name)
+        if not reading.cancelled():
+            reading.exception()  # its waiters were told; none may be left to hear it
+
+    async def _read_action(self, name: str) -> ActionSettings:
         source = await self.store.action_source(name)
         action = (
             ActionSettings.defaults(name, self.settings)

@@ -278,7 +278,7 @@ class Engine:
         indexes planned from a kept copy of their run that must be applied again."""
         parsed = {index: TaskId.parse(results[index][0]) for index in indexes}
         flows = sorted({task.flow_id for task in parsed.values() if task is not None})
-        kept = self.runs.take(flows) if cached else {}
+        kept = await self.runs.take(flows) if cached else {}
         unread = [flow for flow in flows if flow not in kept]
         fields_of = {**kept, **dict(zip(unread, await self.store.read_runs(unread), strict=True))}
         again: list[int] = []
@@ -291,9 +291,12 @@ class Engine:
                 task = task or self._parse_task(task_id)
                 fields = fields_of[task.flow_id]
                 _, snapshot, execution = self._check_task(task_id, task, fields)
-                change = await self._plan_user_result(task, snapshot, execution, result)
-                if task.flow_id in kept:
-                    change = dataclasses.replace(change, expected_rev=fields[RunCache.REVISION])
+                # Planned from a kept copy: the transition applies only if the run has not
+                # moved since.
+                expected_rev = fields[RunCache.REVISION] if task.flow_id in kept else ""
+                change = await self._plan_user_result(
+                    task, snapshot, execution, result, expected_rev=expected_rev
+                )
                 if take_next is not None and budget > 0:
                     change, budget = await self._lease_at_once(change, take_next, budget)
                 planned.append((index, task, change))
@@ -384,6 +387,7 @@ class Engine:
         result: Result,
         timer: TimerMember | None = None,
         claimed_score: int | None = None,
+        expected_rev: str = "",
     ) -> Transition:
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
@@ -435,6 +439,7 @@ class Engine:
             held_member=held_member,
             held_outcome=held_outcome,
             claimed_score=claimed_score,
+            expected_rev=expected_rev,
             lease_secret=task.secret,
         )
 
@@ -445,16 +450,17 @@ class Engine:
         polls for the tasks they queued, without waiting for the notification to come back
         through Redis (other processes get that one). The runs ``keep`` names are read in
         the same round trip and kept for their next result."""
-        changes = [
-            dataclasses.replace(change, ops=await self._with_poll_timeouts(change.ops))
-            for change in changes
-        ]
+        changes = [await self._with_poll_timeouts_of(change) for change in changes]
         replies, reads = await self.store.transitions(changes, keep if self.runs.enabled else ())
         self.runs.keep(reads)
         run_log.failed_attempts(changes, replies)
         for change in changes:
             self._announce(change.flow_id, change.ops)
         return replies
+
+    async def _with_poll_timeouts_of(self, change: Transition) -> Transition:
+        ops = await self._with_poll_timeouts(change.ops)
+        return change if ops is change.ops else dataclasses.replace(change, ops=ops)
 
     async def _with_poll_timeouts(self, ops: Sequence[PlannedOp]) -> Sequence[PlannedOp]:
         """The ops, each queued user task of an action with a poll timeout marked with it."""
@@ -545,7 +551,7 @@ class Engine:
         them, so that each task's result plans from the copy instead of reading its run: a
         poll of many tasks spares a round trip to each of their results. The read goes out
         while the poll is answered, not before: a result comes a round trip of its worker
-        later at the soonest, and one that comes sooner reads its run itself. A run that
+        later at the soonest, and one that comes sooner waits for this read. A run that
         changes meanwhile is read again when its result comes (see ``RunCache``)."""
         if not self.runs.enabled:
             return
@@ -553,6 +559,7 @@ class Engine:
         reading = asyncio.ensure_future(self._read_and_keep(flows))
         self._keeping.add(reading)  # a reference until it is done
         reading.add_done_callback(self._kept)
+        self.runs.reading(flows, reading)
 
     async def _read_and_keep(self, flow_ids: list[str]) -> None:
         self.runs.keep(await self.store.read_runs(flow_ids))

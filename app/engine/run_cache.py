@@ -5,10 +5,16 @@ round trip as that transition and kept here; the worker's next result is then pl
 this copy instead of a fresh read. Every script that changes a run raises its revision, and
 the transition planned from a copy carries the revision it saw: if the run has changed
 since, the script answers "moved", changes nothing, and the engine reads the run again.
+
+The runs of the tasks a poll leases are read while the poll is answered (``reading``): a
+result that comes before that read is back waits for it rather than reading its run
+again, and the copy the read brings is then the one it takes (a read that landed after
+its task's result would only leave a copy already out of date).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
@@ -21,6 +27,7 @@ class RunCache:
     def __init__(self, size: int) -> None:
         self._size = size
         self._runs: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._reading: dict[str, asyncio.Future[None]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -37,8 +44,23 @@ class RunCache:
             if len(self._runs) > self._size:
                 self._runs.popitem(last=False)
 
-    def take(self, flow_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-        """The kept copies of these runs, removed: a copy serves one transition."""
+    def reading(self, flow_ids: Sequence[str], read: asyncio.Future[None]) -> None:
+        """``read`` is out to fetch these runs and keep them."""
+        for flow_id in flow_ids:
+            self._reading[flow_id] = read
+        read.add_done_callback(lambda _: self._read_over(flow_ids, read))
+
+    def _read_over(self, flow_ids: Sequence[str], read: asyncio.Future[None]) -> None:
+        for flow_id in flow_ids:
+            if self._reading.get(flow_id) is read:
+                del self._reading[flow_id]
+
+    async def take(self, flow_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """The kept copies of these runs, removed: a copy serves one transition. Reads out
+        for them are waited for (one that fails only leaves its runs unkept)."""
+        reads = {self._reading[flow_id] for flow_id in flow_ids if flow_id in self._reading}
+        if reads:
+            await asyncio.wait(reads)
         taken = {}
         for flow_id in flow_ids:
             fields = self._runs.pop(flow_id, None)

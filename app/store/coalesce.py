@@ -7,6 +7,12 @@ socket write and a read of its own, which on a loopback connection cost more tha
 of the round trip. Commands issued in the same turn of the loop are instead sent together,
 at the end of that turn, in one pipeline: each script still runs as its own atomic call, and
 each caller gets its own replies, in order. A caller waits one turn of the loop more.
+
+On a plain Redis (not a cluster) the pipeline is sent on a connection of the client's pool
+directly, and its replies read one after the other: redis-py's ``Pipeline`` object costs
+more per command (its queue, its command parsing, its reply handling) than the round trip
+itself, for commands that need none of it. It is retried on a connection error as
+redis-py retries a pipeline.
 """
 
 from __future__ import annotations
@@ -15,15 +21,22 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 if TYPE_CHECKING:
+    from redis.asyncio.connection import AbstractConnection, ConnectionPool
+
     from app.store.store import RedisClient
 
 Command = tuple[Any, ...]
+HGETALL = "HGETALL"  # its reply is pairs, given as a dict as redis-py gives it
 
 
 class Coalescer:
     def __init__(self, client: RedisClient) -> None:
         self._client = client
+        # A cluster client has no pool of its own: it goes through redis-py's pipeline.
+        self._pool: ConnectionPool | None = getattr(client, "connection_pool", None)
         self._pending: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -43,12 +56,8 @@ class Coalescer:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for commands, _ in batch:
-            for command in commands:
-                pipe.execute_command(*command)
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._execute([command for calls, _ in batch for command in calls])
         except asyncio.CancelledError:
             for _, future in batch:
                 future.cancel()
@@ -63,3 +72,44 @@ class Coalescer:
             if not future.done():  # a caller that was cancelled is gone
                 future.set_result(replies[start : start + len(commands)])
             start += len(commands)
+
+    async def _execute(self, commands: list[Command]) -> list[Any]:
+        """The commands' replies, in order, an error reply as its exception."""
+        if self._pool is None:
+            pipe = self._client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute(raise_on_error=False))
+        pool = self._pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            replies: list[Any] = await connection.retry.call_with_retry(
+                lambda: _round_trip(connection, commands),
+                lambda _error: connection.disconnect(),
+            )
+        finally:
+            await pool.release(connection)
+        return [
+            _as_dict(reply) if command[0] == HGETALL and isinstance(reply, list) else reply
+            for command, reply in zip(commands, replies, strict=True)
+        ]
+
+
+async def _round_trip(connection: AbstractConnection, commands: list[Command]) -> list[Any]:
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands), False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as error:
+                replies.append(error)
+    except BaseException:
+        # Replies left unread would be read by the connection's next user.
+        await connection.disconnect(nowait=True)
+        raise
+    return replies
+
+
+def _as_dict(pairs: list[Any]) -> dict[Any, Any]:
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))

@@ -19,6 +19,7 @@ from typing import Self
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 
 from app.jsontypes import JSON, JSONObject
 
@@ -120,7 +121,11 @@ class Answer:
     content: bytes
 
     def json(self) -> JSON:
-        return json.loads(self.content)
+        try:
+            value: JSON = orjson.loads(self.content)
+        except orjson.JSONDecodeError:
+            return json.loads(self.content)  # its reading, and its errors, as before
+        return value
 
     @property
     def text(self) -> str:

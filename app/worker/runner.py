@@ -193,7 +193,8 @@ class WorkerRun:
     # -- one task ---------------------------------------------------------------------
 
     async def _handle(self, task: Task) -> None:
-        logger.debug("running %s", task.label)
+        if logger.isEnabledFor(logging.DEBUG):  # a label per task costs when nobody reads it
+            logger.debug("running %s", task.label)
         interval = self._heartbeat_interval(task)
         heartbeats: list[asyncio.Task[None]] = []
 
@@ -264,7 +265,8 @@ class WorkerRun:
     def _log_reply(self, task: Task, verb: str, reply: Reply) -> None:
         match reply.status:
             case ReplyStatus.OK:
-                logger.debug("%s: %s reported", task.label, verb)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("%s: %s reported", task.label, verb)
             case ReplyStatus.STALE:
                 logger.warning(
                     "%s: %s answered 409, the attempt is stale (lease lost or already "

@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 
 from app.api.app import create_app
+from app.http_protocol import OneWriteHttpToolsProtocol
 from app.settings import Settings
 from tests.helpers.waiting import DEFAULT_WAIT_SECONDS, wait_until
 
@@ -34,7 +35,14 @@ class ServerThread:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        # The HTTP protocol `orchy serve` runs (app/serve.py).
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            http=OneWriteHttpToolsProtocol,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
