@@ -485,6 +485,6 @@ async def test_a_run_kept_after_a_script_reload_is_the_run_as_its_transition_lef
         second = await take_next(on_a, first, {})
 
         assert second["actionId"] == 2
-        kept = engine.runs.take([flow_id])[flow_id]
+        kept = engine.runs.peek(flow_id)
         stored = await redis_client.hgetall(Keys(engine.store.keys.partitions).run(flow_id).run)
         assert kept == stored

@@ -55,6 +55,10 @@ class RunCache:
             if self._reading.get(flow_id) is read:
                 del self._reading[flow_id]
 
+    def peek(self, flow_id: str) -> dict[str, str] | None:
+        """The kept copy of a run, left kept."""
+        return self._runs.get(flow_id)
+
     async def take(self, flow_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         """The kept copies of these runs, removed: a copy serves one transition. Reads out
         for them are waited for (one that fails only leaves its runs unkept)."""
