@@ -9,6 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from app.actions.base import End
+from app.actions.terminate import TerminateAction
+from app.definition import ActionDef, ActionType
 from app.jsontypes import JSONObject
 from app.settings import Settings
 from tests.helpers.definitions import system, user, workflow
@@ -209,3 +212,40 @@ async def test_bad_terminate_definitions_are_refused_naming_the_action(
     assert response.status_code == 422, response.text
     assert "action 9 (terminate)" in response.json()["error"]
     assert problem in response.json()["error"]
+
+
+# -- the action on its own -------------------------------------------------------------
+
+
+def terminate_def(**parameters: Any) -> ActionDef:
+    return ActionDef(id=9, type=ActionType.SYSTEM, name="terminate", parameters=parameters)
+
+
+def test_run_resolves_the_reason_and_output_against_the_document() -> None:
+    action = terminate_def(
+        status="COMPLETED", reason="total {$.1.output.total}", output={"t": "{$.1.output.total}"}
+    )
+    outcome = TerminateAction().run(action, {"1": {"output": {"total": 42}}})
+    assert outcome == End("COMPLETED", "total 42", {"t": 42}, gives_output=True)
+    assert outcome.input == {"status": "COMPLETED", "reason": "total 42", "output": {"t": 42}}
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("{$.input.code}", "42"),
+        ("{$.input.missing}", ""),
+        ("plain", "plain"),
+    ],
+)
+def test_the_reason_is_text_whatever_it_resolves_to(reason: str, expected: str) -> None:
+    outcome = TerminateAction().run(
+        terminate_def(status="FAILED", reason=reason), {"input": {"code": 42}}
+    )
+    assert outcome == End("FAILED", expected)
+
+
+def test_without_a_reason_or_an_output() -> None:
+    outcome = TerminateAction().run(terminate_def(status="FAILED"), {})
+    assert outcome == End("FAILED", "ended by action 9 (terminate)")
+    TerminateAction().validate(terminate_def(status="COMPLETED", reason=None, output=None))
