@@ -182,6 +182,38 @@ async def test_terminate_after_a_delay_drops_the_waits_and_tasks_still_open(
     assert (await http.post(f"/flow/{flow_id}/events/paid", json={})).status_code == 409
 
 
+async def test_a_result_that_takes_the_next_task_gets_none_when_it_ends_the_run(
+    api: Api, http: httpx.AsyncClient
+) -> None:
+    name = unique("end-next")
+    first, mine = f"{name}-first", f"{name}-mine"
+    await api.register(
+        workflow(
+            name,
+            user(1, first, {"default": [2, 3]}),
+            user(2, mine),
+            terminate(3, "FAILED", reason="stop at {$.1.output.v}"),
+        )
+    )
+    flow_id = await api.start(name)
+    task = await api.poll_one(first)
+    offer = {"workerId": "w-next", "actions": [mine], "max": 5}
+    body = {"results": [{"taskId": task["taskId"], "output": {"v": 7}}], "next": offer}
+
+    response = await http.post("/tasks/results", json=body)
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert ([item["status"] for item in answer["results"]], answer["tasks"]) == ([200], [])
+    flow = await api.flow(flow_id)
+    assert (flow["status"], flow["reason"]) == ("FAILED", "stop at 7")
+    assert (flow["actions"]["2"]["status"], flow["actions"]["2"]["error"]) == (
+        "FAILED",
+        "stop at 7",
+    )
+    assert await api.poll([mine], wait=0.2) == []
+
+
 @pytest.mark.parametrize(
     ("parameters", "nxt", "problem"),
     [
