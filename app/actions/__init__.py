@@ -7,11 +7,19 @@ from app.actions.delay import DelayAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
 from app.actions.switch import SwitchAction
+from app.actions.terminate import TerminateAction
 from app.actions.wait import WaitAction
 
 REGISTRY: dict[str, SystemAction] = {
     action.name: action
-    for action in (SwitchAction(), DelayAction(), WaitAction(), JavaScriptAction(), JoinAction())
+    for action in (
+        SwitchAction(),
+        DelayAction(),
+        WaitAction(),
+        JavaScriptAction(),
+        JoinAction(),
+        TerminateAction(),
+    )
 }
 
 

@@ -2,7 +2,8 @@
 
 An action is reached, and answers with an :data:`Outcome`: finished now (``Done``), failed
 (``Fail``), or one of the waiting outcomes that the engine knows how to keep durable
-(``Sleep`` on a timer, ``AwaitEvent`` for a posted event, ``AwaitJoin`` for other actions).
+(``Sleep`` on a timer, ``AwaitEvent`` for a posted event, ``AwaitJoin`` for other actions),
+or ``End``, which ends the whole run.
 Each outcome also carries ``input``, what this execution received (its parameters, resolved),
 which the run keeps for its view; it is a record, not part of the decision, so outcomes
 compare without it.
@@ -50,7 +51,19 @@ class AwaitJoin:
     input: JSON = field(default=None, compare=False)
 
 
-Outcome = Done | Fail | Sleep | AwaitEvent | AwaitJoin
+@dataclass(frozen=True)
+class End:
+    """The run ends now with ``status`` (COMPLETED or FAILED) and ``reason``; with
+    ``gives_output``, ``output`` becomes the run's output."""
+
+    status: str
+    reason: str
+    output: JSON = None
+    gives_output: bool = False
+    input: JSON = field(default=None, compare=False)
+
+
+Outcome = Done | Fail | Sleep | AwaitEvent | AwaitJoin | End
 
 
 class SystemAction(ABC):

@@ -37,7 +37,11 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
     output = None
     if snapshot.status is RunStatus.COMPLETED:
         template = None if workflow is None else workflow.output
-        output = document if template is None else resolve(template, document).value
+        given = fields.get("output")  # by a terminate action
+        if given is not None:
+            output = orjson.loads(given)
+        else:
+            output = document if template is None else resolve(template, document).value
     return FlowView(
         id=snapshot.flow_id,
         name=snapshot.name,

@@ -26,6 +26,7 @@ from app.actions.delay import DelayAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
 from app.actions.switch import SwitchAction
+from app.actions.terminate import TerminateAction
 from app.actions.wait import WaitAction
 from app.definition import ActionType
 
@@ -105,12 +106,35 @@ class JoinStep(ActionBase):
     joinOn: list[ActionId] = Field(min_length=1)
 
 
+class TerminateParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["COMPLETED", "FAILED"]
+    reason: str | None = Field(
+        default=None, description="text, may hold {$...} references", examples=["rejected"]
+    )
+    output: Any = Field(default=None, description="COMPLETED only: the run's output")
+
+
+class TerminateStep(ActionBase):
+    """Ends the run at once with ``parameters.status`` and ``reason``: whatever is still
+    open in it is closed, as ``POST /flow/{id}/terminate`` closes it."""
+
+    type: Literal["system"]
+    name: Literal["terminate"]
+    parameters: TerminateParameters
+    next: dict[str, list[ActionId]] | None = Field(
+        default=None, max_length=0, description="none: terminate ends the run"
+    )
+
+
 SYSTEM_STEPS: dict[str, type[ActionBase]] = {
     SwitchAction.name: SwitchStep,
     DelayAction.name: DelayStep,
     WaitAction.name: WaitStep,
     JavaScriptAction.name: JavaScriptStep,
     JoinAction.name: JoinStep,
+    TerminateAction.name: TerminateStep,
 }
 
 
@@ -131,7 +155,8 @@ Action = Annotated[
     | Annotated[DelayStep, Tag(DelayAction.name)]
     | Annotated[WaitStep, Tag(WaitAction.name)]
     | Annotated[JavaScriptStep, Tag(JavaScriptAction.name)]
-    | Annotated[JoinStep, Tag(JoinAction.name)],
+    | Annotated[JoinStep, Tag(JoinAction.name)]
+    | Annotated[TerminateStep, Tag(TerminateAction.name)],
     Discriminator(_action_kind),
 ]
 

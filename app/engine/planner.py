@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from app.actions import get_action
-from app.actions.base import AwaitEvent, AwaitJoin, Done, Fail, Outcome, Sleep
+from app.actions.base import AwaitEvent, AwaitJoin, Done, End, Fail, Outcome, Sleep
 from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
 from app.engine.document import Document
 from app.engine.document_pool import DocumentPool
@@ -36,6 +36,7 @@ def dumps(value: JSON) -> str:
 class Plan:
     ops: list[PlannedOp] = field(default_factory=list)
     fail_reason: str = ""
+    ended: bool = False  # a terminate action ended the run: nothing after it is planned
 
 
 def run_on_document(action: ActionDef, document_json: str) -> Outcome:
@@ -69,7 +70,7 @@ class Planner:
         first in ``next`` order. The steps still to plan are kept on a list rather than on
         Python's stack, so a chain of system steps may be as long as its definition."""
         pending = list(reversed(ids))
-        while pending and not plan.fail_reason:
+        while pending and not plan.fail_reason and not plan.ended:
             action = workflow.actions[pending.pop()]
             if action.type is ActionType.USER:
                 await self._queue_user_action(action, document, plan)
@@ -99,7 +100,7 @@ class Planner:
         self, action: ActionDef, document: Document, plan: Plan
     ) -> list[int]:
         """Runs a system action now; returns the ids it leads to at once (none when it
-        waits, or when the run fails)."""
+        waits, or when the run fails or ends)."""
         implementation = get_action(action.name)
         if implementation is None:  # validation keeps unknown names out; a stale cache may not
             outcome: Outcome = Fail(f"unknown system action {action.name!r}")
@@ -138,6 +139,14 @@ class Planner:
             case AwaitJoin(join_on=join_on):
                 payload = ",".join(str(joined) for joined in join_on)
                 plan.ops.append(PlannedOp("join", action.id, payload=payload, input=received))
+            case End(status=status, reason=reason, output=output, gives_output=gives_output):
+                own: JSON = {"status": status, "reason": reason}
+                if gives_output:
+                    own["output"] = output
+                plan.ops.append(PlannedOp("done", action.id, "", dumps(own), input=received))
+                run_output = dumps(output) if gives_output else ""
+                plan.ops.append(PlannedOp("end", action.id, status, reason, input=run_output))
+                plan.ended = True
         return []
 
     async def follow_failure(

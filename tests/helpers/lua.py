@@ -245,6 +245,11 @@ def note(aid: int, text: str) -> PlannedOp:
     return PlannedOp("note", aid, payload=text)
 
 
+def end(aid: int, status: str, reason: str, output: str = "") -> PlannedOp:
+    """A terminate action ending the run (``output``: the run's output JSON, or "")."""
+    return PlannedOp("end", aid, status, reason, input=output)
+
+
 def events_of(history: list[dict[str, Any]]) -> list[str]:
     return [entry["event"] for entry in history]
 

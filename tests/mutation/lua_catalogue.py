@@ -35,6 +35,7 @@ SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
             "lifecycle",
             "timer_failed",
             "scripts",
+            "terminate_action",
         )
     ),
 }
@@ -339,6 +340,27 @@ MUTANTS: list[Mutant] = _catalogue(
             "elseif waiting_joins > 0 and waiting_joins == active then",
             "elseif waiting_joins > 0 then",
             "a run fails as soon as a join waits, though other actions can still finish it",
+            (),
+        ),
+        (
+            "common",
+            "finish_run(ctx, name, payload, action)\n      break\n",
+            "finish_run(ctx, name, payload, action)\n",
+            "the ops planned after a terminate action's end op are still applied",
+            (),
+        ),
+        (
+            "common",
+            "if status ~= 'COMPLETED' or ending then close_open_execs(ctx, reason) end",
+            "if status ~= 'COMPLETED' then close_open_execs(ctx, reason) end",
+            "a terminate action ending the run COMPLETED leaves its open executions open",
+            (),
+        ),
+        (
+            "common",
+            "  if ctx.finished then return end\n",
+            "",
+            "a run ended by a terminate action is ended again by the plan's failure reason",
             (),
         ),
         # -- transition.lua --------------------------------------------------------------------

@@ -6,6 +6,7 @@
 --   rev (revision: up by one with each script that changes the run),
 --   seq (last execution number), active (executions queued, running or waiting),
 --   joins (comma list of join action ids still waiting),
+--   output (the run's output JSON when a terminate action gave one),
 --   x:<seq>:a|s|n|in|q|w|k|e|ev|evn|evd|jon|held|tf  one execution of an action
 --                                     (action id, status, attempt or generation, input,
 --                                      queue name, worker, lease secret, error, awaited
@@ -209,6 +210,41 @@ local function enqueue(ctx, key, name, seq, attempt, poll_timeout_ms)
   end
 end
 
+-- Marks every open execution FAILED with ``reason`` (the run has ended without them).
+local function close_open_execs(ctx, reason)
+  local last = tonumber(redis.call('HGET', ctx.run, 'seq') or '0')
+  for seq = 1, last do
+    if OPEN[redis.call('HGET', ctx.run, xf(seq, 's'))] then
+      local aid = set_exec_status(ctx, seq, 'FAILED')
+      redis.call('HSET', ctx.run, xf(seq, 'e'), reason)
+      redis.call('HDEL', ctx.run, af(aid, 'jw'))
+      if is_latest(ctx, aid, seq) then redis.call('HSET', ctx.run, af(aid, 'e'), reason) end
+    end
+  end
+  ctx.active_change = nil
+  redis.call('HSET', ctx.run, 'active', 0, 'joins', '')
+end
+
+-- Ends the run with ``status`` and ``reason``, once per script. Open executions are closed
+-- unless it completes on its own (nothing is open then); ``ending`` is the terminate action
+-- that ends it, if one does, whatever is still open: the history names it.
+local function finish_run(ctx, status, reason, ending)
+  if ctx.finished then return end
+  ctx.finished = true
+  if status ~= 'COMPLETED' or ending then close_open_execs(ctx, reason) end
+  redis.call('HSET', ctx.run, 'status', status, 'reason', reason, 'updatedAt', ctx.now,
+    'finishedAt', ctx.now)
+  hist(ctx, { event = 'RUN_' .. status, reason = reason, action = ending })
+  -- For the servers' logs (app/engine/run_log.py).
+  redis.call('PUBLISH', ctx.channel, 'f|' .. ctx.partition .. '|' .. ctx.flow .. '|' .. status
+    .. '|' .. reason)
+  -- Written now, so that the history list exists when it is given its expiry.
+  flush(ctx)
+  for _, key in ipairs({ ctx.run, ctx.hist, ctx.events, ctx.waiters, ctx.held }) do
+    redis.call('EXPIRE', key, ctx.retention)
+  end
+end
+
 -- Applies the ops that the engine planned, read from ARGV[i...]:
 -- a count, then seven values per op: kind, action id, name, payload, number, KEYS index,
 -- and the input a system action's execution received (or "").
@@ -216,6 +252,10 @@ end
 -- to that worker at once instead of queued (its seq is appended to ``ctx.leased``, and it
 -- takes the next of ``ctx.secrets``); < 0, minus the poll timeout ms of a queued task;
 -- otherwise a queued task with no poll timeout.
+-- An "end" op (a terminate action, after its "done" op) ends the run at once: its name is
+-- the run's status (COMPLETED or FAILED), its payload the reason, and its input the run's
+-- output JSON, or "" for the usual output; every execution still open is closed as
+-- terminate.lua closes them, and any later op is skipped (the planner sends none).
 local function apply_ops(ctx, i)
   local count = tonumber(ARGV[i])
   i = i + 1
@@ -284,39 +324,13 @@ local function apply_ops(ctx, i)
       end
     elseif kind == 'note' then
       hist(ctx, { event = 'WARNING', action = action, detail = payload })
+    elseif kind == 'end' then
+      if input ~= '' then redis.call('HSET', ctx.run, 'output', input) end
+      finish_run(ctx, name, payload, action)
+      break
     end
   end
   return i
-end
-
--- Marks every open execution FAILED with ``reason`` (the run has ended without them).
-local function close_open_execs(ctx, reason)
-  local last = tonumber(redis.call('HGET', ctx.run, 'seq') or '0')
-  for seq = 1, last do
-    if OPEN[redis.call('HGET', ctx.run, xf(seq, 's'))] then
-      local aid = set_exec_status(ctx, seq, 'FAILED')
-      redis.call('HSET', ctx.run, xf(seq, 'e'), reason)
-      redis.call('HDEL', ctx.run, af(aid, 'jw'))
-      if is_latest(ctx, aid, seq) then redis.call('HSET', ctx.run, af(aid, 'e'), reason) end
-    end
-  end
-  ctx.active_change = nil
-  redis.call('HSET', ctx.run, 'active', 0, 'joins', '')
-end
-
-local function finish_run(ctx, status, reason)
-  if status ~= 'COMPLETED' then close_open_execs(ctx, reason) end
-  redis.call('HSET', ctx.run, 'status', status, 'reason', reason, 'updatedAt', ctx.now,
-    'finishedAt', ctx.now)
-  hist(ctx, { event = 'RUN_' .. status, reason = reason })
-  -- For the servers' logs (app/engine/run_log.py).
-  redis.call('PUBLISH', ctx.channel, 'f|' .. ctx.partition .. '|' .. ctx.flow .. '|' .. status
-    .. '|' .. reason)
-  -- Written now, so that the history list exists when it is given its expiry.
-  flush(ctx)
-  for _, key in ipairs({ ctx.run, ctx.hist, ctx.events, ctx.waiters, ctx.held }) do
-    redis.call('EXPIRE', key, ctx.retention)
-  end
 end
 
 -- Starts the step of every join whose actions have all finished.

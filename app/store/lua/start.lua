@@ -4,7 +4,8 @@
 --     of the runs of this workflow name, [9..] queues named by the ops
 -- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds,
 --     [5] workflow name, [6] version, [7] input JSON, [8] idempotency key or "",
---     [9] reason to fail the run at once or "", [10..] ops (see apply_ops)
+--     [9] reason to fail the run at once or "", [10..] ops (see apply_ops; an "end" op
+--     ends the run, and ARGV[9] is then "")
 -- Returns "created", or "exists" when a run with this id (same idempotency key) exists.
 -- Raises, changing nothing, when a queue of KEYS[9..] is not a list (see check_queues). Any
 -- other error midway is raised after removing the run's keys and index entries: Redis does

@@ -20,7 +20,7 @@
 --     [20] the lease secret a worker's result names, or "" (a timer's): a result whose
 --          secret is not the running attempt's changes nothing ("stale"),
 --     [21] lease secrets for the tasks leased at once to ARGV[18], 32 hex digits each,
---     [22..] ops (see apply_ops)
+--     [22..] ops (see apply_ops; an "end" op ends the run, and ARGV[16] is then "")
 -- Returns "ok", "held" (run paused: kept for resume), "stale" (not in the expected state,
 -- or a result already held), "moved" (see ARGV[19]), "terminal" (run ended) or "missing" (no
 -- such run); when tasks
