@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.actions.base import SystemAction
 from app.actions.delay import DelayAction
+from app.actions.if_ import IfAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
 from app.actions.switch import SwitchAction
@@ -11,7 +12,14 @@ from app.actions.wait import WaitAction
 
 REGISTRY: dict[str, SystemAction] = {
     action.name: action
-    for action in (SwitchAction(), DelayAction(), WaitAction(), JavaScriptAction(), JoinAction())
+    for action in (
+        SwitchAction(),
+        DelayAction(),
+        WaitAction(),
+        JavaScriptAction(),
+        JoinAction(),
+        IfAction(),
+    )
 }
 
 

@@ -197,7 +197,7 @@ class Unary(Node):
             return not _boolean(value, "!", self.position)
         if not _is_number(value):
             raise _error(self.position, f"- needs a number, not {type_name(value)}")
-        return _checked(-value, self.position)  # type: ignore[operator]
+        return _checked(-value, self.position)
 
 
 @dataclass(frozen=True)
@@ -265,14 +265,14 @@ def _boolean(value: JSON, operator: str, position: int) -> bool:
 def json_equal(left: JSON, right: JSON) -> bool:
     """Equality of JSON values: numbers by value, everything else by type and content."""
     if _is_number(left) and _is_number(right):
-        return left == right
+        return bool(left == right)
     if type(left) is not type(right):
         return False
     if isinstance(left, list) and isinstance(right, list):
         return len(left) == len(right) and all(map(json_equal, left, right))
     if isinstance(left, dict) and isinstance(right, dict):
         return left.keys() == right.keys() and all(json_equal(left[k], right[k]) for k in left)
-    return left == right
+    return bool(left == right)
 
 
 def _ordered(test: Callable[[Any, Any], bool]) -> Callable[[JSON, JSON, int], JSON]:
@@ -355,10 +355,9 @@ class _Parser:
     ``||``, ``&&``, comparisons (``== != < <= > >= in``, which do not chain), ``+ -``,
     ``* / %``, unary ``! -``, then literals, references, ``( )`` and ``[ ]``."""
 
-    def __init__(self, text: str, max_depth: int | None) -> None:
+    def __init__(self, text: str) -> None:
         self.tokens = _tokenize(text)
         self.index = 0
-        self.max_depth = max_depth
 
     def parse(self) -> Node:
         if self.peek().kind == "end":
@@ -393,14 +392,6 @@ class _Parser:
                 f"{opened.text!r} at position {opened.position}, found {found}"
             )
 
-    def bounded(self, node: Node) -> Node:
-        if self.max_depth is not None and node.depth > self.max_depth:
-            raise ConditionSyntaxError(
-                f"at position {node.position}: nested deeper than {self.max_depth} levels "
-                "(ORCHY_MAX_JSON_DEPTH)"
-            )
-        return node
-
     def expression(self) -> Node:
         return self.logical("||", self.conjunction)
 
@@ -415,7 +406,7 @@ class _Parser:
         if len(operands) == 1:
             return first
         depth = 1 + max(node.depth for node in operands)
-        return self.bounded(Logical(operator, tuple(operands), first.position, depth))
+        return Logical(operator, tuple(operands), first.position, depth)
 
     def comparison(self) -> Node:
         left = self.term()
@@ -444,14 +435,14 @@ class _Parser:
 
     def binary(self, token: Token, left: Node, right: Node) -> Node:
         depth = 1 + max(left.depth, right.depth)
-        return self.bounded(Binary(token.text, left, right, token.position, depth))
+        return Binary(token.text, left, right, token.position, depth)
 
     def unary(self) -> Node:
         token = self.accept(frozenset({"!", "-"}))
         if token is None:
             return self.primary()
         operand = self.unary()
-        return self.bounded(Unary(token.text, operand, token.position, operand.depth + 1))
+        return Unary(token.text, operand, token.position, operand.depth + 1)
 
     def primary(self) -> Node:
         token = self.take()
@@ -476,13 +467,19 @@ class _Parser:
                 items.append(self.expression())
             self.expect("]", opened)
         depth = 1 + max((item.depth for item in items), default=0)
-        return self.bounded(ArrayOf(tuple(items), opened.position, depth))
+        return ArrayOf(tuple(items), opened.position, depth)
 
 
 @dataclass(frozen=True)
 class Condition:
     text: str
     root: Node
+
+    @property
+    def depth(self) -> int:
+        """Operators and arrays nested in one another, counting the values at the bottom:
+        ``1 + 2`` is 2 deep, ``!(a && b)`` 3 (registration bounds it)."""
+        return self.root.depth
 
     def value(self, document: Document) -> JSON:
         """The expression's value on ``document``; raises :class:`ConditionError`."""
@@ -500,10 +497,10 @@ class Condition:
 
 
 @lru_cache(maxsize=_COMPILED_CACHE_SIZE)
-def compile_condition(text: str, max_depth: int | None = None) -> Condition:
-    """Parse ``text`` once (cached); ``max_depth`` bounds nesting (at registration).
-    Raises :class:`ConditionSyntaxError` saying where the text is wrong."""
+def compile_condition(text: str) -> Condition:
+    """Parse ``text`` once (cached). Raises :class:`ConditionSyntaxError` saying where the
+    text is wrong."""
     try:
-        return Condition(text, _Parser(text, max_depth).parse())
+        return Condition(text, _Parser(text).parse())
     except RecursionError:
         raise ConditionSyntaxError("nested too deeply to parse") from None
