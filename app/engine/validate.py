@@ -123,6 +123,7 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in set(ActionType):
         raise DefinitionError(f"{label}: type must be one of {_ACTION_TYPES}, not {kind!r}")
+    system = kind == ActionType.SYSTEM
     return ActionDef(
         id=action_id,
         type=ActionType(kind),
@@ -134,9 +135,12 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
         event=_optional(raw, "event", label, str, "a string"),
         timeout_seconds=_optional_number(raw, "timeoutSeconds", label),
         join_on=_parse_join_on(raw.get("joinOn"), label),
-        cases=_parse_cases(raw.get("cases"), label) if name == SwitchAction.name else None,
+        # Read for the actions that use them only: other kinds keep such fields unread.
+        cases=_parse_cases(raw.get("cases"), label)
+        if system and name == SwitchAction.name
+        else None,
         condition=_optional(raw, "condition", label, str, "a string")
-        if name == IfAction.name
+        if system and name == IfAction.name
         else None,
     )
 
