@@ -55,8 +55,8 @@ def rejection(name: str, **fields: Any) -> str:
 # --- registry -------------------------------------------------------------------------
 
 
-def test_the_registry_holds_the_five_system_actions() -> None:
-    assert sorted(REGISTRY) == ["delay", "javascript", "join", "switch", "wait"]
+def test_the_registry_holds_the_six_system_actions() -> None:
+    assert sorted(REGISTRY) == ["delay", "if", "javascript", "join", "switch", "wait"]
     assert all(REGISTRY[name].name == name for name in REGISTRY)
     assert get_action("nope") is None
     assert registered("javascript").blocking
