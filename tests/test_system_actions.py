@@ -134,7 +134,7 @@ def test_switch_on_an_expression_without_references_uses_it_literally() -> None:
 @pytest.mark.parametrize("expression", [None, "", "   "])
 def test_switch_needs_an_expression(expression: str | None) -> None:
     assert rejection("switch", expression=expression) == (
-        "action 3 (switch): switch needs an expression"
+        "action 3 (switch): switch needs an expression or cases"
     )
 
 
