@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from app.actions.base import Done, Fail
 from app.actions.if_ import IfAction
 from app.actions.switch import SwitchAction
+from app.api.workflow_schema import WorkflowDefinition
 from app.definition import ActionDef, ActionType, DefinitionError, SwitchCase
 from app.engine.conditions import (
     ConditionError,
@@ -475,3 +477,23 @@ def test_other_kinds_of_action_leave_cases_and_condition_unread() -> None:
     parsed = parse_workflow(raw)
     assert parsed.actions[2].cases is None
     assert parsed.actions[2].condition is None
+
+
+def test_the_openapi_models_describe_cases_and_if() -> None:
+    accepted = [definition(cases_switch([BIG, SMALL])), definition(if_step("true"))]
+    for raw in accepted:
+        parse_workflow(raw)
+        WorkflowDefinition.model_validate(raw)
+    refused = [
+        definition(if_step(None)),
+        definition(if_step(" ")),
+        definition(cases_switch([])),
+        definition(cases_switch([{"when": "true"}])),
+        definition(cases_switch([BIG], expression="{$.input.x}")),
+        definition({"id": 2, "type": "system", "name": "switch", "next": {"default": [3, 4, 5]}}),
+    ]
+    for raw in refused:
+        with pytest.raises(DefinitionError):
+            parse_workflow(raw)
+        with pytest.raises(ValidationError):
+            WorkflowDefinition.model_validate(raw)
