@@ -18,6 +18,14 @@ class ActionType(StrEnum):
     SYSTEM = "system"
 
 
+@dataclass(frozen=True)
+class SwitchCase:
+    """One of a switch's ``cases``: ``branch`` is taken when the condition ``when`` holds."""
+
+    when: str
+    branch: str
+
+
 class DefinitionError(ValueError):
     """A definition breaks a rule; the message names the action and the problem."""
 
@@ -34,6 +42,8 @@ class ActionDef:
     event: str | None = None
     timeout_seconds: float | None = None
     join_on: list[int] | None = None
+    cases: tuple[SwitchCase, ...] | None = None
+    condition: str | None = None
 
     @property
     def label(self) -> str:
@@ -43,6 +53,14 @@ class ActionDef:
     def references_data(self) -> bool:
         """True when some string in the parameters holds a ``{$...}`` reference."""
         return any(references(self.parameters))
+
+    @property
+    def conditions(self) -> list[tuple[str, str]]:
+        """Where each condition of this action is (``cases[0].when``), and its text."""
+        found = [(f"cases[{index}].when", case.when) for index, case in enumerate(self.cases or ())]
+        if self.condition is not None:
+            found.append(("condition", self.condition))
+        return found
 
     def branch(self, key: str) -> list[int]:
         """Ids to start for branch ``key``, falling back to ``default``."""

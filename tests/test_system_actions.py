@@ -55,8 +55,8 @@ def rejection(name: str, **fields: Any) -> str:
 # --- registry -------------------------------------------------------------------------
 
 
-def test_the_registry_holds_the_six_system_actions() -> None:
-    assert sorted(REGISTRY) == ["delay", "javascript", "join", "switch", "terminate", "wait"]
+def test_the_registry_holds_the_seven_system_actions() -> None:
+    assert sorted(REGISTRY) == ["delay", "if", "javascript", "join", "switch", "terminate", "wait"]
     assert all(REGISTRY[name].name == name for name in REGISTRY)
     assert get_action("nope") is None
     assert registered("javascript").blocking
@@ -134,7 +134,7 @@ def test_switch_on_an_expression_without_references_uses_it_literally() -> None:
 @pytest.mark.parametrize("expression", [None, "", "   "])
 def test_switch_needs_an_expression(expression: str | None) -> None:
     assert rejection("switch", expression=expression) == (
-        "action 3 (switch): switch needs an expression"
+        "action 3 (switch): switch needs an expression or cases"
     )
 
 

@@ -242,7 +242,7 @@ def test_a_user_action_may_have_any_name() -> None:
 @pytest.mark.parametrize(
     ("action", "expected"),
     [
-        (system(1, "switch"), "action 1 (switch): switch needs an expression"),
+        (system(1, "switch"), "action 1 (switch): switch needs an expression or cases"),
         (system(1, "delay"), "action 1 (delay): delay needs delaySeconds"),
         (system(1, "wait"), "action 1 (wait): wait needs an event name"),
         (system(1, "join"), "action 1 (join): join needs joinOn"),
@@ -349,4 +349,4 @@ def test_the_seed_with_a_missing_switch_expression_names_the_switch() -> None:
     broken = copy.deepcopy(raw)
     del broken["actions"][2]["expression"]
 
-    assert rejection(broken) == "action 3 (switch): switch needs an expression"
+    assert rejection(broken) == "action 3 (switch): switch needs an expression or cases"

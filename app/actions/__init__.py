@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.actions.base import SystemAction
 from app.actions.delay import DelayAction
+from app.actions.if_ import IfAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
 from app.actions.switch import SwitchAction
@@ -19,6 +20,7 @@ REGISTRY: dict[str, SystemAction] = {
         JavaScriptAction(),
         JoinAction(),
         TerminateAction(),
+        IfAction(),
     )
 }
 

@@ -20,9 +20,11 @@ from pydantic import (
     Strict,
     StrictInt,
     Tag,
+    model_validator,
 )
 
 from app.actions.delay import DelayAction
+from app.actions.if_ import IfAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
 from app.actions.switch import SwitchAction
@@ -64,12 +66,52 @@ class UserAction(ActionBase):
     )
 
 
+Condition = Annotated[
+    str,
+    Field(
+        pattern=r"\S",
+        description="a condition: JSON literals, references such as {$.input.x}, ( ), [ ], "
+        "== != < <= > >= in, && || !, + - * / %; it must give true or false",
+        examples=['{$.input.status} == "PAID" && {$.input.amount} < 100'],
+    ),
+]
+
+
+class SwitchCase(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    when: Condition
+    branch: str = Field(min_length=1, description="a key of `next`, taken when `when` holds")
+
+
 class SwitchStep(ActionBase):
-    """Takes the branch named by the string form of ``expression`` (or ``default``)."""
+    """With ``expression``: takes the branch named by the string form of its value (or
+    ``default``). With ``cases`` instead: takes the branch of the first case whose
+    condition holds (or ``default``); every case's branch must be a key of ``next``."""
 
     type: Literal["system"]
     name: Literal["switch"]
-    expression: NonBlank = Field(examples=["{$.1.output.user.gender}"])
+    expression: NonBlank | None = Field(default=None, examples=["{$.1.output.user.gender}"])
+    cases: list[SwitchCase] | None = Field(
+        default=None,
+        min_length=1,
+        examples=[[{"when": "{$.input.amount} > 100", "branch": "big"}]],
+    )
+
+    @model_validator(mode="after")
+    def _expression_or_cases(self) -> SwitchStep:
+        if (self.expression is None) == (self.cases is None):
+            raise ValueError("a switch has either an expression or cases")
+        return self
+
+
+class IfStep(ActionBase):
+    """Takes the ``true`` or the ``false`` branch as ``condition`` holds (a branch missing
+    from ``next`` falls back to ``default``, else the run goes no further there)."""
+
+    type: Literal["system"]
+    name: Literal["if"]
+    condition: Condition
 
 
 class DelayStep(ActionBase):
@@ -135,6 +177,7 @@ SYSTEM_STEPS: dict[str, type[ActionBase]] = {
     JavaScriptAction.name: JavaScriptStep,
     JoinAction.name: JoinStep,
     TerminateAction.name: TerminateStep,
+    IfAction.name: IfStep,
 }
 
 
@@ -156,7 +199,8 @@ Action = Annotated[
     | Annotated[WaitStep, Tag(WaitAction.name)]
     | Annotated[JavaScriptStep, Tag(JavaScriptAction.name)]
     | Annotated[JoinStep, Tag(JoinAction.name)]
-    | Annotated[TerminateStep, Tag(TerminateAction.name)],
+    | Annotated[TerminateStep, Tag(TerminateAction.name)]
+    | Annotated[IfStep, Tag(IfAction.name)],
     Discriminator(_action_kind),
 ]
 

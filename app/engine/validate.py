@@ -12,9 +12,11 @@ from typing import Any, TypeGuard
 
 from app.actions import REGISTRY, get_action
 from app.actions.delay import is_number
+from app.actions.if_ import IfAction
 from app.actions.switch import SwitchAction
 from app.actions.wait import WaitAction, is_sendable
-from app.definition import ActionDef, ActionType, DefinitionError, WorkflowDef
+from app.definition import ActionDef, ActionType, DefinitionError, SwitchCase, WorkflowDef
+from app.engine.conditions import ConditionSyntaxError, compile_condition
 from app.engine.params import PathError, compile_path, references
 from app.engine.retry import ActionSettings
 from app.jsontypes import JSON
@@ -32,6 +34,7 @@ class Limits:
     max_next_ids: int
     max_duration_seconds: float
     max_retry_count: int
+    max_condition_depth: int
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -40,6 +43,7 @@ class Limits:
             max_next_ids=settings.max_next_ids,
             max_duration_seconds=settings.max_duration_seconds,
             max_retry_count=settings.max_retry_count,
+            max_condition_depth=settings.max_json_depth,
         )
 
     def check_duration(self, where: str, field: str, seconds: float | None) -> None:
@@ -119,6 +123,7 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in set(ActionType):
         raise DefinitionError(f"{label}: type must be one of {_ACTION_TYPES}, not {kind!r}")
+    system = kind == ActionType.SYSTEM
     return ActionDef(
         id=action_id,
         type=ActionType(kind),
@@ -130,6 +135,13 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
         event=_optional(raw, "event", label, str, "a string"),
         timeout_seconds=_optional_number(raw, "timeoutSeconds", label),
         join_on=_parse_join_on(raw.get("joinOn"), label),
+        # Read for the actions that use them only: other kinds keep such fields unread.
+        cases=_parse_cases(raw.get("cases"), label)
+        if system and name == SwitchAction.name
+        else None,
+        condition=_optional(raw, "condition", label, str, "a string")
+        if system and name == IfAction.name
+        else None,
     )
 
 
@@ -167,6 +179,25 @@ def _parse_join_on(raw: JSON, label: str) -> list[int] | None:
     if not isinstance(raw, list) or not all(_is_id(item) for item in raw):
         raise DefinitionError(f"{label}: joinOn must be a list of action ids, not {raw!r}")
     return list(raw)
+
+
+def _parse_cases(raw: JSON, label: str) -> tuple[SwitchCase, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise DefinitionError(f"{label}: cases must be a list of {{when, branch}}, not {raw!r}")
+    cases = []
+    for index, case in enumerate(raw):
+        where = f"{label}: cases[{index}]"
+        if not isinstance(case, dict):
+            raise DefinitionError(f"{where} must be an object {{when, branch}}, not {case!r}")
+        when, branch = case.get("when"), case.get("branch")
+        if not isinstance(when, str):
+            raise DefinitionError(f"{where}.when must be a string (a condition), not {when!r}")
+        if not isinstance(branch, str) or not branch:
+            raise DefinitionError(f"{where}.branch must be a non-empty string, not {branch!r}")
+        cases.append(SwitchCase(when=when, branch=branch))
+    return tuple(cases)
 
 
 def _check_links(action: ActionDef, actions: dict[int, ActionDef]) -> None:
@@ -211,6 +242,16 @@ def _check_limits(action: ActionDef, limits: Limits) -> None:
             )
     limits.check_duration(action.label, "delaySeconds", action.delay_seconds)
     limits.check_duration(action.label, "timeoutSeconds", action.timeout_seconds)
+    for where, text in action.conditions:
+        try:
+            depth = compile_condition(text).depth
+        except ConditionSyntaxError:
+            continue  # the system action's own validation words it
+        if depth > limits.max_condition_depth:
+            raise DefinitionError(
+                f"{action.label}: {where} is nested {depth} levels deep; at most "
+                f"{limits.max_condition_depth} (ORCHY_MAX_JSON_DEPTH)"
+            )
 
 
 def _check_references(action: ActionDef) -> None:
