@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,12 @@ from tests.helpers.worker_wire import (
     Wire,
     WorkerProcess,
     fast_worker,
-    finish,
     holds,
     is_set,
     logged,
     new_worker,
     running,
-    tapped_serving,
+    stoppable,
     watch_worker_log,
 )
 
@@ -52,29 +50,6 @@ LEASE_EXPIRED = "lease expired"
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tapped(settings: Settings, redis_client: Any) -> Iterator[TappedServer]:
-    """A server on the tests' Redis whose exchanges are recorded: the workers' server."""
-    with tapped_serving(settings) as server:
-        yield server
-
-
-@pytest.fixture
-def wire(tapped: TappedServer) -> Wire:
-    tapped.wire.clear()
-    return tapped.wire
-
-
-@pytest.fixture
-def server_processes() -> Iterator[Processes]:
-    """Server processes a test starts, killed at its end whatever happened."""
-    started = Processes()
-    try:
-        yield started
-    finally:
-        started.close()
 
 
 @pytest.fixture
@@ -508,7 +483,6 @@ async def test_stopping_lets_the_task_in_hand_finish_and_report(
     draining; its result reaches the server before ``run`` returns."""
     watch_worker_log(caplog)
     name = unique("it-drain")
-    stop = asyncio.Event()
     entered, gate = asyncio.Event(), asyncio.Event()
     worker = new_worker(tapped.url, worker_settings, concurrency=2)
 
@@ -519,20 +493,10 @@ async def test_stopping_lets_the_task_in_hand_finish_and_report(
         return {"finished": True}
 
     await api.register(workflow(name, user(1, name)))
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
-    try:
+    async with stoppable(worker, gate) as run:
         flow_id = await api.start(name)
         await wait_until(is_set(entered), what="the task to be in hand")
-        stop.set()
-        await wait_until(
-            holds(lambda: logged(caplog, "stopping: waiting up to") == 1), what="the drain"
-        )
-        gate.set()
-        await finish(job, worker)
-    finally:
-        stop.set()
-        gate.set()
-        await asyncio.gather(job, return_exceptions=True)
+        await run.stopped_draining(gate, caplog)
     # The result was reported before run() returned.
     flow = await api.flow(flow_id)
     assert flow["status"] == "COMPLETED"
@@ -580,7 +544,7 @@ async def test_a_server_restart_under_the_worker_loses_nothing(
     redis_url: str,
     worker_settings: Settings,
     tmp_path: Path,
-    server_processes: Processes,
+    processes: Processes,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The worker's server (an ``orchy serve`` process) is stopped with step 1 in hand: the
@@ -589,7 +553,7 @@ async def test_a_server_restart_under_the_worker_loses_nothing(
     run finishes."""
     watch_worker_log(caplog)
     name = unique("it-restart")
-    server = server_processes.server(clean_env(REDIS_URL=redis_url), tmp_path / "server.log")
+    server = processes.server(clean_env(REDIS_URL=redis_url), tmp_path / "server.log")
     await server.start()
     entered, gate = asyncio.Event(), asyncio.Event()
     worker = new_worker(

@@ -35,6 +35,7 @@ from tests.helpers.processes import RedisProcess
 from tests.helpers.waiting import unique, wait_until
 from tests.helpers.worker_wire import (
     LIGHT_SERVER,
+    STOPPING,
     TappedServer,
     Wire,
     WorkerProcess,
@@ -45,25 +46,12 @@ from tests.helpers.worker_wire import (
     logged,
     new_worker,
     running,
+    stoppable,
     tapped_serving,
     watch_worker_log,
 )
 
 UNAVAILABLE = 503
-STOPPING = "stopping: waiting up to"
-
-
-@pytest.fixture(scope="module")
-def tapped(settings: Settings, redis_client: Any) -> Iterator[TappedServer]:
-    """A server on the tests' Redis whose exchanges are recorded."""
-    with tapped_serving(settings) as server:
-        yield server
-
-
-@pytest.fixture
-def wire(tapped: TappedServer) -> Wire:
-    tapped.wire.clear()
-    return tapped.wire
 
 
 @dataclass
@@ -689,24 +677,21 @@ async def test_a_task_handed_over_while_stopping_is_run_within_the_grace(
     await private_api.register(chain(name, name, 2))
     flow_id = await private_api.start(name)
     redis = client_for_url(private.redis.url)
-    stop = asyncio.Event()
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
     try:
-        await wait_until(is_set(entered), what="step 1 in hand")
-        await redis.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
-        try:
-            gate.set()
-            await wait_until(
-                holds(lambda: bool(wire.results_requests())), what="the result of step 1 out"
-            )
-            stop.set()
-            await wait_until(holds(lambda: logged(caplog, STOPPING) == 1), what="the stop")
-        finally:
-            await redis.execute_command("CLIENT", "UNPAUSE")
-        await finish(job, worker)
+        async with stoppable(worker) as run:
+            await wait_until(is_set(entered), what="step 1 in hand")
+            await redis.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            try:
+                gate.set()
+                await wait_until(
+                    holds(lambda: bool(wire.results_requests())), what="the result of step 1 out"
+                )
+                run.stop.set()
+                await wait_until(holds(lambda: logged(caplog, STOPPING) == 1), what="the stop")
+            finally:
+                await redis.execute_command("CLIENT", "UNPAUSE")
+            await finish(run.job, worker)
     finally:
-        stop.set()
-        await asyncio.gather(job, return_exceptions=True)
         await redis.aclose()
 
     flow = await private_api.flow(flow_id)
@@ -781,17 +766,11 @@ async def test_stopping_cancels_the_long_poll_at_once(
     )
     worker.action(name)(lambda input: None)
     await api.register(workflow(name, user(1, name)))
-    stop = asyncio.Event()
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
-    try:
+    async with stoppable(worker) as run:
         await wait_until(
             holds(lambda: wire.polls_in_flight(worker.worker_id) == 1), what="a poll out"
         )
-        stop.set()
-        await finish(job, worker)
-    finally:
-        stop.set()
-        await asyncio.gather(job, return_exceptions=True)
+        await run.stopped()
     [poll] = wire.polls(worker.worker_id)
     await wait_until(holds(lambda: poll.hung_up), what="the server to see the poll hang up")
     flow_id = await api.start(name)
@@ -820,18 +799,9 @@ async def test_tasks_in_hand_finish_within_the_grace(
 
     await api.register(chain(name, name, 2))
     flow_id = await api.start(name)
-    stop = asyncio.Event()
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
-    try:
+    async with stoppable(worker, gate) as run:
         await wait_until(is_set(entered), what="step 1 in hand")
-        stop.set()
-        await wait_until(holds(lambda: logged(caplog, STOPPING) == 1), what="the stop")
-        gate.set()
-        await finish(job, worker)
-    finally:
-        stop.set()
-        gate.set()
-        await asyncio.gather(job, return_exceptions=True)
+        await run.stopped_draining(gate, caplog)
 
     flow = await api.flow(flow_id)
     assert flow["actions"]["1"]["output"] == {"done": 1}
@@ -875,12 +845,9 @@ async def test_tasks_past_the_grace_are_abandoned(
     for name in names:
         await api.register(workflow(name, user(1, name)))
     flow_ids = [await api.start(name) for name in names]
-    stop = asyncio.Event()
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
-    try:
+    async with stoppable(worker, never) as run:
         await wait_until(holds(lambda: len(entered) == 2), what="both tasks in hand")
-        stop.set()
-        await finish(job, worker)
+        await run.stopped()
         assert cancelled.is_set()
         assert not wire.results_requests()
         for flow_id in flow_ids:
@@ -896,10 +863,6 @@ async def test_tasks_past_the_grace_are_abandoned(
             history = (await http.get(f"/flow/{flow_id}/history")).json()["history"]
             [retry] = [e for e in history if e["event"] == "RETRY_SCHEDULED"]
             assert retry["error"].startswith("lease expired")
-    finally:
-        never.set()
-        stop.set()
-        await asyncio.gather(job, return_exceptions=True)
 
 
 # -- the task as a second argument ------------------------------------------------------
