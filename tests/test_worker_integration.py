@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,18 +201,7 @@ async def test_a_task_polled_and_never_answered_is_redelivered_after_its_lease(
     assert hung["attempt"] == 1
 
     invocations: list[JSONObject] = []
-    worker = new_worker(tapped.url, worker_settings)
-
-    @worker.action(
-        name,
-        retry_count=3,
-        retry_after_seconds=RETRY_AFTER_SECONDS,
-        retry_policy="FIXED",
-        timeout_seconds=LEASE_SECONDS,
-    )
-    def healthy(input: JSONObject) -> JSONObject:
-        invocations.append(input)
-        return {"by": "healthy"}
+    worker = healthy_worker(tapped.url, worker_settings, name, invocations.append)
 
     async with running(worker):
         flow = await api.wait_status(flow_id, "COMPLETED")
@@ -294,7 +284,11 @@ async def held_by_process(api: Api, name: str, tmp_path: Path) -> str:
     return flow_id
 
 
-def healthy_worker(url: str, settings: Settings, name: str, effects: list[str]) -> Worker:
+def healthy_worker(
+    url: str, settings: Settings, name: str, seen: Callable[[JSONObject], object]
+) -> Worker:
+    """A worker whose action ``name`` (the lease tests' retry settings) hands each input it
+    gets to ``seen`` and returns ``{"by": "healthy"}``."""
     worker = new_worker(url, settings)
 
     @worker.action(
@@ -305,10 +299,15 @@ def healthy_worker(url: str, settings: Settings, name: str, effects: list[str]) 
         timeout_seconds=LEASE_SECONDS,
     )
     def work(input: JSONObject) -> JSONObject:
-        effects.append(str(input["flow"]))
+        seen(input)
         return {"by": "healthy"}
 
     return worker
+
+
+def flow_effect(effects: list[str]) -> Callable[[JSONObject], None]:
+    """Records the run id of each input: the effect the healthy worker makes."""
+    return lambda input: effects.append(str(input["flow"]))
 
 
 async def test_a_stalled_worker_loses_the_lease_and_its_late_result_is_refused(
@@ -325,7 +324,7 @@ async def test_a_stalled_worker_loses_the_lease_and_its_late_result_is_refused(
     await api.register(workflow(name, user(1, name, flow="{$.flow.id}")))
     stalled = held_worker(tmp_path, name, tapped.url)
     effects: list[str] = []
-    healthy = healthy_worker(tapped.url, worker_settings, name, effects)
+    healthy = healthy_worker(tapped.url, worker_settings, name, flow_effect(effects))
     await stalled.start()
     try:
         flow_id = await held_by_process(api, name, tmp_path)
@@ -523,7 +522,7 @@ async def test_a_worker_killed_hard_gets_its_task_redelivered_to_another(
         await killed.close()
 
     effects: list[str] = []
-    healthy = healthy_worker(tapped.url, worker_settings, name, effects)
+    healthy = healthy_worker(tapped.url, worker_settings, name, flow_effect(effects))
     async with running(healthy):
         flow = await api.wait_status(flow_id, "COMPLETED")
 

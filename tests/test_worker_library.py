@@ -269,18 +269,30 @@ async def in_hand(
     return flow_id, task_of(wire, worker, flow_id)["taskId"]
 
 
+def holding_worker(
+    url: str, settings: Settings, name: str, output: JSONObject, timeout_seconds: float = 5.0
+) -> tuple[Worker, asyncio.Event, asyncio.Event]:
+    """A worker whose action ``name`` sets ``entered`` once it holds a task and returns
+    ``output`` once ``release`` is set: the worker, ``entered`` and ``release``."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    worker = new_worker(url, settings)
+
+    @worker.action(name, timeout_seconds=timeout_seconds)
+    async def work(input: JSONObject) -> JSONObject:
+        entered.set()
+        await release.wait()
+        return output
+
+    return worker, entered, release
+
+
 async def test_a_result_for_a_paused_run_is_held_and_applied_on_resume(
     api: Api, http: httpx.AsyncClient, settings: Settings, tapped: TappedServer, wire: Wire
 ) -> None:
     name = unique("paused")
-    entered, release = asyncio.Event(), asyncio.Event()
-    worker = new_worker(tapped.url, fast_worker(settings))
-
-    @worker.action(name, timeout_seconds=5.0)
-    async def work(input: JSONObject) -> JSONObject:
-        entered.set()
-        await release.wait()
-        return {"done": True}
+    worker, entered, release = holding_worker(
+        tapped.url, fast_worker(settings), name, {"done": True}
+    )
 
     await api.register(workflow(name, user(1, name)))
     async with running(worker):
@@ -327,14 +339,9 @@ async def test_a_stale_or_unknown_result_is_dropped_not_retried(
     watch_worker_log(caplog)
     forgetful.wire.clear()
     name = unique("stale")
-    entered, release = asyncio.Event(), asyncio.Event()
-    worker = new_worker(forgetful.url, fast_worker(settings))
-
-    @worker.action(name, timeout_seconds=5.0)
-    async def work(input: JSONObject) -> JSONObject:
-        entered.set()
-        await release.wait()
-        return {"ok": True}
+    worker, entered, release = holding_worker(
+        forgetful.url, fast_worker(settings), name, {"ok": True}
+    )
 
     async with httpx.AsyncClient(base_url=forgetful.url, timeout=30) as http:
         api = Api(http)
@@ -364,15 +371,14 @@ async def test_server_errors_on_results_are_retried(
     """Redis stops while the task is in hand: the result gets 503s, is sent again with
     back-off, and is applied once Redis is back."""
     name = unique("retried")
-    entered, release = asyncio.Event(), asyncio.Event()
     wire = private.tapped.wire
-    worker = new_worker(private.tapped.url, fast_worker(settings, worker_http_retries=8))
-
-    @worker.action(name, timeout_seconds=30.0)
-    async def work(input: JSONObject) -> JSONObject:
-        entered.set()
-        await release.wait()
-        return {"ok": True}
+    worker, entered, release = holding_worker(
+        private.tapped.url,
+        fast_worker(settings, worker_http_retries=8),
+        name,
+        {"ok": True},
+        timeout_seconds=30.0,
+    )
 
     await private_api.register(workflow(name, user(1, name)))
     async with running(worker):
