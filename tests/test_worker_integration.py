@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -48,6 +48,7 @@ WORKFLOWS = ROOT / "workflows"
 LEASE_SECONDS = 2.0
 RETRY_AFTER_SECONDS = 0.05
 LEASE_EXPIRED = "lease expired"
+Action = TypeVar("Action", bound=Callable[..., Any])
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -284,6 +285,17 @@ async def held_by_process(api: Api, name: str, tmp_path: Path) -> str:
     return flow_id
 
 
+def lease_test_action(worker: Worker, name: str) -> Callable[[Action], Action]:
+    """``worker.action(name)`` with the lease tests' settings: a short lease, quick retries."""
+    return worker.action(
+        name,
+        retry_count=3,
+        retry_after_seconds=RETRY_AFTER_SECONDS,
+        retry_policy="FIXED",
+        timeout_seconds=LEASE_SECONDS,
+    )
+
+
 def healthy_worker(
     url: str, settings: Settings, name: str, seen: Callable[[JSONObject], object]
 ) -> Worker:
@@ -291,13 +303,7 @@ def healthy_worker(
     gets to ``seen`` and returns ``{"by": "healthy"}``."""
     worker = new_worker(url, settings)
 
-    @worker.action(
-        name,
-        retry_count=3,
-        retry_after_seconds=RETRY_AFTER_SECONDS,
-        retry_policy="FIXED",
-        timeout_seconds=LEASE_SECONDS,
-    )
+    @lease_test_action(worker, name)
     def work(input: JSONObject) -> JSONObject:
         seen(input)
         return {"by": "healthy"}
@@ -374,13 +380,7 @@ async def test_heartbeats_keep_a_long_action_at_its_first_attempt(
     release = asyncio.Event()
     worker = new_worker(tapped.url, worker_settings, concurrency=2)
 
-    @worker.action(
-        name,
-        retry_count=3,
-        retry_after_seconds=RETRY_AFTER_SECONDS,
-        retry_policy="FIXED",
-        timeout_seconds=LEASE_SECONDS,
-    )
+    @lease_test_action(worker, name)
     async def long_job(input: JSONObject) -> JSONObject:
         invocations.append(input)
         await release.wait()
