@@ -19,8 +19,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,33 @@ def _stop(process: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _launch_quiet(port: int, data_dir: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "ORCHY_DATA_DIR": data_dir}
+    env.pop("REDIS_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@asynccontextmanager
+async def quiet_server(prefix: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``orchy serve`` on the embedded Redis in a temporary folder named ``prefix…``, its
+    output dropped, once healthy: its url and process, stopped at the end if it still runs."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix=prefix) as data_dir:
+        server = _launch_quiet(port, data_dir)
+        try:
+            await asyncio.to_thread(_wait_healthy, url, server)
+            yield url, server
+        finally:
+            _stop(server)
 
 
 @contextmanager

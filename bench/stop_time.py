@@ -9,62 +9,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 
 import httpx
 
-from bench.orchy_bench import ROOT, _wait_healthy, free_port
+from bench.orchy_bench import quiet_server
 
 POLL_WAIT_SECONDS = 30
 
 
-def launch(port: int, data_dir: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "ORCHY_DATA_DIR": data_dir}
-    env.pop("REDIS_URL", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def one_stop(polls: int) -> tuple[float, int]:
     """Seconds from SIGTERM to exit, and how many polls got an answer."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="orchy-stop-") as data_dir:
-        server = launch(port, data_dir)
-        try:
-            await asyncio.to_thread(_wait_healthy, url, server)
-            async with httpx.AsyncClient(base_url=url, timeout=POLL_WAIT_SECONDS * 2) as http:
-                body = {"workerId": "w", "actions": ["idle"], "max": 1}
-                pending = [
-                    asyncio.create_task(
-                        http.post("/tasks/poll", json={**body, "waitSeconds": POLL_WAIT_SECONDS})
-                    )
-                    for _ in range(polls)
-                ]
-                await http.get("/health")  # answered after the polls were sent
-                started = time.monotonic()
-                server.terminate()
-                await asyncio.to_thread(server.wait, POLL_WAIT_SECONDS * 2)
-                seconds = time.monotonic() - started
-                answers = await asyncio.gather(*pending, return_exceptions=True)
-            answered = sum(
-                1 for answer in answers if isinstance(answer, httpx.Response) and answer.is_success
+    async with (
+        quiet_server("orchy-stop-") as (url, server),
+        httpx.AsyncClient(base_url=url, timeout=POLL_WAIT_SECONDS * 2) as http,
+    ):
+        body = {"workerId": "w", "actions": ["idle"], "max": 1}
+        pending = [
+            asyncio.create_task(
+                http.post("/tasks/poll", json={**body, "waitSeconds": POLL_WAIT_SECONDS})
             )
-            return seconds, answered
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
+            for _ in range(polls)
+        ]
+        await http.get("/health")  # answered after the polls were sent
+        started = time.monotonic()
+        server.terminate()
+        await asyncio.to_thread(server.wait, POLL_WAIT_SECONDS * 2)
+        seconds = time.monotonic() - started
+        answers = await asyncio.gather(*pending, return_exceptions=True)
+    answered = sum(
+        1 for answer in answers if isinstance(answer, httpx.Response) and answer.is_success
+    )
+    return seconds, answered
 
 
 def main() -> None:

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,23 +20,11 @@ import httpx
 
 from app.settings import Settings
 from app.worker import Worker
-from bench.orchy_bench import ROOT, _wait_healthy, free_port
+from bench.orchy_bench import quiet_server
 
 POLL_WAIT_SECONDS = 30.0
 STEP_SECONDS = 0.01
 DEADLINE_SECONDS = 60.0
-
-
-def launch(port: int, data_dir: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "ORCHY_DATA_DIR": data_dir}
-    env.pop("REDIS_URL", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def until(condition: Callable[[], Awaitable[bool]]) -> None:
@@ -96,17 +80,11 @@ async def past_the_grace(url: str, http: httpx.AsyncClient, grace: float) -> flo
 
 
 async def trial(grace: float) -> tuple[float, float]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="orchy-worker-stop-") as data_dir:
-        server = launch(port, data_dir)
-        try:
-            await asyncio.to_thread(_wait_healthy, url, server)
-            async with httpx.AsyncClient(base_url=url, timeout=POLL_WAIT_SECONDS) as http:
-                return await long_poll(url, http), await past_the_grace(url, http, grace)
-        finally:
-            server.terminate()
-            server.wait()
+    async with (
+        quiet_server("orchy-worker-stop-") as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=POLL_WAIT_SECONDS) as http,
+    ):
+        return await long_poll(url, http), await past_the_grace(url, http, grace)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from tests.helpers.http import Api, ServerThread, serving
 from tests.helpers.lua import Lua, notify_subscription, private_lua
 from tests.helpers.notification import notification_worker_process
 from tests.helpers.processes import Processes
+from tests.helpers.worker_wire import TappedServer, Wire, tapped_serving
 
 TEST_PARTITIONS = 4
 
@@ -93,6 +94,20 @@ def processes() -> Iterator[Processes]:
         yield started
     finally:
         started.close()
+
+
+@pytest.fixture(scope="module")
+def tapped(settings: Settings, redis_client: Any) -> Iterator[TappedServer]:
+    """A server on the tests' Redis whose exchanges are recorded: the workers' server."""
+    with tapped_serving(settings) as server:
+        yield server
+
+
+@pytest.fixture
+def wire(tapped: TappedServer) -> Wire:
+    """The recorded exchanges of ``tapped``, emptied for the test."""
+    tapped.wire.clear()
+    return tapped.wire
 
 
 @pytest.fixture

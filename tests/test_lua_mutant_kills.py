@@ -213,15 +213,7 @@ async def test_a_completion_drops_the_error_of_a_failed_earlier_attempt(lua: Lua
     queue = lua.new_name()
     flow = await lua.start([user(1, queue), user(2, queue)])
     await lua.poll(flow, queue)
-    retry = await lua.store.transition(
-        flow,
-        1,
-        "RUNNING",
-        1,
-        Outcome("QUEUED", error="flaky", retry_delay_ms=0),
-        timer_member=member("lease", flow, 1, 1),
-    )
-    assert retry == "ok"
+    assert await lua.fail_retryable(flow, 1, "flaky") == "ok"
     assert (await lua.run(flow))["a:1:e"] == "flaky"
     assert await lua.store.requeue(flow, 1, 2, member("enq", flow, 1, 2), queue) == "ok"
     await lua.poll(flow, queue)

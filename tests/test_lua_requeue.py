@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from app.store.store import Outcome
 from tests.helpers.lua import (
     Lua,
     entry_of,
@@ -25,15 +24,7 @@ async def retried(lua: Lua, queue: str) -> str:
     """A run whose action 1 failed once and waits for its second attempt."""
     flow = await lua.start([user(1, queue)])
     await lua.poll(flow, queue)
-    answer = await lua.store.transition(
-        flow,
-        1,
-        "RUNNING",
-        1,
-        Outcome("QUEUED", error="e", retry_delay_ms=0),
-        timer_member=member("lease", flow, 1, 1),
-    )
-    assert answer == "ok"
+    assert await lua.fail_retryable(flow, 1, "e") == "ok"
     return flow
 
 

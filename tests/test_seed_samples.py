@@ -33,6 +33,20 @@ async def _register(http: httpx.AsyncClient, sample: Sample) -> None:
     assert response.json()["name"] == sample.name
 
 
+async def _completed_runs(
+    api: Api, http: httpx.AsyncClient, server: ServerThread, sample: Sample, inputs: list[Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Registers ``sample`` and runs it once an input with its worker process until every run
+    is complete: each run's id and state, in the order of ``inputs``."""
+    await _register(http, sample)
+    with worker_process(sample, server.url):
+        flow_ids = [await api.start(sample.name, input_data) for input_data in inputs]
+        flows = await asyncio.gather(
+            *(api.wait_status(flow_id, "COMPLETED", RUN_SECONDS) for flow_id in flow_ids)
+        )
+    return list(zip(flow_ids, flows, strict=True))
+
+
 async def test_every_sample_file_registers_as_it_is(http: httpx.AsyncClient) -> None:
     for sample in ALL:
         await _register(http, sample)
@@ -45,15 +59,10 @@ async def test_every_sample_file_registers_as_it_is(http: httpx.AsyncClient) -> 
 async def test_switch_takes_200_300_and_default(
     api: Api, http: httpx.AsyncClient, server: ServerThread
 ) -> None:
-    await _register(http, SWITCH)
     inputs: list[Any] = [SWITCH.input["key1"], "300", 404]
-    with worker_process(SWITCH, server.url):
-        flow_ids = [await api.start(SWITCH.name, {"key1": key1}) for key1 in inputs]
-        flows = await asyncio.gather(
-            *(api.wait_status(flow_id, "COMPLETED", RUN_SECONDS) for flow_id in flow_ids)
-        )
-    for key1, flow, (leaf, branch) in zip(
-        inputs, flows, [("3", "200"), ("4", "300"), ("6", "default")], strict=True
+    runs = await _completed_runs(api, http, server, SWITCH, [{"key1": key1} for key1 in inputs])
+    for key1, (_, flow), (leaf, branch) in zip(
+        inputs, runs, [("3", "200"), ("4", "300"), ("6", "default")], strict=True
     ):
         assert set(flow["actions"]) == {"1", "2", leaf}
         assert flow["actions"]["2"]["output"] == {"value": key1}
@@ -63,10 +72,7 @@ async def test_switch_takes_200_300_and_default(
 async def test_delay_runs_the_next_action_after_its_timer(
     api: Api, http: httpx.AsyncClient, server: ServerThread
 ) -> None:
-    await _register(http, DELAY)
-    with worker_process(DELAY, server.url):
-        flow_id = await api.start(DELAY.name, DELAY.input)
-        flow = await api.wait_status(flow_id, "COMPLETED", RUN_SECONDS)
+    [(flow_id, flow)] = await _completed_runs(api, http, server, DELAY, [DELAY.input])
     assert flow["actions"]["7"]["output"] == {}
     assert flow["actions"]["2"]["output"] == {"message": DELAY.input["message"]}
     history = await api.history(flow_id)
@@ -116,18 +122,13 @@ async def test_wait_takes_the_test_branch_on_the_event_and_default_on_timeout(
 async def test_javascript_adds_the_discount_by_age(
     api: Api, http: httpx.AsyncClient, server: ServerThread
 ) -> None:
-    await _register(http, JAVASCRIPT)
     cases = [
         (JAVASCRIPT.input, 20),
         ({"name": "Ana", "age": 20}, 20),
         ({"name": "Teo", "age": 19}, 10),
     ]
-    with worker_process(JAVASCRIPT, server.url):
-        flow_ids = [await api.start(JAVASCRIPT.name, user) for user, _ in cases]
-        flows = await asyncio.gather(
-            *(api.wait_status(flow_id, "COMPLETED", RUN_SECONDS) for flow_id in flow_ids)
-        )
-    for (user, discount), flow in zip(cases, flows, strict=True):
+    runs = await _completed_runs(api, http, server, JAVASCRIPT, [user for user, _ in cases])
+    for (user, discount), (_, flow) in zip(cases, runs, strict=True):
         script_output = flow["actions"]["2"]["output"]
         assert script_output["user"] == {**user, "discount": discount}
         assert flow["actions"]["3"]["input"] == {"name": user["name"], "discount": discount}
@@ -137,10 +138,7 @@ async def test_javascript_adds_the_discount_by_age(
 async def test_log_action_gets_its_shorthand_parameters_resolved(
     api: Api, http: httpx.AsyncClient, server: ServerThread
 ) -> None:
-    await _register(http, LOG_ACTION)
-    with worker_process(LOG_ACTION, server.url):
-        flow_id = await api.start(LOG_ACTION.name, LOG_ACTION.input)
-        flow = await api.wait_status(flow_id, "COMPLETED", RUN_SECONDS)
+    [(flow_id, flow)] = await _completed_runs(api, http, server, LOG_ACTION, [LOG_ACTION.input])
     resolved = {"k1": 23, "k2": LOG_ACTION.input["key1"], "k3": LOG_ACTION.input["x"]}
     assert flow["actions"]["4"]["input"] == resolved
     assert flow["actions"]["4"]["output"] == resolved

@@ -15,9 +15,9 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -34,13 +34,12 @@ from tests.helpers.worker_wire import (
     Wire,
     WorkerProcess,
     fast_worker,
-    finish,
     holds,
     is_set,
     logged,
     new_worker,
     running,
-    tapped_serving,
+    stoppable,
     watch_worker_log,
 )
 
@@ -49,32 +48,10 @@ WORKFLOWS = ROOT / "workflows"
 LEASE_SECONDS = 2.0
 RETRY_AFTER_SECONDS = 0.05
 LEASE_EXPIRED = "lease expired"
+Action = TypeVar("Action", bound=Callable[..., Any])
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tapped(settings: Settings, redis_client: Any) -> Iterator[TappedServer]:
-    """A server on the tests' Redis whose exchanges are recorded: the workers' server."""
-    with tapped_serving(settings) as server:
-        yield server
-
-
-@pytest.fixture
-def wire(tapped: TappedServer) -> Wire:
-    tapped.wire.clear()
-    return tapped.wire
-
-
-@pytest.fixture
-def server_processes() -> Iterator[Processes]:
-    """Server processes a test starts, killed at its end whatever happened."""
-    started = Processes()
-    try:
-        yield started
-    finally:
-        started.close()
 
 
 @pytest.fixture
@@ -225,18 +202,7 @@ async def test_a_task_polled_and_never_answered_is_redelivered_after_its_lease(
     assert hung["attempt"] == 1
 
     invocations: list[JSONObject] = []
-    worker = new_worker(tapped.url, worker_settings)
-
-    @worker.action(
-        name,
-        retry_count=3,
-        retry_after_seconds=RETRY_AFTER_SECONDS,
-        retry_policy="FIXED",
-        timeout_seconds=LEASE_SECONDS,
-    )
-    def healthy(input: JSONObject) -> JSONObject:
-        invocations.append(input)
-        return {"by": "healthy"}
+    worker = healthy_worker(tapped.url, worker_settings, name, invocations.append)
 
     async with running(worker):
         flow = await api.wait_status(flow_id, "COMPLETED")
@@ -319,21 +285,35 @@ async def held_by_process(api: Api, name: str, tmp_path: Path) -> str:
     return flow_id
 
 
-def healthy_worker(url: str, settings: Settings, name: str, effects: list[str]) -> Worker:
-    worker = new_worker(url, settings)
-
-    @worker.action(
+def lease_test_action(worker: Worker, name: str) -> Callable[[Action], Action]:
+    """``worker.action(name)`` with the lease tests' settings: a short lease, quick retries."""
+    return worker.action(
         name,
         retry_count=3,
         retry_after_seconds=RETRY_AFTER_SECONDS,
         retry_policy="FIXED",
         timeout_seconds=LEASE_SECONDS,
     )
+
+
+def healthy_worker(
+    url: str, settings: Settings, name: str, seen: Callable[[JSONObject], object]
+) -> Worker:
+    """A worker whose action ``name`` (the lease tests' retry settings) hands each input it
+    gets to ``seen`` and returns ``{"by": "healthy"}``."""
+    worker = new_worker(url, settings)
+
+    @lease_test_action(worker, name)
     def work(input: JSONObject) -> JSONObject:
-        effects.append(str(input["flow"]))
+        seen(input)
         return {"by": "healthy"}
 
     return worker
+
+
+def flow_effect(effects: list[str]) -> Callable[[JSONObject], None]:
+    """Records the run id of each input: the effect the healthy worker makes."""
+    return lambda input: effects.append(str(input["flow"]))
 
 
 async def test_a_stalled_worker_loses_the_lease_and_its_late_result_is_refused(
@@ -350,7 +330,7 @@ async def test_a_stalled_worker_loses_the_lease_and_its_late_result_is_refused(
     await api.register(workflow(name, user(1, name, flow="{$.flow.id}")))
     stalled = held_worker(tmp_path, name, tapped.url)
     effects: list[str] = []
-    healthy = healthy_worker(tapped.url, worker_settings, name, effects)
+    healthy = healthy_worker(tapped.url, worker_settings, name, flow_effect(effects))
     await stalled.start()
     try:
         flow_id = await held_by_process(api, name, tmp_path)
@@ -400,13 +380,7 @@ async def test_heartbeats_keep_a_long_action_at_its_first_attempt(
     release = asyncio.Event()
     worker = new_worker(tapped.url, worker_settings, concurrency=2)
 
-    @worker.action(
-        name,
-        retry_count=3,
-        retry_after_seconds=RETRY_AFTER_SECONDS,
-        retry_policy="FIXED",
-        timeout_seconds=LEASE_SECONDS,
-    )
+    @lease_test_action(worker, name)
     async def long_job(input: JSONObject) -> JSONObject:
         invocations.append(input)
         await release.wait()
@@ -508,7 +482,6 @@ async def test_stopping_lets_the_task_in_hand_finish_and_report(
     draining; its result reaches the server before ``run`` returns."""
     watch_worker_log(caplog)
     name = unique("it-drain")
-    stop = asyncio.Event()
     entered, gate = asyncio.Event(), asyncio.Event()
     worker = new_worker(tapped.url, worker_settings, concurrency=2)
 
@@ -519,20 +492,10 @@ async def test_stopping_lets_the_task_in_hand_finish_and_report(
         return {"finished": True}
 
     await api.register(workflow(name, user(1, name)))
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
-    try:
+    async with stoppable(worker, gate) as run:
         flow_id = await api.start(name)
         await wait_until(is_set(entered), what="the task to be in hand")
-        stop.set()
-        await wait_until(
-            holds(lambda: logged(caplog, "stopping: waiting up to") == 1), what="the drain"
-        )
-        gate.set()
-        await finish(job, worker)
-    finally:
-        stop.set()
-        gate.set()
-        await asyncio.gather(job, return_exceptions=True)
+        await run.stopped_draining(gate, caplog)
     # The result was reported before run() returned.
     flow = await api.flow(flow_id)
     assert flow["status"] == "COMPLETED"
@@ -559,7 +522,7 @@ async def test_a_worker_killed_hard_gets_its_task_redelivered_to_another(
         await killed.close()
 
     effects: list[str] = []
-    healthy = healthy_worker(tapped.url, worker_settings, name, effects)
+    healthy = healthy_worker(tapped.url, worker_settings, name, flow_effect(effects))
     async with running(healthy):
         flow = await api.wait_status(flow_id, "COMPLETED")
 
@@ -580,7 +543,7 @@ async def test_a_server_restart_under_the_worker_loses_nothing(
     redis_url: str,
     worker_settings: Settings,
     tmp_path: Path,
-    server_processes: Processes,
+    processes: Processes,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The worker's server (an ``orchy serve`` process) is stopped with step 1 in hand: the
@@ -589,7 +552,7 @@ async def test_a_server_restart_under_the_worker_loses_nothing(
     run finishes."""
     watch_worker_log(caplog)
     name = unique("it-restart")
-    server = server_processes.server(clean_env(REDIS_URL=redis_url), tmp_path / "server.log")
+    server = processes.server(clean_env(REDIS_URL=redis_url), tmp_path / "server.log")
     await server.start()
     entered, gate = asyncio.Event(), asyncio.Event()
     worker = new_worker(

@@ -35,6 +35,7 @@ from tests.helpers.processes import RedisProcess
 from tests.helpers.waiting import unique, wait_until
 from tests.helpers.worker_wire import (
     LIGHT_SERVER,
+    STOPPING,
     TappedServer,
     Wire,
     WorkerProcess,
@@ -45,25 +46,12 @@ from tests.helpers.worker_wire import (
     logged,
     new_worker,
     running,
+    stoppable,
     tapped_serving,
     watch_worker_log,
 )
 
 UNAVAILABLE = 503
-STOPPING = "stopping: waiting up to"
-
-
-@pytest.fixture(scope="module")
-def tapped(settings: Settings, redis_client: Any) -> Iterator[TappedServer]:
-    """A server on the tests' Redis whose exchanges are recorded."""
-    with tapped_serving(settings) as server:
-        yield server
-
-
-@pytest.fixture
-def wire(tapped: TappedServer) -> Wire:
-    tapped.wire.clear()
-    return tapped.wire
 
 
 @dataclass
@@ -281,18 +269,30 @@ async def in_hand(
     return flow_id, task_of(wire, worker, flow_id)["taskId"]
 
 
+def holding_worker(
+    url: str, settings: Settings, name: str, output: JSONObject, timeout_seconds: float = 5.0
+) -> tuple[Worker, asyncio.Event, asyncio.Event]:
+    """A worker whose action ``name`` sets ``entered`` once it holds a task and returns
+    ``output`` once ``release`` is set: the worker, ``entered`` and ``release``."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    worker = new_worker(url, settings)
+
+    @worker.action(name, timeout_seconds=timeout_seconds)
+    async def work(input: JSONObject) -> JSONObject:
+        entered.set()
+        await release.wait()
+        return output
+
+    return worker, entered, release
+
+
 async def test_a_result_for_a_paused_run_is_held_and_applied_on_resume(
     api: Api, http: httpx.AsyncClient, settings: Settings, tapped: TappedServer, wire: Wire
 ) -> None:
     name = unique("paused")
-    entered, release = asyncio.Event(), asyncio.Event()
-    worker = new_worker(tapped.url, fast_worker(settings))
-
-    @worker.action(name, timeout_seconds=5.0)
-    async def work(input: JSONObject) -> JSONObject:
-        entered.set()
-        await release.wait()
-        return {"done": True}
+    worker, entered, release = holding_worker(
+        tapped.url, fast_worker(settings), name, {"done": True}
+    )
 
     await api.register(workflow(name, user(1, name)))
     async with running(worker):
@@ -339,14 +339,9 @@ async def test_a_stale_or_unknown_result_is_dropped_not_retried(
     watch_worker_log(caplog)
     forgetful.wire.clear()
     name = unique("stale")
-    entered, release = asyncio.Event(), asyncio.Event()
-    worker = new_worker(forgetful.url, fast_worker(settings))
-
-    @worker.action(name, timeout_seconds=5.0)
-    async def work(input: JSONObject) -> JSONObject:
-        entered.set()
-        await release.wait()
-        return {"ok": True}
+    worker, entered, release = holding_worker(
+        forgetful.url, fast_worker(settings), name, {"ok": True}
+    )
 
     async with httpx.AsyncClient(base_url=forgetful.url, timeout=30) as http:
         api = Api(http)
@@ -376,15 +371,14 @@ async def test_server_errors_on_results_are_retried(
     """Redis stops while the task is in hand: the result gets 503s, is sent again with
     back-off, and is applied once Redis is back."""
     name = unique("retried")
-    entered, release = asyncio.Event(), asyncio.Event()
     wire = private.tapped.wire
-    worker = new_worker(private.tapped.url, fast_worker(settings, worker_http_retries=8))
-
-    @worker.action(name, timeout_seconds=30.0)
-    async def work(input: JSONObject) -> JSONObject:
-        entered.set()
-        await release.wait()
-        return {"ok": True}
+    worker, entered, release = holding_worker(
+        private.tapped.url,
+        fast_worker(settings, worker_http_retries=8),
+        name,
+        {"ok": True},
+        timeout_seconds=30.0,
+    )
 
     await private_api.register(workflow(name, user(1, name)))
     async with running(worker):
@@ -689,24 +683,21 @@ async def test_a_task_handed_over_while_stopping_is_run_within_the_grace(
     await private_api.register(chain(name, name, 2))
     flow_id = await private_api.start(name)
     redis = client_for_url(private.redis.url)
-    stop = asyncio.Event()
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
     try:
-        await wait_until(is_set(entered), what="step 1 in hand")
-        await redis.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
-        try:
-            gate.set()
-            await wait_until(
-                holds(lambda: bool(wire.results_requests())), what="the result of step 1 out"
-            )
-            stop.set()
-            await wait_until(holds(lambda: logged(caplog, STOPPING) == 1), what="the stop")
-        finally:
-            await redis.execute_command("CLIENT", "UNPAUSE")
-        await finish(job, worker)
+        async with stoppable(worker) as run:
+            await wait_until(is_set(entered), what="step 1 in hand")
+            await redis.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            try:
+                gate.set()
+                await wait_until(
+                    holds(lambda: bool(wire.results_requests())), what="the result of step 1 out"
+                )
+                run.stop.set()
+                await wait_until(holds(lambda: logged(caplog, STOPPING) == 1), what="the stop")
+            finally:
+                await redis.execute_command("CLIENT", "UNPAUSE")
+            await finish(run.job, worker)
     finally:
-        stop.set()
-        await asyncio.gather(job, return_exceptions=True)
         await redis.aclose()
 
     flow = await private_api.flow(flow_id)
@@ -781,17 +772,11 @@ async def test_stopping_cancels_the_long_poll_at_once(
     )
     worker.action(name)(lambda input: None)
     await api.register(workflow(name, user(1, name)))
-    stop = asyncio.Event()
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
-    try:
+    async with stoppable(worker) as run:
         await wait_until(
             holds(lambda: wire.polls_in_flight(worker.worker_id) == 1), what="a poll out"
         )
-        stop.set()
-        await finish(job, worker)
-    finally:
-        stop.set()
-        await asyncio.gather(job, return_exceptions=True)
+        await run.stopped()
     [poll] = wire.polls(worker.worker_id)
     await wait_until(holds(lambda: poll.hung_up), what="the server to see the poll hang up")
     flow_id = await api.start(name)
@@ -820,18 +805,9 @@ async def test_tasks_in_hand_finish_within_the_grace(
 
     await api.register(chain(name, name, 2))
     flow_id = await api.start(name)
-    stop = asyncio.Event()
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
-    try:
+    async with stoppable(worker, gate) as run:
         await wait_until(is_set(entered), what="step 1 in hand")
-        stop.set()
-        await wait_until(holds(lambda: logged(caplog, STOPPING) == 1), what="the stop")
-        gate.set()
-        await finish(job, worker)
-    finally:
-        stop.set()
-        gate.set()
-        await asyncio.gather(job, return_exceptions=True)
+        await run.stopped_draining(gate, caplog)
 
     flow = await api.flow(flow_id)
     assert flow["actions"]["1"]["output"] == {"done": 1}
@@ -875,12 +851,9 @@ async def test_tasks_past_the_grace_are_abandoned(
     for name in names:
         await api.register(workflow(name, user(1, name)))
     flow_ids = [await api.start(name) for name in names]
-    stop = asyncio.Event()
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
-    try:
+    async with stoppable(worker, never) as run:
         await wait_until(holds(lambda: len(entered) == 2), what="both tasks in hand")
-        stop.set()
-        await finish(job, worker)
+        await run.stopped()
         assert cancelled.is_set()
         assert not wire.results_requests()
         for flow_id in flow_ids:
@@ -896,10 +869,6 @@ async def test_tasks_past_the_grace_are_abandoned(
             history = (await http.get(f"/flow/{flow_id}/history")).json()["history"]
             [retry] = [e for e in history if e["event"] == "RETRY_SCHEDULED"]
             assert retry["error"].startswith("lease expired")
-    finally:
-        never.set()
-        stop.set()
-        await asyncio.gather(job, return_exceptions=True)
 
 
 # -- the task as a second argument ------------------------------------------------------

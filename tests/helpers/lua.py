@@ -145,18 +145,15 @@ class Lua:
     ) -> str:
         """A worker's success for a leased task, as the engine sends it (with ``secret``, as
         a result naming that lease secret)."""
-        return await self.store.transition(
+        return await self._leased_result(
             flow,
             seq,
-            "RUNNING",
             attempt,
             Outcome("COMPLETED", output, branch="default"),
             ops,
             fail_reason,
-            timer_member=member("lease", flow, seq, attempt),
-            held_member=member("res", flow, seq, attempt),
             held_outcome=json.dumps({"output": json.loads(output)}),
-            lease_secret=secret,
+            secret=secret,
         )
 
     async def fail(
@@ -168,16 +165,52 @@ class Lua:
         fail_reason: str = "",
         attempt: int = 1,
     ) -> str:
+        return await self._leased_result(
+            flow,
+            seq,
+            attempt,
+            Outcome("FAILED", json.dumps({"error": error}), error=error, branch="error"),
+            ops,
+            fail_reason,
+        )
+
+    async def fail_retryable(self, flow: str, seq: int, error: str, attempt: int = 1) -> str:
+        """A retryable failure of the leased task, its next attempt due at once: it waits on
+        the ``enq`` timer a test fires with ``store.requeue``."""
         return await self.store.transition(
             flow,
             seq,
             "RUNNING",
             attempt,
-            Outcome("FAILED", json.dumps({"error": error}), error=error, branch="error"),
+            Outcome("QUEUED", error=error, retry_delay_ms=0),
+            timer_member=member("lease", flow, seq, attempt),
+        )
+
+    async def _leased_result(
+        self,
+        flow: str,
+        seq: int,
+        attempt: int,
+        outcome: Outcome,
+        ops: Sequence[PlannedOp],
+        fail_reason: str,
+        held_outcome: str = "",
+        secret: str = "",
+    ) -> str:
+        """A worker's result for the lease ``attempt`` of a RUNNING task, as the engine sends
+        it, naming the lease's timer and held-result members as the engine does."""
+        return await self.store.transition(
+            flow,
+            seq,
+            "RUNNING",
+            attempt,
+            outcome,
             ops,
             fail_reason,
             timer_member=member("lease", flow, seq, attempt),
             held_member=member("res", flow, seq, attempt),
+            held_outcome=held_outcome,
+            lease_secret=secret,
         )
 
     async def finish_waiting(

@@ -1,5 +1,6 @@
-"""Child processes a test starts: ``python -m app.cli serve`` servers and private
-``redis-server`` instances, and a list of them killed at teardown whatever happened."""
+"""Child processes a test starts: ``python -m app.cli serve`` servers, private
+``redis-server`` instances, ``orchy worker`` with an example's worker file, and a list of them
+killed at teardown whatever happened."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,8 +73,29 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **SERVER_SETTINGS, **extra}
 
 
+class ChildProcess:
+    """What a server and a Redis process share: ending the running one and waiting for it."""
+
+    process: subprocess.Popen[bytes] | None
+
+    async def _end(self, how: Callable[[subprocess.Popen[bytes]], None]) -> int:
+        """Signals the running process with ``how`` and waits for it to exit; its exit code."""
+        process = self.process
+        assert process is not None
+        how(process)
+        code = await asyncio.to_thread(process.wait, PROCESS_EXIT_SECONDS)
+        self.process = None
+        return code
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(PROCESS_EXIT_SECONDS)
+        self.process = None
+
+
 @dataclass
-class ServerProcess:
+class ServerProcess(ChildProcess):
     """``python -m app.cli serve`` in a child process, its output in ``log_path``."""
 
     env: dict[str, str]
@@ -118,31 +141,17 @@ class ServerProcess:
     async def terminate(self) -> None:
         """SIGTERM, as a service manager stops the server; it must shut down cleanly (uvicorn
         exits through the signal it caught once its shutdown is complete)."""
-        process = self.process
-        assert process is not None
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, PROCESS_EXIT_SECONDS)
+        code = await self._end(lambda process: process.send_signal(signal.SIGTERM))
         log = self.log_tail()
         assert code in (0, -signal.SIGTERM), f"server exited with {code}:\n{log}"
         assert CLEAN_SHUTDOWN in log, f"no clean shutdown:\n{log}"
-        self.process = None
 
     async def kill(self) -> None:
-        process = self.process
-        assert process is not None
-        process.kill()
-        await asyncio.to_thread(process.wait, PROCESS_EXIT_SECONDS)
-        self.process = None
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(PROCESS_EXIT_SECONDS)
-        self.process = None
+        await self._end(subprocess.Popen.kill)
 
 
 @dataclass
-class RedisProcess:
+class RedisProcess(ChildProcess):
     """A private ``redis-server`` on a TCP port with an append-only file in ``data_dir``."""
 
     data_dir: Path
@@ -191,17 +200,7 @@ class RedisProcess:
 
     async def stop(self) -> None:
         """SIGTERM: Redis writes its append-only file and exits."""
-        process = self.process
-        assert process is not None
-        process.terminate()
-        await asyncio.to_thread(process.wait, PROCESS_EXIT_SECONDS)
-        self.process = None
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(PROCESS_EXIT_SECONDS)
-        self.process = None
+        await self._end(subprocess.Popen.terminate)
 
 
 @dataclass
@@ -228,6 +227,26 @@ class Processes:
         for mark in {server.env[MARK] for server in self.servers if MARK in server.env}:
             for pid in marked_processes(mark):
                 kill_pid(pid)
+
+
+@contextlib.contextmanager
+def example_worker_process(worker_file: Path, server_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``orchy worker`` with an example's worker file, as a user runs it; it must exit 0 on
+    SIGTERM."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", str(worker_file), "--server", server_url],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(PROCESS_EXIT_SECONDS) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 def read_pid(pidfile: Path) -> int:

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.processes import example_worker_process
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 WORKFLOWS = ROOT / "workflows"
-EXIT_SECONDS = 15
 
 
 @dataclass(frozen=True)
@@ -58,17 +56,5 @@ ALL = (SWITCH, DELAY, WAIT, JAVASCRIPT, LOG_ACTION)
 @contextlib.contextmanager
 def worker_process(sample: Sample, server_url: str) -> Iterator[subprocess.Popen[bytes]]:
     """``orchy worker`` with the sample's worker file; it must exit 0 on SIGTERM."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", str(sample.worker), "--server", server_url],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
+    with example_worker_process(sample.worker, server_url) as process:
         yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(EXIT_SECONDS) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()

@@ -33,6 +33,8 @@ STOP_SECONDS = 10.0
 PROCESS_EXIT_SECONDS = 15.0
 # Servers the worker tests start themselves: one process each for scripts and documents.
 LIGHT_SERVER = {"js_processes": 1, "document_processes": 1}
+# What a worker logs when a stop comes while tasks are in hand.
+STOPPING = "stopping: waiting up to"
 POLL = "/tasks/poll"
 RESULTS = "/tasks/results"
 
@@ -242,6 +244,47 @@ async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
     finally:
         stop.set()
         await finish(job, worker)
+
+
+@dataclass
+class StoppableRun:
+    """A worker's ``run`` on this loop that the test stops itself (``stop``)."""
+
+    worker: Worker
+    stop: asyncio.Event
+    job: asyncio.Task[None]
+
+    async def stopped(self) -> None:
+        """Stops the worker and waits for ``run`` to return cleanly."""
+        self.stop.set()
+        await finish(self.job, self.worker)
+
+    async def stopped_draining(
+        self, gate: asyncio.Event | threading.Event, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Stops the worker while its task waits at ``gate``, opens the gate once the worker
+        says it is draining, and waits for ``run`` to return cleanly."""
+        self.stop.set()
+        await wait_until(holds(lambda: logged(caplog, STOPPING) == 1), what="the stop")
+        gate.set()
+        await finish(self.job, self.worker)
+
+
+@asynccontextmanager
+async def stoppable(
+    worker: Worker, *release: asyncio.Event | threading.Event
+) -> AsyncIterator[StoppableRun]:
+    """Runs ``worker`` on this loop; on exit, whatever happened, opens the ``release`` events
+    its actions may wait on, stops it and waits for ``run`` without checking how it ended."""
+    stop = asyncio.Event()
+    run = StoppableRun(worker, stop, asyncio.create_task(worker.run(stop, handle_signals=False)))
+    try:
+        yield run
+    finally:
+        for event in release:
+            event.set()
+        stop.set()
+        await asyncio.gather(run.job, return_exceptions=True)
 
 
 async def finish(job: asyncio.Task[None], worker: Worker) -> None:
