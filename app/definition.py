@@ -7,6 +7,7 @@ from enum import StrEnum
 from functools import cached_property
 
 from app.engine.params import references
+from app.engine.variables import VarMutation
 from app.jsontypes import JSON, JSONObject
 
 DEFAULT_BRANCH = "default"
@@ -44,6 +45,7 @@ class ActionDef:
     join_on: list[int] | None = None
     cases: tuple[SwitchCase, ...] | None = None
     condition: str | None = None
+    set_vars: tuple[VarMutation, ...] = ()
 
     @property
     def label(self) -> str:
@@ -76,4 +78,5 @@ class WorkflowDef:
     actions: dict[int, ActionDef]
     output: JSON = None
     version: int = 0
+    vars: JSONObject = field(default_factory=dict)  # initial values
     source: JSONObject = field(default_factory=dict)

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     max_definition_bytes: int = 4 * 1024 * 1024
     max_input_bytes: int = 1024 * 1024
     max_output_bytes: int = 1024 * 1024
+    # Rounds of planning a result again when its run changed under a transition that must
+    # not apply to a changed run (one writing workflow variables).
+    moved_retry_rounds: int = 20
     max_event_bytes: int = 1024 * 1024
     max_batch_bytes: int = 16 * 1024 * 1024
     max_body_bytes: int = 64 * 1024

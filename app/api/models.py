@@ -99,6 +99,9 @@ class FlowView(BaseModel):
     reason: str
     input: Any
     data: dict[str, Any]
+    vars: dict[str, Any] = Field(
+        default_factory=dict, description="the workflow variables' current values"
+    )
     output: Any = None
     actions: dict[str, ActionView]
     createdAt: str

@@ -50,6 +50,7 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
         reason=fields.get("reason", ""),
         input=snapshot.input(),
         data=document,
+        vars=snapshot.vars(),
         output=output,
         actions=actions,
         createdAt=iso(fields["createdAt"]) or "",

@@ -46,6 +46,20 @@ Next = Annotated[
 ]
 
 
+class VarMutationModel(BaseModel):
+    """One change of a workflow variable (declared in the workflow's ``vars``)."""
+
+    model_config = ConfigDict(extra="allow", title="VarMutation")
+
+    var: NonBlank
+    op: Literal["assign", "add", "append", "removeKey"]
+    value: Any = Field(
+        description='JSON, or a reference such as "{$.output.total}" (this action\'s output) '
+        'or "{$.vars.count}"',
+        examples=[1],
+    )
+
+
 class ActionBase(BaseModel):
     # Fields of other kinds are kept and ignored, as validate.py does.
     model_config = ConfigDict(extra="allow")
@@ -53,6 +67,11 @@ class ActionBase(BaseModel):
     id: ActionId
     name: NonBlank
     next: Next = None
+    setVars: list[VarMutationModel] | None = Field(
+        default=None,
+        description="applied in order when an execution of the action completes; a mutation "
+        "that cannot apply fails the execution",
+    )
 
 
 class UserAction(ActionBase):
@@ -246,6 +265,11 @@ class WorkflowDefinition(BaseModel):
     actions: list[Action] = Field(min_length=1)
     output: Any = Field(
         default=None, description="a template for the run's output, resolved when it completes"
+    )
+    vars: dict[str, Any] | None = Field(
+        default=None,
+        description="workflow variables: name -> initial value, read as {$.vars.<name>}",
+        examples=[{"count": 0, "items": []}],
     )
 
 

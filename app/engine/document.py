@@ -12,6 +12,7 @@ from collections.abc import Callable
 import orjson
 
 from app.engine.snapshot import ACTION_PREFIX, OUTPUT_SUFFIX, RunSnapshot
+from app.engine.variables import VARS
 from app.jsontypes import JSON, JSONObject
 
 
@@ -52,6 +53,21 @@ class Document:
             self._size += len(text) - (-len(key) - 4 if replaced is None else len(replaced))
         self._set_texts[key] = text
 
+    def set_vars(self, changed: JSONObject) -> None:
+        """Sets workflow variables (``$.vars``)."""
+        if VARS not in self._value:  # not built yet, or a document without variables
+            self._value[VARS] = self._stored_vars()
+        variables = self._value[VARS]
+        assert isinstance(variables, dict)
+        variables.update(changed)
+        self._set_texts[VARS] = _dumps(variables)
+        self._size = None
+
+    def _stored_vars(self) -> JSONObject:
+        text = self._entries().get(VARS)
+        parsed = orjson.loads(text) if text else {}
+        return parsed if isinstance(parsed, dict) else {}
+
     @property
     def value(self) -> JSONObject:
         if self._build is not None:
@@ -85,7 +101,12 @@ def stored_texts(snapshot: RunSnapshot) -> dict[str, str]:
     """The JSON text of each entry of a run's document, as Redis holds it (see
     ``RunSnapshot.document``, which parses the same)."""
     flow = {"id": snapshot.flow_id, "name": snapshot.name, "version": snapshot.version}
-    texts = {"input": snapshot.fields["input"], "flow": _dumps(flow)}
+    variables = ",".join(f"{_dumps(name)}:{raw}" for name, raw in snapshot.var_texts().items())
+    texts = {
+        "input": snapshot.fields["input"],
+        "flow": _dumps(flow),
+        VARS: "{" + variables + "}",
+    }
     outputs = sorted(
         (int(key[len(ACTION_PREFIX) : -len(OUTPUT_SUFFIX)]), raw)
         for key, raw in snapshot.fields.items()

@@ -36,6 +36,7 @@ from app.engine.planner import Plan, Planner, dumps
 from app.engine.run_cache import MOVED, RunCache
 from app.engine.snapshot import Execution, RunSnapshot
 from app.engine.status import TERMINAL_ACTION, ActionStatus, RunStatus
+from app.engine.variables import VARS
 from app.engine.wakeups import Wakeups
 from app.jsontypes import JSON, JSONObject
 from app.settings import Settings
@@ -108,7 +109,12 @@ class Engine:
         threads = max(settings.js_threads, settings.js_processes)
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="orchy-js")
         self.documents = DocumentPool(settings.document_processes)
-        self.planner = Planner(self.executor, self.documents, settings.large_document_bytes)
+        self.planner = Planner(
+            self.executor,
+            self.documents,
+            settings.large_document_bytes,
+            max_var_bytes=settings.max_output_bytes,
+        )
         self.wakeups = wakeups or Wakeups()
         self.runs = RunCache(settings.run_cache_size)
         self._keeping: set[asyncio.Task[None]] = set()
@@ -178,8 +184,11 @@ class Engine:
             document: JSONObject = {
                 "input": input_data,
                 "flow": {"id": flow_id, "name": name, "version": workflow.version},
+                VARS: orjson.loads(dumps(workflow.vars)),  # a run's own copy
             }
-            plan = await self.planner.start(workflow, [workflow.root_action], Document.of(document))
+            plan = await self.planner.start(
+                workflow, [workflow.root_action], Document.of(document), _initial_vars(workflow)
+            )
             starts.append(
                 RunStart(
                     flow_id,
@@ -261,8 +270,20 @@ class Engine:
         answers: list[str | EngineError] = [NotFound("")] * len(results)
         leased: list[LeasedTask] = []
         again = await self._apply_round(results, range(len(results)), answers, leased, take_next)
-        if again:
-            await self._apply_round(results, again, answers, leased, take_next, cached=False)
+        # A result that writes variables is planned again while another transition of its
+        # run gets in first (see app/engine/variables.py); each round, one of them gets in.
+        for _ in range(self.settings.moved_retry_rounds):
+            if not again:
+                break
+            again = await self._apply_round(
+                results, again, answers, leased, take_next, cached=False
+            )
+        for index in again:
+            answers[index] = Conflict(
+                f"task {results[index][0]}: its run kept changing while the result was "
+                f"applied ({self.settings.moved_retry_rounds} tries, "
+                "ORCHY_MOVED_RETRY_ROUNDS); nothing was applied, send it again"
+            )
         return AppliedResults(answers, leased)
 
     async def _apply_round(
@@ -393,10 +414,20 @@ class Engine:
         action = workflow.actions[execution.action_id]
         document = Document.of_run(snapshot)
         plan = Plan()
+        var_ops: list[PlannedOp] | str = []
         if isinstance(result, Success):
             output_json = dumps(result.output)
             document.set_output(action.id, result.output, output_json)
-            plan = await self.planner.start(workflow, action.branch(DEFAULT_BRANCH), document)
+            var_ops = self.planner.set_vars(action, result.output, document)
+        if isinstance(var_ops, str):  # a mutation cannot apply: the execution fails
+            await self.planner.follow_failure(workflow, action, var_ops, document, plan)
+            outcome = Outcome(
+                ActionStatus.FAILED, dumps({"error": var_ops}), error=var_ops, branch="error"
+            )
+        elif isinstance(result, Success):
+            plan = await self.planner.start(
+                workflow, action.branch(DEFAULT_BRANCH), document, Plan(ops=var_ops)
+            )
             outcome = Outcome(ActionStatus.COMPLETED, output_json, branch=DEFAULT_BRANCH)
         else:
             settings = await self.catalog.action(execution.queue or action.name)
@@ -439,7 +470,7 @@ class Engine:
             held_member=held_member,
             held_outcome=held_outcome,
             claimed_score=claimed_score,
-            expected_rev=expected_rev,
+            expected_rev=expected_rev or _revision_if_writing_vars(plan, snapshot),
             lease_secret=task.secret,
         )
 
@@ -636,6 +667,15 @@ class Engine:
 
         ``claimed_score`` is the score the claim gave the timer: a lease expiry is dropped if
         a heartbeat moved the lease since."""
+        answer = MOVED
+        # A step that writes variables is planned again while the run moves under it.
+        for _ in range(self.settings.moved_retry_rounds + 1):
+            answer = await self._handle_timer_once(member_text, claimed_score)
+            if answer != MOVED:
+                break
+        return answer
+
+    async def _handle_timer_once(self, member_text: str, claimed_score: int | None) -> str:
         member = TimerMember.parse(member_text)
         fields = await self.store.read_run(member.flow_id)
         snapshot = RunSnapshot(member.flow_id, fields)
@@ -767,20 +807,47 @@ class Engine:
             output = {str(joined): snapshot.output(joined) for joined in execution.join_on}
         output_json = dumps(output)
         document.set_output(action.id, output, output_json)
-        plan = await self.planner.start(workflow, action.branch(branch), document)
+        var_ops = self.planner.set_vars(action, output, document)
+        if isinstance(var_ops, str):  # a mutation cannot apply: the execution fails
+            plan = Plan()
+            await self.planner.follow_failure(workflow, action, var_ops, document, plan)
+            outcome = Outcome(
+                ActionStatus.FAILED, dumps({"error": var_ops}), error=var_ops, branch="error"
+            )
+        else:
+            plan = await self.planner.start(
+                workflow, action.branch(branch), document, Plan(ops=var_ops)
+            )
+            outcome = Outcome(ActionStatus.COMPLETED, output_json, branch=branch)
         change = Transition(
             snapshot.flow_id,
             execution.seq,
             ActionStatus.WAITING,
             member.generation,
-            Outcome(ActionStatus.COMPLETED, output_json, branch=branch),
+            outcome,
             plan.ops,
             plan.fail_reason,
             timer_member=str(member),
             held_member=str(member),
+            expected_rev=_revision_if_writing_vars(plan, snapshot),
         )
         [answer] = await self._commit([change])
         return answer.status
+
+
+def _initial_vars(workflow: WorkflowDef) -> Plan:
+    """A plan that starts with writing the workflow's variables' initial values."""
+    return Plan(
+        ops=[PlannedOp("var", 0, name, dumps(value)) for name, value in workflow.vars.items()]
+    )
+
+
+def _revision_if_writing_vars(plan: Plan, snapshot: RunSnapshot) -> str:
+    """The revision the plan was made from when it writes variables: computed from what was
+    read, their new values must not overwrite a change made since."""
+    if any(op.kind == "var" for op in plan.ops):
+        return snapshot.fields.get(RunCache.REVISION, "")
+    return ""
 
 
 __all__ = ["Engine", "Invalid", "RunStatus"]

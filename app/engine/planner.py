@@ -21,6 +21,7 @@ from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
 from app.engine.document import Document
 from app.engine.document_pool import DocumentPool
 from app.engine.params import resolve, resolve_json
+from app.engine.variables import MutationError, apply_set_vars
 from app.jsontypes import JSON
 from app.store import PlannedOp
 
@@ -50,18 +51,43 @@ def run_on_document(action: ActionDef, document_json: str) -> Outcome:
 
 class Planner:
     def __init__(
-        self, executor: Executor, documents: DocumentPool, large_document_size: int
+        self,
+        executor: Executor,
+        documents: DocumentPool,
+        large_document_size: int,
+        max_var_bytes: int = 1024 * 1024,
     ) -> None:
         self.executor = executor  # scripts (blocking system actions)
         # A document this large is read in ``documents``: parsing it, JSONPath over it and
         # copies of what that finds would stall every other request.
         self.documents = documents
         self.large_document_size = large_document_size
+        self.max_var_bytes = max_var_bytes
 
-    async def start(self, workflow: WorkflowDef, ids: list[int], document: Document) -> Plan:
-        plan = Plan()
+    async def start(
+        self, workflow: WorkflowDef, ids: list[int], document: Document, plan: Plan | None = None
+    ) -> Plan:
+        """Plans ``ids`` (added to ``plan`` when given)."""
+        plan = plan or Plan()
         await self._reach(workflow, ids, document, plan)
         return plan
+
+    def set_vars(
+        self, action: ActionDef, output: JSON, document: Document
+    ) -> list[PlannedOp] | str:
+        """Applies the action's ``setVars`` for an execution that completed with ``output``:
+        the ops that write the variables (the document has them already), or why a mutation
+        cannot apply (the document is then unchanged)."""
+        if not action.set_vars:
+            return []
+        try:
+            changed, ops = apply_set_vars(
+                action.set_vars, action.id, output, document.value, self.max_var_bytes
+            )
+        except MutationError as error:
+            return str(error)
+        document.set_vars(changed)
+        return ops
 
     async def _reach(
         self, workflow: WorkflowDef, ids: list[int], document: Document, plan: Plan
@@ -122,8 +148,13 @@ class Planner:
         match outcome:
             case Done(output=output, branch=branch):
                 output_json = dumps(output)
-                plan.ops.append(PlannedOp("done", action.id, branch, output_json, input=received))
                 document.set_output(action.id, output, output_json)
+                var_ops = self.set_vars(action, output, document)
+                if isinstance(var_ops, str):
+                    plan.ops.append(PlannedOp("failed", action.id, payload=var_ops, input=received))
+                    return self._failure_branch(action, var_ops, document, plan)
+                plan.ops.append(PlannedOp("done", action.id, branch, output_json, input=received))
+                plan.ops += var_ops
                 return action.branch(branch)
             case Fail(error=error):
                 plan.ops.append(PlannedOp("failed", action.id, payload=error, input=received))

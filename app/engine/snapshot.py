@@ -32,6 +32,7 @@ OUTPUT_FIELD = "o"
 LATEST_SEQ_FIELD = "x"
 INPUT_FIELD = "in"
 OUTPUT_SUFFIX = ":" + OUTPUT_FIELD
+VAR_PREFIX = "v:"  # v:<name>, a workflow variable's JSON (common.lua)
 
 
 class RunSnapshot:
@@ -95,11 +96,23 @@ class RunSnapshot:
     def input(self) -> JSON:
         return orjson.loads(self.fields["input"])
 
+    def var_texts(self) -> dict[str, str]:
+        """The JSON text of each workflow variable, by name."""
+        return {
+            key[len(VAR_PREFIX) :]: raw
+            for key, raw in self.fields.items()
+            if key.startswith(VAR_PREFIX)
+        }
+
+    def vars(self) -> JSONObject:
+        return {name: orjson.loads(raw) for name, raw in self.var_texts().items()}
+
     def document(self) -> JSONObject:
         """The data document every expression reads (SPEC section 2)."""
         document: JSONObject = {
             "input": self.input(),
             "flow": {"id": self.flow_id, "name": self.name, "version": self.version},
+            "vars": self.vars(),
         }
         # One pass over the fields: a wide run has thousands, and every result reads them.
         outputs = sorted(

@@ -19,6 +19,7 @@ from app.definition import ActionDef, ActionType, DefinitionError, SwitchCase, W
 from app.engine.conditions import ConditionSyntaxError, compile_condition
 from app.engine.params import PathError, compile_path, references
 from app.engine.retry import ActionSettings
+from app.engine.validate_vars import check_set_vars, parse_set_vars, parse_vars
 from app.jsontypes import JSON
 from app.settings import Settings
 
@@ -35,6 +36,7 @@ class Limits:
     max_duration_seconds: float
     max_retry_count: int
     max_condition_depth: int
+    max_var_bytes: int | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -44,6 +46,7 @@ class Limits:
             max_duration_seconds=settings.max_duration_seconds,
             max_retry_count=settings.max_retry_count,
             max_condition_depth=settings.max_json_depth,
+            max_var_bytes=settings.max_output_bytes,
         )
 
     def check_duration(self, where: str, field: str, seconds: float | None) -> None:
@@ -96,7 +99,9 @@ def parse_workflow(raw: object, limits: Limits | None = None) -> WorkflowDef:
     if root not in actions:
         raise DefinitionError(f"rootAction {root} is not the id of an action")
 
+    variables = parse_vars(raw.get("vars"), None if limits is None else limits.max_var_bytes)
     for action in actions.values():
+        check_set_vars(action, variables)
         _check_links(action, actions)
         _check_system_action(action)
         _check_references(action)
@@ -106,7 +111,9 @@ def parse_workflow(raw: object, limits: Limits | None = None) -> WorkflowDef:
     _check_template_references("output", output)
     _check_reachable(root, actions)
     _check_acyclic(actions)
-    return WorkflowDef(name=name, root_action=root, actions=actions, output=output, source=raw)
+    return WorkflowDef(
+        name=name, root_action=root, actions=actions, output=output, vars=variables, source=raw
+    )
 
 
 def _parse_action(index: int, raw: JSON) -> ActionDef:
@@ -142,6 +149,7 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
         condition=_optional(raw, "condition", label, str, "a string")
         if system and name == IfAction.name
         else None,
+        set_vars=parse_set_vars(raw.get("setVars"), label),
     )
 
 

@@ -15,6 +15,7 @@
 --   a:<id>:s|n|o|e|x|jw|jf            the latest execution of action <id> (status,
 --                                      attempts, output, error, its seq, waiting join
 --                                      seq, join fired)
+--   v:<name>                          a workflow variable's JSON value
 -- A timer member is "<kind>|<flowId>|<seq>|<n>", scored by its due time in ms.
 -- A queue entry is "<flowId>.<seq>.<attempt>"; the task id a lease hands out adds the lease
 -- secret, "<flowId>.<seq>.<attempt>.<secret>", which only the lease's holder is told: it is
@@ -321,6 +322,14 @@ local function apply_ops(ctx, i)
         if joins == false or joins == '' then joins = aid else joins = joins .. ',' .. aid end
         redis.call('HSET', ctx.run, 'joins', joins)
         hist(ctx, { event = 'WAITING', action = action, seq = seq, joinOn = payload })
+      end
+    elseif kind == 'var' then
+      -- A workflow variable's new value (name, payload: its JSON), computed by the engine
+      -- from the run at the revision the caller guards (ARGV[19] of transition.lua); input:
+      -- the mutation (assign, add, append, removeKey), or "" for an initial value.
+      redis.call('HSET', ctx.run, 'v:' .. name, payload)
+      if input ~= '' then
+        hist(ctx, { event = 'VAR_SET', action = action, var = name, op = input })
       end
     elseif kind == 'note' then
       hist(ctx, { event = 'WARNING', action = action, detail = payload })
