@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 
+from app.settings import Settings
 from tests.helpers.definitions import system, user, workflow
-from tests.helpers.http import Api
+from tests.helpers.http import Api, serving
 from tests.helpers.waiting import unique
 
 
@@ -106,8 +107,22 @@ async def test_system_actions_read_and_set_vars(api: Api) -> None:
 
 
 async def test_two_parallel_completions_each_add_one(api: Api, http: httpx.AsyncClient) -> None:
-    """Both results come in one batch, so both are planned from the same read of the run:
-    the second is planned again after the first got in, and the counter ends at +2."""
+    """Both results come in one batch, so both are planned from the same read of the run
+    (here the copy kept from the poll): the second is planned again after the first got
+    in, and the counter ends at +2."""
+    await _two_parallel_completions_each_add_one(api, http)
+
+
+async def test_two_parallel_completions_each_add_one_without_kept_runs(
+    settings: Settings, redis_client: Any
+) -> None:
+    """The same without copies of runs kept from polls: both results read their run."""
+    with serving(settings.model_copy(update={"run_cache_size": 0})) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            await _two_parallel_completions_each_add_one(Api(http), http)
+
+
+async def _two_parallel_completions_each_add_one(api: Api, http: httpx.AsyncClient) -> None:
     name = unique("vars-parallel")
     left, right = user(2, f"{name}-left"), user(3, f"{name}-right")
     for branch in (left, right):
