@@ -101,12 +101,11 @@ def stored_texts(snapshot: RunSnapshot) -> dict[str, str]:
     """The JSON text of each entry of a run's document, as Redis holds it (see
     ``RunSnapshot.document``, which parses the same)."""
     flow = {"id": snapshot.flow_id, "name": snapshot.name, "version": snapshot.version}
-    variables = ",".join(f"{_dumps(name)}:{raw}" for name, raw in snapshot.var_texts().items())
-    texts = {
-        "input": snapshot.fields["input"],
-        "flow": _dumps(flow),
-        VARS: "{" + variables + "}",
-    }
+    texts = {"input": snapshot.fields["input"], "flow": _dumps(flow)}
+    variables = snapshot.var_texts()
+    if variables:  # as ``RunSnapshot.document``
+        entries = ",".join(f"{_dumps(name)}:{raw}" for name, raw in variables.items())
+        texts[VARS] = "{" + entries + "}"
     outputs = sorted(
         (int(key[len(ACTION_PREFIX) : -len(OUTPUT_SUFFIX)]), raw)
         for key, raw in snapshot.fields.items()

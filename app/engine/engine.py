@@ -184,8 +184,9 @@ class Engine:
             document: JSONObject = {
                 "input": input_data,
                 "flow": {"id": flow_id, "name": name, "version": workflow.version},
-                VARS: orjson.loads(dumps(workflow.vars)),  # a run's own copy
             }
+            if workflow.vars:
+                document[VARS] = orjson.loads(dumps(workflow.vars))  # a run's own copy
             plan = await self.planner.start(
                 workflow, [workflow.root_action], Document.of(document), _initial_vars(workflow)
             )

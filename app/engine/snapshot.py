@@ -112,8 +112,10 @@ class RunSnapshot:
         document: JSONObject = {
             "input": self.input(),
             "flow": {"id": self.flow_id, "name": self.name, "version": self.version},
-            "vars": self.vars(),
         }
+        variables = self.vars()
+        if variables:  # a workflow without variables keeps the document it always had
+            document["vars"] = variables
         # One pass over the fields: a wide run has thousands, and every result reads them.
         outputs = sorted(
             (int(key[len(ACTION_PREFIX) : -len(OUTPUT_SUFFIX)]), raw)
