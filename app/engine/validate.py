@@ -263,9 +263,8 @@ def _check_limits(action: ActionDef, limits: Limits) -> None:
 
 
 def _check_references(action: ActionDef) -> None:
+    # A switch's expression is checked by the switch itself (see _check_system_action).
     _check_template_references(f"{action.label}: parameters", action.parameters)
-    if action.type is ActionType.SYSTEM and action.name == SwitchAction.name:
-        _check_template_references(f"{action.label}: expression", action.expression)
 
 
 def _check_template_references(where: str, template: JSON) -> None:

@@ -1,0 +1,206 @@
+"""Definition validation at registration: the ORCHY_MAX_* limits, user action settings, and
+rules whose messages name every choice. Pure: no Redis, no server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.definition import DefinitionError
+from app.engine.retry import ActionSettings, RetryPolicy
+from app.engine.validate import Limits, check_action_settings, parse_workflow
+from app.settings import Settings
+
+LIMITS = Limits(max_actions=3, max_next_ids=2, max_duration_seconds=100.0, max_retry_count=5)
+
+
+def user(action_id: int, name: str = "work", **fields: Any) -> dict[str, Any]:
+    return {"id": action_id, "type": "user", "name": name, **fields}
+
+
+def system(action_id: int, name: str, **fields: Any) -> dict[str, Any]:
+    return {"id": action_id, "type": "system", "name": name, **fields}
+
+
+def workflow(*actions: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "wf", "rootAction": 1, "actions": list(actions)}
+
+
+def chain(length: int) -> dict[str, Any]:
+    return workflow(
+        *(user(i, next={"default": [i + 1]}) for i in range(1, length)), user(length)
+    )
+
+
+def rejection(raw: object, limits: Limits | None = LIMITS) -> str:
+    with pytest.raises(DefinitionError) as caught:
+        parse_workflow(raw, limits)
+    return str(caught.value)
+
+
+def action_settings(
+    retry_count: int = 1, retry_after: float = 1.0, timeout: float = 1.0
+) -> ActionSettings:
+    return ActionSettings("charge", retry_count, retry_after, RetryPolicy.FIXED, timeout)
+
+
+def test_the_limits_are_read_from_the_settings() -> None:
+    settings = Settings(
+        max_actions=11, max_next_ids=12, max_duration_seconds=13.5, max_retry_count=14
+    )
+
+    assert Limits.of(settings) == Limits(
+        max_actions=11, max_next_ids=12, max_duration_seconds=13.5, max_retry_count=14
+    )
+
+
+def test_as_many_actions_as_the_limit_are_accepted() -> None:
+    assert len(parse_workflow(chain(3), LIMITS).actions) == 3
+
+
+def test_more_actions_than_the_limit_are_refused() -> None:
+    assert rejection(chain(4)) == "actions: at most 3 actions (ORCHY_MAX_ACTIONS), not 4"
+
+
+def test_without_limits_a_stored_definition_stays_readable() -> None:
+    assert len(parse_workflow(chain(4)).actions) == 4
+
+
+def test_as_many_next_ids_as_the_limit_are_accepted() -> None:
+    raw = workflow(user(1, next={"default": [2, 3]}), user(2), user(3))
+
+    assert parse_workflow(raw, LIMITS).actions[1].next == {"default": [2, 3]}
+
+
+def test_more_next_ids_than_the_limit_are_refused() -> None:
+    limits = Limits(max_actions=10, max_next_ids=2, max_duration_seconds=100, max_retry_count=5)
+    raw = workflow(user(1, next={"default": [2], "other": [2, 3, 4]}), user(2), user(3), user(4))
+
+    assert rejection(raw, limits) == (
+        "action 1 (work): next.other holds 3 ids; at most 2 (ORCHY_MAX_NEXT_IDS)"
+    )
+    assert len(parse_workflow(raw).actions) == 4
+
+
+@pytest.mark.parametrize("field", ["delaySeconds", "timeoutSeconds"])
+def test_a_duration_at_the_limit_is_accepted(field: str) -> None:
+    raw = workflow(system(1, "delay", delaySeconds=1), user(2), user(3))
+    raw["actions"][0]["next"] = {"default": [2, 3]}
+    raw["actions"][0][field] = 100
+
+    assert parse_workflow(raw, LIMITS).root_action == 1
+
+
+@pytest.mark.parametrize("field", ["delaySeconds", "timeoutSeconds"])
+def test_a_duration_beyond_the_limit_is_refused_naming_the_field(field: str) -> None:
+    raw = workflow(system(1, "delay", delaySeconds=1))
+    raw["actions"][0][field] = 100.5
+
+    assert rejection(raw) == (
+        f"action 1 (delay): {field} must be at most 100 seconds "
+        "(ORCHY_MAX_DURATION_SECONDS), not 100.5"
+    )
+    assert parse_workflow(raw).actions[1].name == "delay"
+
+
+def test_the_wait_timeout_is_within_the_limit_too() -> None:
+    raw = workflow(system(1, "wait", event="paid", timeoutSeconds=1000))
+
+    assert rejection(raw).startswith("action 1 (wait): timeoutSeconds must be at most 100 ")
+
+
+@pytest.mark.parametrize("event", ["a/b", "..", ".", "x\ny"])
+def test_a_wait_event_that_cannot_be_sent_is_refused(event: str) -> None:
+    raw = workflow(system(1, "wait", event=event))
+
+    assert rejection(raw) == (
+        f"action 1 (wait): event {event!r} cannot be sent as a URL path segment "
+        "(POST /flow/{id}/events/{event}): no '/', control characters, '.' or '..'"
+    )
+    assert parse_workflow(raw).actions[1].event == event
+
+
+def test_a_user_action_may_have_any_event_field() -> None:
+    raw = workflow(user(1, event="a/b"))
+
+    assert parse_workflow(raw, LIMITS).actions[1].event == "a/b"
+
+
+def test_a_sendable_wait_event_is_accepted() -> None:
+    raw = workflow(system(1, "wait", event="order-paid"))
+
+    assert parse_workflow(raw, LIMITS).actions[1].event == "order-paid"
+
+
+def test_an_unknown_system_action_lists_the_known_ones() -> None:
+    message = rejection(workflow(system(1, "sleep")), None)
+
+    assert message == (
+        "action 1 (sleep): unknown system action 'sleep' "
+        "(known: delay, javascript, join, switch, wait)"
+    )
+
+
+def test_a_cycle_is_found_after_actions_already_checked() -> None:
+    # Declared 2 (-> 3), then 3: both are finished before the search reaches the cycle 4 -> 5
+    # -> 4, which only the root leads to.
+    raw = {
+        "name": "wf",
+        "rootAction": 1,
+        "actions": [
+            user(2, next={"default": [3]}),
+            user(3),
+            user(1, next={"default": [2, 4]}),
+            user(4, next={"default": [5]}),
+            user(5, next={"default": [4]}),
+        ],
+    }
+
+    assert rejection(raw, None) == "action 4 (work) is in a cycle: 4 -> 5 -> 4"
+
+
+def test_action_settings_within_the_limits_are_accepted() -> None:
+    check_action_settings(action_settings(retry_count=5, retry_after=100, timeout=100), LIMITS)
+
+
+def test_a_retry_count_beyond_the_limit_is_refused() -> None:
+    with pytest.raises(DefinitionError) as caught:
+        check_action_settings(action_settings(retry_count=6), LIMITS)
+
+    assert str(caught.value) == (
+        "action 'charge': retryCount must be at most 5 (ORCHY_MAX_RETRY_COUNT), not 6"
+    )
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "timeout", "field", "value"),
+    [
+        (100.25, 1.0, "retryAfterSeconds", "100.25"),
+        (1.0, 101.0, "timeoutSeconds", "101.0"),
+        (1.0, float("nan"), "timeoutSeconds", "nan"),
+    ],
+)
+def test_action_durations_beyond_the_limit_are_refused(
+    retry_after: float, timeout: float, field: str, value: str
+) -> None:
+    with pytest.raises(DefinitionError) as caught:
+        check_action_settings(action_settings(retry_after=retry_after, timeout=timeout), LIMITS)
+
+    assert str(caught.value) == (
+        f"action 'charge': {field} must be at most 100 seconds "
+        f"(ORCHY_MAX_DURATION_SECONDS), not {value}"
+    )
+
+
+def test_a_duration_limit_is_written_without_trailing_zeros() -> None:
+    limits = Limits(max_actions=1, max_next_ids=1, max_duration_seconds=0.1, max_retry_count=1)
+
+    with pytest.raises(DefinitionError) as caught:
+        limits.check_duration("somewhere", "waitSeconds", 0.2)
+
+    assert str(caught.value) == (
+        "somewhere: waitSeconds must be at most 0.1 seconds (ORCHY_MAX_DURATION_SECONDS), not 0.2"
+    )
+    limits.check_duration("somewhere", "waitSeconds", None)
+    limits.check_duration("somewhere", "waitSeconds", 0.1)
