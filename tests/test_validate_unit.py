@@ -121,10 +121,17 @@ def test_a_wait_event_that_cannot_be_sent_is_refused(event: str) -> None:
     assert parse_workflow(raw).actions[1].event == event
 
 
-def test_a_user_action_may_have_any_event_field() -> None:
-    raw = workflow(user(1, event="a/b"))
+def test_only_a_wait_event_must_be_sendable() -> None:
+    # A user action named "wait", and another system action, may hold any event field.
+    raw = workflow(
+        user(1, "wait", event="a/b", next={"default": [2]}),
+        system(2, "delay", delaySeconds=1, event="a/b"),
+    )
 
-    assert parse_workflow(raw, LIMITS).actions[1].event == "a/b"
+    assert [action.event for action in parse_workflow(raw, LIMITS).actions.values()] == [
+        "a/b",
+        "a/b",
+    ]
 
 
 def test_a_sendable_wait_event_is_accepted() -> None:

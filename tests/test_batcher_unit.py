@@ -1,0 +1,190 @@
+"""The worker's result batcher against a real server: results that finish while a request is
+out go together in the next one, and a request offers its slots to the tasks its results
+start."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from app.jsontypes import JSONObject
+from app.worker.batcher import Handoff, ResultBatcher
+from app.worker.client import OrchyClient, Reply, ReplyStatus, Task, UnencodableBodyError
+from tests.conftest import Api, ServerThread, unique
+
+
+class RecordingClient(OrchyClient):
+    """The real client, noting what each ``POST /tasks/results`` carried."""
+
+    def __init__(self, server_url: str) -> None:
+        super().__init__(server_url, timeout_seconds=10, retries=0, backoff_seconds=0)
+        self.requests: list[tuple[int, JSONObject | None]] = []
+
+    async def results(
+        self, encoded_results: list[bytes], take_next: JSONObject | None = None
+    ) -> tuple[list[Reply], list[Task]]:
+        self.requests.append((len(encoded_results), take_next))
+        return await super().results(encoded_results, take_next)
+
+
+@pytest_asyncio.fixture
+async def client(server: ServerThread) -> AsyncIterator[RecordingClient]:
+    async with RecordingClient(server.url) as client:
+        yield client
+
+
+async def leased(api: Api, runs: int) -> tuple[str, str, list[Task]]:
+    """``runs`` runs of a two-step workflow, and their first steps' tasks, leased."""
+    first, second = unique("first"), unique("second")
+    name = unique("wf")
+    await api.register(
+        {
+            "name": name,
+            "rootAction": 1,
+            "actions": [
+                {"id": 1, "type": "user", "name": first, "next": {"default": [2]}},
+                {"id": 2, "type": "user", "name": second, "parameters": {"n": "{$.1.output.n}"}},
+            ],
+        }
+    )
+    for n in range(runs):
+        await api.start(name, {"n": n})
+    tasks: list[dict[str, Any]] = []
+    while len(tasks) < runs:
+        tasks += await api.poll([first], most=runs - len(tasks))
+    return first, second, [Task.from_json(task) for task in tasks]
+
+
+async def test_a_lone_result_goes_at_once(api: Api, client: RecordingClient) -> None:
+    _, second, (task,) = await leased(api, 1)
+    batcher = ResultBatcher(client, max_batch=10)
+
+    reply = await batcher.complete(task.task_id, {"n": 7})
+
+    assert reply.ok
+    assert client.requests == [(1, None)]
+    (next_task,) = await api.poll([second], most=5)
+    assert next_task["input"] == {"n": 7}
+
+
+async def test_results_finishing_together_go_in_batches_of_at_most_max(
+    api: Api, client: RecordingClient
+) -> None:
+    _, second, tasks = await leased(api, 5)
+    batcher = ResultBatcher(client, max_batch=2)
+
+    replies = await asyncio.gather(
+        *(batcher.complete(task.task_id, {"n": index}) for index, task in enumerate(tasks))
+    )
+
+    assert [reply.status for reply in replies] == [ReplyStatus.OK] * 5
+    assert client.requests == [(2, None), (2, None), (1, None)]
+    started: list[dict[str, Any]] = []
+    while len(started) < 5:
+        started += await api.poll([second], most=5)
+    assert sorted(task["input"]["n"] for task in started) == [0, 1, 2, 3, 4]
+
+
+async def test_each_result_gets_its_own_reply(api: Api, client: RecordingClient) -> None:
+    _, _, (done, again) = await leased(api, 2)
+    batcher = ResultBatcher(client, max_batch=10)
+    assert (await batcher.complete(done.task_id, {"n": 1})).ok
+    client.requests.clear()
+
+    stale, fresh = await asyncio.gather(
+        batcher.complete(done.task_id, {"n": 2}), batcher.complete(again.task_id, {"n": 3})
+    )
+
+    assert client.requests == [(2, None)]
+    assert stale.status is ReplyStatus.STALE
+    assert fresh.ok
+
+
+async def test_a_batch_offers_its_slots_to_the_tasks_its_results_start(
+    api: Api, client: RecordingClient
+) -> None:
+    _, second, tasks = await leased(api, 3)
+    started: list[Task] = []
+    handoff = Handoff("worker-1", [second], lambda: True, started.append)
+    batcher = ResultBatcher(client, max_batch=2, handoff=handoff)
+
+    replies = await asyncio.gather(
+        *(batcher.complete(task.task_id, {"n": index}) for index, task in enumerate(tasks))
+    )
+
+    assert all(reply.ok for reply in replies)
+    offer = {"workerId": "worker-1", "actions": [second]}
+    assert client.requests == [(2, {**offer, "max": 2}), (1, {**offer, "max": 1})]
+    assert sorted(task.input["n"] for task in started) == [0, 1, 2]  # type: ignore[index]
+    assert {task.name for task in started} == {second}
+    assert await api.poll([second], most=5, wait=0) == []
+
+
+async def test_no_slots_are_offered_once_the_worker_stops_taking_work(
+    api: Api, client: RecordingClient
+) -> None:
+    _, second, (task,) = await leased(api, 1)
+    started: list[Task] = []
+    batcher = ResultBatcher(
+        client, max_batch=2, handoff=Handoff("worker-1", [second], lambda: False, started.append)
+    )
+
+    assert (await batcher.complete(task.task_id, {"n": 4})).ok
+
+    assert client.requests == [(1, None)]
+    assert started == []
+    assert len(await api.poll([second], most=5)) == 1
+
+
+async def test_a_failure_is_sent_with_its_error_and_whether_to_retry(
+    api: Api, client: RecordingClient
+) -> None:
+    first, _, (final, retried) = await leased(api, 2)
+    batcher = ResultBatcher(client, max_batch=10)
+
+    final_reply, retried_reply = await asyncio.gather(
+        batcher.fail(final.task_id, "card declined", retryable=False),
+        batcher.fail(retried.task_id, "busy", retryable=True),
+    )
+
+    assert final_reply.ok
+    assert retried_reply.ok
+    failed = await api.wait_status(final.flow_id, "FAILED")
+    assert "card declined" in str(failed)
+    (again,) = await api.poll([first], most=5)
+    assert (again["flowId"], again["attempt"]) == (retried.flow_id, 2)
+    assert (await api.flow(retried.flow_id))["status"] == "RUNNING"
+
+
+async def test_an_output_that_is_not_json_is_refused_at_once(client: RecordingClient) -> None:
+    batcher = ResultBatcher(client, max_batch=10)
+
+    with pytest.raises(UnencodableBodyError):
+        await batcher.complete("f.1.1", {"x": float("nan")})
+
+    assert client.requests == []
+
+
+async def test_a_request_that_raises_fails_every_result_it_carried(server: ServerThread) -> None:
+    # A closed session raises, where a server that is away gives an UNREACHABLE reply.
+    client = RecordingClient(server.url)
+    client._http()
+    await client.aclose()
+    batcher = ResultBatcher(client, max_batch=10)
+
+    outcomes = await asyncio.gather(
+        batcher.complete("f.1.1", {}),
+        batcher.fail("f.1.2", "x", retryable=True),
+        return_exceptions=True,
+    )
+
+    assert [type(outcome) for outcome in outcomes] == [RuntimeError, RuntimeError]
+    assert client.requests == [(2, None)]
+    sender = batcher._sender
+    assert sender is not None
+    with pytest.raises(RuntimeError):
+        await sender  # the sender ends with the error too

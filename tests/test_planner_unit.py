@@ -1,0 +1,389 @@
+"""The planner: which ops the actions that start now give, and how system actions are
+followed within one plan. Real script and document processes; no Redis, no server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pytest
+
+from app.actions.base import Done, Fail
+from app.definition import ActionDef, ActionType, WorkflowDef
+from app.engine.document import Document
+from app.engine.document_pool import DocumentPool
+from app.engine.planner import MS_PER_SECOND, NO_TIMEOUT, Plan, Planner, run_on_document
+from app.engine.validate import parse_workflow
+from app.store import PlannedOp
+
+T = TypeVar("T")
+NEVER_LARGE = 1 << 40
+FLOW = {"id": "f1", "name": "wf", "version": 1}
+
+
+class CountingPool(DocumentPool):
+    """A real document pool that counts the calls made to it."""
+
+    def __init__(self) -> None:
+        super().__init__(processes=1)
+        self.calls = 0
+
+    async def call(self, function: Any, *args: object) -> Any:
+        self.calls += 1
+        return await super().call(function, *args)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[CountingPool]:
+    pool = CountingPool()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(1) as executor:
+        yield executor
+
+
+def user(action_id: int, name: str = "work", **fields: Any) -> dict[str, Any]:
+    return {"id": action_id, "type": "user", "name": name, **fields}
+
+
+def system(action_id: int, name: str, **fields: Any) -> dict[str, Any]:
+    return {"id": action_id, "type": "system", "name": name, **fields}
+
+
+def workflow(*actions: dict[str, Any]) -> WorkflowDef:
+    return parse_workflow({"name": "wf", "rootAction": 1, "actions": list(actions)})
+
+
+def document(input: Any = None) -> Document:
+    return Document.of({"input": {} if input is None else input, "flow": dict(FLOW)})
+
+
+async def plan(
+    planner: Planner, definition: WorkflowDef, ids: list[int], doc: Document | None = None
+) -> Plan:
+    return await planner.start(definition, ids, document() if doc is None else doc)
+
+
+@pytest.fixture
+def planner(executor: ThreadPoolExecutor, pool: CountingPool) -> Planner:
+    return Planner(executor, pool, NEVER_LARGE)
+
+
+def test_the_units() -> None:
+    assert (MS_PER_SECOND, NO_TIMEOUT) == (1000, -1)
+
+
+async def test_a_user_action_without_references_is_queued_with_its_parameters(
+    planner: Planner,
+) -> None:
+    definition = workflow(user(1, "send-email", parameters={"to": "$.input.to", "n": [1, 2.5]}))
+
+    result = await plan(planner, definition, [1])
+
+    assert result.ops == [
+        PlannedOp("user", 1, "send-email", '{"to":"$.input.to","n":[1,2.5]}', queue="send-email")
+    ]
+    assert result.fail_reason == ""
+
+
+async def test_a_user_action_gets_its_parameters_resolved_with_a_note_per_warning(
+    planner: Planner,
+) -> None:
+    definition = workflow(
+        user(1, "charge", parameters={"a": "{$.input.a}", "m": "{$.input.m}", "f": "{$.flow.id}"})
+    )
+
+    result = await plan(planner, definition, [1], document({"a": [1, "x"]}))
+
+    assert result.ops == [
+        PlannedOp("note", 1, payload="path $.input.m found nothing"),
+        PlannedOp("user", 1, "charge", '{"a":[1,"x"],"m":null,"f":"f1"}', queue="charge"),
+    ]
+
+
+async def test_a_large_document_is_read_in_the_document_processes(
+    executor: ThreadPoolExecutor, pool: CountingPool
+) -> None:
+    doc = document({"a": "Zoë"})
+    definition = workflow(user(1, "charge", parameters={"a": "{$.input.a}", "m": "{$.input.m}"}))
+    at_the_size = Planner(executor, pool, doc.size())
+    calls = pool.calls
+
+    result = await plan(at_the_size, definition, [1], doc)
+
+    assert pool.calls == calls + 1
+    assert result.ops == [
+        PlannedOp("note", 1, payload="path $.input.m found nothing"),
+        PlannedOp("user", 1, "charge", '{"a":"Zoë","m":null}', queue="charge"),
+    ]
+
+
+async def test_a_document_below_the_size_is_read_here(
+    executor: ThreadPoolExecutor, pool: CountingPool
+) -> None:
+    doc = document({"a": 1})
+    definition = workflow(
+        system(1, "switch", expression="{$.input.a}", next={"1": [2]}),
+        user(2, "charge", parameters={"a": "{$.input.a}"}),
+    )
+    calls = pool.calls
+
+    result = await plan(Planner(executor, pool, doc.size() + 100), definition, [1], doc)
+
+    assert pool.calls == calls
+    assert [op.kind for op in result.ops] == ["done", "user"]
+
+
+async def test_a_switch_runs_at_once_and_its_branch_is_planned_with_its_output(
+    planner: Planner,
+) -> None:
+    definition = workflow(
+        system(1, "switch", expression="{$.input.gender}", next={"MALE": [2], "default": [3]}),
+        user(2, "male", parameters={"seen": "{$.1.output.value}"}),
+        user(3, "other"),
+    )
+    doc = document({"gender": "MALE"})
+
+    result = await plan(planner, definition, [1], doc)
+
+    assert result.ops == [
+        PlannedOp("done", 1, "MALE", '{"value":"MALE"}', input='{"expression":"MALE"}'),
+        PlannedOp("user", 2, "male", '{"seen":"MALE"}', queue="male"),
+    ]
+    assert doc.value["1"] == {"output": {"value": "MALE"}}
+    assert '"1":{"output":{"value":"MALE"}}' in doc.json()
+
+
+async def test_a_large_document_is_read_in_the_processes_for_a_switch(
+    executor: ThreadPoolExecutor, pool: CountingPool
+) -> None:
+    definition = workflow(
+        system(1, "switch", expression="{$.input.n}", next={"2": [2]}), user(2, "two")
+    )
+    doc = document({"n": 2})
+    calls = pool.calls
+
+    result = await plan(Planner(executor, pool, 0), definition, [1], doc)
+
+    assert pool.calls == calls + 1
+    assert result.ops == [
+        PlannedOp("done", 1, "2", '{"value":2}', input='{"expression":2}'),
+        PlannedOp("user", 2, "two", "{}", queue="two"),
+    ]
+
+
+async def test_actions_that_read_no_document_are_not_sent_to_the_processes(
+    executor: ThreadPoolExecutor, pool: CountingPool
+) -> None:
+    definition = workflow(
+        system(1, "delay", delaySeconds=1.5, next={"default": [2, 3]}),
+        system(2, "wait", event="paid"),
+        system(3, "join", joinOn=[2]),
+    )
+    calls = pool.calls
+
+    result = await plan(Planner(executor, pool, 0), definition, [1, 2, 3])
+
+    assert pool.calls == calls
+    assert [op.kind for op in result.ops] == ["sleep", "wait", "join"]
+
+
+async def test_a_delay_sleeps_for_its_seconds_in_rounded_ms(planner: Planner) -> None:
+    definition = workflow(
+        system(1, "delay", delaySeconds=1.5, next={"default": [2, 3]}),
+        system(2, "delay", delaySeconds=0.0016),
+        system(3, "delay", delaySeconds=0),
+    )
+
+    result = await plan(planner, definition, [1, 2, 3])
+
+    assert result.ops == [
+        PlannedOp("sleep", 1, number=1500, input='{"delaySeconds":1.5}'),
+        PlannedOp("sleep", 2, number=2, input='{"delaySeconds":0.0016}'),
+        PlannedOp("sleep", 3, number=0, input='{"delaySeconds":0}'),
+    ]
+
+
+async def test_a_wait_waits_for_its_event_with_or_without_a_timeout(planner: Planner) -> None:
+    definition = workflow(
+        system(1, "wait", event="paid", timeoutSeconds=2.0006, next={"default": [2]}),
+        system(2, "wait", event="shipped"),
+    )
+
+    result = await plan(planner, definition, [1, 2])
+
+    assert result.ops == [
+        PlannedOp(
+            "wait", 1, "paid", number=2001, input='{"event":"paid","timeoutSeconds":2.0006}'
+        ),
+        PlannedOp(
+            "wait", 2, "shipped", number=NO_TIMEOUT, input='{"event":"shipped","timeoutSeconds":null}'
+        ),
+    ]
+
+
+async def test_a_join_waits_for_the_actions_it_joins(planner: Planner) -> None:
+    definition = workflow(
+        user(1, "a", next={"default": [2, 3]}),
+        user(2, "b", next={"default": [4]}),
+        user(3, "c", next={"default": [4]}),
+        system(4, "join", joinOn=[3, 2]),
+    )
+
+    result = await plan(planner, definition, [4])
+
+    assert result.ops == [PlannedOp("join", 4, payload="3,2", input='{"joinOn":[3,2]}')]
+
+
+async def test_system_steps_are_followed_depth_first_in_next_order(planner: Planner) -> None:
+    definition = workflow(
+        user(1, "root", next={"default": [2, 5]}),
+        system(2, "switch", expression="go", next={"go": [3, 4]}),
+        user(3, "three"),
+        user(4, "four"),
+        user(5, "five"),
+    )
+
+    result = await plan(planner, definition, [2, 5])
+
+    assert [(op.kind, op.action_id) for op in result.ops] == [
+        ("done", 2),
+        ("user", 3),
+        ("user", 4),
+        ("user", 5),
+    ]
+
+
+async def test_a_switch_without_a_matching_branch_fails_the_run_and_stops_the_plan(
+    planner: Planner,
+) -> None:
+    definition = workflow(
+        user(1, "root", next={"default": [2, 3]}),
+        system(2, "switch", expression="{$.input.x}", next={"yes": [4]}),
+        user(3, "three"),
+        user(4, "four"),
+    )
+
+    result = await plan(planner, definition, [2, 3], document({"x": "no"}))
+
+    error = "switch action 2 (switch): no branch for value 'no' and no default"
+    assert result.ops == [PlannedOp("failed", 2, payload=error, input='{"expression":"no"}')]
+    assert result.fail_reason == f"action 2 (switch) failed: {error}"
+
+
+async def test_a_failure_with_an_error_branch_takes_it(planner: Planner) -> None:
+    definition = workflow(
+        system(1, "switch", expression="{$.input.x}", next={"yes": [2], "error": [3]}),
+        user(2, "two"),
+        user(3, "three", parameters={"why": "{$.1.output.error}"}),
+    )
+    doc = document({"x": "no"})
+
+    result = await plan(planner, definition, [1], doc)
+
+    error = "switch action 1 (switch): no branch for value 'no' and no default"
+    assert result.ops == [
+        PlannedOp("failed", 1, payload=error, input='{"expression":"no"}'),
+        PlannedOp("user", 3, "three", f'{{"why":"{error}"}}', queue="three"),
+    ]
+    assert result.fail_reason == ""
+    assert doc.value["1"] == {"output": {"error": error}}
+    assert f'"1":{{"output":{{"error":"{error}"}}}}' in doc.json()
+
+
+def stale(definition: WorkflowDef, action_id: int, name: str) -> WorkflowDef:
+    """The definition with one system action renamed to one this server does not know."""
+    action = definition.actions[action_id]
+    renamed = ActionDef(action.id, ActionType.SYSTEM, name, next=action.next)
+    return WorkflowDef(definition.name, 1, {**definition.actions, action_id: renamed})
+
+
+async def test_an_unknown_system_action_fails(planner: Planner) -> None:
+    definition = stale(workflow(system(1, "delay", delaySeconds=1)), 1, "sleep")
+
+    result = await plan(planner, definition, [1])
+
+    assert result.ops == [PlannedOp("failed", 1, payload="unknown system action 'sleep'")]
+    assert result.fail_reason == "action 1 (sleep) failed: unknown system action 'sleep'"
+
+
+async def test_follow_failure_takes_the_error_branch_and_plans_it(planner: Planner) -> None:
+    definition = workflow(
+        user(1, "charge", next={"error": [2]}),
+        system(2, "switch", expression="{$.1.output.error}", next={"declined": [3]}),
+        user(3, "notify"),
+    )
+    doc = document()
+    result = Plan()
+
+    await planner.follow_failure(definition, definition.actions[1], "declined", doc, result)
+
+    assert result.ops == [
+        PlannedOp("done", 2, "declined", '{"value":"declined"}', input='{"expression":"declined"}'),
+        PlannedOp("user", 3, "notify", "{}", queue="notify"),
+    ]
+    assert doc.value["1"] == {"output": {"error": "declined"}}
+    assert result.fail_reason == ""
+
+
+async def test_follow_failure_without_an_error_branch_fails_the_run(planner: Planner) -> None:
+    definition = workflow(user(1, "charge", next={"default": [2]}), user(2, "two"))
+    doc = document()
+    result = Plan()
+
+    await planner.follow_failure(definition, definition.actions[1], "card declined", doc, result)
+
+    assert result.ops == []
+    assert result.fail_reason == "action 1 (charge) failed: card declined"
+    assert "1" not in doc.value
+
+
+async def test_a_script_runs_off_the_event_loop_on_the_document(planner: Planner) -> None:
+    definition = workflow(
+        system(1, "javascript", expression="$.total = $.input.a + 1;", next={"default": [2]}),
+        user(2, "next", parameters={"t": "{$.1.output.total}"}),
+    )
+    doc = document({"a": 41})
+
+    result = await plan(planner, definition, [1], doc)
+
+    done, queued = result.ops
+    assert (done.kind, done.action_id, done.name, done.payload) == (
+        "done",
+        1,
+        "default",
+        '{"total":42,"result":42}',
+    )
+    assert '"input":{"a":41}' in done.input
+    assert queued == PlannedOp("user", 2, "next", '{"t":42}', queue="next")
+
+
+def test_run_on_document_runs_a_system_action_on_document_text() -> None:
+    definition = workflow(system(1, "switch", expression="{$.input.k}", next={"v": [2]}), user(2))
+
+    outcome = run_on_document(definition.actions[1], '{"input":{"k":"v"}}')
+
+    assert outcome == Done(output={"value": "v"}, branch="v")
+    assert outcome.input == {"expression": "v"}
+
+
+def test_run_on_document_fails_an_unknown_system_action() -> None:
+    action = ActionDef(1, ActionType.SYSTEM, "sleep")
+
+    assert run_on_document(action, "{}") == Fail("unknown system action 'sleep'")
+
+
+async def test_plans_do_not_block_each_other(planner: Planner) -> None:
+    definition = workflow(user(1, "a", parameters={"x": "{$.input.x}"}))
+
+    plans = await asyncio.gather(
+        *(plan(planner, definition, [1], document({"x": n})) for n in range(3))
+    )
+
+    assert [p.ops[0].payload for p in plans] == ['{"x":0}', '{"x":1}', '{"x":2}']
