@@ -5,8 +5,8 @@ start."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -15,6 +15,14 @@ from app.jsontypes import JSONObject
 from app.worker.batcher import Handoff, ResultBatcher
 from app.worker.client import OrchyClient, Reply, ReplyStatus, Task, UnencodableBodyError
 from tests.conftest import Api, ServerThread, unique
+
+T = TypeVar("T")
+# A deadline on every answer: a batcher that lost a result fails its test rather than hang.
+ANSWER_SECONDS = 10.0
+
+
+async def answered(awaitable: Awaitable[T]) -> T:
+    return await asyncio.wait_for(awaitable, ANSWER_SECONDS)
 
 
 class RecordingClient(OrchyClient):
@@ -53,17 +61,22 @@ async def leased(api: Api, runs: int) -> tuple[str, str, list[Task]]:
     )
     for n in range(runs):
         await api.start(name, {"n": n})
-    tasks: list[dict[str, Any]] = []
-    while len(tasks) < runs:
-        tasks += await api.poll([first], most=runs - len(tasks))
+    tasks = await answered(polled(api, first, runs))
     return first, second, [Task.from_json(task) for task in tasks]
+
+
+async def polled(api: Api, action: str, count: int) -> list[dict[str, Any]]:
+    tasks: list[dict[str, Any]] = []
+    while len(tasks) < count:
+        tasks += await api.poll([action], most=count - len(tasks))
+    return tasks
 
 
 async def test_a_lone_result_goes_at_once(api: Api, client: RecordingClient) -> None:
     _, second, (task,) = await leased(api, 1)
     batcher = ResultBatcher(client, max_batch=10)
 
-    reply = await batcher.complete(task.task_id, {"n": 7})
+    reply = await answered(batcher.complete(task.task_id, {"n": 7}))
 
     assert reply.ok
     assert client.requests == [(1, None)]
@@ -77,26 +90,28 @@ async def test_results_finishing_together_go_in_batches_of_at_most_max(
     _, second, tasks = await leased(api, 5)
     batcher = ResultBatcher(client, max_batch=2)
 
-    replies = await asyncio.gather(
-        *(batcher.complete(task.task_id, {"n": index}) for index, task in enumerate(tasks))
+    replies = await answered(
+        asyncio.gather(
+            *(batcher.complete(task.task_id, {"n": index}) for index, task in enumerate(tasks))
+        )
     )
 
     assert [reply.status for reply in replies] == [ReplyStatus.OK] * 5
     assert client.requests == [(2, None), (2, None), (1, None)]
-    started: list[dict[str, Any]] = []
-    while len(started) < 5:
-        started += await api.poll([second], most=5)
+    started = await answered(polled(api, second, 5))
     assert sorted(task["input"]["n"] for task in started) == [0, 1, 2, 3, 4]
 
 
 async def test_each_result_gets_its_own_reply(api: Api, client: RecordingClient) -> None:
     _, _, (done, again) = await leased(api, 2)
     batcher = ResultBatcher(client, max_batch=10)
-    assert (await batcher.complete(done.task_id, {"n": 1})).ok
+    assert (await answered(batcher.complete(done.task_id, {"n": 1}))).ok
     client.requests.clear()
 
-    stale, fresh = await asyncio.gather(
-        batcher.complete(done.task_id, {"n": 2}), batcher.complete(again.task_id, {"n": 3})
+    stale, fresh = await answered(
+        asyncio.gather(
+            batcher.complete(done.task_id, {"n": 2}), batcher.complete(again.task_id, {"n": 3})
+        )
     )
 
     assert client.requests == [(2, None)]
@@ -112,14 +127,16 @@ async def test_a_batch_offers_its_slots_to_the_tasks_its_results_start(
     handoff = Handoff("worker-1", [second], lambda: True, started.append)
     batcher = ResultBatcher(client, max_batch=2, handoff=handoff)
 
-    replies = await asyncio.gather(
-        *(batcher.complete(task.task_id, {"n": index}) for index, task in enumerate(tasks))
+    replies = await answered(
+        asyncio.gather(
+            *(batcher.complete(task.task_id, {"n": index}) for index, task in enumerate(tasks))
+        )
     )
 
     assert all(reply.ok for reply in replies)
     offer = {"workerId": "worker-1", "actions": [second]}
     assert client.requests == [(2, {**offer, "max": 2}), (1, {**offer, "max": 1})]
-    assert sorted(task.input["n"] for task in started) == [0, 1, 2]  # type: ignore[index]
+    assert sorted(task.input["n"] for task in started) == [0, 1, 2]
     assert {task.name for task in started} == {second}
     assert await api.poll([second], most=5, wait=0) == []
 
@@ -133,7 +150,7 @@ async def test_no_slots_are_offered_once_the_worker_stops_taking_work(
         client, max_batch=2, handoff=Handoff("worker-1", [second], lambda: False, started.append)
     )
 
-    assert (await batcher.complete(task.task_id, {"n": 4})).ok
+    assert (await answered(batcher.complete(task.task_id, {"n": 4}))).ok
 
     assert client.requests == [(1, None)]
     assert started == []
@@ -146,16 +163,18 @@ async def test_a_failure_is_sent_with_its_error_and_whether_to_retry(
     first, _, (final, retried) = await leased(api, 2)
     batcher = ResultBatcher(client, max_batch=10)
 
-    final_reply, retried_reply = await asyncio.gather(
-        batcher.fail(final.task_id, "card declined", retryable=False),
-        batcher.fail(retried.task_id, "busy", retryable=True),
+    final_reply, retried_reply = await answered(
+        asyncio.gather(
+            batcher.fail(final.task_id, "card declined", retryable=False),
+            batcher.fail(retried.task_id, "busy", retryable=True),
+        )
     )
 
     assert final_reply.ok
     assert retried_reply.ok
     failed = await api.wait_status(final.flow_id, "FAILED")
     assert "card declined" in str(failed)
-    (again,) = await api.poll([first], most=5)
+    (again,) = await answered(polled(api, first, 1))
     assert (again["flowId"], again["attempt"]) == (retried.flow_id, 2)
     assert (await api.flow(retried.flow_id))["status"] == "RUNNING"
 
@@ -176,10 +195,12 @@ async def test_a_request_that_raises_fails_every_result_it_carried(server: Serve
     await client.aclose()
     batcher = ResultBatcher(client, max_batch=10)
 
-    outcomes = await asyncio.gather(
-        batcher.complete("f.1.1", {}),
-        batcher.fail("f.1.2", "x", retryable=True),
-        return_exceptions=True,
+    outcomes = await answered(
+        asyncio.gather(
+            batcher.complete("f.1.1", {}),
+            batcher.fail("f.1.2", "x", retryable=True),
+            return_exceptions=True,
+        )
     )
 
     assert [type(outcome) for outcome in outcomes] == [RuntimeError, RuntimeError]
@@ -187,4 +208,4 @@ async def test_a_request_that_raises_fails_every_result_it_carried(server: Serve
     sender = batcher._sender
     assert sender is not None
     with pytest.raises(RuntimeError):
-        await sender  # the sender ends with the error too
+        await answered(sender)  # the sender ends with the error too

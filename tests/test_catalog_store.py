@@ -76,9 +76,7 @@ async def test_the_same_definition_again_is_the_same_version(
     assert (first.version, len(first.actions)) == (1, 1)
 
 
-async def test_a_definition_is_checked_within_the_limits(
-    store: Store, settings: Settings
-) -> None:
+async def test_a_definition_is_checked_within_the_limits(store: Store, settings: Settings) -> None:
     name = unique("wf")
     catalog_ = catalog(store, settings, max_actions=2)
 

@@ -54,9 +54,7 @@ def test_a_workflow_name_with_a_newline_is_scoped_as_a_json_array() -> None:
 
 
 def test_a_newline_in_the_key_alone_keeps_the_first_form() -> None:
-    assert (
-        idempotent_flow_id("x", "y\nk") == uuid.uuid5(IDEMPOTENCY_NAMESPACE, "x\ny\nk").hex
-    )
+    assert idempotent_flow_id("x", "y\nk") == uuid.uuid5(IDEMPOTENCY_NAMESPACE, "x\ny\nk").hex
 
 
 def test_different_pairs_name_different_runs() -> None:

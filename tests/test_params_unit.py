@@ -44,14 +44,16 @@ def test_the_warning_of_a_failing_path_names_it_in_full_form() -> None:
 
 
 def test_a_value_orjson_cannot_write_is_still_copied_whole() -> None:
-    found = {"big": BEYOND_64_BITS, "nested": {"list": [1, 2]}}
+    found: dict[str, Any] = {"big": BEYOND_64_BITS, "nested": {"list": [1, 2]}}
     document: dict[str, Any] = {"input": found}
 
     value = resolve("{$.input}", document).value
 
     assert value == {"big": BEYOND_64_BITS, "nested": {"list": [1, 2]}}
     assert isinstance(value, dict)
-    value["nested"]["list"].append(3)
+    nested = value["nested"]
+    assert isinstance(nested, dict)
+    nested["list"].append(3)
     assert found["nested"]["list"] == [1, 2]
 
 

@@ -210,6 +210,9 @@ async def test_a_delay_sleeps_for_its_seconds_in_rounded_ms(planner: Planner) ->
     ]
 
 
+NO_TIMEOUT_INPUT = '{"event":"shipped","timeoutSeconds":null}'
+
+
 async def test_a_wait_waits_for_its_event_with_or_without_a_timeout(planner: Planner) -> None:
     definition = workflow(
         system(1, "wait", event="paid", timeoutSeconds=2.0006, next={"default": [2]}),
@@ -219,12 +222,8 @@ async def test_a_wait_waits_for_its_event_with_or_without_a_timeout(planner: Pla
     result = await plan(planner, definition, [1, 2])
 
     assert result.ops == [
-        PlannedOp(
-            "wait", 1, "paid", number=2001, input='{"event":"paid","timeoutSeconds":2.0006}'
-        ),
-        PlannedOp(
-            "wait", 2, "shipped", number=NO_TIMEOUT, input='{"event":"shipped","timeoutSeconds":null}'
-        ),
+        PlannedOp("wait", 1, "paid", number=2001, input='{"event":"paid","timeoutSeconds":2.0006}'),
+        PlannedOp("wait", 2, "shipped", number=NO_TIMEOUT, input=NO_TIMEOUT_INPUT),
     ]
 
 

@@ -28,9 +28,7 @@ def workflow(*actions: dict[str, Any]) -> dict[str, Any]:
 
 
 def chain(length: int) -> dict[str, Any]:
-    return workflow(
-        *(user(i, next={"default": [i + 1]}) for i in range(1, length)), user(length)
-    )
+    return workflow(*(user(i, next={"default": [i + 1]}) for i in range(1, length)), user(length))
 
 
 def rejection(raw: object, limits: Limits | None = LIMITS) -> str:
