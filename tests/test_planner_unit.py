@@ -42,9 +42,21 @@ def pool() -> Iterator[CountingPool]:
     pool.close()
 
 
+class CountingExecutor(ThreadPoolExecutor):
+    """A real thread pool that counts the functions given to it."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.submitted = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
 @pytest.fixture(scope="module")
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(1) as executor:
+def executor() -> Iterator[CountingExecutor]:
+    with CountingExecutor() as executor:
         yield executor
 
 
@@ -343,7 +355,10 @@ async def test_follow_failure_without_an_error_branch_fails_the_run(planner: Pla
     assert "1" not in doc.value
 
 
-async def test_a_script_runs_off_the_event_loop_on_the_document(planner: Planner) -> None:
+async def test_a_script_runs_in_the_script_threads_on_the_document(
+    planner: Planner, executor: CountingExecutor
+) -> None:
+    submitted = executor.submitted
     definition = workflow(
         system(1, "javascript", expression="$.total = $.input.a + 1;", next={"default": [2]}),
         user(2, "next", parameters={"t": "{$.1.output.total}"}),
@@ -361,6 +376,7 @@ async def test_a_script_runs_off_the_event_loop_on_the_document(planner: Planner
     )
     assert '"input":{"a":41}' in done.input
     assert queued == PlannedOp("user", 2, "next", '{"t":42}', queue="next")
+    assert executor.submitted == submitted + 1
 
 
 def test_run_on_document_runs_a_system_action_on_document_text() -> None:
