@@ -1,20 +1,28 @@
 """The worker's result batcher against a real server: results that finish while a request is
 out go together in the next one, and a request offers its slots to the tasks its results
-start."""
+start.
+
+The server is ``orchy serve`` in a process of its own: the batcher is the worker's side, and
+mutation testing (README, "Mutation testing") then sees only the worker's code run here."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import pytest_asyncio
 
 from app.jsontypes import JSONObject
 from app.worker.batcher import Handoff, ResultBatcher
 from app.worker.client import OrchyClient, Reply, ReplyStatus, Task, UnencodableBodyError
-from tests.conftest import Api, ServerThread, unique
+from tests.conftest import Api, free_port, unique, wait_until
 
 T = TypeVar("T")
 # A deadline on every answer: a batcher that lost a result fails its test rather than hang.
@@ -42,9 +50,52 @@ class RecordingClient(OrchyClient):
         return await super().results(encoded_results, take_next)
 
 
+@pytest.fixture(scope="module")
+def server_url(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``orchy serve`` of this virtualenv on the tests' Redis, with one script process."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ORCHY_")}
+    env.update(ORCHY_REDIS_URL=redis_url, ORCHY_JS_PROCESSES="1", ORCHY_PORT=str(port))
+    env["ORCHY_DEFAULT_RETRY_AFTER_SECONDS"] = "0.05"
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "orchy"), "serve"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(wait_until(lambda: answers(url), what=f"orchy serve: {log}"))
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(ANSWER_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def answers(url: str) -> bool:
+    async with httpx.AsyncClient() as http:
+        try:
+            return (await http.get(f"{url}/health")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
 @pytest_asyncio.fixture
-async def client(server: ServerThread) -> AsyncIterator[RecordingClient]:
-    async with RecordingClient(server.url) as client:
+async def api(server_url: str) -> AsyncIterator[Api]:
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as http:
+        yield Api(http)
+
+
+@pytest_asyncio.fixture
+async def client(server_url: str) -> AsyncIterator[RecordingClient]:
+    async with RecordingClient(server_url) as client:
         yield client
 
 
@@ -194,9 +245,9 @@ async def test_an_output_that_is_not_json_is_refused_at_once(client: RecordingCl
     assert client.requests == []
 
 
-async def test_a_request_that_raises_fails_every_result_it_carried(server: ServerThread) -> None:
+async def test_a_request_that_raises_fails_every_result_it_carried(server_url: str) -> None:
     # A closed session raises, where a server that is away gives an UNREACHABLE reply.
-    client = RecordingClient(server.url)
+    client = RecordingClient(server_url)
     client._http()
     await client.aclose()
     batcher = ResultBatcher(client, max_batch=10)
