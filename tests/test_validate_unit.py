@@ -209,3 +209,35 @@ def test_a_duration_limit_is_written_without_trailing_zeros() -> None:
     )
     limits.check_duration("somewhere", "waitSeconds", None)
     limits.check_duration("somewhere", "waitSeconds", 0.1)
+
+
+def test_a_cycle_among_branches_to_finished_actions_is_found() -> None:
+    # 2 <-> 3, each also leading to two actions that end there: the search from each start
+    # finishes a leaf first and must go on to the cycle.
+    raw = workflow(
+        user(1, next={"default": [2]}),
+        user(2, next={"default": [4, 5, 3]}),
+        user(3, next={"default": [6, 7, 2]}),
+        user(4),
+        user(5),
+        user(6),
+        user(7),
+    )
+
+    assert rejection(raw, None) == "action 2 (work) is in a cycle: 2 -> 3 -> 2"
+
+
+def test_many_paths_to_the_same_actions_are_searched_once() -> None:
+    # Forty layers of two actions, each leading to both of the next layer: 2**40 paths, which
+    # a search that forgot the actions already finished would walk one by one.
+    layers = 40
+    actions = [user(1, next={"default": [2, 3]})]
+    for layer in range(layers):
+        first = 2 + 2 * layer
+        following = [first + 2, first + 3] if layer < layers - 1 else []
+        for action_id in (first, first + 1):
+            actions.append(user(action_id, next={"default": following}))
+
+    definition = parse_workflow(workflow(*actions), None)
+
+    assert len(definition.actions) == 1 + 2 * layers
