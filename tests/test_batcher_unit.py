@@ -22,7 +22,8 @@ import pytest_asyncio
 from app.jsontypes import JSONObject
 from app.worker.batcher import Handoff, ResultBatcher
 from app.worker.client import OrchyClient, Reply, ReplyStatus, Task, UnencodableBodyError
-from tests.conftest import Api, free_port, unique, wait_until
+from tests.helpers.http import Api, api_of, free_port
+from tests.helpers.waiting import unique, wait_until
 
 T = TypeVar("T")
 # A deadline on every answer: a batcher that lost a result fails its test rather than hang.
@@ -89,8 +90,8 @@ async def answers(url: str) -> bool:
 
 @pytest_asyncio.fixture
 async def api(server_url: str) -> AsyncIterator[Api]:
-    async with httpx.AsyncClient(base_url=server_url, timeout=30) as http:
-        yield Api(http)
+    async with api_of(server_url) as api:
+        yield api
 
 
 @pytest_asyncio.fixture
@@ -211,6 +212,68 @@ async def test_no_slots_are_offered_once_the_worker_stops_taking_work(
     assert client.requests == [(1, None)]
     assert started == []
     assert len(await api.poll([second], most=5)) == 1
+
+
+async def test_a_batch_refused_whole_is_sent_again_one_result_at_a_time(
+    api: Api, client: RecordingClient
+) -> None:
+    # An integer beyond 64 bits in one output makes the server refuse the whole request.
+    _, second, (good, bad) = await leased(api, 2)
+    started: list[Task] = []
+    handoff = Handoff("worker-1", [second], lambda: True, started.append)
+    batcher = ResultBatcher(client, max_batch=10, handoff=handoff)
+
+    accepted, refused = await answered(
+        asyncio.gather(
+            batcher.complete(good.task_id, {"n": 1}),
+            batcher.complete(bad.task_id, {"n": 2**70}),
+        )
+    )
+
+    assert accepted.ok
+    assert refused.status is ReplyStatus.REJECTED
+    offer = {"workerId": "worker-1", "actions": [second]}
+    assert client.requests == [
+        (2, {**offer, "max": 2}),
+        (1, {**offer, "max": 1}),
+        (1, {**offer, "max": 1}),
+    ]
+    assert [task.input for task in started] == [{"n": 1}]
+    assert (await api.flow(bad.flow_id))["status"] == "RUNNING"
+
+
+async def test_a_lone_result_refused_is_not_sent_again(api: Api, client: RecordingClient) -> None:
+    _, _, (bad,) = await leased(api, 1)
+    batcher = ResultBatcher(client, max_batch=10)
+
+    refused = await answered(batcher.complete(bad.task_id, {"n": 2**70}))
+
+    assert refused.status is ReplyStatus.REJECTED
+    assert client.requests == [(1, None)]
+
+
+async def test_results_refused_whole_without_an_offer_are_sent_again_without_one(
+    api: Api, client: RecordingClient
+) -> None:
+    _, second, (bad, good, other) = await leased(api, 3)
+    batcher = ResultBatcher(client, max_batch=10)
+
+    replies = await answered(
+        asyncio.gather(
+            batcher.complete(bad.task_id, {"n": 2**70}),
+            batcher.complete(good.task_id, {"n": 5}),
+            batcher.complete(other.task_id, {"n": 6}),
+        )
+    )
+
+    assert [reply.status for reply in replies] == [
+        ReplyStatus.REJECTED,
+        ReplyStatus.OK,
+        ReplyStatus.OK,
+    ]
+    assert client.requests == [(3, None), (1, None), (1, None), (1, None)]
+    started = await answered(polled(api, second, 2))
+    assert sorted(task["input"]["n"] for task in started) == [5, 6]
 
 
 async def test_a_failure_is_sent_with_its_error_and_whether_to_retry(

@@ -13,7 +13,7 @@ from app.engine.catalog import Catalog, Registration, canonical_json
 from app.engine.retry import ActionSettings, RetryPolicy
 from app.settings import Settings
 from app.store import Store
-from tests.conftest import unique
+from tests.helpers.waiting import unique
 
 FOR_GOOD = 3600.0
 
