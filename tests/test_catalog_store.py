@@ -3,16 +3,20 @@ caches, and user action settings with their cache."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 import pytest
+import redis.exceptions
 
 from app.definition import DefinitionError
 from app.engine.catalog import Catalog, Registration, canonical_json
 from app.engine.retry import ActionSettings, RetryPolicy
 from app.settings import Settings
 from app.store import Store
+from app.store.connection import client_for_url
+from tests.helpers.http import free_port
 from tests.helpers.waiting import unique
 
 FOR_GOOD = 3600.0
@@ -28,6 +32,18 @@ def definition(name: str, *user_actions: str, with_delay: bool = False) -> dict[
         actions[-1]["next"] = {"default": [99]}
         actions.append({"id": 99, "type": "system", "name": "delay", "delaySeconds": 1})
     return {"name": name, "rootAction": 1, "actions": actions}
+
+
+class CountingStore(Store):
+    """The real store, counting its reads of action settings."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        super().__init__(client, settings.partitions, settings.retention_seconds)
+        self.action_reads = 0
+
+    async def action_source(self, name: str) -> str | None:
+        self.action_reads += 1
+        return await super().action_source(name)
 
 
 def catalog(store: Store, settings: Settings, **changes: Any) -> Catalog:
@@ -190,3 +206,56 @@ async def test_every_defined_action_is_listed_by_name(store: Store, settings: Se
     listed = [action for action in await catalog_.actions() if action.name.startswith(prefix)]
 
     assert listed == [first, second]
+
+
+async def test_requests_for_settings_out_of_date_share_one_read(
+    redis_client: Any, settings: Settings
+) -> None:
+    counting = CountingStore(redis_client, settings)
+    name = unique("action")
+    defined = ActionSettings(name, 2, 2.0, RetryPolicy.FIXED, 2.0)
+    await catalog(counting, settings).put_action(defined)
+    reader = catalog(counting, settings, action_cache_seconds=0)
+
+    together = await asyncio.gather(*(reader.action(name) for _ in range(3)))
+    later = await reader.action(name)
+
+    assert together == [defined] * 3
+    assert later == defined
+    assert counting.action_reads == 2
+
+
+async def test_a_request_that_gives_up_leaves_the_shared_read_to_the_others(
+    redis_client: Any, settings: Settings
+) -> None:
+    counting = CountingStore(redis_client, settings)
+    name = unique("action")
+    reader = catalog(counting, settings, action_cache_seconds=0)
+    leaving = asyncio.ensure_future(reader.action(name))
+    staying = asyncio.ensure_future(reader.action(name))
+    await asyncio.sleep(0)  # both are waiting for the one read
+
+    leaving.cancel()
+
+    assert await staying == ActionSettings.defaults(name, reader.settings)
+    assert leaving.cancelled()
+    assert counting.action_reads == 1
+
+
+async def test_a_failed_read_fails_every_request_sharing_it_and_the_next_reads_again(
+    settings: Settings,
+) -> None:
+    away = client_for_url(f"redis://127.0.0.1:{free_port()}", timeout_seconds=5)
+    counting = CountingStore(away, settings)
+    reader = catalog(counting, settings)
+    try:
+        together = await asyncio.gather(
+            reader.action("a"), reader.action("a"), return_exceptions=True
+        )
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await reader.action("a")
+    finally:
+        await away.aclose()
+
+    assert [type(outcome) for outcome in together] == [redis.exceptions.ConnectionError] * 2
+    assert counting.action_reads == 2
