@@ -4,6 +4,8 @@ caches, and user action settings with their cache."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 from typing import Any
 
 import orjson
@@ -17,7 +19,7 @@ from app.settings import Settings
 from app.store import Store
 from app.store.connection import client_for_url
 from tests.helpers.http import free_port
-from tests.helpers.waiting import unique
+from tests.helpers.waiting import unique, wait_until
 
 FOR_GOOD = 3600.0
 
@@ -259,3 +261,26 @@ async def test_a_failed_read_fails_every_request_sharing_it_and_the_next_reads_a
 
     assert [type(outcome) for outcome in together] == [redis.exceptions.ConnectionError] * 2
     assert counting.action_reads == 2
+
+
+async def test_a_failed_read_nobody_waits_for_any_more_logs_no_error(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    away = client_for_url(f"redis://127.0.0.1:{free_port()}", timeout_seconds=5)
+    reader = catalog(CountingStore(away, settings), settings)
+    try:
+        leaving = asyncio.ensure_future(reader.action("a"))
+        await asyncio.sleep(0)  # the read has started
+        leaving.cancel()
+
+        async def read_over() -> bool:
+            return "a" not in reader._reading
+
+        await wait_until(read_over, what="the read to fail")
+    finally:
+        await away.aclose()
+    del leaving
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        gc.collect()
+
+    assert [record.getMessage() for record in caplog.records if record.name == "asyncio"] == []
