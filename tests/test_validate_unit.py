@@ -3,6 +3,7 @@ rules whose messages name every choice. Pure: no Redis, no server."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,7 +13,13 @@ from app.engine.retry import ActionSettings, RetryPolicy
 from app.engine.validate import Limits, check_action_settings, parse_workflow
 from app.settings import Settings
 
-LIMITS = Limits(max_actions=3, max_next_ids=2, max_duration_seconds=100.0, max_retry_count=5)
+LIMITS = Limits(
+    max_actions=3,
+    max_next_ids=2,
+    max_duration_seconds=100.0,
+    max_retry_count=5,
+    max_condition_depth=64,
+)
 
 
 def user(action_id: int, name: str = "work", **fields: Any) -> dict[str, Any]:
@@ -45,11 +52,19 @@ def action_settings(
 
 def test_the_limits_are_read_from_the_settings() -> None:
     settings = Settings(
-        max_actions=11, max_next_ids=12, max_duration_seconds=13.5, max_retry_count=14
+        max_actions=11,
+        max_next_ids=12,
+        max_duration_seconds=13.5,
+        max_retry_count=14,
+        max_json_depth=15,
     )
 
     assert Limits.of(settings) == Limits(
-        max_actions=11, max_next_ids=12, max_duration_seconds=13.5, max_retry_count=14
+        max_actions=11,
+        max_next_ids=12,
+        max_duration_seconds=13.5,
+        max_retry_count=14,
+        max_condition_depth=15,
     )
 
 
@@ -72,7 +87,7 @@ def test_as_many_next_ids_as_the_limit_are_accepted() -> None:
 
 
 def test_more_next_ids_than_the_limit_are_refused() -> None:
-    limits = Limits(max_actions=10, max_next_ids=2, max_duration_seconds=100, max_retry_count=5)
+    limits = replace(LIMITS, max_actions=10)
     raw = workflow(user(1, next={"default": [2], "other": [2, 3, 4]}), user(2), user(3), user(4))
 
     assert rejection(raw, limits) == (
@@ -143,7 +158,7 @@ def test_an_unknown_system_action_lists_the_known_ones() -> None:
 
     assert message == (
         "action 1 (sleep): unknown system action 'sleep' "
-        "(known: delay, javascript, join, switch, wait)"
+        "(known: delay, if, javascript, join, switch, terminate, wait)"
     )
 
 
@@ -199,7 +214,7 @@ def test_action_durations_beyond_the_limit_are_refused(
 
 
 def test_a_duration_limit_is_written_without_trailing_zeros() -> None:
-    limits = Limits(max_actions=1, max_next_ids=1, max_duration_seconds=0.1, max_retry_count=1)
+    limits = replace(LIMITS, max_duration_seconds=0.1)
 
     with pytest.raises(DefinitionError) as caught:
         limits.check_duration("somewhere", "waitSeconds", 0.2)
