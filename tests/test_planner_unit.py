@@ -402,3 +402,56 @@ async def test_plans_do_not_block_each_other(planner: Planner) -> None:
     )
 
     assert [p.ops[0].payload for p in plans] == ['{"x":0}', '{"x":1}', '{"x":2}']
+
+
+async def test_a_terminate_ends_the_run_with_its_status_reason_and_output(
+    planner: Planner,
+) -> None:
+    definition = workflow(
+        user(1, "root", next={"default": [2, 3]}),
+        system(
+            2,
+            "terminate",
+            parameters={
+                "status": "COMPLETED",
+                "reason": "{$.input.why}",
+                "output": {"total": "{$.input.n}"},
+            },
+        ),
+        user(3, "after"),
+    )
+
+    result = await plan(planner, definition, [2, 3], document({"why": "paid", "n": 3}))
+
+    own = '{"status":"COMPLETED","reason":"paid","output":{"total":3}}'
+    given = '{"status":"COMPLETED","reason":"paid","output":{"total":3}}'
+    assert result.ops == [
+        PlannedOp("done", 2, "", own, input=given),
+        PlannedOp("end", 2, "COMPLETED", "paid", input='{"total":3}'),
+    ]
+    assert result.ended
+    assert result.fail_reason == ""
+
+
+async def test_a_terminate_without_reason_or_output_names_itself(planner: Planner) -> None:
+    definition = workflow(system(1, "terminate", parameters={"status": "FAILED"}))
+
+    result = await plan(planner, definition, [1])
+
+    assert result.ops == [
+        PlannedOp(
+            "done",
+            1,
+            "",
+            '{"status":"FAILED","reason":"ended by action 1 (terminate)"}',
+            input='{"status":"FAILED"}',
+        ),
+        PlannedOp("end", 1, "FAILED", "ended by action 1 (terminate)", input=""),
+    ]
+    assert result.ended
+
+
+async def test_a_plan_is_not_ended_by_other_actions(planner: Planner) -> None:
+    result = await plan(planner, workflow(user(1, "a")), [1])
+
+    assert not result.ended
