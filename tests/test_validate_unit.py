@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.definition import DefinitionError
+from app.definition import DefinitionError, SwitchCase
 from app.engine.retry import ActionSettings, RetryPolicy
 from app.engine.validate import Limits, check_action_settings, parse_workflow
 from app.settings import Settings
@@ -256,3 +256,82 @@ def test_many_paths_to_the_same_actions_are_searched_once() -> None:
     definition = parse_workflow(workflow(*actions), None)
 
     assert len(definition.actions) == 1 + 2 * layers
+
+
+CONDITION = "{$.input.amount} > 100"
+
+
+def switch_with_cases(cases: Any) -> dict[str, Any]:
+    return workflow(
+        system(1, "switch", cases=cases, next={"big": [2], "default": [2]}), user(2, "after")
+    )
+
+
+def test_a_switch_reads_its_cases_in_order() -> None:
+    cases = [{"when": CONDITION, "branch": "big"}, {"when": "true", "branch": "default"}]
+
+    action = parse_workflow(switch_with_cases(cases), LIMITS).actions[1]
+
+    assert action.cases == (SwitchCase(CONDITION, "big"), SwitchCase("true", "default"))
+    assert action.condition is None
+
+
+def test_only_a_switch_reads_cases_and_only_an_if_reads_a_condition() -> None:
+    raw = workflow(
+        user(1, "switch", cases="not read", condition=5, next={"default": [2]}),
+        system(2, "if", condition=CONDITION, cases=7, next={"true": [3]}),
+        user(3, "if", condition=[1]),
+    )
+
+    actions = parse_workflow(raw, LIMITS).actions
+
+    assert [(a.cases, a.condition) for a in actions.values()] == [
+        (None, None),
+        (None, CONDITION),
+        (None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cases", "expected"),
+    [
+        ("big", "action 1 (switch): cases must be a list of {when, branch}, not 'big'"),
+        ([3], "action 1 (switch): cases[0] must be an object {when, branch}, not 3"),
+        (
+            [{"when": CONDITION, "branch": "big"}, {"when": 1, "branch": "x"}],
+            "action 1 (switch): cases[1].when must be a string (a condition), not 1",
+        ),
+        (
+            [{"when": CONDITION, "branch": ""}],
+            "action 1 (switch): cases[0].branch must be a non-empty string, not ''",
+        ),
+        (
+            [{"when": CONDITION}],
+            "action 1 (switch): cases[0].branch must be a non-empty string, not None",
+        ),
+    ],
+)
+def test_malformed_cases_are_refused_naming_the_case(cases: Any, expected: str) -> None:
+    assert rejection(switch_with_cases(cases), None) == expected
+
+
+def test_a_condition_nested_deeper_than_the_limit_is_refused() -> None:
+    shallow = replace(LIMITS, max_condition_depth=1)
+    raw = workflow(system(1, "if", condition=CONDITION, next={"true": [2]}), user(2))
+
+    assert rejection(raw, shallow) == (
+        "action 1 (if): condition is nested 2 levels deep; at most 1 (ORCHY_MAX_JSON_DEPTH)"
+    )
+    assert parse_workflow(raw, replace(LIMITS, max_condition_depth=2)).actions[1].condition
+
+
+def test_a_case_nested_deeper_than_the_limit_is_refused() -> None:
+    raw = switch_with_cases(
+        [{"when": "true", "branch": "default"}, {"when": CONDITION, "branch": "big"}]
+    )
+
+    message = rejection(raw, replace(LIMITS, max_condition_depth=1))
+
+    assert message == (
+        "action 1 (switch): cases[1].when is nested 2 levels deep; at most 1 (ORCHY_MAX_JSON_DEPTH)"
+    )
