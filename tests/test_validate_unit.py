@@ -335,3 +335,9 @@ def test_a_case_nested_deeper_than_the_limit_is_refused() -> None:
     assert message == (
         "action 1 (switch): cases[1].when is nested 2 levels deep; at most 1 (ORCHY_MAX_JSON_DEPTH)"
     )
+
+
+def test_an_if_condition_must_be_a_string() -> None:
+    raw = workflow(system(1, "if", condition=5, next={"true": [2]}), user(2))
+
+    assert rejection(raw, None) == "action 1 (if): condition must be a string, not 5"
