@@ -57,6 +57,7 @@ def test_the_limits_are_read_from_the_settings() -> None:
         max_duration_seconds=13.5,
         max_retry_count=14,
         max_json_depth=15,
+        max_output_bytes=16,
     )
 
     assert Limits.of(settings) == Limits(
@@ -65,6 +66,7 @@ def test_the_limits_are_read_from_the_settings() -> None:
         max_duration_seconds=13.5,
         max_retry_count=14,
         max_condition_depth=15,
+        max_var_bytes=16,
     )
 
 
