@@ -8,7 +8,6 @@ mutation testing (README, "Mutation testing") then sees only the worker's code r
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Iterator
@@ -23,6 +22,7 @@ from app.jsontypes import JSONObject
 from app.worker.batcher import Handoff, ResultBatcher
 from app.worker.client import OrchyClient, Reply, ReplyStatus, Task, UnencodableBodyError
 from tests.helpers.http import Api, api_of, free_port
+from tests.helpers.processes import clean_env
 from tests.helpers.waiting import unique, wait_until
 
 T = TypeVar("T")
@@ -55,9 +55,8 @@ class RecordingClient(OrchyClient):
 def server_url(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``orchy serve`` of this virtualenv on the tests' Redis, with one script process."""
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ORCHY_")}
-    env.update(ORCHY_REDIS_URL=redis_url, ORCHY_JS_PROCESSES="1", ORCHY_PORT=str(port))
-    env["ORCHY_DEFAULT_RETRY_AFTER_SECONDS"] = "0.05"
+    # The partition count of the tests' Redis (a server with another refuses to start).
+    env = clean_env(ORCHY_REDIS_URL=redis_url, ORCHY_JS_PROCESSES="1", ORCHY_PORT=str(port))
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
