@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 
 from app.actions.base import Done, Fail
@@ -455,3 +456,161 @@ async def test_a_plan_is_not_ended_by_other_actions(planner: Planner) -> None:
     result = await plan(planner, workflow(user(1, "a")), [1])
 
     assert not result.ended
+
+
+def workflow_with_vars(variables: dict[str, Any], *actions: dict[str, Any]) -> WorkflowDef:
+    return parse_workflow(
+        {"name": "wf", "rootAction": 1, "vars": variables, "actions": list(actions)}
+    )
+
+
+def document_with_vars(variables: dict[str, Any], input: Any = None) -> Document:
+    return Document.of({"input": input or {}, "flow": dict(FLOW), "vars": variables})
+
+
+async def test_a_system_action_sets_variables_that_the_next_steps_read(planner: Planner) -> None:
+    definition = workflow_with_vars(
+        {"count": 0, "seen": [], "last": None},
+        system(
+            1,
+            "switch",
+            expression="{$.input.x}",
+            next={"default": [2]},
+            setVars=[
+                {"var": "count", "op": "add", "value": 2},
+                {"var": "seen", "op": "append", "value": "{$.output.value}"},
+                {"var": "count", "op": "add", "value": 1},
+            ],
+        ),
+        user(2, "next", parameters={"c": "{$.vars.count}", "s": "{$.vars.seen}"}),
+    )
+    doc = document_with_vars({"count": 0, "seen": [], "last": None}, {"x": "a"})
+
+    result = await plan(planner, definition, [1], doc)
+
+    assert result.ops == [
+        PlannedOp("done", 1, "default", '{"value":"a"}', input='{"expression":"a"}'),
+        PlannedOp("var", 1, "count", "2", input="add"),
+        PlannedOp("var", 1, "seen", '["a"]', input="append"),
+        PlannedOp("var", 1, "count", "3", input="add"),
+        PlannedOp("user", 2, "next", '{"c":3,"s":["a"]}', queue="next"),
+    ]
+    assert result.fail_reason == ""
+    assert doc.value["vars"] == {"count": 3, "seen": ["a"], "last": None}
+
+
+def failing_add(**fields: Any) -> dict[str, Any]:
+    return system(
+        1,
+        "switch",
+        expression="{$.input.x}",
+        setVars=[{"var": "count", "op": "add", "value": 1}],
+        **fields,
+    )
+
+
+async def test_a_mutation_that_cannot_apply_takes_the_error_branch(planner: Planner) -> None:
+    definition = workflow_with_vars(
+        {"count": 0},
+        failing_add(next={"default": [2], "error": [3]}),
+        user(2, "two"),
+        user(3, "three", parameters={"why": "{$.1.output.error}"}),
+    )
+    doc = document_with_vars({"count": "many"}, {"x": "a"})
+
+    result = await plan(planner, definition, [1], doc)
+
+    error = 'setVars[0] (add count): add needs a number variable, it holds "many"'
+    assert result.ops == [
+        PlannedOp("failed", 1, payload=error, input='{"expression":"a"}'),
+        PlannedOp("user", 3, "three", f'{{"why":{orjson.dumps(error).decode()}}}', queue="three"),
+    ]
+    assert result.fail_reason == ""
+    assert doc.value["vars"] == {"count": "many"}
+    assert doc.value["1"] == {"output": {"error": error}}
+
+
+async def test_a_mutation_that_cannot_apply_without_an_error_branch_fails_the_run(
+    planner: Planner,
+) -> None:
+    definition = workflow_with_vars(
+        {"count": 0}, failing_add(next={"default": [2]}), user(2, "two")
+    )
+    doc = document_with_vars({"count": None}, {"x": "a"})
+
+    result = await plan(planner, definition, [1], doc)
+
+    error = "setVars[0] (add count): add needs a number variable, it holds null"
+    assert result.ops == [PlannedOp("failed", 1, payload=error, input='{"expression":"a"}')]
+    assert result.fail_reason == f"action 1 (switch) failed: {error}"
+
+
+async def test_a_variable_larger_than_the_limit_is_refused(
+    executor: ThreadPoolExecutor, pool: CountingPool
+) -> None:
+    definition = workflow_with_vars(
+        {"seen": []},
+        system(
+            1,
+            "switch",
+            expression="{$.input.x}",
+            setVars=[{"var": "seen", "op": "append", "value": "{$.output.value}"}],
+            next={"default": [2]},
+        ),
+        user(2, "two"),
+    )
+    small = Planner(executor, pool, NEVER_LARGE, max_var_bytes=7)
+
+    fits = await plan(small, definition, [1], document_with_vars({"seen": []}, {"x": "abc"}))
+    too_large = await plan(small, definition, [1], document_with_vars({"seen": []}, {"x": "abcd"}))
+
+    assert fits.ops[1] == PlannedOp("var", 1, "seen", '["abc"]', input="append")
+    assert too_large.fail_reason == (
+        "action 1 (switch) failed: setVars[0] (append seen): the variable would be 8 bytes; "
+        "the limit is 7 bytes (ORCHY_MAX_OUTPUT_BYTES)"
+    )
+
+
+def test_set_vars_without_mutations_changes_nothing(planner: Planner) -> None:
+    definition = workflow(user(1, "one"))
+    doc = document_with_vars({"count": 1})
+
+    assert planner.set_vars(definition.actions[1], {"x": 1}, doc) == []
+    assert doc.value["vars"] == {"count": 1}
+
+
+def test_set_vars_gives_the_ops_and_sets_the_document(planner: Planner) -> None:
+    definition = workflow_with_vars(
+        {"total": 0, "last": None},
+        user(
+            1,
+            "one",
+            setVars=[
+                {"var": "total", "op": "add", "value": "{$.output.n}"},
+                {"var": "last", "op": "assign", "value": "{$.output}"},
+            ],
+        ),
+    )
+    doc = document_with_vars({"total": 5, "last": None})
+
+    ops = planner.set_vars(definition.actions[1], {"n": 2}, doc)
+
+    assert ops == [
+        PlannedOp("var", 1, "total", "7", input="add"),
+        PlannedOp("var", 1, "last", '{"n":2}', input="assign"),
+    ]
+    assert doc.value["vars"] == {"total": 7, "last": {"n": 2}}
+    assert '"vars":{"total":7,"last":{"n":2}}' in doc.json()
+
+
+def test_set_vars_that_cannot_apply_says_why_and_leaves_the_document(planner: Planner) -> None:
+    definition = workflow_with_vars(
+        {"keys": {}},
+        user(1, "one", setVars=[{"var": "keys", "op": "removeKey", "value": "{$.output}"}]),
+    )
+    doc = document_with_vars({"keys": {"a": 1}})
+
+    why = planner.set_vars(definition.actions[1], 3, doc)
+
+    assert why == "setVars[0] (removeKey keys): removeKey needs a string key, not 3"
+    assert doc.value["vars"] == {"keys": {"a": 1}}

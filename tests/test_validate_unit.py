@@ -11,6 +11,7 @@ import pytest
 from app.definition import DefinitionError, SwitchCase
 from app.engine.retry import ActionSettings, RetryPolicy
 from app.engine.validate import Limits, check_action_settings, parse_workflow
+from app.engine.variables import VarMutation, VarOp
 from app.settings import Settings
 
 LIMITS = Limits(
@@ -343,3 +344,75 @@ def test_an_if_condition_must_be_a_string() -> None:
     raw = workflow(system(1, "if", condition=5, next={"true": [2]}), user(2))
 
     assert rejection(raw, None) == "action 1 (if): condition must be a string, not 5"
+
+
+def with_vars(variables: Any, *actions: dict[str, Any]) -> dict[str, Any]:
+    return {**workflow(*actions), "vars": variables}
+
+
+def test_the_workflow_keeps_its_variables() -> None:
+    assert parse_workflow(with_vars({"n": 1, "seen": []}, user(1))).vars == {"n": 1, "seen": []}
+    assert parse_workflow(workflow(user(1))).vars == {}
+
+
+def test_the_initial_values_are_limited_in_size_at_registration_only() -> None:
+    raw = with_vars({"big": "abcdef"}, user(1))  # 8 bytes of JSON
+    limits = replace(LIMITS, max_var_bytes=7)
+
+    with pytest.raises(DefinitionError) as refused:
+        parse_workflow(raw, limits)
+
+    assert str(refused.value) == (
+        "vars.big: the initial value is 8 bytes; at most 7 (ORCHY_MAX_OUTPUT_BYTES)"
+    )
+    assert parse_workflow(raw, replace(LIMITS, max_var_bytes=8)).vars == {"big": "abcdef"}
+    assert parse_workflow(raw).vars == {"big": "abcdef"}
+
+
+def test_the_variable_size_limit_is_the_output_limit() -> None:
+    assert Limits.of(Settings(max_output_bytes=1234)).max_var_bytes == 1234
+
+
+def test_an_action_keeps_its_set_vars() -> None:
+    definition = parse_workflow(
+        with_vars(
+            {"n": 0, "seen": []},
+            user(
+                1,
+                setVars=[
+                    {"var": "n", "op": "add", "value": 2},
+                    {"var": "seen", "op": "append", "value": "{$.output}"},
+                ],
+            ),
+        )
+    )
+
+    assert definition.actions[1].set_vars == (
+        VarMutation("n", VarOp.ADD, 2),
+        VarMutation("seen", VarOp.APPEND, "{$.output}"),
+    )
+    assert parse_workflow(workflow(user(1))).actions[1].set_vars == ()
+
+
+def test_set_vars_errors_name_the_action() -> None:
+    with pytest.raises(DefinitionError) as refused:
+        parse_workflow(with_vars({"n": 0}, user(1, "charge", setVars={"var": "n"})))
+
+    assert str(refused.value) == (
+        "action 1 (charge): setVars must be a list of {var, op, value}, not {'var': 'n'}"
+    )
+
+
+def test_every_action_s_set_vars_name_declared_variables() -> None:
+    raw = with_vars(
+        {"n": 0, "m": 0},
+        user(1, next={"default": [2]}, setVars=[{"var": "n", "op": "add", "value": 1}]),
+        user(2, "two", setVars=[{"var": "x", "op": "assign", "value": 1}]),
+    )
+
+    with pytest.raises(DefinitionError) as refused:
+        parse_workflow(raw)
+
+    assert str(refused.value) == (
+        "action 2 (two): setVars[0].var 'x' is not declared in the workflow's vars (declared: m, n)"
+    )
