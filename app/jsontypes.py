@@ -8,3 +8,8 @@ JSON: TypeAlias = Any
 """Any value that ``json.loads`` can return."""
 
 JSONObject: TypeAlias = dict[str, Any]
+
+
+def is_json_number(value: JSON) -> bool:
+    """A JSON number: ``true`` is not one, whatever Python's ``bool`` subclassing says."""
+    return isinstance(value, int | float) and not isinstance(value, bool)

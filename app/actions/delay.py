@@ -6,12 +6,12 @@ import math
 
 from app.actions.base import Outcome, Sleep, SystemAction
 from app.definition import ActionDef, DefinitionError
-from app.jsontypes import JSON, JSONObject
+from app.jsontypes import JSON, JSONObject, is_json_number
 
 
 def is_number(value: JSON) -> bool:
     """A finite JSON number (``true`` is not a number, whatever Python thinks)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return is_json_number(value) and math.isfinite(value)
 
 
 class DelayAction(SystemAction):

@@ -31,7 +31,7 @@ from functools import lru_cache
 from typing import Any
 
 from app.engine.params import REFERENCE, PathError, compile_path
-from app.jsontypes import JSON
+from app.jsontypes import JSON, is_json_number
 
 _INT64_MAX = 2**63 - 1
 _COMPILED_CACHE_SIZE = 4096
@@ -195,7 +195,7 @@ class Unary(Node):
         value = self.operand.evaluate(document)
         if self.operator == "!":
             return not _boolean(value, "!", self.position)
-        if not _is_number(value):
+        if not is_json_number(value):
             raise _error(self.position, f"- needs a number, not {type_name(value)}")
         return _checked(-value, self.position)
 
@@ -248,10 +248,6 @@ def type_name(value: JSON) -> str:
     return "an object"
 
 
-def _is_number(value: JSON) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _error(position: int, message: str) -> ConditionError:
     return ConditionError(f"at position {position}: {message}")
 
@@ -264,7 +260,7 @@ def _boolean(value: JSON, operator: str, position: int) -> bool:
 
 def json_equal(left: JSON, right: JSON) -> bool:
     """Equality of JSON values: numbers by value, everything else by type and content."""
-    if _is_number(left) and _is_number(right):
+    if is_json_number(left) and is_json_number(right):
         return bool(left == right)
     if type(left) is not type(right):
         return False
@@ -277,7 +273,7 @@ def json_equal(left: JSON, right: JSON) -> bool:
 
 def _ordered(test: Callable[[Any, Any], bool]) -> Callable[[JSON, JSON, int], JSON]:
     def compare(left: JSON, right: JSON, position: int) -> JSON:
-        if _is_number(left) and _is_number(right):
+        if is_json_number(left) and is_json_number(right):
             return test(left, right)
         if isinstance(left, str) and isinstance(right, str):
             return test(left, right)
@@ -298,7 +294,7 @@ def _arithmetic(
     operator: str, compute: Callable[[Any, Any], int | float]
 ) -> Callable[[JSON, JSON, int], JSON]:
     def apply(left: JSON, right: JSON, position: int) -> JSON:
-        if not (_is_number(left) and _is_number(right)):
+        if not (is_json_number(left) and is_json_number(right)):
             raise _error(
                 position,
                 f"{operator} needs two numbers, not {type_name(left)} and {type_name(right)}",

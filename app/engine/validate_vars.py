@@ -10,7 +10,7 @@ from app.actions.terminate import TerminateAction
 from app.definition import ActionDef, ActionType, DefinitionError
 from app.engine.params import PathError, compile_path, references
 from app.engine.variables import VarMutation, VarOp
-from app.jsontypes import JSON, JSONObject
+from app.jsontypes import JSON, JSONObject, is_json_number
 
 _OPS = ", ".join(repr(op.value) for op in VarOp)
 
@@ -65,8 +65,7 @@ def _check_value(where: str, op: VarOp, value: JSON) -> None:
             raise DefinitionError(f"{where}.value: {error}") from None
     if any(references(value)):
         return  # its type is known only when it is resolved
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if op is VarOp.ADD and not is_number:
+    if op is VarOp.ADD and not is_json_number(value):
         raise DefinitionError(f"{where}.value must be a number for add, not {value!r}")
     if op is VarOp.REMOVE_KEY and not isinstance(value, str):
         raise DefinitionError(f"{where}.value must be a key (a string) for removeKey")

@@ -17,7 +17,7 @@ from enum import StrEnum
 import orjson
 
 from app.engine.params import references, resolve
-from app.jsontypes import JSON, JSONObject
+from app.jsontypes import JSON, JSONObject, is_json_number
 from app.store import PlannedOp
 
 VARS = "vars"
@@ -45,18 +45,14 @@ class MutationError(ValueError):
     """A mutation cannot apply to the variable's current value."""
 
 
-def _is_number(value: JSON) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def mutated(op: VarOp, current: JSON, value: JSON) -> JSON:
     """The variable's new value; raises :class:`MutationError` when ``op`` cannot apply."""
     if op is VarOp.ASSIGN:
         return value
     if op is VarOp.ADD:
-        if not _is_number(current):
+        if not is_json_number(current):
             raise MutationError(f"add needs a number variable, it holds {_dumps(current)}")
-        if not _is_number(value):
+        if not is_json_number(value):
             raise MutationError(f"add needs a number value, not {_dumps(value)}")
         total = current + value
         if isinstance(total, int) and abs(total) > MAX_EXACT_INTEGER:
