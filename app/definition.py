@@ -31,6 +31,20 @@ class DefinitionError(ValueError):
     """A definition breaks a rule; the message names the action and the problem."""
 
 
+def objects_in(raw: JSON, label: str, field_name: str, shape: str) -> list[tuple[str, JSONObject]]:
+    """The entries of ``field_name``, a list of objects (``shape`` names their keys), each with
+    where it stands for messages."""
+    if not isinstance(raw, list):
+        raise DefinitionError(f"{label}: {field_name} must be a list of {shape}, not {raw!r}")
+    entries = []
+    for index, entry in enumerate(raw):
+        where = f"{label}: {field_name}[{index}]"
+        if not isinstance(entry, dict):
+            raise DefinitionError(f"{where} must be an object {shape}, not {entry!r}")
+        entries.append((where, entry))
+    return entries
+
+
 @dataclass(frozen=True)
 class ActionDef:
     id: int

@@ -15,7 +15,14 @@ from app.actions.delay import is_number
 from app.actions.if_ import IfAction
 from app.actions.switch import SwitchAction
 from app.actions.wait import WaitAction, is_sendable
-from app.definition import ActionDef, ActionType, DefinitionError, SwitchCase, WorkflowDef
+from app.definition import (
+    ActionDef,
+    ActionType,
+    DefinitionError,
+    SwitchCase,
+    WorkflowDef,
+    objects_in,
+)
 from app.engine.conditions import ConditionSyntaxError, compile_condition
 from app.engine.params import PathError, compile_path, references
 from app.engine.retry import ActionSettings
@@ -192,13 +199,8 @@ def _parse_join_on(raw: JSON, label: str) -> list[int] | None:
 def _parse_cases(raw: JSON, label: str) -> tuple[SwitchCase, ...] | None:
     if raw is None:
         return None
-    if not isinstance(raw, list):
-        raise DefinitionError(f"{label}: cases must be a list of {{when, branch}}, not {raw!r}")
     cases = []
-    for index, case in enumerate(raw):
-        where = f"{label}: cases[{index}]"
-        if not isinstance(case, dict):
-            raise DefinitionError(f"{where} must be an object {{when, branch}}, not {case!r}")
+    for where, case in objects_in(raw, label, "cases", "{when, branch}"):
         when, branch = case.get("when"), case.get("branch")
         if not isinstance(when, str):
             raise DefinitionError(f"{where}.when must be a string (a condition), not {when!r}")

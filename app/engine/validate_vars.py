@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from app.actions.terminate import TerminateAction
-from app.definition import ActionDef, ActionType, DefinitionError
+from app.definition import ActionDef, ActionType, DefinitionError, objects_in
 from app.engine.params import PathError, compile_path, references
 from app.engine.variables import VarMutation, VarOp
 from app.jsontypes import JSON, JSONObject, is_json_number
@@ -37,13 +37,8 @@ def parse_set_vars(raw: JSON, label: str) -> tuple[VarMutation, ...]:
     """An action's ``setVars``, checked for shape (names are checked by ``check_set_vars``)."""
     if raw is None:
         return ()
-    if not isinstance(raw, list):
-        raise DefinitionError(f"{label}: setVars must be a list of {{var, op, value}}, not {raw!r}")
     mutations = []
-    for index, entry in enumerate(raw):
-        where = f"{label}: setVars[{index}]"
-        if not isinstance(entry, dict):
-            raise DefinitionError(f"{where} must be an object {{var, op, value}}, not {entry!r}")
+    for where, entry in objects_in(raw, label, "setVars", "{var, op, value}"):
         var, op = entry.get("var"), entry.get("op")
         if not isinstance(var, str) or not var.strip():
             raise DefinitionError(f"{where}.var must be a variable name, not {var!r}")
