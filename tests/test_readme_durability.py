@@ -27,7 +27,7 @@ from app.store.embedded import EmbeddedRedis
 from app.store.keys import Keys
 from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import Api, ServerThread, free_port, serving
-from tests.helpers.readme import MS_PER_SECOND, at_ms, history, redis_now_ms, timers_key
+from tests.helpers.readme import MS_PER_SECOND, at_ms, redis_now_ms, timers_key
 from tests.helpers.waiting import unique, wait_until
 
 RETENTION_SECONDS = 1
@@ -106,7 +106,7 @@ async def test_a_finished_run_expires_with_its_history_events_listing_and_key(
         assert again.json()["created"] is True
         fresh = await api.flow(again.json()["flowId"])
         assert (fresh["status"], fresh["actions"]["1"]["status"]) == ("RUNNING", "QUEUED")
-        assert [e["event"] for e in await history(api.http, fresh["id"])] == [
+        assert [e["event"] for e in await api.history(fresh["id"])] == [
             "RUN_STARTED",
             "QUEUED",
         ]
@@ -169,7 +169,7 @@ async def test_every_server_sweeps_and_each_timer_fires_once(api: Api, settings:
 
     assert sorted(task["flowId"] for task in tasks) == sorted(flow_ids)
     for flow_id in flow_ids:
-        entries = await history(api.http, flow_id)
+        entries = await api.history(flow_id)
         fired = [e for e in entries if e["event"] == "COMPLETED" and e.get("action") == 1]
         queued = [e for e in entries if e["event"] == "QUEUED" and e.get("action") == 2]
         assert (len(fired), len(queued)) == (1, 1), entries
@@ -250,7 +250,7 @@ async def test_a_long_poll_gets_a_task_whose_wake_up_was_lost(
             assert (await on_quiet.complete(task["taskId"], {})).status_code == 200
 
     assert task["flowId"] == flow_id
-    [leased] = [e for e in await history(api.http, flow_id) if e["event"] == "RUNNING"]
+    [leased] = [e for e in await api.history(flow_id) if e["event"] == "RUNNING"]
     assert at_ms(leased) - pushed_at < recheck_ms + RECHECK_SLACK_MS
     assert recheck_ms + RECHECK_SLACK_MS < poll_seconds * MS_PER_SECOND
 
@@ -281,7 +281,7 @@ async def test_a_timer_whose_wake_up_was_lost_fires_within_the_idle_recheck(
                 moved_at = await redis_now_ms(client)
                 assert await client.zadd(timers, {member: moved_at}, xx=True, ch=True) == 1
                 flow = await on_quiet.wait_status(flow_id, "COMPLETED")
-                entries = await history(on_quiet.http, flow_id)
+                entries = await on_quiet.history(flow_id)
     finally:
         await client.aclose()
         redis.stop()

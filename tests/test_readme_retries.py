@@ -27,7 +27,6 @@ from tests.helpers.http import Api, ServerThread, serving
 from tests.helpers.readme import (
     MS_PER_SECOND,
     at_ms,
-    history,
     readme_defaults,
     redis_now_ms,
     timers_key,
@@ -66,7 +65,7 @@ async def fail_every_attempt(api: Api, action: str, attempts: int) -> str:
 async def back_offs(http: httpx.AsyncClient, flow_id: str) -> list[tuple[int, int]]:
     """(delay the server scheduled, time until the attempt was queued again), in ms, of
     each retry of the run's action 1."""
-    entries = await history(http, flow_id)
+    entries = await Api(http).history(flow_id)
     scheduled = {e["attempt"]: e for e in entries if e["event"] == "RETRY_SCHEDULED"}
     requeued = {e["attempt"]: e for e in entries if e["event"] == "QUEUED" and "attempt" in e}
     assert sorted(scheduled) == sorted(requeued), entries
@@ -182,7 +181,7 @@ async def test_a_heartbeat_extends_the_lease_by_the_actions_timeout(
     assert before + timeout_ms <= due <= after + timeout_ms
     retried = await api.poll_one(action, wait=15)
     assert (retried["flowId"], retried["attempt"]) == (flow_id, 2)
-    entries = await history(api.http, flow_id)
+    entries = await api.history(flow_id)
     [expired] = [e for e in entries if e["event"] == "RETRY_SCHEDULED"]
     assert at_ms(expired) >= due
 

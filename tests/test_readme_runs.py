@@ -17,7 +17,6 @@ from app.settings import Settings
 from app.store.keys import Keys
 from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import Api, ServerThread, serving
-from tests.helpers.readme import history
 from tests.helpers.waiting import unique, wait_until
 
 # -- idempotency ---------------------------------------------------------------------------
@@ -161,7 +160,7 @@ async def test_an_action_reached_several_times_runs_once_per_arrival(api: Api) -
         assert (await api.complete(task["taskId"], {"done": done})).status_code == 200
     flow = await api.wait_status(flow_id, "COMPLETED")
     assert flow["actions"]["5"]["output"] == {"done": 3}
-    entries = await history(api.http, flow_id)
+    entries = await api.history(flow_id)
     assert sum(1 for e in entries if e["event"] == "COMPLETED" and e.get("action") == 5) == 3
     assert await api.poll([last], wait=0) == []
 
@@ -210,7 +209,7 @@ async def test_an_arrival_at_a_join_that_fired_is_recorded_and_ignored(api: Api)
     assert (await api.complete(late["taskId"], {})).status_code == 200
 
     async def arrival_recorded() -> bool:
-        entries = await history(api.http, flow_id)
+        entries = await api.history(flow_id)
         return any(e["event"] == "JOIN_ALREADY_DONE" and e.get("action") == 4 for e in entries)
 
     await wait_until(arrival_recorded, what="the late arrival in the history")

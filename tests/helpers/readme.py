@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import httpx
-
 from app.settings import Settings
 from app.store.keys import Keys
 
@@ -23,13 +21,6 @@ def readme_defaults(settings: Settings) -> Settings:
         "default_timeout_seconds",
     )
     return settings.model_copy(update={name: Settings.model_fields[name].default for name in names})
-
-
-async def history(http: httpx.AsyncClient, flow_id: str) -> list[dict[str, Any]]:
-    response = await http.get(f"/flow/{flow_id}/history")
-    assert response.status_code == 200, response.text
-    entries: list[dict[str, Any]] = response.json()["history"]
-    return entries
 
 
 def at_ms(entry: dict[str, Any]) -> int:
