@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from itertools import pairwise
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.helpers.readme import (
     timers_key,
 )
 from tests.helpers.waiting import unique, wait_until
+from tests.helpers.worker_wire import running
 
 # A due timer fires within milliseconds; this is what a loaded machine may add.
 FIRE_SLACK_MS = 1000
@@ -184,17 +184,6 @@ async def test_a_heartbeat_extends_the_lease_by_the_actions_timeout(
     entries = await api.history(flow_id)
     [expired] = [e for e in entries if e["event"] == "RETRY_SCHEDULED"]
     assert at_ms(expired) >= due
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    job = asyncio.create_task(worker.run(stop, handle_signals=False))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(job, 30)
 
 
 async def beat_gaps(
