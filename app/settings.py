@@ -95,6 +95,8 @@ class Settings(BaseSettings):
 
     # GET /flow with a status filter looks at this many newest runs.
     list_scan_max: int = 10_000
+    # GET /flow/{id}/actions/{id}/executions: at most this many executions per page.
+    executions_page_max: int = 500
 
     # Limits on what clients send (the README's "Limits" lists them). Request body sizes,
     # by route: a definition, a run's input (each input of /flow/execute/many too), a

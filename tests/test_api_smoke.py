@@ -47,5 +47,6 @@ async def test_two_step_chain_completes(api: Api) -> None:
         "input": {"y": 7, "text": "got 7"},
         "output": {"done": True},
         "error": None,
+        "executions": 1,
     }
     assert flow["output"]["1"]["output"] == {"y": 7}

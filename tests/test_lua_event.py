@@ -49,7 +49,7 @@ async def test_event_is_delivered_to_the_oldest_waiter(lua: Lua) -> None:
     # The step timer completes the wait; its timeout timer would now be stale.
     assert await lua.finish_waiting(flow, 1, "step", 2, '{"k":"first"}') == "ok"
     assert await lua.finish_waiting(flow, 1, "wto", 1) == "stale"
-    assert (await lua.run(flow))["a:1:o"] == '{"k":"first"}'
+    assert (await lua.run(flow))["x:1:o"] == '{"k":"first"}'
 
 
 async def test_events_are_buffered_and_consumed_in_order(lua: Lua) -> None:

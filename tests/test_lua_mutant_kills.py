@@ -150,7 +150,7 @@ async def test_a_system_action_that_completes_drops_its_earlier_error(lua: Lua) 
     assert await lua.complete(flow, 2, ops=[done(2, '{"fine":true}')]) == "ok"
 
     run = await lua.run(flow)
-    assert (run["a:2:s"], run["a:2:o"], run.get("a:2:e")) == ("COMPLETED", '{"fine":true}', None)
+    assert (run["a:2:s"], run["x:3:o"], run.get("a:2:e")) == ("COMPLETED", '{"fine":true}', None)
 
 
 async def test_two_joins_wait_at_once_and_each_fires_on_its_own(lua: Lua) -> None:

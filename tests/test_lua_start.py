@@ -67,9 +67,11 @@ async def test_start_creates_run_indexes_history_and_queued_task(lua: Lua) -> No
         "x:1:n": "1",
         "x:1:in": '{"arg":5}',
         "x:1:q": queue,
+        "x:1:t0": str(created_at),
         "a:4:s": "QUEUED",
         "a:4:n": "1",
         "a:4:x": "1",
+        "a:4:c": "1",
     }
     partition = lua.partition(flow)
     assert await lua.client.zscore(lua.keys.runs_index(partition), flow) == created_at
@@ -150,12 +152,12 @@ async def test_start_done_failed_and_note_ops(lua: Lua) -> None:
     assert run["seq"] == "3"
     assert run["active"] == "1"
     assert (run["x:1:a"], run["x:1:s"], run["x:1:n"]) == ("1", "COMPLETED", "1")
-    assert (run["a:1:s"], run["a:1:o"], run["a:1:x"]) == ("COMPLETED", '{"v":1}', "1")
+    assert (run["a:1:s"], run["x:1:o"], run["a:1:x"]) == ("COMPLETED", '{"v":1}', "1")
     assert "a:1:e" not in run
     assert (run["x:2:a"], run["x:2:s"]) == ("2", "FAILED")
     assert run["a:2:s"] == "FAILED"
     assert run["a:2:e"] == "boom"
-    assert json.loads(run["a:2:o"]) == {"error": "boom"}
+    assert json.loads(run["x:2:o"]) == {"error": "boom"}
     assert run["x:3:s"] == "QUEUED"
 
     history = await lua.history(flow)
@@ -303,7 +305,7 @@ async def test_join_becomes_ready_when_all_joined_actions_finished(lua: Lua) -> 
     )
     assert answer == "ok"
     run = await lua.run(flow)
-    assert (run["status"], run["seq"], run["x:3:s"], run["a:3:o"]) == (
+    assert (run["status"], run["seq"], run["x:3:s"], run["x:3:o"]) == (
         "COMPLETED",
         "3",
         "COMPLETED",

@@ -37,7 +37,7 @@ async def test_transition_completes_execution_and_the_run(lua: Lua) -> None:
     assert await lua.complete(flow, 1, output='{"r":42}') == "ok"
 
     run = await lua.run(flow)
-    assert (run["x:1:s"], run["a:1:s"], run["a:1:o"], run["x:1:e"]) == (
+    assert (run["x:1:s"], run["a:1:s"], run["x:1:o"], run["x:1:e"]) == (
         "COMPLETED",
         "COMPLETED",
         '{"r":42}',
@@ -197,7 +197,7 @@ async def test_transition_duplicate_completion_is_stale(lua: Lua) -> None:
 
     assert again == "stale"
     assert await lua.run(flow) == run_before
-    assert run_before["a:1:o"] == '{"first":1}'
+    assert run_before["x:1:o"] == '{"first":1}'
     assert await lua.queue(flow, next_queue) == []
 
 
@@ -311,7 +311,7 @@ async def test_transition_on_paused_run_holds_the_result(lua: Lua) -> None:
     run = await lua.run(flow)
     assert json.loads(run["x:1:held"]) == {"output": {"r": 1}}
     assert (run["x:1:s"], run["status"], run["active"]) == ("RUNNING", "PAUSED", "1")
-    assert "a:1:o" not in run
+    assert "x:1:o" not in run
     assert await lua.held(flow) == {result}
     assert await lua.score(flow, lease) is None
     assert (await lua.history(flow))[-1]["event"] == "HELD"
@@ -336,7 +336,7 @@ async def test_transition_on_paused_run_holds_the_result(lua: Lua) -> None:
     )
     assert replay == "ok"
     run = await lua.run(flow)
-    assert (run["status"], run["x:1:s"], run["a:1:o"]) == ("COMPLETED", "COMPLETED", '{"r":1}')
+    assert (run["status"], run["x:1:s"], run["x:1:o"]) == ("COMPLETED", "COMPLETED", '{"r":1}')
     assert "x:1:held" not in run
     assert await lua.score(flow, result) is None
 
@@ -364,7 +364,7 @@ async def test_wait_timeout_removes_its_waiter(lua: Lua) -> None:
     assert await lua.finish_waiting(flow, 1, "wto", 1, '{"timedOut":true}') == "ok"
 
     run = await lua.run(flow)
-    assert (run["x:1:s"], run["a:1:o"], run["active"]) == ("COMPLETED", '{"timedOut":true}', "1")
+    assert (run["x:1:s"], run["x:1:o"], run["active"]) == ("COMPLETED", '{"timedOut":true}', "1")
     assert await lua.score(flow, timeout) is None
     assert await lua.waiters(flow) == [f"2|{event}"]
     # The next event goes to the wait still waiting, not to the one that timed out.

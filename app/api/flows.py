@@ -56,8 +56,18 @@ FLOW_EXAMPLE = {
     # Without an output template, a COMPLETED run's output is its data document.
     "output": DATA_EXAMPLE,
     "actions": {
-        "1": {"status": "COMPLETED", "attempts": 1, "output": {"email": "user42@example.com"}},
-        "2": {"status": "COMPLETED", "attempts": 1, "output": {"value": "FEMALE"}},
+        "1": {
+            "status": "COMPLETED",
+            "attempts": 1,
+            "output": {"email": "user42@example.com"},
+            "executions": 1,
+        },
+        "2": {
+            "status": "COMPLETED",
+            "attempts": 1,
+            "output": {"value": "FEMALE"},
+            "executions": 1,
+        },
     },
     "finishedAt": "2026-01-05T10:00:01.250Z",
 }
@@ -154,8 +164,9 @@ async def list_flows(
 @router.get("/{flow_id}", response_model=FlowView, responses=responses(FLOW_EXAMPLE, 404, 422))
 async def get_flow(flow_id: str, engine: EngineDep) -> FlowView:
     """The run: its status, its data document (``input``, each action's output by id,
-    ``flow``), each action's status, attempts, output and error, and its ``output`` once
-    COMPLETED. 404 when no such run exists (or it has expired)."""
+    ``flow``), each action's status, attempts, output and error (those of its latest
+    execution) and how many executions it has had, and its ``output`` once COMPLETED.
+    404 when no such run exists (or it has expired)."""
     snapshot = await engine.snapshot(flow_id)
     workflow = await engine.catalog.workflow(snapshot.name, snapshot.version)
     return flow_view(snapshot, workflow)

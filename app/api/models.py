@@ -89,6 +89,29 @@ class ActionView(BaseModel):
     )
     output: Any = None
     error: str | None = None
+    executions: int = Field(
+        description="how many times the action has run in this run (its executions); "
+        "the other fields are its latest execution's",
+    )
+
+
+class ExecutionView(BaseModel):
+    """One execution of an action: one time it ran in the run."""
+
+    seq: int = Field(description="the execution's number in the run, from 1")
+    status: ActionStatus
+    attempts: int = Field(description="attempts of a user action's task (1 for system actions)")
+    input: Any = Field(default=None, description="what the execution received, resolved")
+    output: Any = Field(default=None, description="its output, once it ended with one")
+    error: str | None = None
+    startedAt: str | None = Field(default=None, description="when the execution was created")
+    endedAt: str | None = Field(default=None, description="when it ended, if it has")
+
+
+class ExecutionList(BaseModel):
+    executions: list[ExecutionView] = Field(description="in seq order")
+    total: int = Field(description="executions of the action in the run")
+    nextOffset: int | None = Field(description="the offset of the next page; null at the end")
 
 
 class FlowView(BaseModel):

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import orjson
 
-from app.api.models import ActionView, FlowSummary, FlowView, HistoryEntry
+from app.api.models import ActionView, ExecutionView, FlowSummary, FlowView, HistoryEntry
 from app.definition import WorkflowDef
 from app.engine.params import resolve
-from app.engine.snapshot import RunSnapshot
+from app.engine.snapshot import Execution, RunSnapshot
 from app.engine.status import ActionStatus, RunStatus
 
 MS_PER_SECOND = 1000
@@ -33,6 +33,7 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
             input=snapshot.received(action_id),
             output=snapshot.output(action_id),
             error=snapshot.action_field(action_id, "e"),
+            executions=snapshot.executions(action_id),
         )
     output = None
     if snapshot.status is RunStatus.COMPLETED:
@@ -56,6 +57,22 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
         createdAt=iso(fields["createdAt"]) or "",
         updatedAt=iso(fields["updatedAt"]) or "",
         finishedAt=iso(fields.get("finishedAt")),
+    )
+
+
+def execution_view(execution: Execution) -> ExecutionView:
+    # A waiting system action counts generations in its attempt field (a wait that got its
+    # event is at 2), not attempts: as the run's view of its action, it made one.
+    attempts = execution.attempt if execution.queue is not None else 1
+    return ExecutionView(
+        seq=execution.seq,
+        status=ActionStatus(execution.status),
+        attempts=attempts,
+        input=None if execution.input_json is None else orjson.loads(execution.input_json),
+        output=None if execution.output_json is None else orjson.loads(execution.output_json),
+        error=execution.error,
+        startedAt=iso(execution.created_ms),
+        endedAt=iso(execution.ended_ms),
     )
 
 

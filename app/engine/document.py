@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import orjson
 
-from app.engine.snapshot import ACTION_PREFIX, OUTPUT_SUFFIX, RunSnapshot
+from app.engine.snapshot import RunSnapshot
 from app.engine.variables import VARS
 from app.jsontypes import JSON, JSONObject
 
@@ -106,11 +106,6 @@ def stored_texts(snapshot: RunSnapshot) -> dict[str, str]:
     if variables:  # as ``RunSnapshot.document``
         entries = ",".join(f"{_dumps(name)}:{raw}" for name, raw in variables.items())
         texts[VARS] = "{" + entries + "}"
-    outputs = sorted(
-        (int(key[len(ACTION_PREFIX) : -len(OUTPUT_SUFFIX)]), raw)
-        for key, raw in snapshot.fields.items()
-        if key.startswith(ACTION_PREFIX) and key.endswith(OUTPUT_SUFFIX)
-    )
-    for action_id, raw in outputs:
+    for action_id, raw in snapshot.output_texts():
         texts[str(action_id)] = f'{{"output":{raw}}}'
     return texts

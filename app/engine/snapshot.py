@@ -25,14 +25,23 @@ class Execution:
     event_data_json: str | None
     held_json: str | None
     join_on: list[int]
+    output_json: str | None = None  # once it ended with an output
+    error: str | None = None
+    created_ms: int | None = None
+    ended_ms: int | None = None
 
 
 ACTION_PREFIX = "a:"  # a:<id>:<field>, the latest execution of action <id> (common.lua)
-OUTPUT_FIELD = "o"
+OUTPUT_FIELD = "o"  # x:<seq>:o, an execution's output (an action's is its latest's)
 LATEST_SEQ_FIELD = "x"
+COUNT_FIELD = "c"  # a:<id>:c, the number of executions of action <id>
 INPUT_FIELD = "in"
-OUTPUT_SUFFIX = ":" + OUTPUT_FIELD
+LATEST_SEQ_SUFFIX = ":" + LATEST_SEQ_FIELD
 VAR_PREFIX = "v:"  # v:<name>, a workflow variable's JSON (common.lua)
+
+
+def _optional_int(raw: str | None) -> int | None:
+    return None if raw is None or raw == "" else int(raw)
 
 
 class RunSnapshot:
@@ -74,6 +83,10 @@ class RunSnapshot:
             event_data_json=fields.get(prefix + "evd"),
             held_json=fields.get(prefix + "held"),
             join_on=[int(part) for part in join_on.split(",")] if join_on else [],
+            output_json=fields.get(prefix + OUTPUT_FIELD),
+            error=fields.get(prefix + "e") or None,
+            created_ms=_optional_int(fields.get(prefix + "t0")),
+            ended_ms=_optional_int(fields.get(prefix + "t1")),
         )
 
     def action_ids(self) -> list[int]:
@@ -83,15 +96,47 @@ class RunSnapshot:
     def action_field(self, action_id: int, field: str) -> str | None:
         return self.fields.get(f"{ACTION_PREFIX}{action_id}:{field}")
 
+    def _latest(self, action_id: int, field: str) -> str | None:
+        """A field of the latest execution of ``action_id``."""
+        seq = self.action_field(action_id, LATEST_SEQ_FIELD)
+        return None if seq is None else self.fields.get(f"x:{seq}:{field}")
+
+    def _output_text(self, action_id: int, seq: str) -> str | None:
+        raw = self.fields.get(f"x:{seq}:{OUTPUT_FIELD}")
+        if raw is None:  # a run stored before executions kept outputs kept its action's
+            raw = self.fields.get(f"{ACTION_PREFIX}{action_id}:{OUTPUT_FIELD}")
+        return raw
+
     def output(self, action_id: int) -> JSON:
-        raw = self.action_field(action_id, OUTPUT_FIELD)
+        """The output of the latest execution of ``action_id``, or None (none yet, or it
+        has not ended)."""
+        seq = self.action_field(action_id, LATEST_SEQ_FIELD)
+        raw = None if seq is None else self._output_text(action_id, seq)
         return None if raw is None else orjson.loads(raw)
 
     def received(self, action_id: int) -> JSON:
         """The input the latest execution of ``action_id`` received, or None if none kept."""
-        seq = self.action_field(action_id, LATEST_SEQ_FIELD)
-        raw = None if seq is None else self.fields.get(f"x:{seq}:{INPUT_FIELD}")
+        raw = self._latest(action_id, INPUT_FIELD)
         return None if raw is None else orjson.loads(raw)
+
+    def executions(self, action_id: int) -> int:
+        """How many executions of ``action_id`` the run has had (1 for a run stored before
+        they were counted: it has at least its latest)."""
+        return int(self.action_field(action_id, COUNT_FIELD) or 1)
+
+    def output_texts(self) -> list[tuple[int, str]]:
+        """The output JSON of each action whose latest execution has one, by action id: the
+        ``<id>`` entries of the document, unparsed. One pass over the fields: a wide run
+        has thousands, and every result reads them."""
+        found = []
+        for key, seq in self.fields.items():
+            if key.startswith(ACTION_PREFIX) and key.endswith(LATEST_SEQ_SUFFIX):
+                action_id = int(key[len(ACTION_PREFIX) : -len(LATEST_SEQ_SUFFIX)])
+                raw = self._output_text(action_id, seq)
+                if raw is not None:
+                    found.append((action_id, raw))
+        found.sort()
+        return found
 
     def input(self) -> JSON:
         return orjson.loads(self.fields["input"])
@@ -116,12 +161,6 @@ class RunSnapshot:
         variables = self.vars()
         if variables:  # a workflow without variables keeps the document it always had
             document["vars"] = variables
-        # One pass over the fields: a wide run has thousands, and every result reads them.
-        outputs = sorted(
-            (int(key[len(ACTION_PREFIX) : -len(OUTPUT_SUFFIX)]), raw)
-            for key, raw in self.fields.items()
-            if key.startswith(ACTION_PREFIX) and key.endswith(OUTPUT_SUFFIX)
-        )
-        for action_id, raw in outputs:
+        for action_id, raw in self.output_texts():
             document[str(action_id)] = {"output": orjson.loads(raw)}
         return document

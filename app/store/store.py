@@ -25,6 +25,10 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 # The first KEYS index after the fixed ones of start.lua and transition.lua.
 START_FIXED_KEYS = 8
 TRANSITION_FIXED_KEYS = 6
+# The fields of one execution that ``action_executions`` reads (see common.lua's header).
+EXECUTION_FIELDS = ("a", "s", "n", "in", "q", "o", "e", "t0", "t1")
+# Fields asked for in one HMGET when looking for an action's executions.
+SCAN_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,18 @@ class Transition:
     expected_rev: str = ""  # the run's revision this was planned from, if it must not move
     lease_secret: str = ""  # the secret of the lease a worker's result names ("" for timers)
     take_secrets: str = ""  # a fresh lease secret per task leased at once, end to end
+
+
+@dataclass(frozen=True)
+class ActionExecutions:
+    """A page of one action's executions in a run (``Store.action_executions``): the run's
+    workflow, how many executions the action has, and the page's (seq, fields) pairs, each
+    field named as in the run hash (``x:<seq>:<field>``)."""
+
+    workflow: str
+    version: int
+    total: int
+    page: list[tuple[int, dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -523,6 +539,42 @@ class Store:
                 raise reply
         return replies
 
+    async def action_executions(
+        self, flow_id: str, action_id: int, offset: int, limit: int
+    ) -> ActionExecutions | None:
+        """The executions of one action in a run, ``limit`` of them from ``offset`` in seq
+        order, without reading the run's other fields (its outputs may be large): None when
+        there is no such run. Read commands only: a page may see the run move on between
+        them, as a read after another would."""
+        key = self.keys.run(flow_id).run
+        name, version, last = await self.client.hmget(key, "name", "version", "seq")
+        if name is None:
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        last_seq = int(last or 0)
+        for first in range(1, last_seq + 1, SCAN_CHUNK):
+            seqs = range(first, min(first + SCAN_CHUNK, last_seq + 1))
+            pipe.hmget(key, [f"x:{seq}:a" for seq in seqs])
+        owners = [owner for chunk in await pipe.execute() for owner in chunk]
+        wanted = str(action_id)
+        mine = [seq for seq, owner in enumerate(owners, start=1) if owner == wanted]
+        page = mine[offset : offset + limit]
+        pipe = self.client.pipeline(transaction=False)
+        for seq in page:
+            pipe.hmget(key, [f"x:{seq}:{field}" for field in EXECUTION_FIELDS])
+        rows = await pipe.execute() if page else []
+        executions = [
+            {
+                f"x:{seq}:{field}": value
+                for field, value in zip(EXECUTION_FIELDS, row, strict=True)
+                if value is not None
+            }
+            for seq, row in zip(page, rows, strict=True)
+        ]
+        return ActionExecutions(
+            name, int(version), len(mine), list(zip(page, executions, strict=True))
+        )
+
     async def read_history(self, flow_id: str) -> list[str]:
         entries: list[str] = await self.client.lrange(self.keys.run(flow_id).history, 0, -1)
         return entries
@@ -552,6 +604,7 @@ class Store:
 
 __all__ = [
     "UNREACHABLE",
+    "ActionExecutions",
     "Applied",
     "LeasedTask",
     "Outcome",

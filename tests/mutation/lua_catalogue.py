@@ -11,7 +11,7 @@ KILLS = "tests/test_lua_mutant_kills.py"
 # The test files that drive each script directly.
 SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
     "start": ("tests/test_lua_start.py",),
-    "transition": ("tests/test_lua_transition.py",),
+    "transition": ("tests/test_lua_transition.py", "tests/test_lua_executions.py"),
     "requeue": ("tests/test_lua_requeue.py",),
     "poll": ("tests/test_lua_poll.py",),
     "heartbeat": ("tests/test_lua_heartbeat.py",),
@@ -36,6 +36,7 @@ SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
             "timer_failed",
             "scripts",
             "terminate_action",
+            "executions",
         )
     ),
 }
@@ -243,8 +244,8 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "common",
-            "af(aid, 'e'), payload, af(aid, 'o'),\n        cjson.encode({ error = payload }))",
-            "af(aid, 'e'), payload)",
+            "xf(seq, 'e'), payload, xf(seq, 'o'),\n        cjson.encode({ error = payload }))",
+            "xf(seq, 'e'), payload)",
             "a system action that fails gets no output",
             (),
         ),

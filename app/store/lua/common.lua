@@ -12,9 +12,13 @@
 --                                      queue name, worker, lease secret, error, awaited
 --                                      event, event name and data received, join ids,
 --                                      held outcome, failed attempts at handling its timers)
---   a:<id>:s|n|o|e|x|jw|jf            the latest execution of action <id> (status,
---                                      attempts, output, error, its seq, waiting join
---                                      seq, join fired)
+--   x:<seq>:o|t0|t1                   that execution's output JSON (once it ends with one:
+--                                      COMPLETED, or FAILED's {"error": ...}), ms when it was
+--                                      created and when it ended
+--   a:<id>:s|n|e|x|c|jw|jf            the latest execution of action <id> (status,
+--                                      attempts, error, its seq, the number of executions of
+--                                      <id> so far, waiting join seq, join fired); its output
+--                                      is that execution's: x:<a:<id>:x>:o (kept once)
 --   v:<name>                          a workflow variable's JSON value
 -- A timer member is "<kind>|<flowId>|<seq>|<n>", scored by its due time in ms.
 -- A queue entry is "<flowId>.<seq>.<attempt>"; the task id a lease hands out adds the lease
@@ -135,16 +139,25 @@ local function new_exec(ctx, aid, status, n, more)
   if more then
     for _, value in ipairs(more(seq)) do table.insert(fields, value) end
   end
+  table.insert(fields, xf(seq, 't0'))
+  table.insert(fields, ctx.now)
+  if TERMINAL[status] then
+    table.insert(fields, xf(seq, 't1'))
+    table.insert(fields, ctx.now)
+  end
   redis.call('HSET', ctx.run, unpack(fields))
+  redis.call('HINCRBY', ctx.run, af(aid, 'c'), 1)
   if OPEN[status] then count_active(ctx, 1) end
   return seq
 end
 
--- Sets an execution's status (and its action's, when it is the latest execution).
+-- Sets an execution's status (and its action's, when it is the latest execution); an
+-- execution that ends gets its end time.
 local function set_exec_status(ctx, seq, status)
   local aid = redis.call('HGET', ctx.run, xf(seq, 'a'))
   local was = redis.call('HGET', ctx.run, xf(seq, 's'))
   redis.call('HSET', ctx.run, xf(seq, 's'), status)
+  if TERMINAL[status] then redis.call('HSET', ctx.run, xf(seq, 't1'), ctx.now) end
   if is_latest(ctx, aid, seq) then redis.call('HSET', ctx.run, af(aid, 's'), status) end
   if OPEN[was] and not OPEN[status] then count_active(ctx, -1) end
   return aid
@@ -284,12 +297,12 @@ local function apply_ops(ctx, i)
       hist(ctx, { event = 'QUEUED', action = action, seq = seq, name = name })
     elseif kind == 'done' then
       local seq = new_exec(ctx, aid, 'COMPLETED', 1, received(input))
-      redis.call('HSET', ctx.run, af(aid, 'o'), payload)
+      redis.call('HSET', ctx.run, xf(seq, 'o'), payload)
       redis.call('HDEL', ctx.run, af(aid, 'e'))
       hist(ctx, { event = 'COMPLETED', action = action, seq = seq, branch = name })
     elseif kind == 'failed' then
       local seq = new_exec(ctx, aid, 'FAILED', 1, received(input))
-      redis.call('HSET', ctx.run, af(aid, 'e'), payload, af(aid, 'o'),
+      redis.call('HSET', ctx.run, af(aid, 'e'), payload, xf(seq, 'e'), payload, xf(seq, 'o'),
         cjson.encode({ error = payload }))
       hist(ctx, { event = 'FAILED', action = action, seq = seq, error = payload })
     elseif kind == 'sleep' then

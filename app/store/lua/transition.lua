@@ -81,14 +81,15 @@ if new_status == 'QUEUED' then
   hist(ctx, { event = 'RETRY_SCHEDULED', action = action, seq = tonumber(seq),
     attempt = attempt, error = ARGV[13], delayMs = tonumber(ARGV[15]) })
 else
-  -- The execution ends (the guard saw it open): one write for it and, when it is its
-  -- action's latest, for the action.
-  local fields = { xf(seq, 's'), new_status, xf(seq, 'e'), ARGV[13], 'updatedAt', ctx.now }
+  -- The execution ends (the guard saw it open): one write for it (its output too: the
+  -- action's output is its latest execution's) and, when it is its action's latest, for
+  -- the action.
+  local fields = { xf(seq, 's'), new_status, xf(seq, 'e'), ARGV[13], xf(seq, 'o'), ARGV[12],
+    xf(seq, 't1'), ctx.now, 'updatedAt', ctx.now }
   local latest = is_latest(ctx, aid, seq)
   if latest then
-    for _, value in ipairs({ af(aid, 's'), new_status, af(aid, 'o'), ARGV[12] }) do
-      table.insert(fields, value)
-    end
+    table.insert(fields, af(aid, 's'))
+    table.insert(fields, new_status)
     if new_status == 'FAILED' then
       table.insert(fields, af(aid, 'e'))
       table.insert(fields, ARGV[13])
