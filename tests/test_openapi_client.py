@@ -204,6 +204,14 @@ async def test_generated_client_drives_the_notification_example(
             "to": f"user{FEMALE_USER}@example.com",
         }
         assert flow.actions["7"].output == {"opened": True}
+        assert flow.actions["7"].executions == 1
+        page = await call("flow", "list_executions")(
+            client=client, flow_id=flow_id, action_id=7, limit=10
+        )
+        assert isinstance(page, models.ExecutionList), page
+        assert (page.total, page.next_offset, len(page.executions)) == (1, None, 1)
+        [wait] = page.executions
+        assert (wait.status, wait.output) == (models.ActionStatus.COMPLETED, {"opened": True})
         assert flow.actions["9"].output == {
             "sent": True,
             "to": f"+1-555-{FEMALE_USER}",

@@ -37,8 +37,10 @@ EXAMPLE = {
             "endedAt": None,
         },
     ],
-    "total": 2,
-    "nextOffset": None,
+    # GET ...?limit=2 of an action that ran three times (the schema's example leaves nulls
+    # out, so this one has a next page).
+    "total": 3,
+    "nextOffset": 2,
 }
 
 
