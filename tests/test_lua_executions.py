@@ -65,6 +65,7 @@ async def test_an_older_execution_that_ends_last_keeps_its_output_but_not_the_ac
         {"error": "late"},
     )
     assert "x:1:t1" in run
+    assert not {"x:1:w", "x:1:k", "x:2:e", "x:2:w", "x:2:k"} & set(run)
     # The action is its latest execution: the second, which completed.
     assert (run["a:1:x"], run["a:1:s"], run["x:2:o"], run["a:1:c"]) == (
         "2",

@@ -83,9 +83,17 @@ if new_status == 'QUEUED' then
 else
   -- The execution ends (the guard saw it open): one write for it (its output too: the
   -- action's output is its latest execution's) and, when it is its action's latest, for
-  -- the action.
-  local fields = { xf(seq, 's'), new_status, xf(seq, 'e'), ARGV[13], xf(seq, 'o'), ARGV[12],
-    xf(seq, 't1'), ctx.now, 'updatedAt', ctx.now }
+  -- the action. What only an open execution needs (its lease's worker and secret, an empty
+  -- error) is dropped: a run keeps every execution, so each field counts.
+  local fields = { xf(seq, 's'), new_status, xf(seq, 'o'), ARGV[12], xf(seq, 't1'), ctx.now,
+    'updatedAt', ctx.now }
+  local dropped = { xf(seq, 'w'), xf(seq, 'k') }
+  if ARGV[13] == '' then
+    table.insert(dropped, xf(seq, 'e'))
+  else
+    table.insert(fields, xf(seq, 'e'))
+    table.insert(fields, ARGV[13])
+  end
   local latest = is_latest(ctx, aid, seq)
   if latest then
     table.insert(fields, af(aid, 's'))
@@ -96,6 +104,7 @@ else
     end
   end
   redis.call('HSET', ctx.run, unpack(fields))
+  redis.call('HDEL', ctx.run, unpack(dropped))
   if latest and new_status ~= 'FAILED' then redis.call('HDEL', ctx.run, af(aid, 'e')) end
   if OPEN[ARGV[6]] then count_active(ctx, -1) end
   if exec[6] then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. exec[6]) end
