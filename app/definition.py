@@ -60,6 +60,7 @@ class ActionDef:
     cases: tuple[SwitchCase, ...] | None = None
     condition: str | None = None
     set_vars: tuple[VarMutation, ...] = ()
+    correlation_key: str | None = None  # wait: the key of a correlated event (a template)
 
     @property
     def label(self) -> str:

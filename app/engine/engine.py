@@ -20,6 +20,7 @@ from app.actions import javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine import run_log
 from app.engine.catalog import Catalog
+from app.engine.correlation import Correlation, is_correlation_timer
 from app.engine.document import Document
 from app.engine.document_pool import DocumentPool
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge
@@ -41,6 +42,7 @@ from app.engine.wakeups import Wakeups
 from app.jsontypes import JSON, JSONObject
 from app.settings import Settings
 from app.store import LeasedTask, PlannedOp, Store
+from app.store.correlation import CorrelationStore
 from app.store.store import Applied, Outcome, RunStart, Transition
 
 log = logging.getLogger("orchy.engine")
@@ -116,6 +118,11 @@ class Engine:
             max_var_bytes=settings.max_output_bytes,
         )
         self.wakeups = wakeups or Wakeups()
+        self.correlation = Correlation(
+            CorrelationStore(store.client, store.keys, store.retention_seconds),
+            settings,
+            self.catalog,
+        )
         self.runs = RunCache(settings.run_cache_size)
         self._keeping: set[asyncio.Task[None]] = set()
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
@@ -668,6 +675,8 @@ class Engine:
 
         ``claimed_score`` is the score the claim gave the timer: a lease expiry is dropped if
         a heartbeat moved the lease since."""
+        if is_correlation_timer(correlated := TimerMember.parse(member_text)):
+            return await self.correlation.handle_timer(correlated)
         answer = MOVED
         # A step that writes variables is planned again while the run moves under it.
         for _ in range(self.settings.moved_retry_rounds + 1):

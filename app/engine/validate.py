@@ -157,6 +157,9 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
         if system and name == IfAction.name
         else None,
         set_vars=parse_set_vars(raw.get("setVars"), label),
+        correlation_key=_optional(raw, "correlationKey", label, str, "a string")
+        if system and name == WaitAction.name
+        else None,
     )
 
 

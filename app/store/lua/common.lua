@@ -16,6 +16,8 @@
 --                                      attempts, output, error, its seq, waiting join
 --                                      seq, join fired)
 --   v:<name>                          a workflow variable's JSON value
+--   x:<seq>:ck|cev                    a correlated wait's key, and the token of the
+--                                      correlated event it received (correlation.lua)
 -- A timer member is "<kind>|<flowId>|<seq>|<n>", scored by its due time in ms.
 -- A queue entry is "<flowId>.<seq>.<attempt>"; the task id a lease hands out adds the lease
 -- secret, "<flowId>.<seq>.<attempt>.<secret>", which only the lease's holder is told: it is
@@ -170,6 +172,13 @@ local function consume_event(ctx, seq, name, data)
   add_timer(ctx, timer_member(ctx, 'step', seq, 2), ctx.now)
 end
 
+-- A correlated wait (its key ``key``) is registered in the index of (event, key) by its
+-- "creg" timer, due now (app/engine/correlation.py): the index is in another slot.
+local function correlate(ctx, seq, key)
+  redis.call('HSET', ctx.run, xf(seq, 'ck'), key)
+  add_timer(ctx, timer_member(ctx, 'creg', seq, 1), ctx.now)
+end
+
 -- The fields recording what a system action's execution received (``input``, JSON, or ""
 -- for nothing): a user action's input is its payload, recorded with its queue.
 local function received(input)
@@ -309,6 +318,7 @@ local function apply_ops(ctx, i)
           add_timer(ctx, timer_member(ctx, 'wto', seq, 1), ctx.now + number)
         end
         hist(ctx, { event = 'WAITING', action = action, seq = seq, name = name })
+        if payload ~= '' then correlate(ctx, seq, payload) end
       end
     elseif kind == 'join' then
       if redis.call('HEXISTS', ctx.run, af(aid, 'jf')) == 1 then
