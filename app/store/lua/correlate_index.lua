@@ -3,27 +3,37 @@
 -- scripts on the index slot include it after common.lua (app/store/correlation.py).
 --
 -- Waiters: a zset of "<flowId>|<seq>", scored by arrival (the counter ``n`` of the events
--- hash). Kept events: the events hash, ``<id>`` -> {"d": data JSON, "x": expiry ms,
+-- hash). Kept events: the events hash, numeric ``<id>`` -> {"d": data JSON, "x": expiry ms,
 -- "f": 1 when firstOnly, "g": ms until which its record is kept}; the runs that took event
 -- <id>: the hash ``<takers prefix><id>``, flow -> seq of the wait that took it.
--- Both keys live as long as the longest need of what they hold (``keep_for``).
+-- Both keys live as long as the longest need of what they hold (``keep_for``). The events
+-- hash also holds ``n``, the counter of waiters and events, and ``forever`` (see keep_for).
 
--- Makes ``key`` live at least ``ms`` more; ms < 0: for ever (a wait with no timeout).
-local function keep_for(key, ms)
-  if ms < 0 then
-    redis.call('PERSIST', key)
-    return
-  end
+-- Makes ``key`` live at least ``ms`` more (a key with no expiry yet gets one).
+local function extend(key, ms)
   local left = tonumber(redis.call('PTTL', key))
-  if left == -2 or left == -1 then return end -- gone, or kept for ever already
-  if left < ms then redis.call('PEXPIRE', key, ms) end
+  if left == -1 or (left >= 0 and left < ms) then redis.call('PEXPIRE', key, ms) end
+end
+
+-- Makes the index live at least ``ms`` more; ms < 0: for ever (a wait with no timeout is
+-- registered: the events hash notes it in its field ``forever``).
+local function keep_for(waiters, events, ms)
+  if ms < 0 then
+    redis.call('HSET', events, 'forever', 1)
+    redis.call('PERSIST', waiters)
+    redis.call('PERSIST', events)
+  elseif redis.call('HEXISTS', events, 'forever') == 0 then
+    extend(waiters, ms)
+    extend(events, ms)
+  end
 end
 
 -- The ids of the kept events, oldest first.
 local function kept_ids(events)
   local ids = {}
   for _, field in ipairs(redis.call('HKEYS', events)) do
-    if field ~= 'n' then table.insert(ids, tonumber(field)) end
+    local id = tonumber(field)
+    if id then table.insert(ids, id) end
   end
   table.sort(ids)
   return ids
@@ -46,7 +56,7 @@ end
 
 -- Nothing waits and nothing is kept: the index goes.
 local function drop_if_empty(waiters, events)
-  if redis.call('ZCARD', waiters) == 0 and redis.call('HLEN', events) <= 1 then
+  if redis.call('ZCARD', waiters) == 0 and #kept_ids(events) == 0 then
     redis.call('DEL', waiters, events)
   end
 end
@@ -59,11 +69,11 @@ local function keep_event(waiters, events, data, ttl_ms, first, now, grace_ms)
   local expiry = now + ttl_ms
   redis.call('HSET', events, id,
     cjson.encode({ d = data, x = expiry, f = first and 1 or 0, g = expiry + grace_ms }))
-  keep_for(events, ttl_ms + grace_ms)
-  if redis.call('PTTL', events) == -1 and redis.call('ZCARD', waiters) == 0 then
-    -- Kept for ever by waits long gone: the event's own life is enough now.
-    redis.call('PEXPIRE', events, ttl_ms + grace_ms)
+  if redis.call('ZCARD', waiters) == 0 then
+    -- No wait keeps the index for ever any more: the event's own life is enough.
+    redis.call('HDEL', events, 'forever')
   end
+  keep_for(waiters, events, ttl_ms + grace_ms)
   return true
 end
 

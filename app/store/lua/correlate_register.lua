@@ -30,6 +30,5 @@ end
 if redis.call('ZSCORE', waiters, waiter) == false then
   redis.call('ZADD', waiters, redis.call('HINCRBY', events, 'n', 1), waiter)
 end
-keep_for(waiters, keep_ms)
-keep_for(events, keep_ms)
+keep_for(waiters, events, keep_ms)
 return { 'waiting' }
