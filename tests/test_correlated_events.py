@@ -233,7 +233,7 @@ async def test_a_key_resolving_to_nothing_fails_the_wait(api: Api) -> None:
     flow_id = await api.start(name, {"other": 1})
     failed = await api.wait_status(flow_id, "FAILED")
     assert "correlationKey" in failed["reason"]
-    assert "resolved to None" in failed["reason"]
+    assert "resolved to null" in failed["reason"]
 
 
 @pytest.mark.parametrize(

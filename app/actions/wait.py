@@ -6,6 +6,8 @@ reached, and a wait whose key resolves to nothing fails."""
 
 from __future__ import annotations
 
+import orjson
+
 from app.actions.base import AwaitEvent, Fail, Outcome, SystemAction
 from app.actions.delay import is_number
 from app.definition import ActionDef, DefinitionError
@@ -16,6 +18,8 @@ from app.jsontypes import JSON, JSONObject
 # "/", clients resolve "." and ".." away, and control characters do not survive in a URL.
 UNSENDABLE_EVENTS = {".", ".."}
 URL_CONTROL = {chr(code) for code in range(0x20)} | {"\x7f"}
+# A key that resolved to something unusable is shown in the wait's error up to this long.
+SHOWN_KEY_CHARS = 200
 
 
 def is_sendable(event: str) -> bool:
@@ -70,8 +74,9 @@ class WaitAction(SystemAction):
             key = correlation_key_of(resolved)
             received["correlationKey"] = resolved
             if key is None:
+                shown = orjson.dumps(resolved).decode()[:SHOWN_KEY_CHARS]
                 return Fail(
-                    f"correlationKey {action.correlation_key!r} resolved to {resolved!r}: "
+                    f"correlationKey {action.correlation_key!r} resolved to {shown}: "
                     "a correlated wait needs a non-empty string or number as its key",
                     input=received,
                 )

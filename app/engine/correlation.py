@@ -26,7 +26,6 @@ through a partition timer:
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -95,12 +94,7 @@ class Correlation:
         token = f"d:{delivery_id}"
         seen: list[tuple[str, int]] = []
         while True:
-            answers = await asyncio.gather(
-                *(
-                    self.store.deliver(flow_id, seq, event, key, data_json, token)
-                    for flow_id, seq in receivers
-                )
-            )
+            answers = await self.store.deliver_many(receivers, event, key, data_json, token)
             results: list[tuple[str, int, int | None]] = []
             for (flow_id, seq), (answer, action_id) in zip(receivers, answers, strict=True):
                 got = answer in GOT_IT and action_id is not None

@@ -119,7 +119,7 @@ class Engine:
         )
         self.wakeups = wakeups or Wakeups()
         self.correlation = Correlation(
-            CorrelationStore(store.client, store.keys, store.retention_seconds),
+            CorrelationStore(store.client, store.keys, store.retention_seconds, store.coalescer),
             settings,
             self.catalog,
         )

@@ -4,12 +4,15 @@ No script touches both: see app/engine/correlation.py for how they hand over."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import orjson
+from redis.exceptions import NoScriptError
 
+from app.store.coalesce import Coalescer
 from app.store.keys import CorrelationKeys, Keys
 from app.store.scripts import script_source
 
@@ -17,6 +20,8 @@ from app.store.scripts import script_source
 INDEX_SCRIPTS = ("correlate_register", "correlate_forget", "correlate_publish", "correlate_settle")
 RUN_SCRIPTS = ("correlate_deliver",)
 WAIT_FIELDS = ("s", "n", "ev", "ck", "cev", "a")
+# Deliveries to the runs of one publication are pipelined this many at a time.
+DELIVER_CHUNK = 1000
 
 
 def index_script_source(name: str) -> str:
@@ -87,8 +92,15 @@ def _settled(reply: list[Any]) -> Settled:
 
 
 class CorrelationStore:
-    def __init__(self, client: Any, keys: Keys, retention_seconds: int) -> None:
+    def __init__(
+        self,
+        client: Any,
+        keys: Keys,
+        retention_seconds: int,
+        coalescer: Coalescer | None = None,
+    ) -> None:
         self.client = client
+        self.coalescer = coalescer or Coalescer(client)
         self.keys = keys
         self.retention_seconds = retention_seconds
         self.scripts = {
@@ -118,16 +130,47 @@ class CorrelationStore:
             action_id,
         )
 
+    def _deliver_call(
+        self, flow_id: str, seq: int, event: str, key: str, data_json: str, token: str
+    ) -> tuple[list[str], list[Any]]:
+        partition = self.keys.partition_of(flow_id)
+        keys = self.keys.run(flow_id).as_list()
+        args = [flow_id, partition, self.keys.notify_channel, self.retention_seconds]
+        return keys, [*args, seq, event, key, data_json, token]
+
     async def deliver(
         self, flow_id: str, seq: int, event: str, key: str, data_json: str, token: str
     ) -> tuple[str, int | None]:
         """correlate_deliver.lua: (answer, action id of the wait, if it exists)."""
-        partition = self.keys.partition_of(flow_id)
-        keys = self.keys.run(flow_id).as_list()
-        args = [flow_id, partition, self.keys.notify_channel, self.retention_seconds]
-        args += [seq, event, key, data_json, token]
-        answer, aid = await self.scripts["correlate_deliver"](keys=keys, args=args)
-        return str(answer), int(aid) if aid else None
+        [answer] = await self.deliver_many([(flow_id, seq)], event, key, data_json, token)
+        return answer
+
+    async def deliver_many(
+        self,
+        receivers: Sequence[tuple[str, int]],
+        event: str,
+        key: str,
+        data_json: str,
+        token: str,
+    ) -> list[tuple[str, int | None]]:
+        """correlate_deliver.lua for each receiver, pipelined (each its own atomic call)."""
+        script = self.scripts["correlate_deliver"]
+        answers: list[tuple[str, int | None]] = []
+        for first in range(0, len(receivers), DELIVER_CHUNK):
+            calls = [
+                self._deliver_call(flow_id, seq, event, key, data_json, token)
+                for flow_id, seq in receivers[first : first + DELIVER_CHUNK]
+            ]
+            commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
+            replies = await self.coalescer.execute(commands)
+            for (keys, args), reply in zip(calls, replies, strict=True):
+                if isinstance(reply, NoScriptError):  # the script cache was flushed
+                    reply = await script(keys=keys, args=args)
+                elif isinstance(reply, Exception):
+                    raise reply
+                answer, aid = reply
+                answers.append((str(answer), int(aid) if aid else None))
+        return answers
 
     async def drop_run_timer(self, flow_id: str, member: str) -> None:
         await self.client.zrem(self.keys.timers(self.keys.partition_of(flow_id)), member)
