@@ -3,13 +3,10 @@ key, with no run id (app/engine/correlation.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import EngineDep, SettingsDep
-from app.api.models import Boolean, Number
+from app.api.models import DeliveredTo, PublishRequest, PublishResponse
 from app.api.openapi_docs import request_example, responses
 from app.engine.errors import Invalid
 from app.engine.planner import dumps
@@ -17,33 +14,6 @@ from app.engine.planner import dumps
 router = APIRouter(prefix="/events", tags=["events"])
 
 FLOW_ID = "0b6f2c1e9a4d4e0f8c3b7a5d2e1f0a9b"
-
-
-class PublishRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    key: str = Field(min_length=1, description="the correlation key the waits name")
-    data: Any = Field(default=None, description="the waits' output; none is {}")
-    ttlSeconds: Number | None = Field(
-        default=None,
-        ge=0,
-        allow_inf_nan=False,
-        description="how long an event that finds no waiting run is kept for waits to come "
-        "(ORCHY_EVENT_TTL_SECONDS when left out; 0: not kept)",
-    )
-    firstOnly: Boolean = Field(
-        default=False, description="only the first waiting run (oldest wait) gets it"
-    )
-
-
-class DeliveredTo(BaseModel):
-    flowId: str
-    actionId: int
-
-
-class PublishResponse(BaseModel):
-    delivered: list[DeliveredTo]
-    kept: bool
 
 
 @router.post(
