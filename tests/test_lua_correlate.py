@@ -116,7 +116,8 @@ async def test_register_takes_a_kept_event_once_per_run(lua: Lua, corr: Correlat
     published = await corr.publish("d1", event, "k", '{"a":1}', 60_000, False, RETRY_MS, GRACE_MS)
     assert (published.done, published.kept) == (True, True)
     [(event_id, kept)] = (await kept_events(lua, index)).items()
-    assert (kept["d"], kept["f"]) == ('{"a":1}', 0)
+    assert kept["f"] == 0
+    assert await lua.client.hget(index.events, f"d:{event_id}") == '{"a":1}'
 
     flow, other = lua.new_flow(), lua.new_flow()
     taken = await corr.register(event, "k", flow, 1, 60_000)
@@ -159,15 +160,19 @@ async def test_register_does_not_take_an_expired_event(lua: Lua, corr: Correlati
 async def test_register_drops_events_past_their_grace(lua: Lua, corr: CorrelationStore) -> None:
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
+    # A long-lived event keeps the index; the short-lived one is past its grace at once.
+    await corr.publish("d0", event, "k", '"young"', 60_000, False, RETRY_MS, GRACE_MS)
     await corr.publish("d1", event, "k", '"old"', 1, False, RETRY_MS, 1)
-    [(event_id, kept)] = (await kept_events(lua, index)).items()
+    young, (event_id, kept) = (await kept_events(lua, index)).items()
 
     async def past() -> bool:
         return await lua.now() > int(str(kept["g"]))
 
     await wait_until(past, what="the event's grace to pass")
-    assert await corr.register(event, "k", lua.new_flow(), 1, 60_000) is None
+    taken = await corr.register(event, "k", lua.new_flow(), 1, 60_000)
+    assert taken is not None and taken.event_id == young[0]
     assert event_id not in await kept_events(lua, index)
+    assert await lua.client.hexists(index.events, f"d:{event_id}") == 0
 
 
 # -- correlate_forget.lua -----------------------------------------------------------------
@@ -289,8 +294,9 @@ async def test_settle_moves_on_from_ended_waits_and_keeps_the_event_when_none_is
     assert (moved.done, moved.pending) == (False, [(b, 1)])
     settled = await corr.settle("d1", event, "k", [(b, 1, None)], GRACE_MS)
     assert (settled.done, settled.kept, settled.delivered) == (True, True, ())
-    [kept] = (await kept_events(lua, index)).values()
-    assert (kept["d"], kept["f"]) == ('"x"', 1)
+    [(event_id, kept)] = (await kept_events(lua, index)).items()
+    assert kept["f"] == 1
+    assert await lua.client.hget(index.events, f"d:{event_id}") == '"x"'
 
 
 # -- correlate_deliver.lua ----------------------------------------------------------------
@@ -405,3 +411,43 @@ async def test_a_delivery_resumed_by_its_timer_reaches_each_run_once(
     assert await lua.client.exists(lua.keys.delivery(index.partition, "d1")) == 0
     assert await lua.client.zscore(index.timers, str(timer)) is None
     assert await lua.client.exists(index.waiters) == 0
+
+
+async def test_registration_of_a_wait_that_ended_drops_it_from_the_index(
+    lua: Lua, corr: CorrelationStore, correlation: Correlation
+) -> None:
+    event = lua.new_name("ev")
+    index = index_of(corr, event, "k")
+    flow = await lua.start([cwait(1, event, "k")])
+    creg = TimerMember(TimerKind.CORRELATE, flow, 1, 1)
+    assert await correlation.handle_timer(creg) == "waiting"
+    assert await lua.client.zrange(index.waiters, 0, -1) == [f"{flow}|1"]
+    assert await creg_due(lua, flow, 1) is None
+    # Its run ends; the timer comes again (a second server's claim): the wait leaves.
+    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await correlation.handle_timer(creg) == "stale"
+    assert await lua.client.exists(index.waiters) == 0
+    # A timer of a run that is gone is only dropped.
+    gone = TimerMember(TimerKind.CORRELATE, lua.new_flow(), 1, 1)
+    await lua.client.zadd(lua.timers_key(gone.flow_id), {str(gone): 1})
+    assert await correlation.handle_timer(gone) == "stale"
+    assert await lua.score(gone.flow_id, str(gone)) is None
+
+
+async def test_a_delivery_whose_timer_failed_is_tried_again_later(
+    lua: Lua, corr: CorrelationStore, correlation: Correlation
+) -> None:
+    event = lua.new_name("ev")
+    index = index_of(corr, event, "k")
+    await corr.register(event, "k", lua.new_flow(), 1, -1)
+    await corr.publish("d1", event, "k", "{}", 60_000, False, RETRY_MS, GRACE_MS)
+    timer = TimerMember(TimerKind.DELIVER, "d1", index.partition, 1)
+    before = await lua.now()
+    assert await correlation.delivery_failed(timer) == "retry"
+    retry_ms = round(Settings().timer_retry_seconds * 1000)
+    due = await lua.client.zscore(index.timers, str(timer))
+    assert due is not None and before + retry_ms <= due <= await lua.now() + retry_ms
+    # A timer no longer there is not brought back.
+    await lua.client.zrem(index.timers, str(timer))
+    assert await correlation.delivery_failed(timer) == "retry"
+    assert await lua.client.zscore(index.timers, str(timer)) is None

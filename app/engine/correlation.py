@@ -165,3 +165,11 @@ class Correlation:
             return "gone"
         await self._deliver(delivery_id, record.event, record.key, record.data_json, record.pending)
         return "done"
+
+    async def delivery_failed(self, member: TimerMember) -> str:
+        """Handling a delivery's timer raised: it is tried again after
+        ``timer_retry_seconds``, for as long as its record lasts (each run gets the event
+        once however often it is tried)."""
+        retry_ms = round(self.settings.timer_retry_seconds * MS_PER_SECOND)
+        await self.store.retry_index_timer(member.seq, str(member), retry_ms)
+        return "retry"

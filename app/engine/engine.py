@@ -732,6 +732,8 @@ class Engine:
         except ValueError:  # names no run: nothing could ever handle it
             await self.store.drop_timer(partition, member_text)
             return "dropped"
+        if member.kind is TimerKind.DELIVER:  # names a delivery, not a run
+            return await self.correlation.delivery_failed(member)
         most = self.settings.timer_max_attempts
         retry_ms = round(self.settings.timer_retry_seconds * MS_PER_SECOND)
         failures = await self.store.timer_failed(

@@ -244,3 +244,10 @@ class CorrelationStore:
 
     async def drop_index_timer(self, partition: int, member: str) -> None:
         await self.client.zrem(self.keys.timers(partition), member)
+
+    async def retry_index_timer(self, partition: int, member: str, after_ms: int) -> None:
+        """Makes a timer of the index's partition due again in ``after_ms`` (Redis's clock),
+        if it is still there."""
+        seconds, micros = await self.client.time()
+        due = int(seconds) * 1000 + int(micros) // 1000 + after_ms
+        await self.client.zadd(self.keys.timers(partition), {member: due}, xx=True)

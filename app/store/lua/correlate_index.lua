@@ -3,8 +3,9 @@
 -- scripts on the index slot include it after common.lua (app/store/correlation.py).
 --
 -- Waiters: a zset of "<flowId>|<seq>", scored by arrival (the counter ``n`` of the events
--- hash). Kept events: the events hash, numeric ``<id>`` -> {"d": data JSON, "x": expiry ms,
--- "f": 1 when firstOnly, "g": ms until which its record is kept}; the runs that took event
+-- hash). Kept events: the events hash, numeric ``<id>`` -> {"x": expiry ms, "f": 1 when
+-- firstOnly, "g": ms until which its record is kept} and ``d:<id>`` -> its data JSON
+-- (read only by the wait that takes it); the runs that took event
 -- <id>: the hash ``<takers prefix><id>``, flow -> seq of the wait that took it.
 -- Both keys live as long as the longest need of what they hold (``keep_for``). The events
 -- hash also holds ``n``, the counter of waiters and events, and ``forever`` (see keep_for).
@@ -45,7 +46,7 @@ local function live_ids(events, prefix, now)
   for _, id in ipairs(kept_ids(events)) do
     local kept = cjson.decode(redis.call('HGET', events, id))
     if kept.g <= now then
-      redis.call('HDEL', events, id)
+      redis.call('HDEL', events, id, 'd:' .. id)
       redis.call('DEL', prefix .. id)
     else
       table.insert(left, id)
@@ -68,7 +69,7 @@ local function keep_event(waiters, events, data, ttl_ms, first, now, grace_ms)
   local id = redis.call('HINCRBY', events, 'n', 1)
   local expiry = now + ttl_ms
   redis.call('HSET', events, id,
-    cjson.encode({ d = data, x = expiry, f = first and 1 or 0, g = expiry + grace_ms }))
+    cjson.encode({ x = expiry, f = first and 1 or 0, g = expiry + grace_ms }), 'd:' .. id, data)
   if redis.call('ZCARD', waiters) == 0 then
     -- No wait keeps the index for ever any more: the event's own life is enough.
     redis.call('HDEL', events, 'forever')

@@ -12,7 +12,7 @@ local waiter = flow .. '|' .. seq
 local ids = live_ids(events, prefix, now)
 for _, id in ipairs(ids) do
   if redis.call('HGET', prefix .. id, flow) == seq then
-    return { 'taken', tostring(id), cjson.decode(redis.call('HGET', events, id)).d }
+    return { 'taken', tostring(id), redis.call('HGET', events, 'd:' .. id) }
   end
 end
 for _, id in ipairs(ids) do
@@ -24,7 +24,7 @@ for _, id in ipairs(ids) do
     redis.call('HSET', takers, flow, seq)
     redis.call('PEXPIREAT', takers, kept.g)
     redis.call('ZREM', waiters, waiter)
-    return { 'taken', tostring(id), kept.d }
+    return { 'taken', tostring(id), redis.call('HGET', events, 'd:' .. id) }
   end
 end
 if redis.call('ZSCORE', waiters, waiter) == false then
