@@ -273,3 +273,32 @@ async def test_a_correlation_key_that_is_not_a_string_is_refused(api: Api) -> No
     response = await api.http.post("/metadata/workflow", json=definition)
     assert response.status_code == 422
     assert "correlationKey" in response.json()["error"]
+
+
+async def test_a_key_may_be_a_number_or_text_around_references(
+    api: Api, http: httpx.AsyncClient, redis_client: Any, keys: Keys
+) -> None:
+    name, event = unique("corr-text"), unique("paid")
+    await api.register(
+        workflow(
+            name,
+            system(1, "wait", {"default": [2]}, event=event, correlationKey="{$.input.n}"),
+            system(2, "wait", event=event, correlationKey="order-{$.input.n}"),
+        )
+    )
+    flow_id = await api.start(name, {"n": 42})
+    await Index(redis_client, keys, event, "42").registered(flow_id)
+    answer = await publish(http, event, key="42", data={"first": True})
+    assert answer == {"delivered": [{"flowId": flow_id, "actionId": 1}], "kept": False}
+
+    async def second_registered() -> bool:
+        waiters = await Index(redis_client, keys, event, "order-42").waiters()
+        return f"{flow_id}|2" in waiters
+
+    await wait_until(second_registered, what="the second wait to register")
+    answer = await publish(http, event, key="order-42", data={"second": True})
+    assert answer == {"delivered": [{"flowId": flow_id, "actionId": 2}], "kept": False}
+    done = await api.wait_status(flow_id, "COMPLETED")
+    assert done["actions"]["1"]["input"]["correlationKey"] == 42
+    assert done["actions"]["2"]["input"]["correlationKey"] == "order-42"
+    assert done["actions"]["2"]["output"] == {"second": True}

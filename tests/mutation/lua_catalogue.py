@@ -22,6 +22,12 @@ SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
     "terminate": ("tests/test_lua_lifecycle.py",),
     "register_workflow": ("tests/test_lua_scripts.py",),
     "timer_failed": ("tests/test_lua_timer_failed.py",),
+    "correlate_index": ("tests/test_lua_correlate.py",),
+    "correlate_register": ("tests/test_lua_correlate.py",),
+    "correlate_forget": ("tests/test_lua_correlate.py",),
+    "correlate_publish": ("tests/test_lua_correlate.py",),
+    "correlate_settle": ("tests/test_lua_correlate.py",),
+    "correlate_deliver": ("tests/test_lua_correlate.py",),
     # Every run-changing script carries common.lua.
     "common": tuple(
         f"tests/test_lua_{name}.py"
@@ -36,6 +42,7 @@ SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
             "timer_failed",
             "scripts",
             "terminate_action",
+            "correlate",
         )
     ),
 }
@@ -880,6 +887,84 @@ MUTANTS: list[Mutant] = _catalogue(
             "add_timer(ctx, member, ctx.now + tonumber(ARGV[8]))",
             "add_timer(ctx, member, ctx.now)",
             "a failed timer is tried again at once, with no pause",
+            (),
+        ),
+        # -- correlated events ------------------------------------------------------------
+        (
+            "common",
+            "if payload ~= '' then correlate(ctx, seq, payload) end",
+            "",
+            "a correlated wait is never registered in its index",
+            (),
+        ),
+        (
+            "correlate_register",
+            "  if redis.call('HGET', prefix .. id, flow) == seq then",
+            "  if false then",
+            "a registration handled again takes a second kept event",
+            (),
+        ),
+        (
+            "correlate_register",
+            "and (kept.f == 0 or redis.call('EXISTS', takers) == 0) then",
+            "then",
+            "a firstOnly kept event goes to every run",
+            (),
+        ),
+        (
+            "correlate_register",
+            "if kept.x > now and",
+            "if",
+            "an expired kept event is still taken",
+            (),
+        ),
+        (
+            "correlate_forget",
+            "and token ~= 'k:' .. id then",
+            "then",
+            "a kept event a wait received is given back, to be received again",
+            (),
+        ),
+        (
+            "correlate_index",
+            "    if not seen[flow] and not skip[flow] then",
+            "    if not skip[flow] then",
+            "a run with two waits for the key gets the event twice",
+            (),
+        ),
+        (
+            "correlate_index",
+            "      if first then break end\n",
+            "",
+            "a firstOnly event goes to every waiting run",
+            (),
+        ),
+        (
+            "correlate_publish",
+            "add_timer(ctx, 'cdel|' .. id .. '|' .. ctx.partition .. '|1', ctx.now + retry_ms)",
+            "",
+            "a delivery cut short is never resumed",
+            (),
+        ),
+        (
+            "correlate_settle",
+            "if #pending == 0 and #delivered == 0 then\n  pending",
+            "if false then\n  pending",
+            "an event whose receivers' waits had ended skips the next waiters",
+            (),
+        ),
+        (
+            "correlate_deliver",
+            "if exec[6] == token then return { 'already', aid } end",
+            "",
+            "a delivery made again is answered stale, so the run is not listed",
+            (),
+        ),
+        (
+            "correlate_deliver",
+            "or exec[3] ~= '1'",
+            "",
+            "a wait that already received an event receives a second one",
             (),
         ),
     ]
