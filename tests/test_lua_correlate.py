@@ -42,6 +42,16 @@ async def kept_events(lua: Lua, index: CorrelationKeys) -> dict[str, dict[str, o
     return {field: json.loads(value) for field, value in fields.items() if field.isdigit()}
 
 
+async def registered_waiters(
+    lua: Lua, corr: CorrelationStore, event: str, seqs: list[int]
+) -> list[str]:
+    """New runs whose waits (of these seqs) are registered for (event, "k"), oldest first."""
+    flows = [lua.new_flow() for _ in seqs]
+    for flow, seq in zip(flows, seqs, strict=True):
+        assert await corr.register(event, "k", flow, seq, 60_000) is None
+    return flows
+
+
 async def creg_due(lua: Lua, flow: str, seq: int) -> float | None:
     return await lua.score(flow, member("creg", flow, seq, 1))
 
@@ -247,9 +257,7 @@ async def test_publish_records_its_delivery_to_each_run_once_before_delivering(
 async def test_publish_first_only_takes_the_oldest_waiter(lua: Lua, corr: CorrelationStore) -> None:
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
-    a, b = lua.new_flow(), lua.new_flow()
-    await corr.register(event, "k", a, 1, 60_000)
-    await corr.register(event, "k", b, 1, 60_000)
+    a, b = await registered_waiters(lua, corr, event, [1, 1])
     settled = await corr.publish("d1", event, "k", '"x"', 60_000, True, RETRY_MS, GRACE_MS)
     assert settled.pending == [(a, 1)]
     assert await lua.client.zrange(index.waiters, 0, -1) == [f"{b}|1"]
@@ -263,9 +271,7 @@ async def test_settle_ends_the_delivery_once_its_receivers_answered(
 ) -> None:
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
-    a, b = lua.new_flow(), lua.new_flow()
-    await corr.register(event, "k", a, 1, 60_000)
-    await corr.register(event, "k", b, 2, 60_000)
+    a, b = await registered_waiters(lua, corr, event, [1, 2])
     await corr.publish("d1", event, "k", '"x"', 60_000, False, RETRY_MS, GRACE_MS)
 
     partly = await corr.settle("d1", event, "k", [(a, 1, 7), (lua.new_flow(), 1, 3)], GRACE_MS)
@@ -285,9 +291,7 @@ async def test_settle_moves_on_from_ended_waits_and_keeps_the_event_when_none_is
 ) -> None:
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
-    a, b = lua.new_flow(), lua.new_flow()
-    await corr.register(event, "k", a, 1, 60_000)
-    await corr.register(event, "k", b, 1, 60_000)
+    a, b = await registered_waiters(lua, corr, event, [1, 1])
     await corr.publish("d1", event, "k", '"x"', 60_000, True, RETRY_MS, GRACE_MS)
     # The oldest wait had ended: the first-only event goes to the next one.
     moved = await corr.settle("d1", event, "k", [(a, 1, None)], GRACE_MS)
