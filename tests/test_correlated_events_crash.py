@@ -69,7 +69,6 @@ async def test_a_delivery_cut_by_kill_9_is_finished_by_another_server(
     second = processes.server(env, tmp_path / "second.log")
     await second.start()
     async with api_of(second.url) as api:
-
         checking = asyncio.Semaphore(CHECKS_AT_ONCE)
 
         async def received_once(flow: str) -> None:

@@ -9,7 +9,6 @@ import json
 
 import pytest
 
-from app.engine.catalog import Catalog
 from app.engine.correlation import Correlation
 from app.engine.ids import TimerKind, TimerMember
 from app.settings import Settings
@@ -109,15 +108,18 @@ async def test_register_adds_the_wait_once_in_arrival_order(
     assert 0 < await lua.client.pttl(index.events) <= 60_000
 
 
-async def test_register_of_a_wait_with_no_timeout_keeps_the_index(
+async def test_register_again_keeps_the_place_and_renews_the_index(
     lua: Lua, corr: CorrelationStore
 ) -> None:
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
-    assert await corr.register(event, "k", lua.new_flow(), 1, 1000) is None
-    assert await corr.register(event, "k", lua.new_flow(), 1, -1) is None
-    assert await lua.client.pttl(index.waiters) == -1
-    assert await lua.client.pttl(index.events) == -1
+    first, second = await registered_waiters(lua, corr, event, [1, 1])
+    assert await corr.register(event, "k", first, 1, 1000) is None
+    assert 1000 < await lua.client.pttl(index.waiters) <= 60_000
+    assert await corr.register(event, "k", first, 1, 120_000) is None
+    assert 60_000 < await lua.client.pttl(index.waiters) <= 120_000
+    assert 60_000 < await lua.client.pttl(index.events) <= 120_000
+    assert await lua.client.zrange(index.waiters, 0, -1) == [f"{first}|1", f"{second}|1"]
 
 
 async def test_register_takes_a_kept_event_once_per_run(lua: Lua, corr: CorrelationStore) -> None:
@@ -321,6 +323,7 @@ async def test_deliver_consumes_the_event_once(lua: Lua, corr: CorrelationStore)
     step = await lua.score(flow, member("step", flow, 1, 2))
     assert step is not None and step >= before
     assert await lua.score(flow, member("wto", flow, 1, 1)) is None
+    assert await creg_due(lua, flow, 1) is None  # nothing left to renew
     assert await lua.waiters(flow) == []
     received = (await lua.history(flow))[-1]
     assert (received["event"], received["key"], received["action"]) == ("EVENT_RECEIVED", "k", 1)
@@ -355,7 +358,7 @@ async def test_deliver_to_a_paused_ended_or_missing_run(lua: Lua, corr: Correlat
 
 @pytest.fixture
 def correlation(lua: Lua, corr: CorrelationStore) -> Correlation:
-    return Correlation(corr, Settings(), Catalog(lua.store, Settings()))
+    return Correlation(corr, Settings())
 
 
 async def test_registration_handled_twice_delivers_a_kept_event_once(
@@ -366,7 +369,7 @@ async def test_registration_handled_twice_delivers_a_kept_event_once(
     flow = await lua.start([cwait(1, event, "k")])
     creg = TimerMember(TimerKind.CORRELATE, flow, 1, 1)
     # A server took the event and died before the run got it: the timer is handled again.
-    assert await corr.register(event, "k", flow, 1, -1) is not None
+    assert await corr.register(event, "k", flow, 1, 60_000) is not None
     assert await correlation.handle_timer(creg) == "delivered"
     assert await correlation.handle_timer(creg) == "stale"
     run = await lua.run(flow)
@@ -374,7 +377,7 @@ async def test_registration_handled_twice_delivers_a_kept_event_once(
     assert [e["event"] for e in await lua.history(flow)].count("EVENT_RECEIVED") == 1
     assert await creg_due(lua, flow, 1) is None
     # The take stays with the run that received it: no other run gets the event.
-    assert await corr.register(event, "k", lua.new_flow(), 1, -1) is None
+    assert await corr.register(event, "k", lua.new_flow(), 1, 60_000) is None
 
 
 async def test_a_take_whose_wait_ended_is_given_back(
@@ -383,11 +386,11 @@ async def test_a_take_whose_wait_ended_is_given_back(
     event = lua.new_name("ev")
     await corr.publish("d1", event, "k", '"kept"', 60_000, True, RETRY_MS, GRACE_MS)
     flow = await lua.start([cwait(1, event, "k", 60_000)])
-    assert await corr.register(event, "k", flow, 1, -1) is not None
+    assert await corr.register(event, "k", flow, 1, 60_000) is not None
     # The wait timed out before the server came back.
     assert await lua.finish_waiting(flow, 1, "wto", 1, '{"timedOut":true}') == "ok"
     assert await correlation.handle_timer(TimerMember(TimerKind.CORRELATE, flow, 1, 1)) == "stale"
-    assert await corr.register(event, "k", lua.new_flow(), 1, -1) is not None
+    assert await corr.register(event, "k", lua.new_flow(), 1, 60_000) is not None
 
 
 async def test_a_delivery_resumed_by_its_timer_reaches_each_run_once(
@@ -424,10 +427,17 @@ async def test_registration_of_a_wait_that_ended_drops_it_from_the_index(
     index = index_of(corr, event, "k")
     flow = await lua.start([cwait(1, event, "k")])
     creg = TimerMember(TimerKind.CORRELATE, flow, 1, 1)
+    before = await lua.now()
     assert await correlation.handle_timer(creg) == "waiting"
     assert await lua.client.zrange(index.waiters, 0, -1) == [f"{flow}|1"]
-    assert await creg_due(lua, flow, 1) is None
-    # Its run ends; the timer comes again (a second server's claim): the wait leaves.
+    # Registered for the retention of runs, and renewed halfway through.
+    assert RETENTION * 1000 - 5000 < await lua.client.pttl(index.waiters) <= RETENTION * 1000
+    renewal = await creg_due(lua, flow, 1)
+    assert renewal is not None
+    assert before + RETENTION * 500 <= renewal <= await lua.now() + RETENTION * 500
+    assert await correlation.handle_timer(creg) == "waiting"  # renewed: still there, once
+    assert await lua.client.zrange(index.waiters, 0, -1) == [f"{flow}|1"]
+    # Its run ends; the timer comes again: the wait leaves the index.
     assert await lua.store.terminate(flow, "stop") == "ok"
     assert await correlation.handle_timer(creg) == "stale"
     assert await lua.client.exists(index.waiters) == 0
@@ -443,7 +453,7 @@ async def test_a_delivery_whose_timer_failed_is_tried_again_later(
 ) -> None:
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
-    await corr.register(event, "k", lua.new_flow(), 1, -1)
+    await corr.register(event, "k", lua.new_flow(), 1, 60_000)
     await corr.publish("d1", event, "k", "{}", 60_000, False, RETRY_MS, GRACE_MS)
     timer = TimerMember(TimerKind.DELIVER, "d1", index.partition, 1)
     before = await lua.now()

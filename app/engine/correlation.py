@@ -20,8 +20,10 @@ through a partition timer:
   none, the event is kept. A server that dies between the steps leaves the record and the
   timer: whichever server handles the timer resumes the delivery, and each run still gets
   the event once.
-- A registration whose wait has ended (timed out, got an event by its run id, or its run
-  ended) is dropped when an event meets it, or when its creg timer finds it so.
+- A registration is kept for the retention of runs: its creg timer comes again halfway
+  through and registers the wait again while it still waits (keeping its place), or drops
+  it from the index once it no longer does (it timed out, got an event by its run id, or
+  its run ended). An event that meets such a registration first drops it too.
 """
 
 from __future__ import annotations
@@ -29,11 +31,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from app.engine.catalog import Catalog
 from app.engine.ids import TimerKind, TimerMember
 from app.engine.status import ActionStatus, RunStatus
 from app.settings import Settings
-from app.store.correlation import CorrelationStore, WaitState
+from app.store.correlation import CorrelationStore
 
 MS_PER_SECOND = 1000
 # correlate_deliver.lua's answers for a wait that has the event.
@@ -56,11 +57,13 @@ def is_correlation_timer(member: TimerMember) -> bool:
 
 
 class Correlation:
-    def __init__(self, store: CorrelationStore, settings: Settings, catalog: Catalog) -> None:
+    def __init__(self, store: CorrelationStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.catalog = catalog
         self.grace_ms = round(settings.event_grace_seconds * MS_PER_SECOND)
+        # A registration is kept for the retention of runs, and renewed halfway through
+        # while its wait still waits: so it never outlives its run's retention.
+        self.keep_ms = store.retention_seconds * MS_PER_SECOND
 
     async def publish(
         self, event: str, key: str, data_json: str, ttl_seconds: float | None, first_only: bool
@@ -117,7 +120,10 @@ class Correlation:
         return await self._resume_delivery(member)
 
     async def _register(self, member: TimerMember) -> str:
-        """A correlated wait was reached: it takes a kept event, or waits in the index."""
+        """A correlated wait was reached (or its registration is due for renewal): it takes
+        a kept event, or waits in the index, registered for the retention of runs and
+        registered again halfway through while it still waits. A wait that no longer waits
+        leaves the index."""
         flow_id, seq, text = member.flow_id, member.seq, str(member)
         wait = await self.store.read_wait(flow_id, seq)
         if wait.event is None or wait.key is None:  # the run is gone, or has no such wait
@@ -133,28 +139,17 @@ class Correlation:
             await self.store.forget(event, key, flow_id, seq, wait.token or "")
             await self.store.drop_run_timer(flow_id, text)
             return "stale"
-        taken = await self.store.register(event, key, flow_id, seq, await self._keep_ms(wait))
-        answer = "waiting"
-        if taken is not None:
-            answer, _ = await self.store.deliver(
-                flow_id, seq, event, key, taken.data_json, f"k:{taken.event_id}"
-            )
-            if answer not in GOT_IT:  # the wait ended meanwhile: the event is given back
-                await self.store.forget(event, key, flow_id, seq, "")
+        taken = await self.store.register(event, key, flow_id, seq, self.keep_ms)
+        if taken is None:
+            await self.store.renew_run_timer(flow_id, text, self.keep_ms // 2)
+            return "waiting"
+        answer, _ = await self.store.deliver(
+            flow_id, seq, event, key, taken.data_json, f"k:{taken.event_id}"
+        )
+        if answer not in GOT_IT:  # the wait ended meanwhile: the event is given back
+            await self.store.forget(event, key, flow_id, seq, "")
         await self.store.drop_run_timer(flow_id, text)
         return answer
-
-    async def _keep_ms(self, wait: WaitState) -> int:
-        """How long a registration may be kept: the wait's timeout plus the retention of
-        runs; -1 (as long as it waits) for a wait with no timeout."""
-        workflow = await self.catalog.workflow(wait.name, wait.version)
-        action = None
-        if workflow is not None and wait.action_id is not None:
-            action = workflow.actions.get(int(wait.action_id))
-        if action is None or action.timeout_seconds is None:
-            return -1
-        retention_ms = self.store.retention_seconds * MS_PER_SECOND
-        return round(float(action.timeout_seconds) * MS_PER_SECOND) + retention_ms
 
     async def _resume_delivery(self, member: TimerMember) -> str:
         """A delivery that the server which began it did not finish."""

@@ -121,7 +121,6 @@ class Engine:
         self.correlation = Correlation(
             CorrelationStore(store.client, store.keys, store.retention_seconds, store.coalescer),
             settings,
-            self.catalog,
         )
         self.runs = RunCache(settings.run_cache_size)
         self._keeping: set[asyncio.Task[None]] = set()

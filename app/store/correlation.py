@@ -19,7 +19,7 @@ from app.store.scripts import script_source
 # Scripts on the index slot: common.lua and correlate_index.lua in front.
 INDEX_SCRIPTS = ("correlate_register", "correlate_forget", "correlate_publish", "correlate_settle")
 RUN_SCRIPTS = ("correlate_deliver",)
-WAIT_FIELDS = ("s", "n", "ev", "ck", "cev", "a")
+WAIT_FIELDS = ("s", "n", "ev", "ck", "cev")
 # Deliveries to the runs of one publication are pipelined this many at a time.
 DELIVER_CHUNK = 1000
 
@@ -41,14 +41,11 @@ class WaitState:
     """What the run says of one correlated wait (``x:<seq>:*``), read in one HMGET."""
 
     run_status: str | None
-    name: str
-    version: int
     status: str | None
     generation: str | None
     event: str | None
     key: str | None
     token: str | None
-    action_id: str | None
 
 
 @dataclass(frozen=True)
@@ -115,20 +112,9 @@ class CorrelationStore:
     # -- the run's side -----------------------------------------------------------------
 
     async def read_wait(self, flow_id: str, seq: int) -> WaitState:
-        fields = ["status", "name", "version", *(f"x:{seq}:{field}" for field in WAIT_FIELDS)]
+        fields = ["status", *(f"x:{seq}:{field}" for field in WAIT_FIELDS)]
         values = await self.client.hmget(self.keys.run(flow_id).run, fields)
-        run_status, name, version, status, generation, event, key, token, action_id = values
-        return WaitState(
-            run_status,
-            name or "",
-            int(version or 0),
-            status,
-            generation,
-            event,
-            key,
-            token,
-            action_id,
-        )
+        return WaitState(*values)
 
     def _deliver_call(
         self, flow_id: str, seq: int, event: str, key: str, data_json: str, token: str
@@ -174,6 +160,15 @@ class CorrelationStore:
 
     async def drop_run_timer(self, flow_id: str, member: str) -> None:
         await self.client.zrem(self.keys.timers(self.keys.partition_of(flow_id)), member)
+
+    async def renew_run_timer(self, flow_id: str, member: str, after_ms: int) -> None:
+        """Makes a timer of the run's partition due again in ``after_ms``, if it is there."""
+        await self._due_again(self.keys.timers(self.keys.partition_of(flow_id)), member, after_ms)
+
+    async def _due_again(self, timers: str, member: str, after_ms: int) -> None:
+        seconds, micros = await self.client.time()
+        due = int(seconds) * 1000 + int(micros) // 1000 + after_ms
+        await self.client.zadd(timers, {member: due}, xx=True)
 
     # -- the index's side ---------------------------------------------------------------
 
@@ -248,6 +243,4 @@ class CorrelationStore:
     async def retry_index_timer(self, partition: int, member: str, after_ms: int) -> None:
         """Makes a timer of the index's partition due again in ``after_ms`` (Redis's clock),
         if it is still there."""
-        seconds, micros = await self.client.time()
-        due = int(seconds) * 1000 + int(micros) // 1000 + after_ms
-        await self.client.zadd(self.keys.timers(partition), {member: due}, xx=True)
+        await self._due_again(self.keys.timers(partition), member, after_ms)

@@ -1,7 +1,7 @@
 -- correlate_deliver.lua: a correlated event reaches one wait of a run: it is consumed (as
 -- event.lua consumes one: the step timer completes the wait) only if that execution still
--- waits for it and has received nothing; delivered again, the same token answers
--- "already" and changes nothing.
+-- waits for it and has received nothing (its registration timer then goes); delivered
+-- again, the same token answers "already" and changes nothing.
 -- KEYS[1] run hash, [2] history list, [3] partition timers zset, [4] events list,
 --     [5] waiters list, [6] held set
 -- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds,
@@ -25,6 +25,8 @@ end
 redis.call('LREM', ctx.waiters, 1, seq .. '|' .. name)
 consume_event(ctx, seq, name, data)
 redis.call('HSET', ctx.run, xf(seq, 'cev'), token, 'updatedAt', ctx.now)
+-- The wait has its event: its registration timer has nothing left to renew.
+redis.call('ZREM', ctx.timers, timer_member(ctx, 'creg', seq, 1))
 hist(ctx, { event = 'EVENT_RECEIVED', name = name, seq = tonumber(seq), key = key,
   action = tonumber(aid) })
 if status == 'PAUSED' then return done(ctx, { 'held', aid }) end

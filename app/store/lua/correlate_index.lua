@@ -7,8 +7,10 @@
 -- firstOnly, "g": ms until which its record is kept} and ``d:<id>`` -> its data JSON
 -- (read only by the wait that takes it); the runs that took event
 -- <id>: the hash ``<takers prefix><id>``, flow -> seq of the wait that took it.
--- Both keys live as long as the longest need of what they hold (``keep_for``). The events
--- hash also holds ``n``, the counter of waiters and events, and ``forever`` (see keep_for).
+-- Both keys live as long as the longest need of what they hold (``keep_for``): a kept event
+-- its TTL and grace, a registration the retention of runs (a wait that still waits then is
+-- registered again, see app/engine/correlation.py). The events hash also holds ``n``, the
+-- counter that orders waiters and events.
 
 -- Makes ``key`` live at least ``ms`` more (a key with no expiry yet gets one).
 local function extend(key, ms)
@@ -16,17 +18,10 @@ local function extend(key, ms)
   if left == -1 or (left >= 0 and left < ms) then redis.call('PEXPIRE', key, ms) end
 end
 
--- Makes the index live at least ``ms`` more; ms < 0: for ever (a wait with no timeout is
--- registered: the events hash notes it in its field ``forever``).
+-- Makes the index live at least ``ms`` more.
 local function keep_for(waiters, events, ms)
-  if ms < 0 then
-    redis.call('HSET', events, 'forever', 1)
-    redis.call('PERSIST', waiters)
-    redis.call('PERSIST', events)
-  elseif redis.call('HEXISTS', events, 'forever') == 0 then
-    extend(waiters, ms)
-    extend(events, ms)
-  end
+  extend(waiters, ms)
+  extend(events, ms)
 end
 
 -- The ids of the kept events, oldest first.
@@ -70,10 +65,6 @@ local function keep_event(waiters, events, data, ttl_ms, first, now, grace_ms)
   local expiry = now + ttl_ms
   redis.call('HSET', events, id,
     cjson.encode({ x = expiry, f = first and 1 or 0, g = expiry + grace_ms }), 'd:' .. id, data)
-  if redis.call('ZCARD', waiters) == 0 then
-    -- No wait keeps the index for ever any more: the event's own life is enough.
-    redis.call('HDEL', events, 'forever')
-  end
   keep_for(waiters, events, ttl_ms + grace_ms)
   return true
 end

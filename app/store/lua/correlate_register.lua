@@ -3,7 +3,7 @@
 -- (a server died before the run got the event), it takes the same event again.
 -- KEYS[1] index waiters zset, [2] index events hash
 -- ARGV[1] takers prefix, [2] flow id, [3] seq of the wait, [4] how long the registration
---     may be kept, ms (-1: as long as it waits; the wait has no timeout)
+--     is kept, ms (it is renewed while the wait waits: a registration again keeps its place)
 -- Returns {"taken", event id, data JSON} or {"waiting"}.
 local waiters, events = KEYS[1], KEYS[2]
 local prefix, flow, seq, keep_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
