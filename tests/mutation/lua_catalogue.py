@@ -962,6 +962,20 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "correlate_deliver",
+            "redis.call('ZREM', ctx.timers, timer_member(ctx, 'creg', seq, 1))",
+            "",
+            "a wait that got its event keeps renewing its registration",
+            (),
+        ),
+        (
+            "correlate_register",
+            "if redis.call('ZSCORE', waiters, waiter) == false then",
+            "if true then",
+            "a renewed registration loses its place in line",
+            (),
+        ),
+        (
+            "correlate_deliver",
             "or exec[3] ~= '1'",
             "",
             "a wait that already received an event receives a second one",
