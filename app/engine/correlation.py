@@ -37,8 +37,6 @@ from app.settings import Settings
 from app.store.correlation import CorrelationStore
 
 MS_PER_SECOND = 1000
-# correlate_deliver.lua's answers for a wait that has the event.
-GOT_IT = frozenset({"delivered", "held", "already"})
 LIVE_RUN = frozenset({RunStatus.RUNNING.value, RunStatus.PAUSED.value})
 CORRELATION_TIMERS = frozenset({TimerKind.CORRELATE, TimerKind.DELIVER})
 
@@ -100,7 +98,7 @@ class Correlation:
             answers = await self.store.deliver_many(receivers, event, key, data_json, token)
             results: list[tuple[str, int, int | None]] = []
             for (flow_id, seq), (answer, action_id) in zip(receivers, answers, strict=True):
-                got = answer in GOT_IT and action_id is not None
+                got = answer.got_it and action_id is not None
                 results.append((flow_id, seq, action_id if got else None))
                 if got and action_id is not None:
                     seen.append((flow_id, action_id))
@@ -146,7 +144,7 @@ class Correlation:
         answer, _ = await self.store.deliver(
             flow_id, seq, event, key, taken.data_json, f"k:{taken.event_id}"
         )
-        if answer not in GOT_IT:  # the wait ended meanwhile: the event is given back
+        if not answer.got_it:  # the wait ended meanwhile: the event is given back
             await self.store.forget(event, key, flow_id, seq, "")
         await self.store.drop_run_timer(flow_id, text)
         return answer

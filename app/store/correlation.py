@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from typing import Any
 
@@ -22,6 +23,22 @@ RUN_SCRIPTS = ("correlate_deliver",)
 WAIT_FIELDS = ("s", "n", "ev", "ck", "cev")
 # Deliveries to the runs of one publication are pipelined this many at a time.
 DELIVER_CHUNK = 1000
+
+
+class Delivered(StrEnum):
+    """correlate_deliver.lua's answers."""
+
+    DELIVERED = "delivered"  # the wait consumed the event
+    HELD = "held"  # the same, in a paused run: it goes on once the run is resumed
+    ALREADY = "already"  # the wait had consumed this same event (a delivery made again)
+    STALE = "stale"  # the wait no longer waits for it, or has received another event
+    TERMINAL = "terminal"  # the run has ended
+    MISSING = "missing"  # no such run
+
+    @property
+    def got_it(self) -> bool:
+        """The wait has the event."""
+        return self in (Delivered.DELIVERED, Delivered.HELD, Delivered.ALREADY)
 
 
 def index_script_source(name: str) -> str:
@@ -126,7 +143,7 @@ class CorrelationStore:
 
     async def deliver(
         self, flow_id: str, seq: int, event: str, key: str, data_json: str, token: str
-    ) -> tuple[str, int | None]:
+    ) -> tuple[Delivered, int | None]:
         """correlate_deliver.lua: (answer, action id of the wait, if it exists)."""
         [answer] = await self.deliver_many([(flow_id, seq)], event, key, data_json, token)
         return answer
@@ -138,10 +155,10 @@ class CorrelationStore:
         key: str,
         data_json: str,
         token: str,
-    ) -> list[tuple[str, int | None]]:
+    ) -> list[tuple[Delivered, int | None]]:
         """correlate_deliver.lua for each receiver, pipelined (each its own atomic call)."""
         script = self.scripts["correlate_deliver"]
-        answers: list[tuple[str, int | None]] = []
+        answers: list[tuple[Delivered, int | None]] = []
         for first in range(0, len(receivers), DELIVER_CHUNK):
             calls = [
                 self._deliver_call(flow_id, seq, event, key, data_json, token)
@@ -155,7 +172,7 @@ class CorrelationStore:
                 elif isinstance(reply, Exception):
                     raise reply
                 answer, aid = reply
-                answers.append((str(answer), int(aid) if aid else None))
+                answers.append((Delivered(answer), int(aid) if aid else None))
         return answers
 
     async def drop_run_timer(self, flow_id: str, member: str) -> None:
