@@ -323,8 +323,8 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "common",
-            "if status ~= 'COMPLETED' and status ~= 'FAILED' then",
-            "if status ~= 'COMPLETED' then",
+            "if (status ~= 'COMPLETED' and status ~= 'FAILED')",
+            "if (status ~= 'COMPLETED')",
             "a join waits for its actions to complete, not to finish",
             (),
         ),
