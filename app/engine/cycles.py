@@ -58,12 +58,13 @@ def strongly_connected(graph: Graph) -> list[list[int]]:
 
 
 def cycles(graph: Graph) -> list[list[int]]:
-    """The components of ``graph`` that hold a cycle (a self-loop counts), each sorted."""
-    return [
+    """The components of ``graph`` that hold a cycle (a self-loop counts), each sorted, in
+    the order of their smallest nodes."""
+    return sorted(
         sorted(component)
         for component in strongly_connected(graph)
         if len(component) > 1 or component[0] in graph[component[0]]
-    ]
+    )
 
 
 def cycle_message(members: list[int]) -> str:

@@ -368,8 +368,10 @@ local function apply_ops(ctx, i)
     elseif kind == 'loop' then
       local since = redis.call('HGET', ctx.run, 'seq')
       for join_id in string.gmatch(payload, '[^,]+') do
-        redis.call('HDEL', ctx.run, af(join_id, 'jf'))
-        redis.call('HSET', ctx.run, af(join_id, 'jp'), since)
+        if redis.call('HEXISTS', ctx.run, af(join_id, 'x')) == 1 then  -- else: its first pass
+          redis.call('HDEL', ctx.run, af(join_id, 'jf'))
+          redis.call('HSET', ctx.run, af(join_id, 'jp'), since)
+        end
       end
     elseif kind == 'end' then
       if input ~= '' then redis.call('HSET', ctx.run, 'output', input) end
