@@ -86,5 +86,5 @@ class SystemAction(ABC):
 
     def branches(self, action: ActionDef) -> list[list[int]]:
         """The ids of each branch a condition may decide to take (not ``error``): a cycle
-        through a condition one of whose branches leaves it can end. None for other actions."""
+        through a condition one of whose branches leaves it can end. Other actions have none."""
         return []

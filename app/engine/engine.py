@@ -192,7 +192,7 @@ class Engine:
                 workflow,
                 [workflow.root_action],
                 Document.of(document),
-                _initial_vars(workflow, self.settings.max_run_executions),
+                _initial_plan(workflow, self.settings.max_run_executions),
             )
             starts.append(
                 RunStart(
@@ -840,7 +840,7 @@ class Engine:
         return answer.status
 
 
-def _initial_vars(workflow: WorkflowDef, max_executions: int) -> Plan:
+def _initial_plan(workflow: WorkflowDef, max_executions: int) -> Plan:
     """A plan that starts with writing the run's limit of executions and the workflow's
     variables' initial values."""
     return Plan(
