@@ -101,24 +101,33 @@ async def test_a_loop_op_lets_a_join_fire_again_once_its_actions_ran_in_the_pass
     assert await lua.complete(flow, 2, ops=[join(3, "1,2")]) == "ok"
     assert (await lua.run(flow))["a:3:jf"] == "1"
 
-    # The join leads to while 4, which starts pass 2 (seq 4): only 1 runs again (seq 5).
-    await complete_join(lua, flow, 3, [done(4, branch="body"), loop(4, "3"), user(1, queue)])
+    # The join leads to while 4, which starts pass 2 (seq 4): 1 (seq 5) and 8 (seq 6), which
+    # leads to 2 later.
+    await complete_join(
+        lua, flow, 3, [done(4, branch="body"), loop(4, "3"), user(1, queue), user(8, queue)]
+    )
     run = await lua.run(flow)
-    assert (run["a:3:jp"], run["seq"], run["status"]) == ("4", "5", "RUNNING")
+    assert (run["a:3:jp"], run["seq"], run["status"]) == ("4", "6", "RUNNING")
     assert "a:3:jf" not in run
     await lua.poll(flow, queue)
-    assert await lua.complete(flow, 5, ops=[join(3, "1,2"), user(2, queue)]) == "ok"
+    assert await lua.complete(flow, 5, ops=[join(3, "1,2")]) == "ok"
 
-    # The join waits again (seq 6): 2 finished, but in pass 1, before the pass began.
+    # The join waits again (seq 7): 2 has finished, but in pass 1, before this pass began.
     run = await lua.run(flow)
-    assert (run["a:3:jw"], run["x:6:s"], run["joins"]) == ("6", "WAITING", "3")
+    assert (run["a:3:jw"], run["x:7:s"], run["joins"], run["a:2:s"]) == (
+        "7",
+        "WAITING",
+        "3",
+        "COMPLETED",
+    )
+    assert await lua.complete(flow, 6, ops=[user(2, queue)]) == "ok"
     await lua.poll(flow, queue)
-    assert await lua.complete(flow, 7, ops=[join(3, "1,2")]) == "ok"
+    assert await lua.complete(flow, 8, ops=[join(3, "1,2")]) == "ok"
 
     run = await lua.run(flow)
-    assert (run["a:3:jf"], run["joins"], run["x:6:n"]) == ("1", "", "2")
+    assert (run["a:3:jf"], run["joins"], run["x:7:n"]) == ("1", "", "2")
     ready = [e["seq"] for e in await lua.history(flow) if e["event"] == "JOIN_READY"]
-    assert ready == [3, 6]
+    assert ready == [3, 7]
 
 
 async def test_a_loop_op_leaves_a_join_not_reached_yet_alone(lua: Lua) -> None:

@@ -46,7 +46,8 @@ async def register_workflow(
     aside) changes nothing and answers ``created: false``. An invalid one is refused with 422
     and a message naming the action and the problem (a missing or mistyped field, an id in
     ``next`` or ``joinOn`` that does not exist, an unreachable action, a cycle no condition
-    can leave, an unknown system action, a JSONPath that does not parse, a script that does not compile)."""
+    can leave, an unknown system action, a JSONPath that does not parse, a script that does
+    not compile)."""
     registration = await engine.catalog.register_workflow(definition)
     return WorkflowRegistered(
         name=registration.name, version=registration.version, created=registration.created
