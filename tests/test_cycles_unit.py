@@ -128,3 +128,19 @@ def test_a_while_knows_the_joins_of_its_loop() -> None:
 
     assert definition.actions[1].loop_joins == (5,)
     assert definition.actions[5].loop_joins == ()
+
+
+def test_a_join_in_a_loop_that_joins_on_an_action_outside_it_is_refused() -> None:
+    # 1 -> while 2 (body 3) -> 3 -> join 4 on [1, 3] -> 2: in a second pass, 1 never runs.
+    message = rejection(
+        user(1, 2),
+        while_(2, [3]),
+        user(3, 4),
+        {"id": 4, "type": "system", "name": "join", "joinOn": [1, 3], "next": {"default": [2]}},
+    )
+
+    assert message == (
+        "action 4 (join): joinOn names action 1, which is not in the loop of action 2 (while): "
+        "a join in a loop joins on actions of the loop (it fires once per pass, when they have "
+        "run in that pass)"
+    )

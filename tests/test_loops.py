@@ -334,6 +334,15 @@ async def test_a_loop_of_system_actions_only_fails_at_the_limit(
             [system(1, "while", {"body": [2]}, condition="{$.x} <"), user(2, "b")],
             "action 1 (while): condition: at position",
         ),
+        (
+            [
+                user(1, "a", {"default": [2]}),
+                system(2, "while", {"body": [3]}, condition="true"),
+                user(3, "c", {"default": [4]}),
+                system(4, "join", {"default": [2]}, joinOn=[1, 3]),
+            ],
+            "action 4 (join): joinOn names action 1, which is not in the loop of action 2",
+        ),
     ],
 )
 async def test_registration_refuses_loops_that_cannot_work(

@@ -121,7 +121,7 @@ def parse_workflow(raw: object, limits: Limits | None = None) -> WorkflowDef:
     _check_template_references("output", output)
     _check_reachable(root, actions)
     _check_cycles(actions)
-    _note_loop_joins(actions)
+    _check_loop_joins(actions)
     return WorkflowDef(
         name=name, root_action=root, actions=actions, output=output, vars=variables, source=raw
     )
@@ -318,8 +318,9 @@ def _can_leave(action: ActionDef, inside: set[int]) -> bool:
     return any(not any(target in inside for target in targets) for targets in branches)
 
 
-def _note_loop_joins(actions: dict[int, ActionDef]) -> None:
-    """Gives each while the joins of its loop, which fire once per pass of its body."""
+def _check_loop_joins(actions: dict[int, ActionDef]) -> None:
+    """Gives each while the joins of its loop, which fire once per pass of its body. Such a
+    join waits for its actions to run in the pass, so they must be in the loop too."""
     whiles = [
         action
         for action in actions.values()
@@ -336,6 +337,14 @@ def _note_loop_joins(actions: dict[int, ActionDef]) -> None:
     for action in whiles:
         loop = loop_of(graph, action.id, action.next.get(BODY_BRANCH, []))
         in_loop = tuple(sorted(joins & loop))
+        for join_id in in_loop:
+            outside = [joined for joined in actions[join_id].join_on or [] if joined not in loop]
+            if outside:
+                raise DefinitionError(
+                    f"{actions[join_id].label}: joinOn names action {outside[0]}, which is not "
+                    f"in the loop of {action.label}: a join in a loop joins on actions of the "
+                    "loop (it fires once per pass, when they have run in that pass)"
+                )
         if in_loop:
             actions[action.id] = dataclasses.replace(action, loop_joins=in_loop)
 
