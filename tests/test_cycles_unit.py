@@ -141,6 +141,25 @@ def test_a_join_in_a_loop_that_joins_on_an_action_outside_it_is_refused() -> Non
 
     assert message == (
         "action 4 (join): joinOn names action 1, which is not in the loop of action 2 (while): "
-        "a join in a loop joins on actions of the loop (it fires once per pass, when they have "
-        "run in that pass)"
+        "a join in a loop joins on actions of that loop"
+    )
+
+
+def test_a_join_outside_a_loop_that_joins_on_an_action_of_it_is_refused() -> None:
+    # 1 -> [while 2, 5]; 2 (body 3) -> 3 -> 2; 2 and 5 -> join 4 on [2, 5]: the while
+    # COMPLETES at each pass, so the join would fire while the loop goes on.
+    join = {"id": 4, "type": "system", "name": "join", "joinOn": [2, 5]}
+    message = rejection(user(1, 2, 5), while_(2, [3], [4]), user(3, 2), user(5, 4), join)
+
+    assert message == (
+        "action 4 (join): joinOn names action 2, which runs in each pass of the loop of "
+        "action 2 (while): a join outside the loop joins on an action after it"
+    )
+    parse(
+        user(1, 2, 5),
+        while_(2, [3], [6]),
+        user(3, 2),
+        user(5, 4),
+        user(6, 4),
+        {**join, "joinOn": [6, 5]},
     )

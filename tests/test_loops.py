@@ -341,7 +341,7 @@ async def test_a_loop_of_system_actions_only_fails_at_the_limit(
                 user(3, "c", {"default": [4]}),
                 system(4, "join", {"default": [2]}, joinOn=[1, 3]),
             ],
-            "action 4 (join): joinOn names action 1, which is not in the loop of action 2",
+            "action 4 (join): joinOn names action 1, which is not in the loop of action 2 (while)",
         ),
     ],
 )

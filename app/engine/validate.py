@@ -319,34 +319,43 @@ def _can_leave(action: ActionDef, inside: set[int]) -> bool:
 
 
 def _check_loop_joins(actions: dict[int, ActionDef]) -> None:
-    """Gives each while the joins of its loop, which fire once per pass of its body. Such a
-    join waits for its actions to run in the pass, so they must be in the loop too."""
+    """Gives each while the joins of its loop, which fire once per pass of its body."""
     whiles = [
         action
         for action in actions.values()
         if action.type is ActionType.SYSTEM and action.name == WhileAction.name
     ]
-    joins = {
-        action.id
+    joins = [
+        action
         for action in actions.values()
         if action.type is ActionType.SYSTEM and action.name == JoinAction.name
-    }
+    ]
     if not whiles or not joins:
         return
     graph = {action_id: _successors(action) for action_id, action in actions.items()}
     for action in whiles:
         loop = loop_of(graph, action.id, action.next.get(BODY_BRANCH, []))
-        in_loop = tuple(sorted(joins & loop))
-        for join_id in in_loop:
-            outside = [joined for joined in actions[join_id].join_on or [] if joined not in loop]
-            if outside:
-                raise DefinitionError(
-                    f"{actions[join_id].label}: joinOn names action {outside[0]}, which is not "
-                    f"in the loop of {action.label}: a join in a loop joins on actions of the "
-                    "loop (it fires once per pass, when they have run in that pass)"
-                )
+        for join in joins:
+            _check_join_of_loop(join, action, loop)
+        in_loop = tuple(sorted(join.id for join in joins if join.id in loop))
         if in_loop:
             actions[action.id] = dataclasses.replace(action, loop_joins=in_loop)
+
+
+def _check_join_of_loop(join: ActionDef, head: ActionDef, loop: set[int]) -> None:
+    """A join in a loop waits for its actions to run in each pass; a join outside it fires
+    once, so it must not take an action of the loop as finished while the loop goes on."""
+    for joined in join.join_on or []:
+        if join.id in loop and joined not in loop:
+            raise DefinitionError(
+                f"{join.label}: joinOn names action {joined}, which is not in the loop of "
+                f"{head.label}: a join in a loop joins on actions of that loop"
+            )
+        if join.id not in loop and (joined in loop or joined == head.id):
+            raise DefinitionError(
+                f"{join.label}: joinOn names action {joined}, which runs in each pass of the "
+                f"loop of {head.label}: a join outside the loop joins on an action after it"
+            )
 
 
 def _successors(action: ActionDef) -> list[int]:
