@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # delaySeconds, timeoutSeconds and retryAfterSeconds; and retryCount.
     max_duration_seconds: float = 365 * 24 * 3600
     max_retry_count: int = 100
+    # Executions one run may create (a loop that never ends FAILS when it reaches this).
+    max_run_executions: int = 100_000
 
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600
