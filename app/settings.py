@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # delaySeconds, timeoutSeconds and retryAfterSeconds; and retryCount.
     max_duration_seconds: float = 365 * 24 * 3600
     max_retry_count: int = 100
+    # Executions one run may create (a loop that never ends FAILS when it reaches this).
+    max_run_executions: int = 100_000
 
     # Correlated events (POST /events/{event}): an event that finds no waiting run is kept
     # this long when it names no ttlSeconds, and at most ``event_ttl_max_seconds``. A kept
