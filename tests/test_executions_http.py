@@ -14,7 +14,7 @@ import pytest
 from app.jsontypes import JSONObject
 from app.settings import Settings
 from app.worker import NonRetryableError
-from tests.helpers.definitions import user, workflow
+from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import Api
 from tests.helpers.waiting import unique
 from tests.helpers.worker_wire import TappedServer, fast_worker, new_worker, running
@@ -136,6 +136,44 @@ async def test_an_error_edge_into_a_running_branch_runs_its_target_again(
         {"told": None},
         {"told": failed["error"]},
     ]
+
+
+async def test_each_pass_of_a_loop_is_an_execution_of_its_body(
+    api: Api, http: httpx.AsyncClient, tapped: TappedServer, worker_settings: Settings
+) -> None:
+    """A while runs its body three times: the body's action has three executions, each with
+    the pass it got and the output it gave; the while has four (three passes, the exit)."""
+    name = unique("exec-loop")
+    worker = new_worker(tapped.url, worker_settings)
+    worker.action(f"{name}-body")(lambda input: {"double": input["pass"] * 2})
+    await api.register(
+        workflow(
+            name,
+            system(
+                1,
+                "while",
+                {"body": [2]},
+                condition="{$.1.output.iteration} < 3",
+            ),
+            user(2, f"{name}-body", {"default": [1]}, **{"pass": "{$.1.output.iteration}"}),
+        )
+    )
+    async with running(worker):
+        flow_id = await api.start(name)
+        flow = await api.wait_status(flow_id, "COMPLETED")
+
+    assert (flow["actions"]["1"]["executions"], flow["actions"]["2"]["executions"]) == (4, 3)
+    assert flow["actions"]["2"]["output"] == {"double": 6}
+    body = await executions(http, flow_id, 2)
+    assert [(item["input"], item["output"]) for item in body["executions"]] == [
+        ({"pass": n}, {"double": 2 * n}) for n in (1, 2, 3)
+    ]
+    loop = await executions(http, flow_id, 1, limit=3)
+    assert [item["output"]["iteration"] for item in loop["executions"]] == [1, 2, 3]
+    assert (loop["total"], loop["nextOffset"]) == (4, 3)
+    last = await executions(http, flow_id, 1, offset=3)
+    assert [item["output"] for item in last["executions"]] == [{"iteration": 3, "exited": True}]
+    assert last["nextOffset"] is None
 
 
 async def test_while_its_latest_execution_runs_an_action_has_no_output(api: Api) -> None:

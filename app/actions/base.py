@@ -43,6 +43,8 @@ class AwaitEvent:
     event: str
     timeout_seconds: float | None
     input: JSON = field(default=None, compare=False)
+    # A correlated wait's key, resolved: also reached by POST /events/{event} with this key.
+    correlation_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,11 @@ class SystemAction(ABC):
     # does not build the run's (which parses every output the run has kept).
     reads_document: ClassVar[bool] = True
 
+    def reads_document_of(self, action: ActionDef) -> bool:
+        """Whether ``run`` reads the document for this action (``reads_document``, unless
+        the action says otherwise for some of its configurations)."""
+        return self.reads_document
+
     @abstractmethod
     def validate(self, action: ActionDef) -> None:
         """Raise :class:`app.definition.DefinitionError` naming ``action.label`` when invalid."""
@@ -83,3 +90,8 @@ class SystemAction(ABC):
     @abstractmethod
     def run(self, action: ActionDef, document: JSONObject) -> Outcome:
         """Decide what happens when ``action`` is reached, reading the run's data document."""
+
+    def branches(self, action: ActionDef) -> list[list[int]]:
+        """The ids of each branch a condition may decide to take (not ``error``): a cycle
+        through a condition one of whose branches leaves it can end. Other actions have none."""
+        return []

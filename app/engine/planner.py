@@ -17,6 +17,7 @@ import orjson
 
 from app.actions import get_action
 from app.actions.base import AwaitEvent, AwaitJoin, Done, End, Fail, Outcome, Sleep
+from app.actions.while_ import BODY_BRANCH
 from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
 from app.engine.document import Document
 from app.engine.document_pool import DocumentPool
@@ -33,11 +34,17 @@ def dumps(value: JSON) -> str:
     return orjson.dumps(value).decode()
 
 
+def limit_reason(max_executions: int) -> str:
+    """Why a run that reached its limit of executions FAILS (common.lua words it too)."""
+    return f"run reached its limit of {max_executions} executions (ORCHY_MAX_RUN_EXECUTIONS)"
+
+
 @dataclass
 class Plan:
     ops: list[PlannedOp] = field(default_factory=list)
     fail_reason: str = ""
     ended: bool = False  # a terminate action ended the run: nothing after it is planned
+    executions: int = 0  # the executions planned: actions reached
 
 
 def run_on_document(action: ActionDef, document_json: str) -> Outcome:
@@ -56,6 +63,7 @@ class Planner:
         documents: DocumentPool,
         large_document_size: int,
         max_var_bytes: int = 1024 * 1024,
+        max_executions: int | None = None,
     ) -> None:
         self.executor = executor  # scripts (blocking system actions)
         # A document this large is read in ``documents``: parsing it, JSONPath over it and
@@ -63,6 +71,9 @@ class Planner:
         self.documents = documents
         self.large_document_size = large_document_size
         self.max_var_bytes = max_var_bytes
+        # A run's limit of executions (ORCHY_MAX_RUN_EXECUTIONS), None for none: a loop of
+        # system actions only would otherwise be planned for ever.
+        self.max_executions = max_executions
 
     async def start(
         self, workflow: WorkflowDef, ids: list[int], document: Document, plan: Plan | None = None
@@ -98,6 +109,10 @@ class Planner:
         pending = list(reversed(ids))
         while pending and not plan.fail_reason and not plan.ended:
             action = workflow.actions[pending.pop()]
+            plan.executions += 1
+            if self.max_executions is not None and plan.executions > self.max_executions:
+                plan.fail_reason = limit_reason(self.max_executions)
+                break
             if action.type is ActionType.USER:
                 await self._queue_user_action(action, document, plan)
             else:
@@ -131,13 +146,13 @@ class Planner:
         if implementation is None:  # validation keeps unknown names out; a stale cache may not
             outcome: Outcome = Fail(f"unknown system action {action.name!r}")
         elif implementation.blocking:
-            reads = implementation.reads_document
+            reads = implementation.reads_document_of(action)
 
             def run() -> Outcome:  # the document is built in the script's thread too
                 return implementation.run(action, document.value if reads else {})
 
             outcome = await asyncio.get_running_loop().run_in_executor(self.executor, run)
-        elif not implementation.reads_document:
+        elif not implementation.reads_document_of(action):
             outcome = implementation.run(action, {})
         elif self._is_large(document):
             outcome = await self.documents.call(run_on_document, action, document.json())
@@ -155,6 +170,9 @@ class Planner:
                     return self._failure_branch(action, var_ops, document, plan)
                 plan.ops.append(PlannedOp("done", action.id, branch, output_json, input=received))
                 plan.ops += var_ops
+                if action.loop_joins and branch == BODY_BRANCH:  # a while starts a pass
+                    joins = ",".join(str(join) for join in action.loop_joins)
+                    plan.ops.append(PlannedOp("loop", action.id, payload=joins))
                 return action.branch(branch)
             case Fail(error=error):
                 plan.ops.append(PlannedOp("failed", action.id, payload=error, input=received))
@@ -162,10 +180,13 @@ class Planner:
             case Sleep(seconds=seconds):
                 sleep_ms = round(seconds * MS_PER_SECOND)
                 plan.ops.append(PlannedOp("sleep", action.id, number=sleep_ms, input=received))
-            case AwaitEvent(event=event, timeout_seconds=timeout):
+            case AwaitEvent(event=event, timeout_seconds=timeout, correlation_key=key):
                 timeout_ms = NO_TIMEOUT if timeout is None else round(timeout * MS_PER_SECOND)
+                # A correlated wait's payload is its key (see apply_ops in common.lua).
                 plan.ops.append(
-                    PlannedOp("wait", action.id, event, number=timeout_ms, input=received)
+                    PlannedOp(
+                        "wait", action.id, event, key or "", number=timeout_ms, input=received
+                    )
                 )
             case AwaitJoin(join_on=join_on):
                 payload = ",".join(str(joined) for joined in join_on)
