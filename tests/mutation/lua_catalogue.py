@@ -1005,6 +1005,42 @@ MUTANTS: list[Mutant] = _catalogue(
             "a wait that already received an event receives a second one",
             (),
         ),
+        # -- executions: each keeps its times and output, each action counts them --------
+        (
+            "common",
+            "  redis.call('HINCRBY', ctx.run, af(aid, 'c'), 1)\n",
+            "",
+            "a new execution is not counted on its action",
+            (),
+        ),
+        (
+            "common",
+            "  table.insert(fields, xf(seq, 't0'))\n  table.insert(fields, ctx.now)\n",
+            "",
+            "a new execution gets no creation time",
+            (),
+        ),
+        (
+            "common",
+            "  if TERMINAL[status] then redis.call('HSET', ctx.run, xf(seq, 't1'), ctx.now) end\n",
+            "",
+            "an execution closed by its run's end gets no end time",
+            (),
+        ),
+        (
+            "transition",
+            "new_status, xf(seq, 'o'), ARGV[12], xf(seq, 't1')",
+            "new_status, xf(seq, 't1')",
+            "an ended execution keeps no output of its own",
+            (),
+        ),
+        (
+            "transition",
+            "  redis.call('HDEL', ctx.run, unpack(dropped))\n",
+            "",
+            "an ended execution keeps its lease's secret and worker and an empty error",
+            (),
+        ),
     ]
 )
 
