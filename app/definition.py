@@ -60,6 +60,9 @@ class ActionDef:
     cases: tuple[SwitchCase, ...] | None = None
     condition: str | None = None
     set_vars: tuple[VarMutation, ...] = ()
+    # A subWorkflow's ``workflow`` and ``version``, as written (its module checks them).
+    workflow: JSON = None
+    workflow_version: JSON = None
 
     @property
     def label(self) -> str:

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     max_duration_seconds: float = 365 * 24 * 3600
     max_retry_count: int = 100
 
+    # Sub-workflows: a run started by a subWorkflow action is one level deeper than its
+    # parent (a run started by a client is at depth 0); a subWorkflow action that would
+    # start a run deeper than this fails instead.
+    max_subworkflow_depth: int = 10
+
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600
 

@@ -27,6 +27,7 @@ from app.actions.delay import DelayAction
 from app.actions.if_ import IfAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
+from app.actions.sub_workflow import SubWorkflowAction
 from app.actions.switch import SwitchAction
 from app.actions.terminate import TerminateAction
 from app.actions.wait import WaitAction
@@ -189,6 +190,24 @@ class TerminateStep(ActionBase):
     )
 
 
+class SubWorkflowStep(ActionBase):
+    """Starts a run of ``workflow`` with ``parameters`` (resolved) as its input and waits for
+    it: its output becomes this action's; a child that fails or is terminated fails this
+    action (``error`` branch). Ending this run terminates the child."""
+
+    type: Literal["system"]
+    name: Literal["subWorkflow"]
+    workflow: NonBlank = Field(examples=["payment"])
+    version: StrictInt | None = Field(
+        default=None, ge=1, description="absent: the workflow's latest version when it starts"
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="the child run's input; templates as in a user action's parameters",
+        examples=[{"orderId": "{$.input.orderId}"}],
+    )
+
+
 SYSTEM_STEPS: dict[str, type[ActionBase]] = {
     SwitchAction.name: SwitchStep,
     DelayAction.name: DelayStep,
@@ -197,6 +216,7 @@ SYSTEM_STEPS: dict[str, type[ActionBase]] = {
     JoinAction.name: JoinStep,
     TerminateAction.name: TerminateStep,
     IfAction.name: IfStep,
+    SubWorkflowAction.name: SubWorkflowStep,
 }
 
 
@@ -219,7 +239,8 @@ Action = Annotated[
     | Annotated[JavaScriptStep, Tag(JavaScriptAction.name)]
     | Annotated[JoinStep, Tag(JoinAction.name)]
     | Annotated[TerminateStep, Tag(TerminateAction.name)]
-    | Annotated[IfStep, Tag(IfAction.name)],
+    | Annotated[IfStep, Tag(IfAction.name)]
+    | Annotated[SubWorkflowStep, Tag(SubWorkflowAction.name)],
     Discriminator(_action_kind),
 ]
 

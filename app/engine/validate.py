@@ -13,6 +13,7 @@ from typing import Any, TypeGuard
 from app.actions import REGISTRY, get_action
 from app.actions.delay import is_number
 from app.actions.if_ import IfAction
+from app.actions.sub_workflow import SubWorkflowAction
 from app.actions.switch import SwitchAction
 from app.actions.wait import WaitAction, is_sendable
 from app.definition import (
@@ -157,7 +158,15 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
         if system and name == IfAction.name
         else None,
         set_vars=parse_set_vars(raw.get("setVars"), label),
+        **_sub_workflow_fields(raw, system, name),
     )
+
+
+def _sub_workflow_fields(raw: dict[str, Any], system: bool, name: str) -> dict[str, JSON]:
+    """A subWorkflow's ``workflow`` and ``version``, as written (read for it only)."""
+    if not system or name != SubWorkflowAction.name:
+        return {}
+    return {"workflow": raw.get("workflow"), "workflow_version": raw.get("version")}
 
 
 def _optional(raw: dict[str, Any], key: str, label: str, kind: type, described: str) -> Any:

@@ -22,6 +22,8 @@ SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
     "terminate": ("tests/test_lua_lifecycle.py",),
     "register_workflow": ("tests/test_lua_scripts.py",),
     "timer_failed": ("tests/test_lua_timer_failed.py",),
+    "child_started": ("tests/test_lua_children.py",),
+    "child_ended": ("tests/test_lua_children.py",),
     # Every run-changing script carries common.lua.
     "common": tuple(
         f"tests/test_lua_{name}.py"
@@ -36,6 +38,7 @@ SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
             "timer_failed",
             "scripts",
             "terminate_action",
+            "children",
         )
     ),
 }
