@@ -199,3 +199,59 @@ async def test_a_child_started_after_its_parent_ended_is_ended(engine: Engine, l
     assert await engine.handle_timer(spawn) == "terminal"
     assert (await run_of(lua, child))["status"] == "TERMINATED"
     assert await lua.score(parent, spawn) is None
+
+
+async def test_a_paused_parent_holds_its_childs_end_until_resumed(engine: Engine, lua: Lua) -> None:
+    pair = await register_pair(engine)
+    parent = await start_apart(engine, pair.name)
+    assert await engine.handle_timer(str(member("spawn", parent, 1, 1))) == "ok"
+    await engine.pause(parent)
+    await complete_one(engine, pair.charge, {"charged": 1})
+    assert await engine.handle_timer(str(member("cend", child_flow_id(parent, 1), 0, 1))) == (
+        "held"
+    )
+    step = str(member("step", parent, 1, 2))
+    assert await engine.handle_timer(step) == "held"
+    assert await engine.poll("w-1", [pair.after], 10, 0) == []
+    await engine.resume(parent)
+    assert await engine.handle_timer(step) == "ok"
+    [task] = await engine.poll("w-1", [pair.after], 10, 0)
+    assert task.input_json == '{"got":{"charged":1}}'
+
+
+async def test_a_refused_spawn_of_a_paused_parent_fails_the_action_on_resume(
+    engine: Engine, lua: Lua
+) -> None:
+    name = unique("refused")
+    await engine.catalog.register_workflow(
+        workflow(name, sub_workflow(1, unique("nowhere"), {"error": [2]}), user(2, f"{name}-e"))
+    )
+    parent, _ = await engine.start(name, {})
+    await engine.pause(parent)
+    spawn = str(member("spawn", parent, 1, 1))
+    assert await engine.handle_timer(spawn) == "held"
+    assert (await lua.run(parent))["x:1:s"] == "WAITING"
+    await engine.resume(parent)
+    assert await lua.score(parent, spawn) is not None  # made due again
+    assert await engine.handle_timer(spawn) == "ok"
+    run = await lua.run(parent)
+    assert run["x:1:s"] == "FAILED" and run["a:1:e"].endswith("not found")
+    [task] = await engine.poll("w-1", [f"{name}-e"], 10, 0)
+    assert task.flow_id == parent
+
+
+async def test_a_failing_cend_or_kill_timer_is_kept_for_another_try(
+    engine: Engine, lua: Lua
+) -> None:
+    """Their runs have ended, so counting the failure on them would drop the timer."""
+    pair = await register_pair(engine)
+    parent = await start_apart(engine, pair.name)
+    assert await engine.handle_timer(str(member("spawn", parent, 1, 1))) == "ok"
+    child = child_flow_id(parent, 1)
+    await complete_one(engine, pair.charge, {})
+    cend = str(member("cend", child, 0, 1))
+    claimed = await lua.score(child, cend)
+    partition = engine.store.keys.partition_of(child)
+    assert await engine.timer_failed(partition, cend, "RuntimeError: boom") == "retry"
+    assert await lua.score(child, cend) == claimed
+    assert await engine.handle_timer(cend) == "delivered"

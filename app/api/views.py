@@ -38,7 +38,8 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
     if snapshot.status is RunStatus.COMPLETED:
         template = None if workflow is None else workflow.output
         output = run_output(snapshot, template, document)
-    for action_id, child in snapshot.children():
+    children = snapshot.children()
+    for action_id, child in children:  # in seq order: the latest execution's child stays
         actions[str(action_id)].child = child
     parent = snapshot.parent
     return FlowView(
@@ -56,9 +57,7 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
         updatedAt=iso(fields["updatedAt"]) or "",
         finishedAt=iso(fields.get("finishedAt")),
         parent=None if parent is None else RunLink(flowId=parent[0], actionId=parent[2]),
-        children=[
-            RunLink(flowId=child, actionId=action_id) for action_id, child in snapshot.children()
-        ],
+        children=[RunLink(flowId=child, actionId=action_id) for action_id, child in children],
     )
 
 
