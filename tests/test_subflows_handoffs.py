@@ -15,7 +15,7 @@ from app.engine.engine import Engine
 from app.engine.ids import child_flow_id, idempotent_flow_id
 from app.engine.snapshot import RunSnapshot
 from app.settings import Settings
-from tests.helpers.definitions import sub_workflow, user, workflow
+from tests.helpers.definitions import sub_workflow, system, user, workflow
 from tests.helpers.lua import Lua, events_of, member
 from tests.helpers.waiting import unique
 
@@ -255,3 +255,57 @@ async def test_a_failing_cend_or_kill_timer_is_kept_for_another_try(
     assert await engine.timer_failed(partition, cend, "RuntimeError: boom") == "retry"
     assert await lua.score(child, cend) == claimed
     assert await engine.handle_timer(cend) == "delivered"
+
+
+async def test_a_spawn_that_keeps_failing_fails_the_action_and_ends_its_child(
+    engine: Engine, lua: Lua, settings: Settings
+) -> None:
+    pair = await register_pair(engine)
+    parent = await start_apart(engine, pair.name)
+    view = await engine.snapshot(parent)
+    execution = view.execution(1)
+    assert execution is not None
+    child = await engine.children.start_child(view, execution)  # then the handler raised
+    spawn = str(member("spawn", parent, 1, 1))
+    partition = engine.store.keys.partition_of(parent)
+    answers = [
+        await engine.timer_failed(partition, spawn, "RuntimeError: boom")
+        for _ in range(settings.timer_max_attempts)
+    ]
+    assert answers == ["retry"] * (settings.timer_max_attempts - 1) + ["ok"]
+    run = await lua.run(parent)
+    assert (run["status"], run["x:1:s"]) == ("FAILED", "FAILED")
+    child_run = await lua.run(child)
+    assert (child_run["status"], child_run["reason"]) == (
+        "TERMINATED",
+        f"parent run {parent} FAILED",
+    )
+
+
+async def test_a_childs_output_over_the_limit_fails_the_action(
+    lua: Lua, settings: Settings
+) -> None:
+    engine = Engine(lua.store, settings.model_copy(update={"max_output_bytes": 50}))
+    try:
+        name, child_name = unique("big"), unique("big-child")
+        end = {"status": "COMPLETED", "output": {"blob": "{$.input.blob}"}}
+        await engine.catalog.register_workflow(
+            workflow(child_name, system(1, "terminate", parameters=end))
+        )
+        await engine.catalog.register_workflow(
+            workflow(name, sub_workflow(1, child_name, blob="{$.input.blob}"))
+        )
+        parent, _ = await engine.start(name, {"blob": "x" * 100})
+        assert await engine.handle_timer(str(member("spawn", parent, 1, 1))) == "ok"
+        child = child_flow_id(parent, 1)
+        assert (await lua.run(child))["status"] == "COMPLETED"
+        assert await engine.handle_timer(str(member("cend", child, 0, 1))) == "delivered"
+        assert await engine.handle_timer(str(member("step", parent, 1, 2))) == "ok"
+        run = await lua.run(parent)
+        assert run["status"] == "FAILED"
+        assert run["a:1:e"] == (
+            f"sub-workflow {child_name} run {child} COMPLETED: its output is 111 bytes; the "
+            "limit is 50 bytes (ORCHY_MAX_OUTPUT_BYTES)"
+        )
+    finally:
+        engine.close()

@@ -55,8 +55,9 @@ class Refused:
 
 def child_result(execution: Execution) -> tuple[JSON, str | None]:
     """What a sub-workflow execution whose child has ended gives: (output, None) when the
-    child COMPLETED, else (None, the error that fails the execution)."""
-    if execution.child_status == RunStatus.COMPLETED:
+    child COMPLETED, else (None, the error that fails the execution). A completed child whose
+    output was too large to hand over comes without one (see ``Children.child_ended``)."""
+    if execution.child_status == RunStatus.COMPLETED and execution.child_output_json:
         return orjson.loads(execution.child_output_json or "null"), None
     return None, (
         f"sub-workflow {execution.child_workflow} run {execution.child_id} "
@@ -171,17 +172,25 @@ class Children:
             return "missing"
         parent_id, seq, _ = link
         output_json = ""
+        reason = child.fields.get("reason", "")
         if child.status is RunStatus.COMPLETED:
             workflow = await self.engine.catalog.workflow(child.name, child.version)
             template = None if workflow is None else workflow.output
             output_json = dumps(run_output(child, template))
+            most = self.settings.max_output_bytes
+            if len(output_json) > most:  # as a worker's output would be refused
+                reason = (
+                    f"its output is {len(output_json)} bytes; the limit is {most} bytes "
+                    "(ORCHY_MAX_OUTPUT_BYTES)"
+                )
+                output_json = ""
         answer = await self.store.child_ended(
             parent_id,
             seq,
             child.flow_id,
             child.status.value,
             output_json,
-            child.fields.get("reason", ""),
+            reason,
         )
         await self.store.drop_run_timer(member.flow_id, str(member))
         return answer
@@ -202,3 +211,8 @@ class Children:
         """Terminates the child (an ended or never started one is left as it is)."""
         status = parent.fields.get("status", "gone")
         return await self.store.terminate(child_id, f"parent run {parent.flow_id} {status}")
+
+    async def end_child(self, flow_id: str, seq: int) -> str:
+        """Terminates the child of execution ``seq`` of ``flow_id``, if it has one running."""
+        parent = RunSnapshot(flow_id, await self.store.read_run(flow_id))
+        return await self._end_child(child_flow_id(flow_id, seq), parent)

@@ -766,6 +766,10 @@ class Engine:
             timer_member=member_text,
         )
         [answer] = await self._commit([change])
+        if member.kind is TimerKind.SPAWN and answer.status == "ok":
+            # A failed attempt may have started the child before it failed: the run has
+            # ended without its execution open, so no kill timer ends the child.
+            await self.children.end_child(member.flow_id, member.seq)
         return answer.status
 
     async def _drop_timer(self, member: TimerMember) -> str:
