@@ -309,3 +309,29 @@ async def test_a_childs_output_over_the_limit_fails_the_action(
         )
     finally:
         engine.close()
+
+
+async def test_a_childs_input_over_the_limit_fails_the_action(lua: Lua, settings: Settings) -> None:
+    engine = Engine(lua.store, settings.model_copy(update={"max_input_bytes": 200}))
+    try:
+        name, child_name = unique("wide"), unique("wide-child")
+        await engine.catalog.register_workflow(workflow(child_name, user(1, f"{child_name}-x")))
+        await engine.catalog.register_workflow(
+            workflow(
+                name,
+                sub_workflow(1, child_name, {"error": [2]}, a="{$.input.blob}", b="{$.input.blob}"),
+                user(2, f"{name}-error", why="{$.1.output.error}"),
+            )
+        )
+        parent, _ = await engine.start(name, {"blob": "x" * 100})
+        assert await engine.handle_timer(str(member("spawn", parent, 1, 1))) == "ok"
+        assert await lua.run(child_flow_id(parent, 1)) == {}
+        [task] = await engine.poll("w-1", [f"{name}-error"], 1, 0)
+        assert task.input_json == (
+            '{"why":"sub-workflow '
+            + child_name
+            + " not started: its input is 215 bytes; the limit is 200 bytes "
+            '(ORCHY_MAX_INPUT_BYTES)"}'
+        )
+    finally:
+        engine.close()
