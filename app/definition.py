@@ -60,6 +60,9 @@ class ActionDef:
     cases: tuple[SwitchCase, ...] | None = None
     condition: str | None = None
     set_vars: tuple[VarMutation, ...] = ()
+    check: str | None = None  # a while's: "before" or "after" each pass of its body
+    # A while's: the joins in its loop, which fire again in each pass (see app/engine/cycles.py)
+    loop_joins: tuple[int, ...] = ()
     # A subWorkflow's ``workflow`` and ``version``, as written (its module checks them).
     workflow: JSON = None
     workflow_version: JSON = None

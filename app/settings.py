@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # delaySeconds, timeoutSeconds and retryAfterSeconds; and retryCount.
     max_duration_seconds: float = 365 * 24 * 3600
     max_retry_count: int = 100
+    # Executions one run may create (a loop that never ends FAILS when it reaches this).
+    max_run_executions: int = 100_000
 
     # Sub-workflows: a run started by a subWorkflow action is one level deeper than its
     # parent (a run started by a client is at depth 0); a subWorkflow action that would

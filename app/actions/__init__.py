@@ -11,6 +11,7 @@ from app.actions.sub_workflow import SubWorkflowAction
 from app.actions.switch import SwitchAction
 from app.actions.terminate import TerminateAction
 from app.actions.wait import WaitAction
+from app.actions.while_ import WhileAction
 
 REGISTRY: dict[str, SystemAction] = {
     action.name: action
@@ -22,6 +23,7 @@ REGISTRY: dict[str, SystemAction] = {
         JoinAction(),
         TerminateAction(),
         IfAction(),
+        WhileAction(),
         SubWorkflowAction(),
     )
 }

@@ -141,12 +141,12 @@ class Children:
         }
         if workflow.vars:
             document[VARS] = orjson.loads(dumps(workflow.vars))  # a run's own copy
+        from app.engine.engine import _initial_plan  # the module imports this one
+
         link = PlannedOp("child", execution.action_id, parent.flow_id, str(execution.seq), depth)
-        initial_vars = [
-            PlannedOp("var", 0, var, dumps(value)) for var, value in workflow.vars.items()
-        ]
+        initial = _initial_plan(workflow, self.settings.max_run_executions)
         plan = await self.engine.planner.start(
-            workflow, [workflow.root_action], Document.of(document), Plan([link, *initial_vars])
+            workflow, [workflow.root_action], Document.of(document), Plan([link, *initial.ops])
         )
         start = RunStart(
             child_id,

@@ -16,6 +16,10 @@
 --                                      attempts, output, error, its seq, waiting join
 --                                      seq, join fired)
 --   v:<name>                          a workflow variable's JSON value
+--   lim                               the run's limit of executions (ORCHY_MAX_RUN_EXECUTIONS),
+--                                      written at its start; none for runs started before
+--   a:<id>:jp                         the seq a while's pass started at, for join <id> in its
+--                                      loop: the join waits for executions after it
 --   x:<seq>:cw|cid|cs|co|ce           a sub-workflow execution: the child's workflow name,
 --                                      the child run's id (once started), and once the
 --                                      child has ended its status, output JSON and reason
@@ -268,6 +272,23 @@ local function finish_run(ctx, status, reason, ending)
   end
 end
 
+-- The ops that create an execution (a join only when it is not waiting or done already).
+local CREATES_EXEC = { user = true, done = true, failed = true, sleep = true, wait = true,
+  join = true }
+CREATES_EXEC.sub = true  -- a subWorkflow's execution
+
+-- True when the op would create an execution past the run's limit (``lim``; none in runs
+-- started before it was written).
+local function past_limit(ctx, kind, aid)
+  if not CREATES_EXEC[kind] then return false end
+  if ctx.lim == nil then ctx.lim = tonumber(redis.call('HGET', ctx.run, 'lim')) or false end
+  if not ctx.lim or tonumber(redis.call('HGET', ctx.run, 'seq') or '0') < ctx.lim then
+    return false
+  end
+  return kind ~= 'join' or (redis.call('HEXISTS', ctx.run, af(aid, 'jf')) == 0
+    and redis.call('HEXISTS', ctx.run, af(aid, 'jw')) == 0)
+end
+
 -- Applies the ops that the engine planned, read from ARGV[i...]:
 -- a count, then seven values per op: kind, action id, name, payload, number, KEYS index,
 -- and the input a system action's execution received (or "").
@@ -281,6 +302,10 @@ end
 -- the run's status (COMPLETED or FAILED), its payload the reason, and its input the run's
 -- output JSON, or "" for the usual output; every execution still open is closed as
 -- terminate.lua closes them, and any later op is skipped (the planner sends none).
+-- An op that would create an execution past the run's limit FAILS the run instead, and
+-- any later op is skipped. A "limit" op (at start) writes that limit, its number. A "loop"
+-- op (a while starting a pass of its body) lets each join of its payload (comma list of
+-- ids) fire again, once the actions it joins on have run in this pass.
 local function apply_ops(ctx, i)
   local count = tonumber(ARGV[i])
   i = i + 1
@@ -290,6 +315,11 @@ local function apply_ops(ctx, i)
     local input = ARGV[i + 6]
     local action = tonumber(aid)
     i = i + 7
+    if past_limit(ctx, kind, aid) then
+      finish_run(ctx, 'FAILED', 'run reached its limit of ' .. ctx.lim
+        .. ' executions (ORCHY_MAX_RUN_EXECUTIONS)')
+      break
+    end
     if kind == 'user' and number > 0 and ctx.worker then
       -- Leased at once to the worker whose result led here (``number`` is the lease ms):
       -- the task never waits in its queue.
@@ -367,6 +397,17 @@ local function apply_ops(ctx, i)
       redis.call('HSET', ctx.run, 'parent', name, 'pseq', payload, 'paid', aid, 'depth', number)
     elseif kind == 'note' then
       hist(ctx, { event = 'WARNING', action = action, detail = payload })
+    elseif kind == 'limit' then
+      redis.call('HSET', ctx.run, 'lim', number)
+      ctx.lim = number
+    elseif kind == 'loop' then
+      local since = redis.call('HGET', ctx.run, 'seq')
+      for join_id in string.gmatch(payload, '[^,]+') do
+        if redis.call('HEXISTS', ctx.run, af(join_id, 'x')) == 1 then  -- else: its first pass
+          redis.call('HDEL', ctx.run, af(join_id, 'jf'))
+          redis.call('HSET', ctx.run, af(join_id, 'jp'), since)
+        end
+      end
     elseif kind == 'end' then
       if input ~= '' then redis.call('HSET', ctx.run, 'output', input) end
       finish_run(ctx, name, payload, action)
@@ -384,9 +425,11 @@ local function check_joins(ctx)
   for aid in string.gmatch(joins, '[^,]+') do
     local seq = redis.call('HGET', ctx.run, af(aid, 'jw'))
     local ready = true
+    local since = tonumber(redis.call('HGET', ctx.run, af(aid, 'jp')))  -- in a loop's pass
     for id in string.gmatch(redis.call('HGET', ctx.run, xf(seq, 'jon')), '[^,]+') do
       local status = redis.call('HGET', ctx.run, af(id, 's'))
-      if status ~= 'COMPLETED' and status ~= 'FAILED' then
+      if (status ~= 'COMPLETED' and status ~= 'FAILED')
+        or (since and tonumber(redis.call('HGET', ctx.run, af(id, 'x'))) <= since) then
         ready = false
         break
       end
