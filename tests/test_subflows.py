@@ -296,3 +296,31 @@ async def test_bad_definitions_are_refused(
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error.startswith("action 1 (subWorkflow): ") and problem in error, error
+
+
+async def test_a_sub_workflow_in_a_loop_starts_a_child_per_pass(api: Api) -> None:
+    name = unique("looped")
+    child_name = unique("looped-child")
+    end = {"status": "COMPLETED", "output": {"pass": "{$.input.pass}"}}
+    await api.register(workflow(child_name, system(1, "terminate", parameters=end)))
+    body = sub_workflow(2, child_name, {"default": [1]}, **{"pass": "{$.1.output.iteration}"})
+    body["setVars"] = [{"var": "passes", "op": "append", "value": "{$.output.pass}"}]
+    await api.register(
+        workflow(
+            name,
+            system(1, "while", {"body": [2]}, condition="{$.vars.count} < 3"),
+            {**body, "setVars": [*body["setVars"], {"var": "count", "op": "add", "value": 1}]},
+            vars={"count": 0, "passes": []},
+        )
+    )
+    flow_id = await api.start(name)
+    flow = await api.wait_status(flow_id, "COMPLETED")
+    assert flow["vars"] == {"count": 3, "passes": [1, 2, 3]}
+    children = [link["flowId"] for link in flow["children"]]
+    assert len(set(children)) == 3
+    assert [link["actionId"] for link in flow["children"]] == [2, 2, 2]
+    assert flow["actions"]["2"]["child"] == children[-1]
+    for child_id in children:
+        child = await api.flow(child_id)
+        assert child["status"] == "COMPLETED"
+        assert child["parent"] == {"flowId": flow_id, "actionId": 2}

@@ -106,6 +106,7 @@ async def test_a_spawn_handler_run_again_starts_one_child(engine: Engine, lua: L
     assert events_of(await lua.history(child)).count("RUN_STARTED") == 1
     child_run = await run_of(lua, child)
     assert (child_run["pseq"], child_run["paid"], child_run["depth"]) == ("1", "1", "1")
+    assert child_run["lim"] == str(engine.settings.max_run_executions)  # a run's own limit
     assert engine.store.keys.partition_of(child) != engine.store.keys.partition_of(parent)
     # The child's one task.
     [task] = await engine.poll("w-1", [pair.charge], 10, 0)
