@@ -122,6 +122,16 @@ class Settings(BaseSettings):
     # Executions one run may create (a loop that never ends FAILS when it reaches this).
     max_run_executions: int = 100_000
 
+    # Correlated events (POST /events/{event}): an event that finds no waiting run is kept
+    # this long when it names no ttlSeconds, and at most ``event_ttl_max_seconds``. A kept
+    # event's record outlives its TTL by ``event_grace_seconds``, so that a run that took it
+    # while its server died still gets it when its timer is handled again. A publication's
+    # delivery is resumed by a timer after ``event_delivery_retry_seconds`` if the server
+    # that began it did not finish it.
+    event_ttl_seconds: float = 60.0
+    event_ttl_max_seconds: float = 7 * 24 * 3600
+    event_grace_seconds: float = 600.0
+    event_delivery_retry_seconds: float = 10.0
     # Sub-workflows: a run started by a subWorkflow action is one level deeper than its
     # parent (a run started by a client is at depth 0); a subWorkflow action that would
     # start a run deeper than this fails instead.
