@@ -55,12 +55,13 @@ def rejection(name: str, **fields: Any) -> str:
 # --- registry -------------------------------------------------------------------------
 
 
-def test_the_registry_holds_the_eight_system_actions() -> None:
+def test_the_registry_holds_the_system_actions() -> None:
     assert sorted(REGISTRY) == [
         "delay",
         "if",
         "javascript",
         "join",
+        "subWorkflow",
         "switch",
         "terminate",
         "wait",

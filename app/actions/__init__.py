@@ -7,6 +7,7 @@ from app.actions.delay import DelayAction
 from app.actions.if_ import IfAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
+from app.actions.sub_workflow import SubWorkflowAction
 from app.actions.switch import SwitchAction
 from app.actions.terminate import TerminateAction
 from app.actions.wait import WaitAction
@@ -23,6 +24,7 @@ REGISTRY: dict[str, SystemAction] = {
         TerminateAction(),
         IfAction(),
         WhileAction(),
+        SubWorkflowAction(),
     )
 }
 

@@ -16,6 +16,12 @@ Number = Annotated[float, Strict()]
 Boolean = Annotated[bool, Strict()]
 
 
+def _absent(value: Any) -> bool:
+    """A field left out of an answer when it has no value (one that only some runs or
+    actions have, so that the others keep their shape)."""
+    return value is None
+
+
 class ErrorResponse(BaseModel):
     error: str
 
@@ -93,6 +99,12 @@ class ActionView(BaseModel):
         description="how many times the action has run in this run (its executions); "
         "the other fields are its latest execution's",
     )
+    child: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="a subWorkflow: the id of the child run its latest execution started "
+        "(absent for other actions)",
+    )
 
 
 class ExecutionView(BaseModel):
@@ -114,6 +126,13 @@ class ExecutionList(BaseModel):
     nextOffset: int | None = Field(description="the offset of the next page; null at the end")
 
 
+class RunLink(BaseModel):
+    """A run started by a subWorkflow action, or the run whose action started this one."""
+
+    flowId: str
+    actionId: int
+
+
 class FlowView(BaseModel):
     id: str
     name: str
@@ -130,6 +149,15 @@ class FlowView(BaseModel):
     createdAt: str
     updatedAt: str
     finishedAt: str | None = None
+    parent: RunLink | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="for a run started by a subWorkflow action: that action (absent for "
+        "other runs)",
+    )
+    children: list[RunLink] = Field(
+        default_factory=list, description="the runs this run's subWorkflow actions started"
+    )
 
 
 class FlowSummary(BaseModel):

@@ -27,6 +27,7 @@ from app.actions.delay import DelayAction
 from app.actions.if_ import IfAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
+from app.actions.sub_workflow import SubWorkflowAction
 from app.actions.switch import SwitchAction
 from app.actions.terminate import TerminateAction
 from app.actions.wait import WaitAction
@@ -206,6 +207,24 @@ class TerminateStep(ActionBase):
     )
 
 
+class SubWorkflowStep(ActionBase):
+    """Starts a run of ``workflow`` with ``parameters`` (resolved) as its input and waits for
+    it: its output becomes this action's; a child that fails or is terminated fails this
+    action (``error`` branch). Ending this run terminates the child."""
+
+    type: Literal["system"]
+    name: Literal["subWorkflow"]
+    workflow: NonBlank = Field(examples=["payment"])
+    version: StrictInt | None = Field(
+        default=None, ge=1, description="absent: the workflow's latest version when it starts"
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="the child run's input; templates as in a user action's parameters",
+        examples=[{"orderId": "{$.input.orderId}"}],
+    )
+
+
 SYSTEM_STEPS: dict[str, type[ActionBase]] = {
     SwitchAction.name: SwitchStep,
     DelayAction.name: DelayStep,
@@ -215,6 +234,7 @@ SYSTEM_STEPS: dict[str, type[ActionBase]] = {
     TerminateAction.name: TerminateStep,
     IfAction.name: IfStep,
     WhileAction.name: WhileStep,
+    SubWorkflowAction.name: SubWorkflowStep,
 }
 
 
@@ -238,7 +258,8 @@ Action = Annotated[
     | Annotated[JoinStep, Tag(JoinAction.name)]
     | Annotated[TerminateStep, Tag(TerminateAction.name)]
     | Annotated[IfStep, Tag(IfAction.name)]
-    | Annotated[WhileStep, Tag(WhileAction.name)],
+    | Annotated[WhileStep, Tag(WhileAction.name)]
+    | Annotated[SubWorkflowStep, Tag(SubWorkflowAction.name)],
     Discriminator(_action_kind),
 ]
 

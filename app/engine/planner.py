@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 import orjson
 
 from app.actions import get_action
-from app.actions.base import AwaitEvent, AwaitJoin, Done, End, Fail, Outcome, Sleep
+from app.actions.base import (
+    AwaitChild,
+    AwaitEvent,
+    AwaitJoin,
+    Done,
+    End,
+    Fail,
+    Outcome,
+    Sleep,
+)
 from app.actions.while_ import BODY_BRANCH
 from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
 from app.engine.document import Document
@@ -191,6 +200,9 @@ class Planner:
             case AwaitJoin(join_on=join_on):
                 payload = ",".join(str(joined) for joined in join_on)
                 plan.ops.append(PlannedOp("join", action.id, payload=payload, input=received))
+            case AwaitChild(workflow=workflow):
+                # The child is started by the execution's spawn timer (see children.py).
+                plan.ops.append(PlannedOp("sub", action.id, workflow, input=received))
             case End(status=status, reason=reason, output=output, gives_output=gives_output):
                 own: JSON = {"status": status, "reason": reason}
                 if gives_output:
