@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     max_duration_seconds: float = 365 * 24 * 3600
     max_retry_count: int = 100
 
+    # forEach: items open at once when the definition gives no concurrency, and the most it
+    # may give; items in one list; bytes of all the items' resolved parameters.
+    for_each_concurrency: int = 10
+    max_for_each_concurrency: int = 1000
+    max_for_each_items: int = 100_000
+    max_for_each_payload_bytes: int = 64 * 1024 * 1024
+
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600
 

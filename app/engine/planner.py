@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from app.actions import get_action
-from app.actions.base import AwaitEvent, AwaitJoin, Done, End, Fail, Outcome, Sleep
+from app.actions.base import AwaitEvent, AwaitJoin, Done, End, Fail, Outcome, Sleep, StartItems
+from app.actions.for_each import ForEachAction, ItemLimits, expand, expand_json
 from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
 from app.engine.document import Document
 from app.engine.document_pool import DocumentPool
@@ -56,6 +57,7 @@ class Planner:
         documents: DocumentPool,
         large_document_size: int,
         max_var_bytes: int = 1024 * 1024,
+        item_limits: ItemLimits | None = None,
     ) -> None:
         self.executor = executor  # scripts (blocking system actions)
         # A document this large is read in ``documents``: parsing it, JSONPath over it and
@@ -63,6 +65,7 @@ class Planner:
         self.documents = documents
         self.large_document_size = large_document_size
         self.max_var_bytes = max_var_bytes
+        self.item_limits = item_limits or ItemLimits()
 
     async def start(
         self, workflow: WorkflowDef, ids: list[int], document: Document, plan: Plan | None = None
@@ -130,6 +133,13 @@ class Planner:
         implementation = get_action(action.name)
         if implementation is None:  # validation keeps unknown names out; a stale cache may not
             outcome: Outcome = Fail(f"unknown system action {action.name!r}")
+        elif isinstance(implementation, ForEachAction):  # planned with the server's limits
+            if self._is_large(document):
+                outcome = await self.documents.call(
+                    expand_json, action, document.json(), self.item_limits
+                )
+            else:
+                outcome = expand(action, document.value, self.item_limits)
         elif implementation.blocking:
             reads = implementation.reads_document
 
@@ -170,6 +180,13 @@ class Planner:
             case AwaitJoin(join_on=join_on):
                 payload = ",".join(str(joined) for joined in join_on)
                 plan.ops.append(PlannedOp("join", action.id, payload=payload, input=received))
+            case StartItems(queue=queue, header=header, lines=lines, warnings=warnings):
+                for warning in warnings:
+                    plan.ops.append(PlannedOp("note", action.id, payload=warning))
+                payload = "\n".join([header, *lines])
+                plan.ops.append(
+                    PlannedOp("each", action.id, queue, payload, queue=queue, input=received)
+                )
             case End(status=status, reason=reason, output=output, gives_output=gives_output):
                 own: JSON = {"status": status, "reason": reason}
                 if gives_output:

@@ -25,6 +25,8 @@ class Execution:
     event_data_json: str | None
     held_json: str | None
     join_on: list[int]
+    parent: int | None = None  # a for-each item: the for-each execution's seq
+    index: int | None = None  # a for-each item: its position in the for-each's list
 
 
 ACTION_PREFIX = "a:"  # a:<id>:<field>, the latest execution of action <id> (common.lua)
@@ -74,6 +76,8 @@ class RunSnapshot:
             event_data_json=fields.get(prefix + "evd"),
             held_json=fields.get(prefix + "held"),
             join_on=[int(part) for part in join_on.split(",")] if join_on else [],
+            parent=_optional_int(fields.get(prefix + "p")),
+            index=_optional_int(fields.get(prefix + "i")),
         )
 
     def action_ids(self) -> list[int]:
@@ -125,3 +129,7 @@ class RunSnapshot:
         for action_id, raw in outputs:
             document[str(action_id)] = {"output": orjson.loads(raw)}
         return document
+
+
+def _optional_int(raw: str | None) -> int | None:
+    return None if raw is None else int(raw)

@@ -523,6 +523,35 @@ class Store:
                 raise reply
         return replies
 
+    # What planning a for-each item's result reads of its run (see ``read_executions``).
+    EXECUTION_RUN_FIELDS = ("id", "name", "version", "status", "rev")
+    EXECUTION_FIELDS = ("a", "s", "n", "in", "q", "k", "held", "p", "i")
+
+    async def read_executions(self, tasks: Sequence[tuple[str, int]]) -> list[dict[str, str]]:
+        """For each (flow id, seq), the run's own fields and that execution's, not the whole
+        run (one HMGET each, all in one pipelined round trip): a for-each of 10,000 items
+        would read 10,000 executions for each result. Fields the run lacks are left out."""
+        if not tasks:
+            return []
+        commands = []
+        names_of = []
+        for flow_id, seq in tasks:
+            names = [
+                *self.EXECUTION_RUN_FIELDS,
+                *(f"x:{seq}:{field}" for field in self.EXECUTION_FIELDS),
+            ]
+            names_of.append(names)
+            commands.append(("HMGET", self.keys.run(flow_id).run, *names))
+        replies = await self.coalescer.execute(commands)
+        found = []
+        for names, reply in zip(names_of, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            found.append(
+                {name: value for name, value in zip(names, reply, strict=True) if value is not None}
+            )
+        return found
+
     async def read_history(self, flow_id: str) -> list[str]:
         entries: list[str] = await self.client.lrange(self.keys.run(flow_id).history, 0, -1)
         return entries

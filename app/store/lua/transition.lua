@@ -96,6 +96,10 @@ else
   end
   redis.call('HSET', ctx.run, unpack(fields))
   if latest and new_status ~= 'FAILED' then redis.call('HDEL', ctx.run, af(aid, 'e')) end
+  -- A for-each item keeps its own output (a:<id>:o is the for-each's); its "item" op counts it.
+  if not latest and redis.call('HEXISTS', ctx.run, xf(seq, 'p')) == 1 then
+    redis.call('HSET', ctx.run, xf(seq, 'o'), ARGV[12])
+  end
   if OPEN[ARGV[6]] then count_active(ctx, -1) end
   if exec[6] then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. exec[6]) end
   hist(ctx, { event = new_status, action = action, seq = tonumber(seq), branch = ARGV[14],
