@@ -58,7 +58,9 @@ def trial(items: int, concurrency: int, workers: int, worker_concurrency: int) -
         before = int(client.info("memory")["used_memory"])
         with httpx.Client(base_url=current.url, timeout=60) as http:
             started = time.time_ns()
-            answer = http.post("/flow/execute", json={"name": name, "input": {"items": list(range(items))}})
+            answer = http.post(
+                "/flow/execute", json={"name": name, "input": {"items": list(range(items))}}
+            )
             flow_id = answer.json()["flowId"]
             popped = client.blpop([END_KEY], timeout=RUN_DEADLINE_SECONDS)
             if popped is None:
@@ -93,9 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS)
     parser.add_argument("--workers", type=int, default=orchy_bench.DEFAULT_WORKERS)
-    parser.add_argument(
-        "--worker-concurrency", type=int, default=orchy_bench.DEFAULT_CONCURRENCY
-    )
+    parser.add_argument("--worker-concurrency", type=int, default=orchy_bench.DEFAULT_CONCURRENCY)
     args = parser.parse_args(argv)
     rows = []
     for _ in range(args.trials):
