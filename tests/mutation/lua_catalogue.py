@@ -11,9 +11,9 @@ KILLS = "tests/test_lua_mutant_kills.py"
 # The test files that drive each script directly.
 SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
     "start": ("tests/test_lua_start.py",),
-    "transition": ("tests/test_lua_transition.py",),
+    "transition": ("tests/test_lua_transition.py", "tests/test_lua_for_each.py"),
     "requeue": ("tests/test_lua_requeue.py",),
-    "poll": ("tests/test_lua_poll.py",),
+    "poll": ("tests/test_lua_poll.py", "tests/test_lua_for_each.py"),
     "heartbeat": ("tests/test_lua_heartbeat.py",),
     "event": ("tests/test_lua_event.py",),
     "claim_timers": ("tests/test_lua_scripts.py",),
@@ -36,6 +36,7 @@ SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
             "timer_failed",
             "scripts",
             "terminate_action",
+            "for_each",
         )
     ),
 }
