@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import httpx
+import redis
 
 from bench import orchy_bench
 
@@ -51,7 +52,10 @@ def definition(name: str, concurrency: int) -> dict[str, Any]:
 def trial(items: int, concurrency: int, workers: int, worker_concurrency: int) -> dict[str, Any]:
     env = {"BENCH_RUNS": "1"}
     with orchy_bench.stack("embedded", workers, worker_concurrency, env) as current:
-        client = current.redis()
+        # No socket timeout: BLPOP waits for the whole for-each.
+        client = redis.Redis.from_url(
+            current.redis_url, decode_responses=True, socket_timeout=RUN_DEADLINE_SECONDS + 10
+        )
         client.delete(END_KEY, "bench:done")
         name = f"bench-for-each-{time.time_ns()}"
         orchy_bench.register(current.url, definition(name, concurrency))
