@@ -435,3 +435,29 @@ async def test_a_for_each_branch_other_than_default_and_error_is_refused(
     response = await http.post("/metadata/workflow", json=definition)
     assert response.status_code == 422
     assert "action 1 (forEach): next.done" in response.json()["error"]
+
+
+async def test_an_item_whose_lease_expires_is_retried(
+    api: Api, http: httpx.AsyncClient, server: ServerThread, settings: Settings
+) -> None:
+    name = unique("fe-lease")
+    body = f"{name}-item"
+    definition = {
+        "name": body,
+        "retryCount": 1,
+        "retryAfterSeconds": 0.05,
+        "retryPolicy": "FIXED",
+        "timeoutSeconds": 0.3,
+    }
+    assert (await http.post("/metadata/action", json=definition)).status_code == 200
+    await api.register(workflow(name, for_each(1, body, concurrency=1)))
+    flow_id = await api.start(name, {"items": [1, 2]})
+    dropped = await api.poll_one(body)  # taken, never answered
+    assert dropped["taskId"].endswith(".i")
+    async with serving_worker(server, settings, body, lambda task_input: task_input):
+        flow = await api.wait_status(flow_id, "COMPLETED")
+    assert flow["actions"]["1"]["output"] == [{"value": 1}, {"value": 2}]
+    retries = [e for e in await api.history(flow_id) if e["event"] == "RETRY_SCHEDULED"]
+    assert [(e["seq"], e["error"].startswith("lease expired")) for e in retries] == [(2, True)]
+    late = await api.complete(dropped["taskId"], {"late": True})
+    assert late.status_code == 409

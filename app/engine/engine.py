@@ -90,6 +90,10 @@ def _result_from_held(held_json: str) -> Result:
 
 
 _HELD_AS_THEMSELVES = frozenset({TimerKind.LEASE, TimerKind.POLL_TIMEOUT})
+# Timers of a user task's attempt (see Engine._timer_fields).
+_TASK_TIMERS = frozenset(
+    {TimerKind.LEASE, TimerKind.POLL_TIMEOUT, TimerKind.RESULT, TimerKind.ENQUEUE}
+)
 # Ops that queue user tasks, marked with their action's poll timeout (see apply_ops).
 _QUEUEING_OPS = frozenset({"user", "each", "item"})
 
@@ -721,7 +725,7 @@ class Engine:
 
     async def _handle_timer_once(self, member_text: str, claimed_score: int | None) -> str:
         member = TimerMember.parse(member_text)
-        fields = await self.store.read_run(member.flow_id)
+        fields = await self._timer_fields(member)
         snapshot = RunSnapshot(member.flow_id, fields)
         execution = snapshot.execution(member.seq) if fields else None
         if execution is None:
@@ -754,6 +758,17 @@ class Engine:
                 self._finish_user_task(task, snapshot, execution, result, member)
             )
         return await self._finish_waiting(snapshot, execution, member)
+
+    async def _timer_fields(self, member: TimerMember) -> dict[str, str]:
+        """What a timer reads of its run. A retry's back-off needs only its execution; the
+        other timers of a user task read a for-each item's execution only (a worker that
+        dies holding 500 items must not have the whole run read 500 times); the rest read
+        the whole run."""
+        if member.kind in _TASK_TIMERS:
+            [fields] = await self.store.read_executions([(member.flow_id, member.seq)])
+            if member.kind is TimerKind.ENQUEUE or f"x:{member.seq}:p" in fields:
+                return fields
+        return await self.store.read_run(member.flow_id)
 
     async def timer_failed(self, partition: int, member_text: str, error: str) -> str:
         """Handling the due timer ``member_text`` of ``partition`` raised ``error``.
