@@ -55,8 +55,17 @@ def rejection(name: str, **fields: Any) -> str:
 # --- registry -------------------------------------------------------------------------
 
 
-def test_the_registry_holds_the_seven_system_actions() -> None:
-    assert sorted(REGISTRY) == ["delay", "if", "javascript", "join", "switch", "terminate", "wait"]
+def test_the_registry_holds_the_system_actions() -> None:
+    assert sorted(REGISTRY) == [
+        "delay",
+        "forEach",
+        "if",
+        "javascript",
+        "join",
+        "switch",
+        "terminate",
+        "wait",
+    ]
     assert all(REGISTRY[name].name == name for name in REGISTRY)
     assert get_action("nope") is None
     assert registered("javascript").blocking
