@@ -3,24 +3,42 @@ answered by ``orchy worker bench/noop_worker.py`` processes over HTTP, on a fres
 embedded Redis. The time runs from ``POST /flow/execute`` to the end of the action after the
 for-each (``bench-last``, which pushes the time when it runs). Also Redis bytes per finished
 item: the run hash and history (MEMORY USAGE) over the items, and the growth of
-``used_memory``.
+``used_memory``. Then, in the same run, Celery's peer of it (``--celery``): a chord of as
+many no-op tasks and a callback, with one Celery worker (prefork 2, as two processes),
+on an embedded Redis of its own (the same redis-server binary), timed from sending the
+chord to the callback's end.
 
     python -m bench.run --workload for-each          # or: python -m bench.for_each
-    python -m bench.for_each --items 10000 --concurrency 1000 --trials 3
+    python -m bench.for_each --items 10000 --concurrency 1000 --trials 3 --celery
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
 
+from app.store.embedded import EmbeddedRedis
 from bench import orchy_bench
+
+PEERS = orchy_bench.ROOT / "bench" / "peers"
+CELERY_SCRIPT = PEERS / "celery_bench.py"
+CELERY_PYTHON = orchy_bench.ROOT / "bench" / ".venvs" / "celery" / "bin" / "python"
+CELERY_WORKER_PROCESSES = 2
+REDIS_START_SECONDS = 10.0
+
+sys.path.insert(0, str(PEERS))
+import _common  # noqa: E402  (bench/peers is a folder of scripts, not a package)
 
 DEFAULT_ITEMS = 10_000
 DEFAULT_CONCURRENCY = 1000  # items open at once (ORCHY_MAX_FOR_EACH_CONCURRENCY's default)
@@ -93,6 +111,40 @@ def trial(items: int, concurrency: int, workers: int, worker_concurrency: int) -
         }
 
 
+def celery_chord(tasks: int) -> dict[str, Any]:
+    """Celery's chord of ``tasks`` no-op tasks, with its worker already running."""
+    subprocess.run([sys.executable, str(PEERS / "setup.py"), "celery"], check=True)
+    with tempfile.TemporaryDirectory(prefix="orchy-bench-celery-") as folder:
+        server = EmbeddedRedis(Path(folder))
+        server.start(REDIS_START_SECONDS)
+        try:
+            env = {
+                **os.environ,
+                "CELERY_BENCH_REDIS_URL": server.url,
+                "CELERY_BENCH_CELERY_URL": f"redis+socket://{server.socket_path}",
+                "CELERY_BENCH_POOL": "prefork",
+                "CELERY_BENCH_CONCURRENCY": str(CELERY_WORKER_PROCESSES),
+            }
+            worker = [str(CELERY_PYTHON), str(CELERY_SCRIPT), "worker", "--index", "0"]
+            with _common.WorkerGroup([worker], Path(folder) / "logs", env=env, cwd=PEERS):
+                done = subprocess.run(
+                    [str(CELERY_PYTHON), str(CELERY_SCRIPT), "chord", "--runs", str(tasks)],
+                    cwd=PEERS,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=RUN_DEADLINE_SECONDS,
+                )
+            if done.returncode != 0:
+                raise RuntimeError(f"celery chord failed: {done.stderr[-1500:]}")
+            row = _common.last_json_line(done.stdout)
+            if row is None:
+                raise RuntimeError("celery chord printed no row")
+            return row
+        finally:
+            server.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=DEFAULT_ITEMS)
@@ -100,17 +152,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS)
     parser.add_argument("--workers", type=int, default=orchy_bench.DEFAULT_WORKERS)
     parser.add_argument("--worker-concurrency", type=int, default=orchy_bench.DEFAULT_CONCURRENCY)
+    parser.add_argument("--celery", action="store_true", help="also Celery's chord, in turn")
     args = parser.parse_args(argv)
     rows = []
+    chords = []
     for _ in range(args.trials):
         row = trial(args.items, args.concurrency, args.workers, args.worker_concurrency)
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.celery:
+            chords.append(celery_chord(args.items))
+            print(json.dumps(chords[-1]), flush=True)
     seconds = statistics.median(row["seconds"] for row in rows)
     print(
         f"for-each of {args.items} no-op items, {args.workers} worker processes: "
         f"median {seconds:.2f} s ({args.items / seconds:.0f} items/s) over {len(rows)} trials"
     )
+    if chords:
+        chord_seconds = statistics.median(row["seconds"] for row in chords)
+        print(
+            f"celery chord of {args.items} no-op tasks, {CELERY_WORKER_PROCESSES} worker "
+            f"processes: median {chord_seconds:.2f} s ({args.items / chord_seconds:.0f} "
+            f"tasks/s); Orchy / Celery time: {seconds / chord_seconds:.2f}"
+        )
 
 
 if __name__ == "__main__":
