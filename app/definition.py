@@ -89,6 +89,9 @@ class ActionDef:
     condition: str | None = None
     set_vars: tuple[VarMutation, ...] = ()
     for_each: ForEachSpec | None = None
+    check: str | None = None  # a while's: "before" or "after" each pass of its body
+    # A while's: the joins in its loop, which fire again in each pass (see app/engine/cycles.py)
+    loop_joins: tuple[int, ...] = ()
 
     @property
     def label(self) -> str:

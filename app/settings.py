@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # delaySeconds, timeoutSeconds and retryAfterSeconds; and retryCount.
     max_duration_seconds: float = 365 * 24 * 3600
     max_retry_count: int = 100
+    # Executions one run may create (a loop that never ends FAILS when it reaches this).
+    max_run_executions: int = 100_000
 
     # forEach: items open at once when the definition gives no concurrency, and the most it
     # may give; items in one list; bytes of all the items' resolved parameters.

@@ -614,3 +614,42 @@ def test_set_vars_that_cannot_apply_says_why_and_leaves_the_document(planner: Pl
 
     assert why == "setVars[0] (removeKey keys): removeKey needs a string key, not 3"
     assert doc.value["vars"] == {"keys": {"a": 1}}
+
+
+async def test_a_loop_of_system_actions_is_planned_up_to_the_limit_then_fails(
+    executor: ThreadPoolExecutor, pool: CountingPool
+) -> None:
+    definition = workflow(
+        system(1, "while", condition="true", next={"body": [2]}),
+        system(2, "if", condition="true", next={"true": [1]}),
+    )
+
+    result = await plan(Planner(executor, pool, NEVER_LARGE, max_executions=5), definition, [1])
+
+    assert [(op.kind, op.action_id) for op in result.ops] == [
+        ("done", 1),
+        ("done", 2),
+        ("done", 1),
+        ("done", 2),
+        ("done", 1),
+    ]
+    assert result.fail_reason == (
+        "run reached its limit of 5 executions (ORCHY_MAX_RUN_EXECUTIONS)"
+    )
+
+
+async def test_a_while_starting_a_pass_lets_the_joins_of_its_loop_fire_again(
+    planner: Planner,
+) -> None:
+    definition = workflow(
+        system(1, "while", condition="{$.1.output.iteration} < 1", next={"body": [2]}),
+        user(2, next={"default": [3]}),
+        system(3, "join", joinOn=[2], next={"default": [1]}),
+    )
+
+    result = await plan(planner, definition, [1])
+
+    assert [(op.kind, op.action_id, op.payload) for op in result.ops][1:] == [
+        ("loop", 1, "3"),
+        ("user", 2, "{}"),
+    ]

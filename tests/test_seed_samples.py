@@ -16,40 +16,21 @@ from tests.helpers.samples import (
     DELAY,
     JAVASCRIPT,
     LOG_ACTION,
+    RUN_SECONDS,
     SWITCH,
     WAIT,
-    Sample,
+    completed_runs,
+    register_sample,
     worker_process,
 )
 from tests.helpers.waiting import wait_until
 
-RUN_SECONDS = 40
 DELAY_MS = 10_000
-
-
-async def _register(http: httpx.AsyncClient, sample: Sample) -> None:
-    response = await http.post("/metadata/workflow", content=sample.workflow.read_bytes())
-    assert response.status_code == 200, response.text
-    assert response.json()["name"] == sample.name
-
-
-async def _completed_runs(
-    api: Api, http: httpx.AsyncClient, server: ServerThread, sample: Sample, inputs: list[Any]
-) -> list[tuple[str, dict[str, Any]]]:
-    """Registers ``sample`` and runs it once an input with its worker process until every run
-    is complete: each run's id and state, in the order of ``inputs``."""
-    await _register(http, sample)
-    with worker_process(sample, server.url):
-        flow_ids = [await api.start(sample.name, input_data) for input_data in inputs]
-        flows = await asyncio.gather(
-            *(api.wait_status(flow_id, "COMPLETED", RUN_SECONDS) for flow_id in flow_ids)
-        )
-    return list(zip(flow_ids, flows, strict=True))
 
 
 async def test_every_sample_file_registers_as_it_is(http: httpx.AsyncClient) -> None:
     for sample in ALL:
-        await _register(http, sample)
+        await register_sample(http, sample)
         stored = (await http.get(f"/metadata/workflow/{sample.name}")).json()
         posted = json.loads(sample.workflow.read_text())
         assert posted["description"]
@@ -60,7 +41,7 @@ async def test_switch_takes_200_300_and_default(
     api: Api, http: httpx.AsyncClient, server: ServerThread
 ) -> None:
     inputs: list[Any] = [SWITCH.input["key1"], "300", 404]
-    runs = await _completed_runs(api, http, server, SWITCH, [{"key1": key1} for key1 in inputs])
+    runs = await completed_runs(api, http, server, SWITCH, [{"key1": key1} for key1 in inputs])
     for key1, (_, flow), (leaf, branch) in zip(
         inputs, runs, [("3", "200"), ("4", "300"), ("6", "default")], strict=True
     ):
@@ -72,7 +53,7 @@ async def test_switch_takes_200_300_and_default(
 async def test_delay_runs_the_next_action_after_its_timer(
     api: Api, http: httpx.AsyncClient, server: ServerThread
 ) -> None:
-    [(flow_id, flow)] = await _completed_runs(api, http, server, DELAY, [DELAY.input])
+    [(flow_id, flow)] = await completed_runs(api, http, server, DELAY, [DELAY.input])
     assert flow["actions"]["7"]["output"] == {}
     assert flow["actions"]["2"]["output"] == {"message": DELAY.input["message"]}
     history = await api.history(flow_id)
@@ -97,7 +78,7 @@ async def _waiting(api: Api, flow_id: str, action: str) -> bool:
 async def test_wait_takes_the_test_branch_on_the_event_and_default_on_timeout(
     api: Api, http: httpx.AsyncClient, server: ServerThread
 ) -> None:
-    await _register(http, WAIT)
+    await register_sample(http, WAIT)
     with worker_process(WAIT, server.url):
         sent_in_time = await api.start(WAIT.name, WAIT.input)
         timed_out = await api.start(WAIT.name, WAIT.input)
@@ -127,7 +108,7 @@ async def test_javascript_adds_the_discount_by_age(
         ({"name": "Ana", "age": 20}, 20),
         ({"name": "Teo", "age": 19}, 10),
     ]
-    runs = await _completed_runs(api, http, server, JAVASCRIPT, [user for user, _ in cases])
+    runs = await completed_runs(api, http, server, JAVASCRIPT, [user for user, _ in cases])
     for (user, discount), (_, flow) in zip(cases, runs, strict=True):
         script_output = flow["actions"]["2"]["output"]
         assert script_output["user"] == {**user, "discount": discount}
@@ -138,7 +119,7 @@ async def test_javascript_adds_the_discount_by_age(
 async def test_log_action_gets_its_shorthand_parameters_resolved(
     api: Api, http: httpx.AsyncClient, server: ServerThread
 ) -> None:
-    [(flow_id, flow)] = await _completed_runs(api, http, server, LOG_ACTION, [LOG_ACTION.input])
+    [(flow_id, flow)] = await completed_runs(api, http, server, LOG_ACTION, [LOG_ACTION.input])
     resolved = {"k1": 23, "k2": LOG_ACTION.input["key1"], "k3": LOG_ACTION.input["x"]}
     assert flow["actions"]["4"]["input"] == resolved
     assert flow["actions"]["4"]["output"] == resolved

@@ -65,6 +65,7 @@ def test_the_registry_holds_the_system_actions() -> None:
         "switch",
         "terminate",
         "wait",
+        "while",
     ]
     assert all(REGISTRY[name].name == name for name in REGISTRY)
     assert get_action("nope") is None

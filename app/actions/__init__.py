@@ -11,6 +11,7 @@ from app.actions.join import JoinAction
 from app.actions.switch import SwitchAction
 from app.actions.terminate import TerminateAction
 from app.actions.wait import WaitAction
+from app.actions.while_ import WhileAction
 
 REGISTRY: dict[str, SystemAction] = {
     action.name: action
@@ -23,6 +24,7 @@ REGISTRY: dict[str, SystemAction] = {
         TerminateAction(),
         IfAction(),
         ForEachAction(),
+        WhileAction(),
     )
 }
 

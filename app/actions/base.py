@@ -95,3 +95,8 @@ class SystemAction(ABC):
     @abstractmethod
     def run(self, action: ActionDef, document: JSONObject) -> Outcome:
         """Decide what happens when ``action`` is reached, reading the run's data document."""
+
+    def branches(self, action: ActionDef) -> list[list[int]]:
+        """The ids of each branch a condition may decide to take (not ``error``): a cycle
+        through a condition one of whose branches leaves it can end. Other actions have none."""
+        return []

@@ -26,6 +26,9 @@ class IfAction(SystemAction):
                     f"{action.label}: next.{branch} is not a branch of if ({', '.join(_BRANCHES)})"
                 )
 
+    def branches(self, action: ActionDef) -> list[list[int]]:
+        return [action.branch(TRUE_BRANCH), action.branch(FALSE_BRANCH)]
+
     def run(self, action: ActionDef, document: JSONObject) -> Outcome:
         """A branch missing from ``next`` falls back to ``default``, or ends there."""
         condition = action.condition or ""

@@ -62,6 +62,9 @@ class SwitchAction(SystemAction):
                     "(nor default, nor error)"
                 )
 
+    def branches(self, action: ActionDef) -> list[list[int]]:
+        return [targets for branch, targets in action.next.items() if branch != ERROR_BRANCH]
+
     def run(self, action: ActionDef, document: JSONObject) -> Outcome:
         if action.cases is not None:
             return self._run_cases(action, document)

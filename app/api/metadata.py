@@ -45,8 +45,9 @@ async def register_workflow(
     """Stores a definition: a changed one becomes version N+1, an identical one (key order
     aside) changes nothing and answers ``created: false``. An invalid one is refused with 422
     and a message naming the action and the problem (a missing or mistyped field, an id in
-    ``next`` or ``joinOn`` that does not exist, an unreachable action, a cycle, an unknown
-    system action, a JSONPath that does not parse, a script that does not compile)."""
+    ``next`` or ``joinOn`` that does not exist, an unreachable action, a cycle no condition
+    can leave, an unknown system action, a JSONPath that does not parse, a script that does
+    not compile)."""
     registration = await engine.catalog.register_workflow(definition)
     return WorkflowRegistered(
         name=registration.name, version=registration.version, created=registration.created

@@ -30,6 +30,7 @@ from app.actions.join import JoinAction
 from app.actions.switch import SwitchAction
 from app.actions.terminate import TerminateAction
 from app.actions.wait import WaitAction
+from app.actions.while_ import WhileAction
 from app.definition import ActionType
 
 ActionId = Annotated[StrictInt, Field(description="an integer, unique in the workflow")]
@@ -133,6 +134,19 @@ class IfStep(ActionBase):
     condition: Condition
 
 
+class WhileStep(ActionBase):
+    """Runs the ``body`` branch while ``condition`` holds, then takes ``default``; the body's
+    last action leads back to the while. ``{$.<id>.output.iteration}`` is the pass number in
+    the body, the passes done in the condition."""
+
+    type: Literal["system"]
+    name: Literal["while"]
+    condition: Condition
+    check: Literal["before", "after"] | None = Field(
+        default=None, description='"before" (default) each pass, or "after" (a do-while)'
+    )
+
+
 class DelayStep(ActionBase):
     """Continues after ``delaySeconds`` (a durable timer)."""
 
@@ -197,6 +211,7 @@ SYSTEM_STEPS: dict[str, type[ActionBase]] = {
     JoinAction.name: JoinStep,
     TerminateAction.name: TerminateStep,
     IfAction.name: IfStep,
+    WhileAction.name: WhileStep,
 }
 
 
@@ -219,7 +234,8 @@ Action = Annotated[
     | Annotated[JavaScriptStep, Tag(JavaScriptAction.name)]
     | Annotated[JoinStep, Tag(JoinAction.name)]
     | Annotated[TerminateStep, Tag(TerminateAction.name)]
-    | Annotated[IfStep, Tag(IfAction.name)],
+    | Annotated[IfStep, Tag(IfAction.name)]
+    | Annotated[WhileStep, Tag(WhileAction.name)],
     Discriminator(_action_kind),
 ]
 
@@ -256,7 +272,8 @@ NOTIFICATION_EXAMPLE: dict[str, Any] = {
 
 
 class WorkflowDefinition(BaseModel):
-    """A workflow: a DAG of actions from ``rootAction``, in Orchy's JSON format."""
+    """A workflow: a graph of actions from ``rootAction``, in Orchy's JSON format; its only
+    cycles are loops that a condition can leave."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [NOTIFICATION_EXAMPLE]})
 

@@ -126,6 +126,7 @@ class Engine:
                 max_items=settings.max_for_each_items,
                 max_payload_bytes=settings.max_for_each_payload_bytes,
             ),
+            max_executions=settings.max_run_executions,
         )
         self.wakeups = wakeups or Wakeups()
         self.runs = RunCache(settings.run_cache_size)
@@ -200,7 +201,10 @@ class Engine:
             if workflow.vars:
                 document[VARS] = orjson.loads(dumps(workflow.vars))  # a run's own copy
             plan = await self.planner.start(
-                workflow, [workflow.root_action], Document.of(document), _initial_vars(workflow)
+                workflow,
+                [workflow.root_action],
+                Document.of(document),
+                _initial_plan(workflow, self.settings.max_run_executions),
             )
             starts.append(
                 RunStart(
@@ -946,10 +950,14 @@ def _user_transition(
     )
 
 
-def _initial_vars(workflow: WorkflowDef) -> Plan:
-    """A plan that starts with writing the workflow's variables' initial values."""
+def _initial_plan(workflow: WorkflowDef, max_executions: int) -> Plan:
+    """A plan that starts with writing the run's limit of executions and the workflow's
+    variables' initial values."""
     return Plan(
-        ops=[PlannedOp("var", 0, name, dumps(value)) for name, value in workflow.vars.items()]
+        ops=[
+            PlannedOp("limit", 0, number=max_executions),
+            *(PlannedOp("var", 0, name, dumps(value)) for name, value in workflow.vars.items()),
+        ]
     )
 
 

@@ -18,6 +18,7 @@ import orjson
 from app.actions import get_action
 from app.actions.base import AwaitEvent, AwaitJoin, Done, End, Fail, Outcome, Sleep, StartItems
 from app.actions.for_each import ForEachAction, ItemLimits, expand, expand_json
+from app.actions.while_ import BODY_BRANCH
 from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
 from app.engine.document import Document
 from app.engine.document_pool import DocumentPool
@@ -34,11 +35,17 @@ def dumps(value: JSON) -> str:
     return orjson.dumps(value).decode()
 
 
+def limit_reason(max_executions: int) -> str:
+    """Why a run that reached its limit of executions FAILS (common.lua words it too)."""
+    return f"run reached its limit of {max_executions} executions (ORCHY_MAX_RUN_EXECUTIONS)"
+
+
 @dataclass
 class Plan:
     ops: list[PlannedOp] = field(default_factory=list)
     fail_reason: str = ""
     ended: bool = False  # a terminate action ended the run: nothing after it is planned
+    executions: int = 0  # the executions planned: actions reached
 
 
 def run_on_document(action: ActionDef, document_json: str) -> Outcome:
@@ -58,6 +65,7 @@ class Planner:
         large_document_size: int,
         max_var_bytes: int = 1024 * 1024,
         item_limits: ItemLimits | None = None,
+        max_executions: int | None = None,
     ) -> None:
         self.executor = executor  # scripts (blocking system actions)
         # A document this large is read in ``documents``: parsing it, JSONPath over it and
@@ -66,6 +74,9 @@ class Planner:
         self.large_document_size = large_document_size
         self.max_var_bytes = max_var_bytes
         self.item_limits = item_limits or ItemLimits()
+        # A run's limit of executions (ORCHY_MAX_RUN_EXECUTIONS), None for none: a loop of
+        # system actions only would otherwise be planned for ever.
+        self.max_executions = max_executions
 
     async def start(
         self, workflow: WorkflowDef, ids: list[int], document: Document, plan: Plan | None = None
@@ -101,6 +112,10 @@ class Planner:
         pending = list(reversed(ids))
         while pending and not plan.fail_reason and not plan.ended:
             action = workflow.actions[pending.pop()]
+            plan.executions += 1
+            if self.max_executions is not None and plan.executions > self.max_executions:
+                plan.fail_reason = limit_reason(self.max_executions)
+                break
             if action.type is ActionType.USER:
                 await self._queue_user_action(action, document, plan)
             else:
@@ -165,6 +180,9 @@ class Planner:
                     return self._failure_branch(action, var_ops, document, plan)
                 plan.ops.append(PlannedOp("done", action.id, branch, output_json, input=received))
                 plan.ops += var_ops
+                if action.loop_joins and branch == BODY_BRANCH:  # a while starts a pass
+                    joins = ",".join(str(join) for join in action.loop_joins)
+                    plan.ops.append(PlannedOp("loop", action.id, payload=joins))
                 return action.branch(branch)
             case Fail(error=error):
                 plan.ops.append(PlannedOp("failed", action.id, payload=error, input=received))

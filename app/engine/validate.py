@@ -6,15 +6,17 @@ or the action and the problem.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from app.actions import REGISTRY, for_each, get_action
 from app.actions.delay import is_number
 from app.actions.if_ import IfAction
+from app.actions.join import JoinAction
 from app.actions.switch import SwitchAction
 from app.actions.wait import WaitAction, is_sendable
+from app.actions.while_ import BODY_BRANCH, WhileAction
 from app.definition import (
     ActionDef,
     ActionType,
@@ -24,6 +26,7 @@ from app.definition import (
     objects_in,
 )
 from app.engine.conditions import ConditionSyntaxError, compile_condition
+from app.engine.cycles import cycle_message, cycles, loop_of
 from app.engine.params import PathError, compile_path, references
 from app.engine.retry import ActionSettings
 from app.engine.validate_vars import check_set_vars, parse_set_vars, parse_vars
@@ -119,7 +122,8 @@ def parse_workflow(raw: object, limits: Limits | None = None) -> WorkflowDef:
     output = raw.get("output")
     _check_template_references("output", output)
     _check_reachable(root, actions)
-    _check_acyclic(actions)
+    _check_cycles(actions)
+    _check_loop_joins(actions)
     return WorkflowDef(
         name=name, root_action=root, actions=actions, output=output, vars=variables, source=raw
     )
@@ -156,10 +160,13 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
         if system and name == SwitchAction.name
         else None,
         condition=_optional(raw, "condition", label, str, "a string")
-        if system and name == IfAction.name
+        if system and name in (IfAction.name, WhileAction.name)
         else None,
         set_vars=parse_set_vars(raw.get("setVars"), label),
         for_each=for_each.parse(raw, label) if system and name == for_each.NAME else None,
+        check=_optional(raw, "check", label, str, "a string")
+        if system and name == WhileAction.name
+        else None,
     )
 
 
@@ -319,37 +326,66 @@ def _check_reachable(root: int, actions: dict[int, ActionDef]) -> None:
         )
 
 
-def _check_acyclic(actions: dict[int, ActionDef]) -> None:
-    """Depth-first search without recursion, so that long chains cannot overflow the stack."""
-    finished: set[int] = set()
-    for start in actions:
-        if start in finished:
-            continue
-        path = [start]
-        on_path = {start}
-        pending = [iter(_successors(actions[start]))]
-        while pending:
-            target = next(pending[-1], None)
-            if target is None:
-                done = path.pop()
-                on_path.discard(done)
-                finished.add(done)
-                pending.pop()
-                continue
-            if target in on_path:
-                cycle = [*path[path.index(target) :], target]
-                raise DefinitionError(
-                    f"{actions[target].label} is in a cycle: "
-                    + " -> ".join(str(action_id) for action_id in cycle)
-                )
-            if target not in finished:
-                path.append(target)
-                on_path.add(target)
-                pending.append(iter(_successors(actions[target])))
+def _check_cycles(actions: dict[int, ActionDef]) -> None:
+    """A cycle (a loop) is allowed when a condition in it (while, if, switch) has a branch
+    that leaves it: one whose ids are all outside the cycle, or none at all."""
+    graph = {action_id: _successors(action) for action_id, action in actions.items()}
+    for members in cycles(graph):
+        inside = set(members)
+        if not any(_can_leave(actions[member], inside) for member in members):
+            raise DefinitionError(cycle_message(members))
 
 
-def _successors(action: ActionDef) -> Iterable[int]:
-    return dict.fromkeys(target for targets in action.next.values() for target in targets)
+def _can_leave(action: ActionDef, inside: set[int]) -> bool:
+    system_action = get_action(action.name) if action.type is ActionType.SYSTEM else None
+    if system_action is None:
+        return False
+    branches = system_action.branches(action)
+    return any(not any(target in inside for target in targets) for targets in branches)
+
+
+def _check_loop_joins(actions: dict[int, ActionDef]) -> None:
+    """Gives each while the joins of its loop, which fire once per pass of its body."""
+    whiles = [
+        action
+        for action in actions.values()
+        if action.type is ActionType.SYSTEM and action.name == WhileAction.name
+    ]
+    joins = [
+        action
+        for action in actions.values()
+        if action.type is ActionType.SYSTEM and action.name == JoinAction.name
+    ]
+    if not whiles or not joins:
+        return
+    graph = {action_id: _successors(action) for action_id, action in actions.items()}
+    for action in whiles:
+        loop = loop_of(graph, action.id, action.next.get(BODY_BRANCH, []))
+        for join in joins:
+            _check_join_of_loop(join, action, loop)
+        in_loop = tuple(sorted(join.id for join in joins if join.id in loop))
+        if in_loop:
+            actions[action.id] = dataclasses.replace(action, loop_joins=in_loop)
+
+
+def _check_join_of_loop(join: ActionDef, head: ActionDef, loop: set[int]) -> None:
+    """A join in a loop waits for its actions to run in each pass; a join outside it fires
+    once, so it must not take an action of the loop as finished while the loop goes on."""
+    for joined in join.join_on or []:
+        if join.id in loop and joined not in loop:
+            raise DefinitionError(
+                f"{join.label}: joinOn names action {joined}, which is not in the loop of "
+                f"{head.label}: a join in a loop joins on actions of that loop"
+            )
+        if join.id not in loop and (joined in loop or joined == head.id):
+            raise DefinitionError(
+                f"{join.label}: joinOn names action {joined}, which runs in each pass of the "
+                f"loop of {head.label}: a join outside the loop joins on an action after it"
+            )
+
+
+def _successors(action: ActionDef) -> list[int]:
+    return list(dict.fromkeys(target for targets in action.next.values() for target in targets))
 
 
 def _is_id(value: JSON) -> TypeGuard[int]:

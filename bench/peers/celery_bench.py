@@ -74,7 +74,7 @@ def gathered(results: list[int]) -> int:
 def chord_run(args: argparse.Namespace) -> dict[str, Any]:
     """One chord of ``--runs`` no-op tasks and a callback, against workers already running:
     seconds from sending it to the callback's end (bench/for_each.py's peer)."""
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=RESULT_TIMEOUT_SECONDS + 10)
     client.delete(CHORD_KEY)
     started = time.time_ns()
     chord(item.s(n) for n in range(args.runs))(gathered.s())

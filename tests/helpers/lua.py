@@ -274,6 +274,16 @@ def join(aid: int, on: str) -> PlannedOp:
     return PlannedOp("join", aid, payload=on)
 
 
+def limit(most: int) -> PlannedOp:
+    """The run's limit of executions, written at its start."""
+    return PlannedOp("limit", 0, number=most)
+
+
+def loop(aid: int, joins: str) -> PlannedOp:
+    """While ``aid`` starts a pass of its body; ``joins``: the joins of its loop."""
+    return PlannedOp("loop", aid, payload=joins)
+
+
 def note(aid: int, text: str) -> PlannedOp:
     return PlannedOp("note", aid, payload=text)
 

@@ -37,6 +37,7 @@ SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
             "scripts",
             "terminate_action",
             "for_each",
+            "loops",
         )
     ),
 }
@@ -324,8 +325,8 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "common",
-            "if status ~= 'COMPLETED' and status ~= 'FAILED' then",
-            "if status ~= 'COMPLETED' then",
+            "if (status ~= 'COMPLETED' and status ~= 'FAILED')",
+            "if (status ~= 'COMPLETED')",
             "a join waits for its actions to complete, not to finish",
             (),
         ),
@@ -881,6 +882,28 @@ MUTANTS: list[Mutant] = _catalogue(
             "add_timer(ctx, member, ctx.now + tonumber(ARGV[8]))",
             "add_timer(ctx, member, ctx.now)",
             "a failed timer is tried again at once, with no pause",
+            (),
+        ),
+        # -- common.lua: loops (appended, so that the numbers above stay as they were) ------
+        (
+            "common",
+            "tonumber(redis.call('HGET', ctx.run, 'seq') or '0') < ctx.lim",
+            "tonumber(redis.call('HGET', ctx.run, 'seq') or '0') <= ctx.lim",
+            "a run may create one execution past its limit",
+            (),
+        ),
+        (
+            "common",
+            "          redis.call('HDEL', ctx.run, af(join_id, 'jf'))\n",
+            "",
+            "a join in a loop fires in the first pass only",
+            (),
+        ),
+        (
+            "common",
+            "        or (since and tonumber(redis.call('HGET', ctx.run, af(id, 'x'))) <= since)",
+            "        or false",
+            "a join in a loop takes the outputs of the last pass for those of this one",
             (),
         ),
     ]

@@ -16,9 +16,12 @@
 --                                      attempts, output, error, its seq, waiting join
 --                                      seq, join fired)
 --   v:<name>                          a workflow variable's JSON value
+--   lim                               the run's limit of executions (ORCHY_MAX_RUN_EXECUTIONS),
+--                                      written at its start; none for runs started before
+--   a:<id>:jp                         the seq a while's pass started at, for join <id> in its
+--                                      loop: the join waits for executions after it
 --   x:<seq>:o                         an execution's own output JSON (for-each items)
 --   x:<seq>:p|i                       a for-each item: the for-each's seq, the item's index
---   a:<id>:c                          executions of action <id> so far (items included)
 --   x:<fe>:ft|fd|fn|fm|ff|pi:<k>      a for-each execution: items in all, items ended, the
 --                                      ordinal of the next item to start, "fail" or
 --                                      "collect", the seq of the first failed item ("fail"),
@@ -257,6 +260,22 @@ local function finish_run(ctx, status, reason, ending)
   end
 end
 
+-- The ops that create an execution (a join only when it is not waiting or done already).
+local CREATES_EXEC = { user = true, done = true, failed = true, sleep = true, wait = true,
+  join = true }
+
+-- True when the op would create an execution past the run's limit (``lim``; none in runs
+-- started before it was written).
+local function past_limit(ctx, kind, aid)
+  if not CREATES_EXEC[kind] then return false end
+  if ctx.lim == nil then ctx.lim = tonumber(redis.call('HGET', ctx.run, 'lim')) or false end
+  if not ctx.lim or tonumber(redis.call('HGET', ctx.run, 'seq') or '0') < ctx.lim then
+    return false
+  end
+  return kind ~= 'join' or (redis.call('HEXISTS', ctx.run, af(aid, 'jf')) == 0
+    and redis.call('HEXISTS', ctx.run, af(aid, 'jw')) == 0)
+end
+
 -- For-each (app/actions/for_each.py): the items of a for-each execution ``fe`` are
 -- executions of the for-each's action (never its latest: a:<id>:* stays the for-each's),
 -- queued under the body's action name. At most "concurrency" of them are open at once: each
@@ -268,11 +287,22 @@ local function start_item(ctx, fe, aid, line, key, name, poll_timeout_ms)
   local seq = redis.call('HINCRBY', ctx.run, 'seq', 1)
   redis.call('HSET', ctx.run, xf(seq, 'a'), aid, xf(seq, 's'), 'QUEUED', xf(seq, 'n'), 1,
     xf(seq, 'in'), payload, xf(seq, 'q'), name, xf(seq, 'p'), fe, xf(seq, 'i'), index)
-  redis.call('HINCRBY', ctx.run, af(aid, 'c'), 1)
   count_active(ctx, 1)
   enqueue(ctx, key, name, seq, 1, poll_timeout_ms)
   hist(ctx, { event = 'QUEUED', action = tonumber(aid), seq = seq, name = name,
     item = tonumber(index) })
+end
+
+-- Items count toward the run's limit of executions (see past_limit): when ``count`` more
+-- would pass it, the run FAILS (and the op creates nothing). Returns true when it did.
+local function items_past_limit(ctx, count)
+  if ctx.lim == nil then ctx.lim = tonumber(redis.call('HGET', ctx.run, 'lim')) or false end
+  if not ctx.lim or tonumber(redis.call('HGET', ctx.run, 'seq') or '0') + count <= ctx.lim then
+    return false
+  end
+  finish_run(ctx, 'FAILED', 'run reached its limit of ' .. ctx.lim
+    .. ' executions (ORCHY_MAX_RUN_EXECUTIONS)')
+  return true
 end
 
 -- The for-each is over (every item ended, or the first failed with "fail"): its step timer
@@ -286,9 +316,13 @@ end
 -- An "each" op: the for-each execution, and its first items. ``payload``'s first line is
 -- "<concurrency> <fail|collect>", each further line an item, "<index> <payload JSON>" (JSON
 -- never holds a raw newline); the items not started yet are kept as x:<fe>:pi:<k>.
+-- Returns false when the run ended instead (its limit of executions).
 local function start_for_each(ctx, aid, payload, key, name, poll_timeout_ms, input)
   local concurrency, mode, items = string.match(payload, '^(%d+) (%a+)\n?(.*)$')
   concurrency = tonumber(concurrency)
+  local _, lines = string.gsub(items, '\n', '\n')
+  if items ~= '' then lines = lines + 1 end
+  if items_past_limit(ctx, 1 + math.min(lines, concurrency)) then return false end
   local fe = new_exec(ctx, aid, 'WAITING', 1, received(input))
   hist(ctx, { event = 'WAITING', action = tonumber(aid), seq = fe, concurrency = concurrency,
     onItemFailure = mode })
@@ -306,6 +340,7 @@ local function start_for_each(ctx, aid, payload, key, name, poll_timeout_ms, inp
   redis.call('HSET', ctx.run, xf(fe, 'ft'), total, xf(fe, 'fd'), 0,
     xf(fe, 'fn'), math.min(total, concurrency), xf(fe, 'fm'), mode)
   if total == 0 then for_each_ready(ctx, fe, aid) end
+  return true
 end
 
 -- An "item" op: item ``seq`` has ended (its transition wrote its status and x:<seq>:o). It is
@@ -327,7 +362,7 @@ local function item_ended(ctx, seq, key, name, poll_timeout_ms)
   local total, next_item = tonumber(state[2]), tonumber(state[3])
   if ended >= total then
     for_each_ready(ctx, fe, aid)
-  elseif next_item < total then
+  elseif next_item < total and not items_past_limit(ctx, 1) then
     local field = xf(fe, 'pi:' .. next_item)
     local line = redis.call('HGET', ctx.run, field)
     redis.call('HDEL', ctx.run, field)
@@ -349,6 +384,10 @@ end
 -- the run's status (COMPLETED or FAILED), its payload the reason, and its input the run's
 -- output JSON, or "" for the usual output; every execution still open is closed as
 -- terminate.lua closes them, and any later op is skipped (the planner sends none).
+-- An op that would create an execution past the run's limit FAILS the run instead, and
+-- any later op is skipped. A "limit" op (at start) writes that limit, its number. A "loop"
+-- op (a while starting a pass of its body) lets each join of its payload (comma list of
+-- ids) fire again, once the actions it joins on have run in this pass.
 local function apply_ops(ctx, i)
   local count = tonumber(ARGV[i])
   i = i + 1
@@ -358,6 +397,11 @@ local function apply_ops(ctx, i)
     local input = ARGV[i + 6]
     local action = tonumber(aid)
     i = i + 7
+    if past_limit(ctx, kind, aid) then
+      finish_run(ctx, 'FAILED', 'run reached its limit of ' .. ctx.lim
+        .. ' executions (ORCHY_MAX_RUN_EXECUTIONS)')
+      break
+    end
     if kind == 'user' and number > 0 and ctx.worker then
       -- Leased at once to the worker whose result led here (``number`` is the lease ms):
       -- the task never waits in its queue.
@@ -424,11 +468,24 @@ local function apply_ops(ctx, i)
         hist(ctx, { event = 'VAR_SET', action = action, var = name, op = input })
       end
     elseif kind == 'each' then
-      start_for_each(ctx, aid, payload, KEYS[key_index], name, -number, input)
+      if not start_for_each(ctx, aid, payload, KEYS[key_index], name, -number, input) then
+        break
+      end
     elseif kind == 'item' then
       item_ended(ctx, payload, KEYS[key_index], name, -number)
     elseif kind == 'note' then
       hist(ctx, { event = 'WARNING', action = action, detail = payload })
+    elseif kind == 'limit' then
+      redis.call('HSET', ctx.run, 'lim', number)
+      ctx.lim = number
+    elseif kind == 'loop' then
+      local since = redis.call('HGET', ctx.run, 'seq')
+      for join_id in string.gmatch(payload, '[^,]+') do
+        if redis.call('HEXISTS', ctx.run, af(join_id, 'x')) == 1 then  -- else: its first pass
+          redis.call('HDEL', ctx.run, af(join_id, 'jf'))
+          redis.call('HSET', ctx.run, af(join_id, 'jp'), since)
+        end
+      end
     elseif kind == 'end' then
       if input ~= '' then redis.call('HSET', ctx.run, 'output', input) end
       finish_run(ctx, name, payload, action)
@@ -446,9 +503,11 @@ local function check_joins(ctx)
   for aid in string.gmatch(joins, '[^,]+') do
     local seq = redis.call('HGET', ctx.run, af(aid, 'jw'))
     local ready = true
+    local since = tonumber(redis.call('HGET', ctx.run, af(aid, 'jp')))  -- in a loop's pass
     for id in string.gmatch(redis.call('HGET', ctx.run, xf(seq, 'jon')), '[^,]+') do
       local status = redis.call('HGET', ctx.run, af(id, 's'))
-      if status ~= 'COMPLETED' and status ~= 'FAILED' then
+      if (status ~= 'COMPLETED' and status ~= 'FAILED')
+        or (since and tonumber(redis.call('HGET', ctx.run, af(id, 'x'))) <= since) then
         ready = false
         break
       end

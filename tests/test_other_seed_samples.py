@@ -1,0 +1,93 @@
+"""The samples of LiteFlow's README and LittleHorse's overview in ``workflows/``, each run by
+its real worker process against a real uvicorn server, as the README's quick start runs the
+notification example."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from tests.helpers.http import Api, ServerThread
+from tests.helpers.samples import (
+    LITEFLOW_HELLO_WORLD,
+    LITEFLOW_IF,
+    LITEFLOW_PASSING_DATA,
+    LITTLEHORSE_CHECKOUT,
+    OTHER_SEEDS,
+    completed_runs,
+    register_sample,
+)
+
+
+async def test_every_sample_file_registers_as_it_is(http: httpx.AsyncClient) -> None:
+    for sample in OTHER_SEEDS:
+        await register_sample(http, sample)
+        stored = (await http.get(f"/metadata/workflow/{sample.name}")).json()
+        posted = json.loads(sample.workflow.read_text())
+        assert posted["description"]
+        assert stored == {**posted, "version": stored["version"]}
+
+
+async def test_liteflow_hello_world_says_hello_then_goodbye(
+    api: Api, http: httpx.AsyncClient, server: ServerThread
+) -> None:
+    [(flow_id, flow)] = await completed_runs(api, http, server, LITEFLOW_HELLO_WORLD, [None])
+    assert flow["actions"]["1"]["output"] == {"said": "Hello world"}
+    assert flow["actions"]["2"]["output"] == {"said": "Goodbye"}
+    completed = [
+        entry["action"] for entry in await api.history(flow_id) if entry["event"] == "COMPLETED"
+    ]
+    assert completed == [1, 2]
+
+
+async def test_liteflow_passing_data_maps_inputs_and_an_output_to_workflow_data(
+    api: Api, http: httpx.AsyncClient, server: ServerThread
+) -> None:
+    inputs = [LITEFLOW_PASSING_DATA.input, {"value1": 40, "value2": -2}]
+    runs = await completed_runs(api, http, server, LITEFLOW_PASSING_DATA, inputs)
+    for input_data, (_, flow) in zip(inputs, runs, strict=True):
+        total = input_data["value1"] + input_data["value2"]
+        assert flow["vars"] == {**input_data, "value3": total}
+        assert flow["actions"]["2"]["output"] == {"output": total}
+        assert flow["actions"]["3"]["output"] == {"said": "Goodbye", "value3": total}
+
+
+async def test_liteflow_if_runs_do_stuff_only_when_value1_is_over_3(
+    api: Api, http: httpx.AsyncClient, server: ServerThread
+) -> None:
+    inputs = [LITEFLOW_IF.input, {"value1": 3}]
+    [(_, taken), (_, skipped)] = await completed_runs(api, http, server, LITEFLOW_IF, inputs)
+    assert taken["actions"]["2"]["output"] == {"value": True}
+    assert taken["actions"]["3"]["output"] == {"did": {"value1": 5}}
+    assert skipped["actions"]["2"]["output"] == {"value": False}
+    assert "3" not in skipped["actions"]
+    for flow in (taken, skipped):
+        assert flow["actions"]["4"]["status"] == "COMPLETED"
+
+
+async def test_littlehorse_checkout_completes_or_marks_the_order_failed_and_tells_the_customer(
+    api: Api, http: httpx.AsyncClient, server: ServerThread
+) -> None:
+    good = LITTLEHORSE_CHECKOUT.input
+    no_stock = {**good, "orderId": "o-1002", "items": [{"sku": "lamp", "quantity": 1}]}
+    declined = {**good, "orderId": "o-1003", "card": "0000"}
+    runs = await completed_runs(api, http, server, LITTLEHORSE_CHECKOUT, [good, no_stock, declined])
+    [(_, completed), (_, out_of_stock), (_, card_declined)] = runs
+    assert completed["actions"]["2"]["output"]["total"] == 2 * 12.5 + 1.5
+    assert completed["actions"]["4"]["output"]["message"] == (
+        "Your order o-1001 is complete: 26.5 charged."
+    )
+    assert set(completed["actions"]) == {"1", "2", "3", "4"}
+    for flow, failed_step, why in (
+        (out_of_stock, "2", "not enough lamp in stock"),
+        (card_declined, "3", "card 0000 declined"),
+    ):
+        assert flow["actions"][failed_step]["status"] == "FAILED"
+        assert "4" not in flow["actions"]
+        order = flow["actions"]["5"]["output"]
+        assert order["status"] == "FAILED" and why in order["reason"]
+        message = flow["actions"]["6"]["output"]["message"]
+        assert message.startswith(f"Your order {flow['input']['orderId']} failed: ")
+        assert why in message
+    assert "3" not in out_of_stock["actions"]
