@@ -7,8 +7,9 @@ Each test runs on a private key prefix; see tests/helpers/lua.py for the harness
 from __future__ import annotations
 
 from app.engine.ids import ITEM_SUFFIX, TaskId
+from app.engine.planner import limit_reason
 from app.store.store import PlannedOp
-from tests.helpers.lua import Lua, events_of, member, queue_entry
+from tests.helpers.lua import Lua, events_of, limit, member, queue_entry, user
 
 
 def each(
@@ -187,3 +188,26 @@ async def test_terminating_the_run_closes_its_items(lua: Lua) -> None:
         "0",
     )
     assert run["status"] == "TERMINATED"
+
+
+async def test_items_count_toward_the_runs_limit_of_executions(lua: Lua) -> None:
+    queue = lua.new_name()
+    # The for-each and its two first items are 3 executions: within a limit of 3.
+    flow = await lua.start([limit(3), each(1, queue, ["1", "2", "3"], 2)])
+    await lua.poll(flow, queue)
+
+    # The third item would be the fourth execution: the run fails instead.
+    assert await lua.complete(flow, 2, ops=[item(1, queue, 2)]) == "ok"
+
+    run = await lua.run(flow)
+    assert (run["status"], run["reason"], run["seq"]) == ("FAILED", limit_reason(3), "3")
+    assert "x:4:s" not in run and "x:1:pi:2" in run
+
+
+async def test_an_each_op_past_the_limit_fails_the_run_and_creates_nothing(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([limit(2), each(1, queue, ["1", "2", "3"], 2), user(5, queue)])
+
+    run = await lua.run(flow)
+    assert (run["status"], run["reason"], run["seq"]) == ("FAILED", limit_reason(2), "0")
+    assert await lua.queue(flow, queue) == []
