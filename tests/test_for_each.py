@@ -461,3 +461,34 @@ async def test_an_item_whose_lease_expires_is_retried(
     assert [(e["seq"], e["error"].startswith("lease expired")) for e in retries] == [(2, True)]
     late = await api.complete(dropped["taskId"], {"late": True})
     assert late.status_code == 409
+
+
+async def test_item_results_never_read_the_whole_run(
+    api: Api, server: ServerThread, settings: Settings, redis_client: Any
+) -> None:
+    """Each item's result reads its execution (HMGET), not the run's every item (HGETALL):
+    Redis's own count of HGETALL calls stays flat however many items there are."""
+    name = unique("fe-reads")
+    body, after = f"{name}-noop", f"{name}-after"
+    await api.register(
+        workflow(name, for_each(1, body, {"default": [2]}, concurrency=50), user(2, after))
+    )
+    count = 300
+
+    async def calls() -> tuple[int, int]:
+        stats = await redis_client.info("commandstats")
+        return tuple(  # type: ignore[return-value]
+            int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+            for command in ("hgetall", "hmget")
+        )
+
+    whole_before, narrow_before = await calls()
+    await api.start(name, {"items": list(range(count))})
+    async with serving_worker(server, settings, body, lambda task_input: {}, concurrency=16):
+        await api.poll_one(after, wait=30)
+    whole, narrow = await calls()
+    # The for-each's end reads the run once, for its output (a few more reads leave room for
+    # other tests' timers firing meanwhile; reading the run for each batch of results made
+    # 27 here); each result reads its item.
+    assert whole - whole_before < 10
+    assert narrow - narrow_before >= count
