@@ -92,6 +92,7 @@ class ActionDef:
     check: str | None = None  # a while's: "before" or "after" each pass of its body
     # A while's: the joins in its loop, which fire again in each pass (see app/engine/cycles.py)
     loop_joins: tuple[int, ...] = ()
+    correlation_key: str | None = None  # wait: the key of a correlated event (a template)
 
     @property
     def label(self) -> str:

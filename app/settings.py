@@ -129,6 +129,17 @@ class Settings(BaseSettings):
     max_for_each_items: int = 100_000
     max_for_each_payload_bytes: int = 64 * 1024 * 1024
 
+    # Correlated events (POST /events/{event}): an event that finds no waiting run is kept
+    # this long when it names no ttlSeconds, and at most ``event_ttl_max_seconds``. A kept
+    # event's record outlives its TTL by ``event_grace_seconds``, so that a run that took it
+    # while its server died still gets it when its timer is handled again. A publication's
+    # delivery is resumed by a timer after ``event_delivery_retry_seconds`` if the server
+    # that began it did not finish it.
+    event_ttl_seconds: float = 60.0
+    event_ttl_max_seconds: float = 7 * 24 * 3600
+    event_grace_seconds: float = 600.0
+    event_delivery_retry_seconds: float = 10.0
+
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600
 

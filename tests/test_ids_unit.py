@@ -129,6 +129,8 @@ def test_timer_kinds_have_short_stable_names() -> None:
         "ENQUEUE": "enq",
         "RESULT": "res",
         "POLL_TIMEOUT": "pto",
+        "CORRELATE": "creg",
+        "DELIVER": "cdel",
     }
 
 

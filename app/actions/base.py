@@ -43,6 +43,8 @@ class AwaitEvent:
     event: str
     timeout_seconds: float | None
     input: JSON = field(default=None, compare=False)
+    # A correlated wait's key, resolved: also reached by POST /events/{event} with this key.
+    correlation_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ class SystemAction(ABC):
     # False when ``run`` never reads the document: it then gets an empty one, and the engine
     # does not build the run's (which parses every output the run has kept).
     reads_document: ClassVar[bool] = True
+
+    def reads_document_of(self, action: ActionDef) -> bool:
+        """Whether ``run`` reads the document for this action (``reads_document``, unless
+        the action says otherwise for some of its configurations)."""
+        return self.reads_document
 
     @abstractmethod
     def validate(self, action: ActionDef) -> None:

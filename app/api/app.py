@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import flows, health, metadata, queues, tasks
+from app.api import events, flows, health, metadata, queues, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi_docs import install_docs, operation_id
@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # The workers' routes first: they are matched on every poll and result.
     serve_first(app, tasks.router)
-    for module in (queues, flows, metadata, health):
+    for module in (queues, flows, events, metadata, health):
         app.include_router(module.router)
     install_docs(app)
     return app

@@ -60,6 +60,7 @@ _ROUTE_LIMITS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"/flow/execute"), "max_input_bytes"),
     (re.compile(r"/flow/execute/many|/tasks/results"), "max_batch_bytes"),
     (re.compile(r"/flow/[^/]+/events/[^/]+"), "max_event_bytes"),
+    (re.compile(r"/events/[^/]+"), "max_event_bytes"),
     (re.compile(r"/tasks/[^/]+/(?:complete|fail)"), "max_output_bytes"),
 ]
 DEFAULT_LIMIT = "max_body_bytes"

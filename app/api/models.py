@@ -233,3 +233,33 @@ class QueueList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(description="degraded (with 503) when Redis fails")
     redis: str = Field(description='"ok", or the error met reaching Redis')
+
+
+# -- correlated events (POST /events/{event}) --
+
+
+class PublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, description="the correlation key the waits name")
+    data: Any = Field(default=None, description="the waits' output; none is {}")
+    ttlSeconds: Number | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="how long an event that finds no waiting run is kept for waits to come "
+        "(ORCHY_EVENT_TTL_SECONDS when left out; 0: not kept)",
+    )
+    firstOnly: Boolean = Field(
+        default=False, description="only the first waiting run (oldest wait) gets it"
+    )
+
+
+class DeliveredTo(BaseModel):
+    flowId: str
+    actionId: int
+
+
+class PublishResponse(BaseModel):
+    delivered: list[DeliveredTo]
+    kept: bool

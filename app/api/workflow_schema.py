@@ -163,6 +163,9 @@ class WaitStep(ActionBase):
     name: Literal["wait"]
     event: NonBlank
     timeoutSeconds: Seconds | None = Field(default=None, gt=0)
+    # With a key, also reached by POST /events/{event} naming that key (README: Correlated
+    # events); a reference or a literal, resolved when the wait is reached.
+    correlationKey: str | None = None
 
 
 class JavaScriptStep(ActionBase):

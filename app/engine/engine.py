@@ -20,6 +20,7 @@ from app.actions import for_each, javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine import run_log
 from app.engine.catalog import Catalog
+from app.engine.correlation import Correlation, is_correlation_timer
 from app.engine.document import Document
 from app.engine.document_pool import DocumentPool
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge
@@ -42,6 +43,7 @@ from app.engine.wakeups import Wakeups
 from app.jsontypes import JSON, JSONObject
 from app.settings import Settings
 from app.store import LeasedTask, PlannedOp, Store
+from app.store.correlation import CorrelationStore
 from app.store.store import Applied, Outcome, RunStart, Transition
 
 log = logging.getLogger("orchy.engine")
@@ -129,6 +131,10 @@ class Engine:
             max_executions=settings.max_run_executions,
         )
         self.wakeups = wakeups or Wakeups()
+        self.correlation = Correlation(
+            CorrelationStore(store.client, store.keys, store.retention_seconds, store.coalescer),
+            settings,
+        )
         self.runs = RunCache(settings.run_cache_size)
         self._keeping: set[asyncio.Task[None]] = set()
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
@@ -719,6 +725,8 @@ class Engine:
 
         ``claimed_score`` is the score the claim gave the timer: a lease expiry is dropped if
         a heartbeat moved the lease since."""
+        if is_correlation_timer(correlated := TimerMember.parse(member_text)):
+            return await self.correlation.handle_timer(correlated)
         answer = MOVED
         # A step that writes variables is planned again while the run moves under it.
         for _ in range(self.settings.moved_retry_rounds + 1):
@@ -785,6 +793,8 @@ class Engine:
         except ValueError:  # names no run: nothing could ever handle it
             await self.store.drop_timer(partition, member_text)
             return "dropped"
+        if member.kind is TimerKind.DELIVER:  # names a delivery, not a run
+            return await self.correlation.delivery_failed(member)
         most = self.settings.timer_max_attempts
         retry_ms = round(self.settings.timer_retry_seconds * MS_PER_SECOND)
         failures = await self.store.timer_failed(

@@ -81,6 +81,12 @@ class TimerKind(StrEnum):
     ENQUEUE = "enq"  # a retry's back-off is over
     RESULT = "res"  # a result held while the run was paused
     POLL_TIMEOUT = "pto"  # a queued attempt no worker polled within pollTimeoutSeconds
+    # A correlated wait was reached: register it in its correlation index (or take a kept
+    # event there). Member "creg|<flowId>|<seq>|1", in the run's partition.
+    CORRELATE = "creg"
+    # A correlated event's delivery to the runs it found: "cdel|<deliveryId>|<partition>|1",
+    # in the partition of the index (the seq field is that partition).
+    DELIVER = "cdel"
 
 
 @dataclass(frozen=True)

@@ -156,13 +156,13 @@ class Planner:
             else:
                 outcome = expand(action, document.value, self.item_limits)
         elif implementation.blocking:
-            reads = implementation.reads_document
+            reads = implementation.reads_document_of(action)
 
             def run() -> Outcome:  # the document is built in the script's thread too
                 return implementation.run(action, document.value if reads else {})
 
             outcome = await asyncio.get_running_loop().run_in_executor(self.executor, run)
-        elif not implementation.reads_document:
+        elif not implementation.reads_document_of(action):
             outcome = implementation.run(action, {})
         elif self._is_large(document):
             outcome = await self.documents.call(run_on_document, action, document.json())
@@ -190,10 +190,13 @@ class Planner:
             case Sleep(seconds=seconds):
                 sleep_ms = round(seconds * MS_PER_SECOND)
                 plan.ops.append(PlannedOp("sleep", action.id, number=sleep_ms, input=received))
-            case AwaitEvent(event=event, timeout_seconds=timeout):
+            case AwaitEvent(event=event, timeout_seconds=timeout, correlation_key=key):
                 timeout_ms = NO_TIMEOUT if timeout is None else round(timeout * MS_PER_SECOND)
+                # A correlated wait's payload is its key (see apply_ops in common.lua).
                 plan.ops.append(
-                    PlannedOp("wait", action.id, event, number=timeout_ms, input=received)
+                    PlannedOp(
+                        "wait", action.id, event, key or "", number=timeout_ms, input=received
+                    )
                 )
             case AwaitJoin(join_on=join_on):
                 payload = ",".join(str(joined) for joined in join_on)

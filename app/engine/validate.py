@@ -167,6 +167,9 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
         check=_optional(raw, "check", label, str, "a string")
         if system and name == WhileAction.name
         else None,
+        correlation_key=_optional(raw, "correlationKey", label, str, "a string")
+        if system and name == WaitAction.name
+        else None,
     )
 
 

@@ -30,6 +30,20 @@ class RunKeys:
         return [self.run, self.history, self.timers, self.events, self.waiters, self.held]
 
 
+@dataclass(frozen=True)
+class CorrelationKeys:
+    """The correlation index of one (event, key): its waiters (a zset of ``<flow>|<seq>``
+    in arrival order), its kept events (a hash: ``n``, a counter, and ``<id>`` -> the event),
+    the prefix of each kept event's takers hash (``<prefix><id>``: flow -> seq) and its
+    partition's timers. All under one hash tag."""
+
+    partition: int
+    waiters: str
+    events: str
+    takers_prefix: str
+    timers: str
+
+
 class Keys:
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
@@ -69,6 +83,31 @@ class Keys:
 
     def runs_by_name(self, partition: int, name: str) -> str:
         return f"{self._base(partition)}:runs:{name}"
+
+    # -- correlated events (app/engine/correlation.py) ---------------------------------
+
+    def correlation_partition(self, event: str, key: str) -> int:
+        """The partition of the correlation index of (``event``, ``key``): its own hash tag,
+        chosen from the pair, whatever the partitions of the runs that wait on it."""
+        return self.partition_of(f"{event}\n{key}")
+
+    def correlation(self, event: str, key: str) -> CorrelationKeys:
+        r"""The keys of the correlation index of (``event``, ``key``). The pair is written
+        ``<len(event)>:<event>:<key>`` so that no two pairs share a name."""
+        partition = self.correlation_partition(event, key)
+        base = self._base(partition)
+        pair = f"{len(event)}:{event}:{key}"
+        return CorrelationKeys(
+            partition=partition,
+            waiters=f"{base}:cw:{pair}",
+            events=f"{base}:ce:{pair}",
+            takers_prefix=f"{base}:ct:{pair}:",
+            timers=self.timers(partition),
+        )
+
+    def delivery(self, partition: int, delivery_id: str) -> str:
+        """The record of one publication of a correlated event being delivered."""
+        return f"{self._base(partition)}:cd:{delivery_id}"
 
     def workflow(self, name: str) -> str:
         return f"{META}:wf:{name}"

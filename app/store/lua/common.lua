@@ -20,6 +20,8 @@
 --                                      written at its start; none for runs started before
 --   a:<id>:jp                         the seq a while's pass started at, for join <id> in its
 --                                      loop: the join waits for executions after it
+--   x:<seq>:ck|cev                    a correlated wait's key, and the token of the
+--                                      correlated event it received (correlation.lua)
 --   x:<seq>:o                         an execution's own output JSON (for-each items)
 --   x:<seq>:p|i                       a for-each item: the for-each's seq, the item's index
 --   x:<fe>:ft|fd|fn|fm|ff|pi:<k>      a for-each execution: items in all, items ended, the
@@ -178,6 +180,13 @@ local function consume_event(ctx, seq, name, data)
   redis.call('HSET', ctx.run, xf(seq, 'evn'), name, xf(seq, 'evd'), data, xf(seq, 'n'), 2)
   redis.call('ZREM', ctx.timers, timer_member(ctx, 'wto', seq, 1))
   add_timer(ctx, timer_member(ctx, 'step', seq, 2), ctx.now)
+end
+
+-- A correlated wait (its key ``key``) is registered in the index of (event, key) by its
+-- "creg" timer, due now (app/engine/correlation.py): the index is in another slot.
+local function correlate(ctx, seq, key)
+  redis.call('HSET', ctx.run, xf(seq, 'ck'), key)
+  add_timer(ctx, timer_member(ctx, 'creg', seq, 1), ctx.now)
 end
 
 -- The fields recording what a system action's execution received (``input``, JSON, or ""
@@ -445,6 +454,7 @@ local function apply_ops(ctx, i)
           add_timer(ctx, timer_member(ctx, 'wto', seq, 1), ctx.now + number)
         end
         hist(ctx, { event = 'WAITING', action = action, seq = seq, name = name })
+        if payload ~= '' then correlate(ctx, seq, payload) end
       end
     elseif kind == 'join' then
       if redis.call('HEXISTS', ctx.run, af(aid, 'jf')) == 1 then
