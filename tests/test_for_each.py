@@ -4,9 +4,11 @@ items (app/actions/for_each.py, the "each" and "item" ops of common.lua)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,11 +16,13 @@ import pytest
 
 from app.settings import Settings
 from app.store.store import Store
-from app.worker import NonRetryableError, Worker
+from app.worker import NonRetryableError, Worker, load_worker
 from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import Api, ServerThread
 from tests.helpers.waiting import unique, wait_until
 from tests.helpers.worker_wire import fast_worker, new_worker, running
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "workflows"
 
 
 def for_each(
@@ -492,3 +496,24 @@ async def test_item_results_never_read_the_whole_run(
     # 27 here); each result reads its item.
     assert whole - whole_before < 10
     assert narrow - narrow_before >= count
+
+
+async def test_the_for_each_example_runs_with_its_worker(api: Api, server: ServerThread) -> None:
+    folder = EXAMPLES
+    definition = json.loads((folder / "for_each_orders.json").read_text())
+    definition["name"] = unique(definition["name"])
+    await api.register(definition)
+    orders = json.loads((folder / "for_each_orders.input.json").read_text())
+    orders["orders"].append({"amount": 99})  # no id: its charge fails, and is collected
+    worker = load_worker(str(folder / "for_each_orders_worker.py"))
+    worker.server_url = server.url
+    flow_id = await api.start(definition["name"], orders)
+    async with running(worker):
+        flow = await api.wait_status(flow_id, "COMPLETED")
+    charges = [
+        {"charged": "b", "position": 1},
+        {"charged": "c", "position": 2},
+        {"error": "NonRetryableError: order 3 has no id (after 1 attempt(s))"},
+    ]
+    assert flow["actions"]["1"]["output"] == charges
+    assert flow["actions"]["2"]["output"] == {"sent": 3}
