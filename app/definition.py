@@ -93,6 +93,9 @@ class ActionDef:
     # A while's: the joins in its loop, which fire again in each pass (see app/engine/cycles.py)
     loop_joins: tuple[int, ...] = ()
     correlation_key: str | None = None  # wait: the key of a correlated event (a template)
+    # A subWorkflow's ``workflow`` and ``version``, as written (its module checks them).
+    workflow: JSON = None
+    workflow_version: JSON = None
 
     @property
     def label(self) -> str:

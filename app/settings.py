@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     event_ttl_max_seconds: float = 7 * 24 * 3600
     event_grace_seconds: float = 600.0
     event_delivery_retry_seconds: float = 10.0
+    # Sub-workflows: a run started by a subWorkflow action is one level deeper than its
+    # parent (a run started by a client is at depth 0); a subWorkflow action that would
+    # start a run deeper than this fails instead.
+    max_subworkflow_depth: int = 10
 
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600

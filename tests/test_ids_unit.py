@@ -16,6 +16,7 @@ from app.engine.ids import (
     TaskId,
     TimerKind,
     TimerMember,
+    child_flow_id,
     idempotent_flow_id,
     lease_secrets,
     new_flow_id,
@@ -131,7 +132,19 @@ def test_timer_kinds_have_short_stable_names() -> None:
         "POLL_TIMEOUT": "pto",
         "CORRELATE": "creg",
         "DELIVER": "cdel",
+        "SPAWN": "spawn",
+        "CHILD_END": "cend",
+        "KILL": "kill",
     }
+
+
+def test_a_child_run_id_is_fixed_by_its_parent_and_execution() -> None:
+    first = child_flow_id("p1", 4)
+    assert first == child_flow_id("p1", 4)
+    assert len({first, child_flow_id("p1", 5), child_flow_id("p2", 4)}) == 3
+    assert len(first) == 32 and int(first, 16) >= 0
+    # Never a run that an idempotency key names.
+    assert first != idempotent_flow_id("p1", "4")
 
 
 def test_a_timer_member_is_pipe_separated_and_parses_back() -> None:

@@ -62,6 +62,7 @@ def test_the_registry_holds_the_system_actions() -> None:
         "if",
         "javascript",
         "join",
+        "subWorkflow",
         "switch",
         "terminate",
         "wait",

@@ -163,7 +163,7 @@ def test_an_unknown_system_action_lists_the_known_ones() -> None:
 
     assert message == (
         "action 1 (sleep): unknown system action 'sleep' "
-        "(known: delay, forEach, if, javascript, join, switch, terminate, wait, while)"
+        "(known: delay, forEach, if, javascript, join, subWorkflow, switch, terminate, wait, while)"
     )
 
 

@@ -8,6 +8,7 @@ from app.actions.for_each import ForEachAction
 from app.actions.if_ import IfAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
+from app.actions.sub_workflow import SubWorkflowAction
 from app.actions.switch import SwitchAction
 from app.actions.terminate import TerminateAction
 from app.actions.wait import WaitAction
@@ -25,6 +26,7 @@ REGISTRY: dict[str, SystemAction] = {
         IfAction(),
         ForEachAction(),
         WhileAction(),
+        SubWorkflowAction(),
     )
 }
 

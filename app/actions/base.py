@@ -2,7 +2,8 @@
 
 An action is reached, and answers with an :data:`Outcome`: finished now (``Done``), failed
 (``Fail``), or one of the waiting outcomes that the engine knows how to keep durable
-(``Sleep`` on a timer, ``AwaitEvent`` for a posted event, ``AwaitJoin`` for other actions),
+(``Sleep`` on a timer, ``AwaitEvent`` for a posted event, ``AwaitJoin`` for other actions,
+``AwaitChild`` for a sub-workflow's run),
 or ``End``, which ends the whole run.
 Each outcome also carries ``input``, what this execution received (its parameters, resolved),
 which the run keeps for its view; it is a record, not part of the decision, so outcomes
@@ -66,6 +67,17 @@ class End:
 
 
 @dataclass(frozen=True)
+class AwaitChild:
+    """A run of ``workflow`` (``version``, or its latest when None) is started with
+    ``child_input``; the execution waits until that run ends."""
+
+    workflow: str
+    version: int | None
+    child_input: JSON
+    input: JSON = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class StartItems:
     """A for-each starts its items: ``lines`` "<index> <payload JSON>" for the ``queue`` of
     its body, ``header`` "<concurrency> <fail|collect>" (see start_for_each in common.lua)."""
@@ -77,7 +89,7 @@ class StartItems:
     input: JSON = field(default=None, compare=False)
 
 
-Outcome = Done | Fail | Sleep | AwaitEvent | AwaitJoin | End | StartItems
+Outcome = Done | Fail | Sleep | AwaitEvent | AwaitJoin | End | AwaitChild | StartItems
 
 
 class SystemAction(ABC):

@@ -16,6 +16,12 @@ Number = Annotated[float, Strict()]
 Boolean = Annotated[bool, Strict()]
 
 
+def _absent(value: Any) -> bool:
+    """A field left out of an answer when it has no value (one that only some runs or
+    actions have, so that the others keep their shape)."""
+    return value is None
+
+
 class ErrorResponse(BaseModel):
     error: str
 
@@ -89,6 +95,19 @@ class ActionView(BaseModel):
     )
     output: Any = None
     error: str | None = None
+    child: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="a subWorkflow: the id of the child run its latest execution started "
+        "(absent for other actions)",
+    )
+
+
+class RunLink(BaseModel):
+    """A run started by a subWorkflow action, or the run whose action started this one."""
+
+    flowId: str
+    actionId: int
 
 
 class FlowView(BaseModel):
@@ -107,6 +126,15 @@ class FlowView(BaseModel):
     createdAt: str
     updatedAt: str
     finishedAt: str | None = None
+    parent: RunLink | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="for a run started by a subWorkflow action: that action (absent for "
+        "other runs)",
+    )
+    children: list[RunLink] = Field(
+        default_factory=list, description="the runs this run's subWorkflow actions started"
+    )
 
 
 class FlowSummary(BaseModel):

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import orjson
 
-from app.api.models import ActionView, FlowSummary, FlowView, HistoryEntry
+from app.api.models import ActionView, FlowSummary, FlowView, HistoryEntry, RunLink
 from app.definition import WorkflowDef
-from app.engine.params import resolve
+from app.engine.run_output import run_output
 from app.engine.snapshot import RunSnapshot
 from app.engine.status import ActionStatus, RunStatus
 
@@ -37,11 +37,11 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
     output = None
     if snapshot.status is RunStatus.COMPLETED:
         template = None if workflow is None else workflow.output
-        given = fields.get("output")  # by a terminate action
-        if given is not None:
-            output = orjson.loads(given)
-        else:
-            output = document if template is None else resolve(template, document).value
+        output = run_output(snapshot, template, document)
+    children = snapshot.children()
+    for action_id, child in children:  # in seq order: the latest execution's child stays
+        actions[str(action_id)].child = child
+    parent = snapshot.parent
     return FlowView(
         id=snapshot.flow_id,
         name=snapshot.name,
@@ -56,6 +56,8 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
         createdAt=iso(fields["createdAt"]) or "",
         updatedAt=iso(fields["updatedAt"]) or "",
         finishedAt=iso(fields.get("finishedAt")),
+        parent=None if parent is None else RunLink(flowId=parent[0], actionId=parent[2]),
+        children=[RunLink(flowId=child, actionId=action_id) for action_id, child in children],
     )
 
 

@@ -28,6 +28,7 @@ from app.actions.for_each import NAME as FOR_EACH
 from app.actions.if_ import IfAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
+from app.actions.sub_workflow import SubWorkflowAction
 from app.actions.switch import SwitchAction
 from app.actions.terminate import TerminateAction
 from app.actions.wait import WaitAction
@@ -243,6 +244,24 @@ class TerminateStep(ActionBase):
     )
 
 
+class SubWorkflowStep(ActionBase):
+    """Starts a run of ``workflow`` with ``parameters`` (resolved) as its input and waits for
+    it: its output becomes this action's; a child that fails or is terminated fails this
+    action (``error`` branch). Ending this run terminates the child."""
+
+    type: Literal["system"]
+    name: Literal["subWorkflow"]
+    workflow: NonBlank = Field(examples=["payment"])
+    version: StrictInt | None = Field(
+        default=None, ge=1, description="absent: the workflow's latest version when it starts"
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="the child run's input; templates as in a user action's parameters",
+        examples=[{"orderId": "{$.input.orderId}"}],
+    )
+
+
 SYSTEM_STEPS: dict[str, type[ActionBase]] = {
     SwitchAction.name: SwitchStep,
     DelayAction.name: DelayStep,
@@ -252,6 +271,7 @@ SYSTEM_STEPS: dict[str, type[ActionBase]] = {
     TerminateAction.name: TerminateStep,
     IfAction.name: IfStep,
     WhileAction.name: WhileStep,
+    SubWorkflowAction.name: SubWorkflowStep,
     FOR_EACH: ForEachStep,
 }
 
@@ -277,6 +297,7 @@ Action = Annotated[
     | Annotated[TerminateStep, Tag(TerminateAction.name)]
     | Annotated[IfStep, Tag(IfAction.name)]
     | Annotated[WhileStep, Tag(WhileAction.name)]
+    | Annotated[SubWorkflowStep, Tag(SubWorkflowAction.name)]
     | Annotated[ForEachStep, Tag(FOR_EACH)],
     Discriminator(_action_kind),
 ]

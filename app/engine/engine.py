@@ -20,11 +20,13 @@ from app.actions import for_each, javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine import run_log
 from app.engine.catalog import Catalog
+from app.engine.children import Children, child_result
 from app.engine.correlation import Correlation, is_correlation_timer
 from app.engine.document import Document
 from app.engine.document_pool import DocumentPool
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge
 from app.engine.ids import (
+    CHILD_TIMER_KINDS,
     ITEM_SUFFIX,
     LEASE_SECRET_HEX,
     TaskId,
@@ -139,6 +141,7 @@ class Engine:
         self._keeping: set[asyncio.Task[None]] = set()
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
         self._polls_recorded: dict[str, float] = {}  # action -> when this process last wrote
+        self.children = Children(self)  # sub-workflows' hand-offs (spawn, cend, kill timers)
 
     async def warm_up(self) -> None:
         """Starts the script processes now rather than on the first script."""
@@ -737,6 +740,8 @@ class Engine:
 
     async def _handle_timer_once(self, member_text: str, claimed_score: int | None) -> str:
         member = TimerMember.parse(member_text)
+        if member.kind in CHILD_TIMER_KINDS:
+            return await self.children.handle(member)
         fields = await self._timer_fields(member)
         snapshot = RunSnapshot(member.flow_id, fields)
         execution = snapshot.execution(member.seq) if fields else None
@@ -795,6 +800,11 @@ class Engine:
             return "dropped"
         if member.kind is TimerKind.DELIVER:  # names a delivery, not a run
             return await self.correlation.delivery_failed(member)
+        if member.kind in (TimerKind.CHILD_END, TimerKind.KILL):
+            # They act on another run than the one they name an execution of, which may have
+            # ended: dropped, the end or the termination would be lost. Their claim expires
+            # and they are tried again then (timer_claim_seconds).
+            return "retry"
         most = self.settings.timer_max_attempts
         retry_ms = round(self.settings.timer_retry_seconds * MS_PER_SECOND)
         failures = await self.store.timer_failed(
@@ -828,6 +838,10 @@ class Engine:
             timer_member=member_text,
         )
         [answer] = await self._commit([change])
+        if member.kind is TimerKind.SPAWN and answer.status == "ok":
+            # A failed attempt may have started the child before it failed: the run has
+            # ended without its execution open, so no kill timer ends the child.
+            await self.children.end_child(member.flow_id, member.seq)
         return answer.status
 
     async def _drop_timer(self, member: TimerMember) -> str:
@@ -869,8 +883,6 @@ class Engine:
         document = Document.of_run(snapshot)
         branch = DEFAULT_BRANCH
         output: JSON
-        failed: str | None = None
-        var_ops: list[PlannedOp] | str
         if member.kind is TimerKind.FIRE:
             output = {}
         elif member.kind is TimerKind.WAIT_TIMEOUT:
@@ -879,17 +891,20 @@ class Engine:
             output = orjson.loads(execution.event_data_json or "null")
             if execution.event_name in action.next:
                 branch = execution.event_name
-        elif action.for_each is not None:
+        elif execution.child_status is not None:  # a sub-workflow's child has ended
+            output, child_error = child_result(execution)
+            if child_error is not None:
+                return await self._fail_waiting(snapshot, execution, member, child_error)
+        elif action.for_each is not None:  # its items have ended, or one failed ("fail")
             failed = for_each.failed_item(snapshot.fields, execution.seq)
+            if failed is not None:
+                return await self._fail_waiting(snapshot, execution, member, failed)
             output = for_each.output_of(for_each.items_of(snapshot.fields, execution.seq))
         else:
             output = {str(joined): snapshot.output(joined) for joined in execution.join_on}
         output_json = dumps(output)
-        if failed is None:
-            document.set_output(action.id, output, output_json)
-            var_ops = self.planner.set_vars(action, output, document)
-        else:  # an item failed ("fail"): the for-each fails as a failed mutation does
-            var_ops = failed
+        document.set_output(action.id, output, output_json)
+        var_ops = self.planner.set_vars(action, output, document)
         if isinstance(var_ops, str):  # a mutation cannot apply: the execution fails
             plan = Plan()
             await self.planner.follow_failure(workflow, action, var_ops, document, plan)
@@ -907,6 +922,30 @@ class Engine:
             ActionStatus.WAITING,
             member.generation,
             outcome,
+            plan.ops,
+            plan.fail_reason,
+            timer_member=str(member),
+            held_member=str(member),
+            expected_rev=_revision_if_writing_vars(plan, snapshot),
+        )
+        [answer] = await self._commit([change])
+        return answer.status
+
+    async def _fail_waiting(
+        self, snapshot: RunSnapshot, execution: Execution, member: TimerMember, error: str
+    ) -> str:
+        """The waiting execution fails with ``error``; its action's error branch follows,
+        or the run fails. ``member`` is the timer that brings the failure."""
+        workflow = await self._workflow_of(snapshot)
+        action = workflow.actions[execution.action_id]
+        plan = Plan()
+        await self.planner.follow_failure(workflow, action, error, Document.of_run(snapshot), plan)
+        change = Transition(
+            snapshot.flow_id,
+            execution.seq,
+            ActionStatus.WAITING,
+            member.generation,
+            Outcome(ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error"),
             plan.ops,
             plan.fail_reason,
             timer_member=str(member),

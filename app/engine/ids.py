@@ -87,6 +87,20 @@ class TimerKind(StrEnum):
     # A correlated event's delivery to the runs it found: "cdel|<deliveryId>|<partition>|1",
     # in the partition of the index (the seq field is that partition).
     DELIVER = "cdel"
+    SPAWN = "spawn"  # a sub-workflow execution's child run is to be started
+    CHILD_END = "cend"  # a child run has ended: its parent's execution is to be told
+    KILL = "kill"  # the parent run ended: a sub-workflow execution's child is to be ended
+
+
+# The timers that hand a sub-workflow's start, end and termination between partitions.
+CHILD_TIMER_KINDS = frozenset({TimerKind.SPAWN, TimerKind.CHILD_END, TimerKind.KILL})
+CHILD_NAMESPACE = uuid.UUID("3c5b7a1e-9f2d-4e8a-b6c1-7d0e2f4a9b13")
+
+
+def child_flow_id(parent_flow_id: str, seq: int) -> str:
+    """The run a sub-workflow execution (execution ``seq`` of run ``parent_flow_id``) starts:
+    always the same id, so that a spawn handled twice starts one run."""
+    return uuid.uuid5(CHILD_NAMESPACE, f"{parent_flow_id}|{seq}").hex
 
 
 @dataclass(frozen=True)

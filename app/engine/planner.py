@@ -16,7 +16,17 @@ from dataclasses import dataclass, field
 import orjson
 
 from app.actions import get_action
-from app.actions.base import AwaitEvent, AwaitJoin, Done, End, Fail, Outcome, Sleep, StartItems
+from app.actions.base import (
+    AwaitChild,
+    AwaitEvent,
+    AwaitJoin,
+    Done,
+    End,
+    Fail,
+    Outcome,
+    Sleep,
+    StartItems,
+)
 from app.actions.for_each import ForEachAction, ItemLimits, expand, expand_json
 from app.actions.while_ import BODY_BRANCH
 from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
@@ -208,6 +218,9 @@ class Planner:
                 plan.ops.append(
                     PlannedOp("each", action.id, queue, payload, queue=queue, input=received)
                 )
+            case AwaitChild(workflow=workflow):
+                # The child is started by the execution's spawn timer (see children.py).
+                plan.ops.append(PlannedOp("sub", action.id, workflow, input=received))
             case End(status=status, reason=reason, output=output, gives_output=gives_output):
                 own: JSON = {"status": status, "reason": reason}
                 if gives_output:

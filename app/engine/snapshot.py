@@ -25,6 +25,13 @@ class Execution:
     event_data_json: str | None
     held_json: str | None
     join_on: list[int]
+    # A sub-workflow execution: the child's workflow, its run id once started, and once it
+    # has ended its status, output JSON (COMPLETED) and reason.
+    child_workflow: str | None = None
+    child_id: str | None = None
+    child_status: str | None = None
+    child_output_json: str | None = None
+    child_reason: str | None = None
     parent: int | None = None  # a for-each item: the for-each execution's seq
     index: int | None = None  # a for-each item: its position in the for-each's list
 
@@ -76,9 +83,37 @@ class RunSnapshot:
             event_data_json=fields.get(prefix + "evd"),
             held_json=fields.get(prefix + "held"),
             join_on=[int(part) for part in join_on.split(",")] if join_on else [],
+            child_workflow=fields.get(prefix + "cw"),
+            child_id=fields.get(prefix + "cid"),
+            child_status=fields.get(prefix + "cs"),
+            child_output_json=fields.get(prefix + "co"),
+            child_reason=fields.get(prefix + "ce"),
             parent=_optional_int(fields.get(prefix + "p")),
             index=_optional_int(fields.get(prefix + "i")),
         )
+
+    @property
+    def depth(self) -> int:
+        """How many parents the run has (0: started by a client)."""
+        return int(self.fields.get("depth") or 0)
+
+    @property
+    def parent(self) -> tuple[str, int, int] | None:
+        """A child run's parent: (flow id, execution seq, action id); None for other runs."""
+        parent = self.fields.get("parent")
+        if parent is None:
+            return None
+        return parent, int(self.fields["pseq"]), int(self.fields["paid"])
+
+    def children(self) -> list[tuple[int, str]]:
+        """(action id, child run id) of every sub-workflow execution that started one, in
+        the order of the executions."""
+        found = []
+        for key, child in self.fields.items():
+            if key.startswith("x:") and key.endswith(":cid"):
+                seq = int(key.split(":")[1])
+                found.append((seq, int(self.fields[f"x:{seq}:a"]), child))
+        return [(action_id, child) for _, action_id, child in sorted(found)]
 
     def action_ids(self) -> list[int]:
         ids = {int(key.split(":")[1]) for key in self.fields if key.startswith(ACTION_PREFIX)}

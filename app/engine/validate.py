@@ -14,6 +14,7 @@ from app.actions import REGISTRY, for_each, get_action
 from app.actions.delay import is_number
 from app.actions.if_ import IfAction
 from app.actions.join import JoinAction
+from app.actions.sub_workflow import SubWorkflowAction
 from app.actions.switch import SwitchAction
 from app.actions.wait import WaitAction, is_sendable
 from app.actions.while_ import BODY_BRANCH, WhileAction
@@ -170,7 +171,15 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
         correlation_key=_optional(raw, "correlationKey", label, str, "a string")
         if system and name == WaitAction.name
         else None,
+        **_sub_workflow_fields(raw, system, name),
     )
+
+
+def _sub_workflow_fields(raw: dict[str, Any], system: bool, name: str) -> dict[str, JSON]:
+    """A subWorkflow's ``workflow`` and ``version``, as written (read for it only)."""
+    if not system or name != SubWorkflowAction.name:
+        return {}
+    return {"workflow": raw.get("workflow"), "workflow_version": raw.get("version")}
 
 
 def _optional(raw: dict[str, Any], key: str, label: str, kind: type, described: str) -> Any:

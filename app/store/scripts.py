@@ -19,6 +19,8 @@ SCRIPT_NAMES = (
     "terminate",
     "register_workflow",
     "timer_failed",
+    "child_started",
+    "child_ended",
 )
 
 
@@ -42,6 +44,8 @@ class Scripts:
     terminate: Any
     register_workflow: Any
     timer_failed: Any
+    child_started: Any
+    child_ended: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

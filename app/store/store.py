@@ -405,6 +405,28 @@ class Store:
         args = [*self._run_args(flow_id), reason]
         return str(await self.scripts.terminate(keys=keys, args=args))
 
+    # -- sub-workflows ---------------------------------------------------------------
+
+    async def child_started(self, flow_id: str, seq: int, child_id: str, timer_member: str) -> str:
+        """Records that execution ``seq`` of ``flow_id`` started run ``child_id`` and removes
+        its spawn timer ``timer_member`` (see child_started.lua)."""
+        keys = self.keys.run(flow_id).as_list()
+        args = [*self._run_args(flow_id), seq, child_id, timer_member]
+        return str(await self.scripts.child_started(keys=keys, args=args))
+
+    async def child_ended(
+        self, flow_id: str, seq: int, child_id: str, status: str, output_json: str, reason: str
+    ) -> str:
+        """Delivers the end of run ``child_id`` to execution ``seq`` of its parent
+        ``flow_id``, once (see child_ended.lua)."""
+        keys = self.keys.run(flow_id).as_list()
+        args = [*self._run_args(flow_id), seq, child_id, status, output_json, reason]
+        return str(await self.scripts.child_ended(keys=keys, args=args))
+
+    async def drop_run_timer(self, flow_id: str, timer_member: str) -> None:
+        """Removes a timer of ``flow_id``'s partition that has been acted on."""
+        await self.client.zrem(self.keys.run(flow_id).timers, timer_member)
+
     # -- tasks ----------------------------------------------------------------------
 
     async def poll(

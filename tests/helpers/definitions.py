@@ -25,6 +25,21 @@ def system(
     return action
 
 
+def sub_workflow(
+    action_id: int,
+    child: str,
+    nxt: dict[str, list[int]] | None = None,
+    version: int | None = None,
+    **parameters: Any,
+) -> dict[str, Any]:
+    """A subWorkflow action running ``child`` (``version``, else its latest) with
+    ``parameters`` as the child's input."""
+    fields: dict[str, Any] = {"workflow": child, "parameters": parameters}
+    if version is not None:
+        fields["version"] = version
+    return system(action_id, "subWorkflow", nxt, **fields)
+
+
 def workflow(name: str, *actions: dict[str, Any], root: int = 1, **extra: Any) -> dict[str, Any]:
     return {"name": name, "rootAction": root, "actions": list(actions), **extra}
 

@@ -107,10 +107,12 @@ class ServerProcess(ChildProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def log_tail(self) -> str:
+    def log_tail(self, chars: int | None = LOG_TAIL_CHARS) -> str:
+        """The last ``chars`` characters of the server's output (None: all of it)."""
         if not self.log_path.exists():
             return ""
-        return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+        text = self.log_path.read_text(errors="replace")
+        return text if chars is None else text[-chars:]
 
     def launch(self) -> subprocess.Popen[bytes]:
         with self.log_path.open("ab") as log:

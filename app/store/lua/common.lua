@@ -22,6 +22,12 @@
 --                                      loop: the join waits for executions after it
 --   x:<seq>:ck|cev                    a correlated wait's key, and the token of the
 --                                      correlated event it received (correlation.lua)
+--   x:<seq>:cw|cid|cs|co|ce           a sub-workflow execution: the child's workflow name,
+--                                      the child run's id (once started), and once the
+--                                      child has ended its status, output JSON and reason
+--   parent, pseq, paid, depth         a child run: its parent run's id, the seq and action
+--                                      id of the parent's execution waiting for it, and how
+--                                      many parents it has (a run started by a client: none)
 --   x:<seq>:o                         an execution's own output JSON (for-each items)
 --   x:<seq>:p|i                       a for-each item: the for-each's seq, the item's index
 --   x:<fe>:ft|fd|fn|fm|ff|pi:<k>      a for-each execution: items in all, items ended, the
@@ -134,6 +140,14 @@ local function timer_member(ctx, kind, seq, n)
   return kind .. '|' .. ctx.flow .. '|' .. seq .. '|' .. n
 end
 
+-- Execution ``seq`` waits for a run of ``workflow``: the spawn timer, due now, starts that
+-- run (the engine's children.py), wherever its id puts it; when it ends, its "cend" timer
+-- tells this run, and if this run ends first a "kill" timer ends the child.
+local function spawn_child(ctx, seq, workflow)
+  redis.call('HSET', ctx.run, xf(seq, 'cw'), workflow)
+  add_timer(ctx, timer_member(ctx, 'spawn', seq, 1), ctx.now)
+end
+
 local function is_latest(ctx, aid, seq)
   return redis.call('HGET', ctx.run, af(aid, 'x')) == tostring(seq)
 end
@@ -243,6 +257,10 @@ local function close_open_execs(ctx, reason)
       redis.call('HSET', ctx.run, xf(seq, 'e'), reason)
       redis.call('HDEL', ctx.run, af(aid, 'jw'))
       if is_latest(ctx, aid, seq) then redis.call('HSET', ctx.run, af(aid, 'e'), reason) end
+      -- A sub-workflow's child (started or about to be) ends with it.
+      if redis.call('HEXISTS', ctx.run, xf(seq, 'cw')) == 1 then
+        add_timer(ctx, timer_member(ctx, 'kill', seq, 1), ctx.now)
+      end
     end
   end
   ctx.active_change = nil
@@ -259,6 +277,10 @@ local function finish_run(ctx, status, reason, ending)
   redis.call('HSET', ctx.run, 'status', status, 'reason', reason, 'updatedAt', ctx.now,
     'finishedAt', ctx.now)
   hist(ctx, { event = 'RUN_' .. status, reason = reason, action = ending })
+  -- A child run tells its parent, from its own partition, through its "cend" timer.
+  if redis.call('HEXISTS', ctx.run, 'parent') == 1 then
+    add_timer(ctx, timer_member(ctx, 'cend', 0, 1), ctx.now)
+  end
   -- For the servers' logs (app/engine/run_log.py).
   redis.call('PUBLISH', ctx.channel, 'f|' .. ctx.partition .. '|' .. ctx.flow .. '|' .. status
     .. '|' .. reason)
@@ -272,6 +294,7 @@ end
 -- The ops that create an execution (a join only when it is not waiting or done already).
 local CREATES_EXEC = { user = true, done = true, failed = true, sleep = true, wait = true,
   join = true }
+CREATES_EXEC.sub = true  -- a subWorkflow's execution
 
 -- True when the op would create an execution past the run's limit (``lim``; none in runs
 -- started before it was written).
@@ -387,6 +410,8 @@ end
 -- to that worker at once instead of queued (its seq is appended to ``ctx.leased``, and it
 -- takes the next of ``ctx.secrets``); < 0, minus the poll timeout ms of a queued task;
 -- otherwise a queued task with no poll timeout.
+-- A "sub" op (a subWorkflow) waits for a child run (see spawn_child); a "child" op, first
+-- in a child run's start, records its parent (see the header).
 -- An "each" op (a for-each) and an "item" op (a for-each item ended; payload: its seq) queue
 -- items on their KEYS index under ``name``; their number is minus the poll timeout ms, or 0.
 -- An "end" op (a terminate action, after its "done" op) ends the run at once: its name is
@@ -477,6 +502,16 @@ local function apply_ops(ctx, i)
       if input ~= '' then
         hist(ctx, { event = 'VAR_SET', action = action, var = name, op = input })
       end
+    elseif kind == 'sub' then
+      -- A subWorkflow: name is the child's workflow; input its request (the child's
+      -- workflow, version and input), which the spawn timer reads.
+      local seq = new_exec(ctx, aid, 'WAITING', 1, received(input))
+      spawn_child(ctx, seq, name)
+      hist(ctx, { event = 'WAITING', action = action, seq = seq, workflow = name })
+    elseif kind == 'child' then
+      -- First op of a child run's start: name is the parent run, payload the parent's
+      -- execution seq, aid its action, number the child's depth.
+      redis.call('HSET', ctx.run, 'parent', name, 'pseq', payload, 'paid', aid, 'depth', number)
     elseif kind == 'each' then
       if not start_for_each(ctx, aid, payload, KEYS[key_index], name, -number, input) then
         break
