@@ -1100,6 +1100,63 @@ MUTANTS: list[Mutant] = _catalogue(
             "an ended parent takes its child's end",
             (),
         ),
+        # -- for-each (common.lua's each and item ops, poll.lua's item task ids) ---------------
+        (
+            "common",
+            "    if total < concurrency then",
+            "    if total <= concurrency then",
+            "a for-each starts one item more than its concurrency",
+            ("tests/test_lua_for_each.py",),
+        ),
+        (
+            "common",
+            "  if state[1] ~= 'WAITING' or state[5] then return end",
+            "  if state[1] ~= 'WAITING' then return end",
+            'an item that ends after the first failure ("fail") starts the next item',
+            ("tests/test_lua_for_each.py",),
+        ),
+        (
+            "common",
+            "  if status == 'FAILED' and state[4] == 'fail' then",
+            "  if status == 'FAILED' then",
+            '"collect" stops at the first failed item',
+            ("tests/test_lua_for_each.py",),
+        ),
+        (
+            "common",
+            "  if ended >= total then",
+            "  if ended > total then",
+            "the last item never ends its for-each",
+            ("tests/test_lua_for_each.py",),
+        ),
+        (
+            "common",
+            "    redis.call('HDEL', ctx.run, field)\n",
+            "",
+            "a started item's payload is also kept as not started",
+            ("tests/test_lua_for_each.py",),
+        ),
+        (
+            "common",
+            "  if items_past_limit(ctx, 1 + math.min(lines, concurrency)) then return false end",
+            "  if items_past_limit(ctx, 1) then return false end",
+            "a for-each's first items may pass the run's limit of executions",
+            ("tests/test_lua_for_each.py",),
+        ),
+        (
+            "common",
+            "  elseif next_item < total and not items_past_limit(ctx, 1) then",
+            "  elseif next_item < total then",
+            "an item started by another's end may pass the run's limit of executions",
+            ("tests/test_lua_for_each.py",),
+        ),
+        (
+            "poll",
+            "tonumber(ARGV[6 + q]), exec[6])",
+            "tonumber(ARGV[6 + q]))",
+            "an item's task id is not marked as an item's",
+            ("tests/test_lua_for_each.py",),
+        ),
     ]
 )
 
