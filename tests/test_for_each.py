@@ -517,3 +517,25 @@ async def test_the_for_each_example_runs_with_its_worker(api: Api, server: Serve
     ]
     assert flow["actions"]["1"]["output"] == charges
     assert flow["actions"]["2"]["output"] == {"sent": 3}
+
+
+async def test_a_for_each_in_a_loop_runs_its_items_again_in_each_pass(
+    api: Api, server: ServerThread, settings: Settings
+) -> None:
+    name = unique("fe-loop")
+    body, after = f"{name}-item", f"{name}-after"
+    loop = system(1, "while", {"body": [2], "default": [3]}, condition="{$.1.output.iteration} < 2")
+    items = for_each(
+        2,
+        body,
+        {"default": [1]},
+        parameters={"v": "{$.item}", "pass": "{$.1.output.iteration}"},
+        concurrency=2,
+    )
+    await api.register(workflow(name, loop, items, user(3, after, outputs="{$.2.output}")))
+    flow_id = await api.start(name, {"items": ["a", "b", "c"]})
+    async with serving_worker(server, settings, body, lambda task_input: task_input):
+        task = await api.poll_one(after, wait=15)
+    assert task["input"]["outputs"] == [{"v": v, "pass": 2} for v in ("a", "b", "c")]
+    history = await api.history(flow_id)
+    assert [e["item"] for e in history if e.get("item") is not None] == [0, 1, 2] * 2
