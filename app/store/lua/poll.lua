@@ -5,8 +5,9 @@
 --     [7] lease secrets: ARGV[3] of them, 32 hex digits each, end to end,
 --     [8..] lease ms for each queue of KEYS[2..]
 -- Returns a list of {task id, flow id, action id, attempt, input JSON, action name}, the task
--- id naming the lease's secret (and ending with ".i" for a for-each item). Entries of ended runs, stale entries and malformed entries
--- are dropped. A leased attempt's poll timeout timer, if it has one, is removed.
+-- id naming the lease's secret (and ending with ".i" for a for-each item). Entries of ended
+-- runs, stale entries and malformed entries are dropped. A leased attempt's poll timeout
+-- timer, if it has one, is removed.
 local now = now_ms()
 local wanted = tonumber(ARGV[3])
 local leased = {}
