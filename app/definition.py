@@ -27,6 +27,34 @@ class SwitchCase:
     branch: str
 
 
+class ItemFailure(StrEnum):
+    """What a for-each does when one of its items fails (after its retries)."""
+
+    FAIL = "fail"  # the for-each fails at once; no further item starts
+    COLLECT = "collect"  # the item's entry in the output is {"error": ...}
+
+
+@dataclass(frozen=True)
+class ItemBody:
+    """What a for-each runs for each item: a user action ``name`` with ``parameters`` that may
+    read ``{$.item}`` and ``{$.index}``. (Another kind of body, a sub-workflow per item, would
+    be a sibling of this class.)"""
+
+    name: str
+    parameters: JSONObject
+
+
+@dataclass(frozen=True)
+class ForEachSpec:
+    """A ``forEach`` system action's own fields, as app/actions/for_each.py parses them."""
+
+    items: str | list[JSON]  # one reference, "{$.input.orders}", or a literal list
+    concurrency: int | None  # None: ORCHY_FOR_EACH_CONCURRENCY
+    on_item_failure: ItemFailure
+    filter: str | None
+    body: ItemBody
+
+
 class DefinitionError(ValueError):
     """A definition breaks a rule; the message names the action and the problem."""
 
@@ -60,6 +88,7 @@ class ActionDef:
     cases: tuple[SwitchCase, ...] | None = None
     condition: str | None = None
     set_vars: tuple[VarMutation, ...] = ()
+    for_each: ForEachSpec | None = None
     check: str | None = None  # a while's: "before" or "after" each pass of its body
     # A while's: the joins in its loop, which fire again in each pass (see app/engine/cycles.py)
     loop_joins: tuple[int, ...] = ()

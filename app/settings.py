@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     # Executions one run may create (a loop that never ends FAILS when it reaches this).
     max_run_executions: int = 100_000
 
+    # forEach: items open at once when the definition gives no concurrency, and the most it
+    # may give; items in one list; bytes of all the items' resolved parameters.
+    for_each_concurrency: int = 10
+    max_for_each_concurrency: int = 1000
+    max_for_each_items: int = 100_000
+    max_for_each_payload_bytes: int = 64 * 1024 * 1024
+
     # Correlated events (POST /events/{event}): an event that finds no waiting run is kept
     # this long when it names no ttlSeconds, and at most ``event_ttl_max_seconds``. A kept
     # event's record outlives its TTL by ``event_grace_seconds``, so that a run that took it

@@ -7,6 +7,7 @@ bench/results/latest.md with a PNG chart beside it.
     python -m bench.run --full             # also start rate, growth (1k/10k/100k), fan-out
     python -m bench.run --no-peers --runs 500
     python -m bench.run --workload worker-routes   # raw worker, worker library, Celery
+    python -m bench.run --workload for-each        # one forEach of 10,000 no-op items
 
 Chain and latency are measured in ``--trials`` rounds (3 by default), each round every engine
 once, one after the other: a slow moment of this shared machine then falls on one round of
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import orchy_bench, report, worker_routes
+from bench import for_each, orchy_bench, report, worker_routes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -98,13 +99,17 @@ def main() -> None:
     )
     parser.add_argument(
         "--workload",
-        choices=["engines", "worker-routes"],
+        choices=["engines", "worker-routes", "for-each"],
         default="engines",
-        help="engines: the table above; worker-routes: bench/worker_routes.py",
+        help="engines: the table above; worker-routes: bench/worker_routes.py; "
+        "for-each: bench/for_each.py",
     )
     args = parser.parse_args()
     if args.workload == "worker-routes":
         worker_routes.main(["--runs", str(args.runs), "--rounds", str(args.trials)])
+        return
+    if args.workload == "for-each":
+        for_each.main(["--trials", str(args.trials)])
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

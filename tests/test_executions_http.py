@@ -176,6 +176,36 @@ async def test_each_pass_of_a_loop_is_an_execution_of_its_body(
     assert last["nextOffset"] is None
 
 
+async def test_the_items_of_a_for_each_are_executions_of_its_action(
+    api: Api, http: httpx.AsyncClient, tapped: TappedServer, worker_settings: Settings
+) -> None:
+    """The for-each's own execution and each item's, with the item's input and output."""
+    name = unique("exec-each")
+    worker = new_worker(tapped.url, worker_settings)
+    worker.action(f"{name}-item")(lambda input: {"tenfold": input["n"] * 10})
+    for_each = system(
+        1,
+        "forEach",
+        items="{$.input.numbers}",
+        concurrency=1,
+        body={"type": "user", "name": f"{name}-item", "parameters": {"n": "{$.item}"}},
+    )
+    await api.register(workflow(name, for_each))
+    async with running(worker):
+        flow_id = await api.start(name, {"numbers": [1, 2]})
+        flow = await api.wait_status(flow_id, "COMPLETED")
+
+    assert flow["actions"]["1"]["output"] == [{"tenfold": 10}, {"tenfold": 20}]
+    assert flow["actions"]["1"]["executions"] == 3
+    listed = await executions(http, flow_id, 1)
+    first, *items = listed["executions"]
+    assert (first["seq"], first["output"]) == (1, [{"tenfold": 10}, {"tenfold": 20}])
+    assert [(item["input"], item["output"], item["status"]) for item in items] == [
+        ({"n": 1}, {"tenfold": 10}, "COMPLETED"),
+        ({"n": 2}, {"tenfold": 20}, "COMPLETED"),
+    ]
+
+
 async def test_while_its_latest_execution_runs_an_action_has_no_output(api: Api) -> None:
     """The output of an action is its latest execution's: none while that one is open,
     though an earlier execution has ended with one (it keeps it, in the list)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from app.store.store import Outcome
-from tests.helpers.lua import Lua, done, failed, member, user
+from tests.helpers.lua import Lua, done, each, failed, item, member, user
 
 
 async def test_an_action_run_twice_keeps_each_executions_input_output_and_times(
@@ -152,3 +152,19 @@ async def test_a_held_result_writes_its_output_only_when_applied(lua: Lua) -> No
     run = await lua.run(flow)
     assert (run["x:1:o"], run["status"]) == ('{"r":1}', "COMPLETED")
     assert "x:1:t1" in run
+
+
+async def test_for_each_items_are_counted_executions_of_its_action_with_their_times(
+    lua: Lua,
+) -> None:
+    queue = lua.new_name()
+    flow = await lua.start([each(1, queue, ['"a"', '"b"'], 1)])
+    await lua.poll(flow, queue)
+
+    assert await lua.complete(flow, 2, output='{"r":1}', ops=[item(1, queue, 2)]) == "ok"
+
+    run = await lua.run(flow)
+    # The for-each (seq 1) and its two items so far; the action stays the for-each's.
+    assert (run["a:1:c"], run["a:1:x"], run["x:2:o"]) == ("3", "1", '{"r":1}')
+    assert int(run["x:1:t0"]) <= int(run["x:2:t0"]) <= int(run["x:2:t1"]) <= int(run["x:3:t0"])
+    assert "x:3:t1" not in run and "x:1:t1" not in run

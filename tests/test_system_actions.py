@@ -58,6 +58,7 @@ def rejection(name: str, **fields: Any) -> str:
 def test_the_registry_holds_the_system_actions() -> None:
     assert sorted(REGISTRY) == [
         "delay",
+        "forEach",
         "if",
         "javascript",
         "join",

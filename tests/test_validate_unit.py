@@ -59,6 +59,7 @@ def test_the_limits_are_read_from_the_settings() -> None:
         max_retry_count=14,
         max_json_depth=15,
         max_output_bytes=16,
+        max_for_each_concurrency=17,
     )
 
     assert Limits.of(settings) == Limits(
@@ -68,6 +69,7 @@ def test_the_limits_are_read_from_the_settings() -> None:
         max_retry_count=14,
         max_condition_depth=15,
         max_var_bytes=16,
+        max_for_each_concurrency=17,
     )
 
 
@@ -161,7 +163,7 @@ def test_an_unknown_system_action_lists_the_known_ones() -> None:
 
     assert message == (
         "action 1 (sleep): unknown system action 'sleep' "
-        "(known: delay, if, javascript, join, subWorkflow, switch, terminate, wait, while)"
+        "(known: delay, forEach, if, javascript, join, subWorkflow, switch, terminate, wait, while)"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.actions.base import SystemAction
 from app.actions.delay import DelayAction
+from app.actions.for_each import ForEachAction
 from app.actions.if_ import IfAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
@@ -23,6 +24,7 @@ REGISTRY: dict[str, SystemAction] = {
         JoinAction(),
         TerminateAction(),
         IfAction(),
+        ForEachAction(),
         WhileAction(),
         SubWorkflowAction(),
     )

@@ -77,7 +77,19 @@ class AwaitChild:
     input: JSON = field(default=None, compare=False)
 
 
-Outcome = Done | Fail | Sleep | AwaitEvent | AwaitJoin | End | AwaitChild
+@dataclass(frozen=True)
+class StartItems:
+    """A for-each starts its items: ``lines`` "<index> <payload JSON>" for the ``queue`` of
+    its body, ``header`` "<concurrency> <fail|collect>" (see start_for_each in common.lua)."""
+
+    queue: str
+    header: str
+    lines: list[str]
+    warnings: list[str] = field(default_factory=list)
+    input: JSON = field(default=None, compare=False)
+
+
+Outcome = Done | Fail | Sleep | AwaitEvent | AwaitJoin | End | AwaitChild | StartItems
 
 
 class SystemAction(ABC):

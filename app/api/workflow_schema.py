@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from app.actions.delay import DelayAction
+from app.actions.for_each import NAME as FOR_EACH
 from app.actions.if_ import IfAction
 from app.actions.javascript import JavaScriptAction
 from app.actions.join import JoinAction
@@ -148,6 +149,42 @@ class WhileStep(ActionBase):
     )
 
 
+class ForEachBody(BaseModel):
+    """The user action a for-each runs once per item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["user"]
+    name: NonBlank
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="templates, resolved per item with {$.item} and {$.index} (its position)",
+        examples=[{"order": "{$.item}", "position": "{$.index}"}],
+    )
+
+
+class ForEachStep(ActionBase):
+    """Runs ``body`` once per item of ``items``, at most ``concurrency`` at a time; its
+    output is the list of the items' outputs, in the items' order."""
+
+    type: Literal["system"]
+    name: Literal["forEach"]
+    items: str | list[Any] = Field(
+        description='one reference, such as "{$.input.orders}", or a literal list',
+        examples=["{$.input.orders}"],
+    )
+    concurrency: StrictInt | None = Field(
+        default=None, ge=1, description="items open at once (default ORCHY_FOR_EACH_CONCURRENCY)"
+    )
+    onItemFailure: Literal["fail", "collect"] | None = Field(
+        default=None,
+        description='"fail" (default): the first failed item fails the for-each; "collect": '
+        'its entry in the output is {"error": ...}',
+    )
+    filter: Condition | None = None
+    body: ForEachBody
+
+
 class DelayStep(ActionBase):
     """Continues after ``delaySeconds`` (a durable timer)."""
 
@@ -235,6 +272,7 @@ SYSTEM_STEPS: dict[str, type[ActionBase]] = {
     IfAction.name: IfStep,
     WhileAction.name: WhileStep,
     SubWorkflowAction.name: SubWorkflowStep,
+    FOR_EACH: ForEachStep,
 }
 
 
@@ -259,7 +297,8 @@ Action = Annotated[
     | Annotated[TerminateStep, Tag(TerminateAction.name)]
     | Annotated[IfStep, Tag(IfAction.name)]
     | Annotated[WhileStep, Tag(WhileAction.name)]
-    | Annotated[SubWorkflowStep, Tag(SubWorkflowAction.name)],
+    | Annotated[SubWorkflowStep, Tag(SubWorkflowAction.name)]
+    | Annotated[ForEachStep, Tag(FOR_EACH)],
     Discriminator(_action_kind),
 ]
 

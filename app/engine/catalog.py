@@ -53,6 +53,11 @@ class Catalog:
         digest = hashlib.sha256(source.encode()).hexdigest()
         queues = sorted(
             {action.name for action in workflow.actions.values() if action.type is ActionType.USER}
+            | {
+                action.for_each.body.name
+                for action in workflow.actions.values()
+                if action.for_each is not None
+            }
         )
         version, created = await self.store.register_workflow(workflow.name, digest, source, queues)
         self._workflows[(workflow.name, version)] = replace(workflow, version=version)

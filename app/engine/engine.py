@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from app.actions import javascript
+from app.actions import for_each, javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine import run_log
 from app.engine.catalog import Catalog
@@ -27,6 +27,7 @@ from app.engine.document_pool import DocumentPool
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge
 from app.engine.ids import (
     CHILD_TIMER_KINDS,
+    ITEM_SUFFIX,
     LEASE_SECRET_HEX,
     TaskId,
     TimerKind,
@@ -93,6 +94,12 @@ def _result_from_held(held_json: str) -> Result:
 
 
 _HELD_AS_THEMSELVES = frozenset({TimerKind.LEASE, TimerKind.POLL_TIMEOUT})
+# Timers of a user task's attempt (see Engine._timer_fields).
+_TASK_TIMERS = frozenset(
+    {TimerKind.LEASE, TimerKind.POLL_TIMEOUT, TimerKind.RESULT, TimerKind.ENQUEUE}
+)
+# Ops that queue user tasks, marked with their action's poll timeout (see apply_ops).
+_QUEUEING_OPS = frozenset({"user", "each", "item"})
 
 
 def _nth_secret(secrets: str, index: int) -> str:
@@ -118,6 +125,11 @@ class Engine:
             self.documents,
             settings.large_document_bytes,
             max_var_bytes=settings.max_output_bytes,
+            item_limits=for_each.ItemLimits(
+                default_concurrency=settings.for_each_concurrency,
+                max_items=settings.max_for_each_items,
+                max_payload_bytes=settings.max_for_each_payload_bytes,
+            ),
             max_executions=settings.max_run_executions,
         )
         self.wakeups = wakeups or Wakeups()
@@ -233,8 +245,24 @@ class Engine:
 
     async def _task_execution(self, task_id: str) -> tuple[TaskId, RunSnapshot, Execution]:
         parsed = self._parse_task(task_id)
-        fields = await self.store.read_run(parsed.flow_id)
+        fields = (await self._read_items({0: parsed})).get(0)
+        if fields is None:
+            fields = await self.store.read_run(parsed.flow_id)
         return self._check_task(task_id, parsed, fields)
+
+    async def _read_items(self, tasks: dict[int, TaskId]) -> dict[int, dict[str, str]]:
+        """The fields of the tasks named as for-each items (``TaskId.item``): the run's own
+        and the execution's only, by the same key as ``tasks``. A task that turns out not to
+        be an item is left out: its whole run is read."""
+        named = {key: task for key, task in tasks.items() if task.item}
+        reads = await self.store.read_executions(
+            [(task.flow_id, task.seq) for task in named.values()]
+        )
+        return {
+            key: fields
+            for key, fields in zip(named, reads, strict=True)
+            if f"x:{named[key].seq}:p" in fields
+        }
 
     @staticmethod
     def _check_task(
@@ -312,7 +340,17 @@ class Engine:
         """Applies ``results[indexes]``, filling ``answers`` and ``leased``; returns the
         indexes planned from a kept copy of their run that must be applied again."""
         parsed = {index: TaskId.parse(results[index][0]) for index in indexes}
-        flows = sorted({task.flow_id for task in parsed.values() if task is not None})
+        # A for-each item's result reads its execution, not its run (which holds all items).
+        items = await self._read_items(
+            {index: task for index, task in parsed.items() if task is not None}
+        )
+        flows = sorted(
+            {
+                task.flow_id
+                for index, task in parsed.items()
+                if task is not None and index not in items
+            }
+        )
         kept = await self.runs.take(flows) if cached else {}
         unread = [flow for flow in flows if flow not in kept]
         fields_of = {**kept, **dict(zip(unread, await self.store.read_runs(unread), strict=True))}
@@ -324,11 +362,12 @@ class Engine:
             task = parsed[index]
             try:
                 task = task or self._parse_task(task_id)
-                fields = fields_of[task.flow_id]
+                from_copy = index not in items and task.flow_id in kept
+                fields = items[index] if index in items else fields_of[task.flow_id]
                 _, snapshot, execution = self._check_task(task_id, task, fields)
                 # Planned from a kept copy: the transition applies only if the run has not
                 # moved since.
-                expected_rev = fields[RunCache.REVISION] if task.flow_id in kept else ""
+                expected_rev = fields[RunCache.REVISION] if from_copy else ""
                 change = await self._plan_user_result(
                     task, snapshot, execution, result, expected_rev=expected_rev
                 )
@@ -336,7 +375,7 @@ class Engine:
                     change, budget = await self._lease_at_once(change, take_next, budget)
                 planned.append((index, task, change))
             except EngineError as error:
-                if task is not None and task.flow_id in kept:
+                if task is not None and task.flow_id in kept and index not in items:
                     again.append(index)  # the kept copy may be behind: read it and see
                 else:
                     answers[index] = error
@@ -424,6 +463,8 @@ class Engine:
         claimed_score: int | None = None,
         expected_rev: str = "",
     ) -> Transition:
+        if execution.parent is not None:
+            return await self._plan_item_result(task, execution, result, timer, claimed_score)
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
         document = Document.of_run(snapshot)
@@ -457,36 +498,37 @@ class Engine:
                 outcome = Outcome(
                     ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error"
                 )
-        lease = str(TimerMember(TimerKind.LEASE, task.flow_id, task.seq, task.attempt))
-        expected = ActionStatus.RUNNING
-        if timer is None:
-            timer_member = lease
-            held_member = str(TimerMember(TimerKind.RESULT, task.flow_id, task.seq, task.attempt))
-            held_outcome = _held_json(result)
-        else:
-            timer_member = str(timer)
-            # A lease expiry or poll timeout is held as itself if the run is paused; a
-            # replayed result has its outcome stored already, and transition.lua holds it
-            # again as its timer.
-            held_member = str(timer) if timer.kind in _HELD_AS_THEMSELVES else ""
-            held_outcome = ""
-            if timer.kind is TimerKind.POLL_TIMEOUT:
-                expected = ActionStatus.QUEUED  # it ends an attempt no worker has taken
-        return Transition(
-            task.flow_id,
-            task.seq,
-            expected,
-            task.attempt,
-            outcome,
-            plan.ops,
-            plan.fail_reason,
-            timer_member=timer_member,
-            held_member=held_member,
-            held_outcome=held_outcome,
-            claimed_score=claimed_score,
-            expected_rev=expected_rev or _revision_if_writing_vars(plan, snapshot),
-            lease_secret=task.secret,
-        )
+        expected_rev = expected_rev or _revision_if_writing_vars(plan, snapshot)
+        return _user_transition(task, result, outcome, plan, timer, claimed_score, expected_rev)
+
+    async def _plan_item_result(
+        self,
+        task: TaskId,
+        execution: Execution,
+        result: Result,
+        timer: TimerMember | None,
+        claimed_score: int | None,
+    ) -> Transition:
+        """A for-each item's result, planned from its execution alone: it is retried by its
+        action's settings, or ends with an "item" op that counts it and starts the next item
+        (common.lua); the for-each, not the item, follows a branch."""
+        queue = execution.queue or ""
+        item_op = PlannedOp("item", execution.action_id, queue, str(task.seq), queue=queue)
+        if isinstance(result, Success):
+            outcome = Outcome(ActionStatus.COMPLETED, dumps(result.output), branch=DEFAULT_BRANCH)
+            return _user_transition(
+                task, result, outcome, Plan(ops=[item_op]), timer, claimed_score
+            )
+        settings = await self.catalog.action(queue)
+        if result.retryable and settings.may_retry(task.attempt):
+            delay = settings.retry_delay_seconds(task.attempt)
+            outcome = Outcome(
+                "QUEUED", error=result.error, retry_delay_ms=round(delay * MS_PER_SECOND)
+            )
+            return _user_transition(task, result, outcome, Plan(), timer, claimed_score)
+        error = f"{result.error} (after {task.attempt} attempt(s))"
+        outcome = Outcome(ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error")
+        return _user_transition(task, result, outcome, Plan(ops=[item_op]), timer, claimed_score)
 
     async def _commit(
         self, changes: Sequence[Transition], keep: Sequence[str] = ()
@@ -511,7 +553,7 @@ class Engine:
         """The ops, each queued user task of an action with a poll timeout marked with it."""
         marked: list[PlannedOp] | None = None
         for position, op in enumerate(ops):
-            if op.kind != "user" or op.queue is None or op.number != 0:
+            if op.kind not in _QUEUEING_OPS or op.queue is None or op.number != 0:
                 continue
             timeout_ms = (await self.catalog.action(op.queue)).poll_timeout_ms
             if timeout_ms:
@@ -600,7 +642,12 @@ class Engine:
         changes meanwhile is read again when its result comes (see ``RunCache``)."""
         if not self.runs.enabled:
             return
-        flows = list(dict.fromkeys(task.flow_id for task in tasks))
+        # Not for a for-each's items: their results read their executions only.
+        flows = list(
+            dict.fromkeys(task.flow_id for task in tasks if not task.task_id.endswith(ITEM_SUFFIX))
+        )
+        if not flows:
+            return
         reading = asyncio.ensure_future(self._read_and_keep(flows))
         self._keeping.add(reading)  # a reference until it is done
         reading.add_done_callback(self._kept)
@@ -695,7 +742,7 @@ class Engine:
         member = TimerMember.parse(member_text)
         if member.kind in CHILD_TIMER_KINDS:
             return await self.children.handle(member)
-        fields = await self.store.read_run(member.flow_id)
+        fields = await self._timer_fields(member)
         snapshot = RunSnapshot(member.flow_id, fields)
         execution = snapshot.execution(member.seq) if fields else None
         if execution is None:
@@ -728,6 +775,17 @@ class Engine:
                 self._finish_user_task(task, snapshot, execution, result, member)
             )
         return await self._finish_waiting(snapshot, execution, member)
+
+    async def _timer_fields(self, member: TimerMember) -> dict[str, str]:
+        """What a timer reads of its run. A retry's back-off needs only its execution; the
+        other timers of a user task read a for-each item's execution only (a worker that
+        dies holding 500 items must not have the whole run read 500 times); the rest read
+        the whole run."""
+        if member.kind in _TASK_TIMERS:
+            [fields] = await self.store.read_executions([(member.flow_id, member.seq)])
+            if member.kind is TimerKind.ENQUEUE or f"x:{member.seq}:p" in fields:
+                return fields
+        return await self.store.read_run(member.flow_id)
 
     async def timer_failed(self, partition: int, member_text: str, error: str) -> str:
         """Handling the due timer ``member_text`` of ``partition`` raised ``error``.
@@ -818,7 +876,8 @@ class Engine:
     async def _finish_waiting(
         self, snapshot: RunSnapshot, execution: Execution, member: TimerMember
     ) -> str:
-        """A delay fired, a wait got its event or timed out, or a join is complete."""
+        """A delay fired, a wait got its event or timed out, a join is complete, or a
+        for-each's items have ended (or one failed)."""
         workflow = await self._workflow_of(snapshot)
         action = workflow.actions[execution.action_id]
         document = Document.of_run(snapshot)
@@ -836,6 +895,11 @@ class Engine:
             output, child_error = child_result(execution)
             if child_error is not None:
                 return await self._fail_waiting(snapshot, execution, member, child_error)
+        elif action.for_each is not None:  # its items have ended, or one failed ("fail")
+            failed = for_each.failed_item(snapshot.fields, execution.seq)
+            if failed is not None:
+                return await self._fail_waiting(snapshot, execution, member, failed)
+            output = for_each.output_of(for_each.items_of(snapshot.fields, execution.seq))
         else:
             output = {str(joined): snapshot.output(joined) for joined in execution.join_on}
         output_json = dumps(output)
@@ -890,6 +954,49 @@ class Engine:
         )
         [answer] = await self._commit([change])
         return answer.status
+
+
+def _user_transition(
+    task: TaskId,
+    result: Result,
+    outcome: Outcome,
+    plan: Plan,
+    timer: TimerMember | None,
+    claimed_score: int | None,
+    expected_rev: str = "",
+) -> Transition:
+    """The transition of a user task's result: a worker's (``timer`` None), or a timer's
+    (lease expiry, poll timeout, a held result replayed)."""
+    lease = str(TimerMember(TimerKind.LEASE, task.flow_id, task.seq, task.attempt))
+    expected = ActionStatus.RUNNING
+    if timer is None:
+        timer_member = lease
+        held_member = str(TimerMember(TimerKind.RESULT, task.flow_id, task.seq, task.attempt))
+        held_outcome = _held_json(result)
+    else:
+        timer_member = str(timer)
+        # A lease expiry or poll timeout is held as itself if the run is paused; a
+        # replayed result has its outcome stored already, and transition.lua holds it
+        # again as its timer.
+        held_member = str(timer) if timer.kind in _HELD_AS_THEMSELVES else ""
+        held_outcome = ""
+        if timer.kind is TimerKind.POLL_TIMEOUT:
+            expected = ActionStatus.QUEUED  # it ends an attempt no worker has taken
+    return Transition(
+        task.flow_id,
+        task.seq,
+        expected,
+        task.attempt,
+        outcome,
+        plan.ops,
+        plan.fail_reason,
+        timer_member=timer_member,
+        held_member=held_member,
+        held_outcome=held_outcome,
+        claimed_score=claimed_score,
+        expected_rev=expected_rev,
+        lease_secret=task.secret,
+    )
 
 
 def _initial_plan(workflow: WorkflowDef, max_executions: int) -> Plan:

@@ -29,7 +29,11 @@ def idempotent_flow_id(workflow: str, key: str) -> str:
 
 LEASE_SECRET_BYTES = 16  # 128 random bits per lease
 LEASE_SECRET_HEX = 2 * LEASE_SECRET_BYTES
-_TASK_ID = re.compile(rf"([^.]+)\.(\d+)\.(\d+)\.([0-9a-f]{{{LEASE_SECRET_HEX}}})", re.ASCII)
+# A for-each item's task id ends with this (lease in common.lua writes it): its result is
+# planned from its execution's fields, not from its whole run. Only a hint: a result is
+# checked against the run whatever its task id says.
+ITEM_SUFFIX = ".i"
+_TASK_ID = re.compile(rf"([^.]+)\.(\d+)\.(\d+)\.([0-9a-f]{{{LEASE_SECRET_HEX}}})(\.i)?", re.ASCII)
 
 
 def lease_secrets(count: int) -> str:
@@ -48,6 +52,7 @@ class TaskId:
     seq: int
     attempt: int
     secret: str = ""
+    item: bool = False  # named as a for-each item's task (ITEM_SUFFIX)
 
     @property
     def queue_entry(self) -> str:
@@ -55,15 +60,17 @@ class TaskId:
         return f"{self.flow_id}.{self.seq}.{self.attempt}"
 
     def __str__(self) -> str:
-        return f"{self.queue_entry}.{self.secret}" if self.secret else self.queue_entry
+        if not self.secret:
+            return self.queue_entry
+        return f"{self.queue_entry}.{self.secret}{ITEM_SUFFIX if self.item else ''}"
 
     @classmethod
     def parse(cls, text: str) -> TaskId | None:
         match = _TASK_ID.fullmatch(text)
         if match is None:
             return None
-        flow_id, seq, attempt, secret = match.groups()
-        return cls(flow_id, int(seq), int(attempt), secret)
+        flow_id, seq, attempt, secret, item = match.groups()
+        return cls(flow_id, int(seq), int(attempt), secret, item is not None)
 
 
 class TimerKind(StrEnum):

@@ -25,7 +25,9 @@ from app.actions.base import (
     Fail,
     Outcome,
     Sleep,
+    StartItems,
 )
+from app.actions.for_each import ForEachAction, ItemLimits, expand, expand_json
 from app.actions.while_ import BODY_BRANCH
 from app.definition import ERROR_BRANCH, ActionDef, ActionType, WorkflowDef
 from app.engine.document import Document
@@ -72,6 +74,7 @@ class Planner:
         documents: DocumentPool,
         large_document_size: int,
         max_var_bytes: int = 1024 * 1024,
+        item_limits: ItemLimits | None = None,
         max_executions: int | None = None,
     ) -> None:
         self.executor = executor  # scripts (blocking system actions)
@@ -80,6 +83,7 @@ class Planner:
         self.documents = documents
         self.large_document_size = large_document_size
         self.max_var_bytes = max_var_bytes
+        self.item_limits = item_limits or ItemLimits()
         # A run's limit of executions (ORCHY_MAX_RUN_EXECUTIONS), None for none: a loop of
         # system actions only would otherwise be planned for ever.
         self.max_executions = max_executions
@@ -154,6 +158,13 @@ class Planner:
         implementation = get_action(action.name)
         if implementation is None:  # validation keeps unknown names out; a stale cache may not
             outcome: Outcome = Fail(f"unknown system action {action.name!r}")
+        elif isinstance(implementation, ForEachAction):  # planned with the server's limits
+            if self._is_large(document):
+                outcome = await self.documents.call(
+                    expand_json, action, document.json(), self.item_limits
+                )
+            else:
+                outcome = expand(action, document.value, self.item_limits)
         elif implementation.blocking:
             reads = implementation.reads_document_of(action)
 
@@ -200,6 +211,13 @@ class Planner:
             case AwaitJoin(join_on=join_on):
                 payload = ",".join(str(joined) for joined in join_on)
                 plan.ops.append(PlannedOp("join", action.id, payload=payload, input=received))
+            case StartItems(queue=queue, header=header, lines=lines, warnings=warnings):
+                for warning in warnings:
+                    plan.ops.append(PlannedOp("note", action.id, payload=warning))
+                payload = "\n".join([header, *lines])
+                plan.ops.append(
+                    PlannedOp("each", action.id, queue, payload, queue=queue, input=received)
+                )
             case AwaitChild(workflow=workflow):
                 # The child is started by the execution's spawn timer (see children.py).
                 plan.ops.append(PlannedOp("sub", action.id, workflow, input=received))

@@ -36,6 +36,8 @@ class Execution:
     child_status: str | None = None
     child_output_json: str | None = None
     child_reason: str | None = None
+    parent: int | None = None  # a for-each item: the for-each execution's seq
+    index: int | None = None  # a for-each item: its position in the for-each's list
 
 
 ACTION_PREFIX = "a:"  # a:<id>:<field>, the latest execution of action <id> (common.lua)
@@ -99,6 +101,8 @@ class RunSnapshot:
             child_status=fields.get(prefix + "cs"),
             child_output_json=fields.get(prefix + "co"),
             child_reason=fields.get(prefix + "ce"),
+            parent=_optional_int(fields.get(prefix + "p")),
+            index=_optional_int(fields.get(prefix + "i")),
         )
 
     @property

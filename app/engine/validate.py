@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from app.actions import REGISTRY, get_action
+from app.actions import REGISTRY, for_each, get_action
 from app.actions.delay import is_number
 from app.actions.if_ import IfAction
 from app.actions.join import JoinAction
@@ -48,6 +48,7 @@ class Limits:
     max_retry_count: int
     max_condition_depth: int
     max_var_bytes: int | None = None
+    max_for_each_concurrency: int | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -58,6 +59,7 @@ class Limits:
             max_retry_count=settings.max_retry_count,
             max_condition_depth=settings.max_json_depth,
             max_var_bytes=settings.max_output_bytes,
+            max_for_each_concurrency=settings.max_for_each_concurrency,
         )
 
     def check_duration(self, where: str, field: str, seconds: float | None) -> None:
@@ -162,6 +164,7 @@ def _parse_action(index: int, raw: JSON) -> ActionDef:
         if system and name in (IfAction.name, WhileAction.name)
         else None,
         set_vars=parse_set_vars(raw.get("setVars"), label),
+        for_each=for_each.parse(raw, label) if system and name == for_each.NAME else None,
         check=_optional(raw, "check", label, str, "a string")
         if system and name == WhileAction.name
         else None,
@@ -270,6 +273,7 @@ def _check_limits(action: ActionDef, limits: Limits) -> None:
                 f"{limits.max_next_ids} (ORCHY_MAX_NEXT_IDS)"
             )
     limits.check_duration(action.label, "delaySeconds", action.delay_seconds)
+    _check_for_each_limits(action, limits)
     limits.check_duration(action.label, "timeoutSeconds", action.timeout_seconds)
     for where, text in action.conditions:
         try:
@@ -279,6 +283,28 @@ def _check_limits(action: ActionDef, limits: Limits) -> None:
         if depth > limits.max_condition_depth:
             raise DefinitionError(
                 f"{action.label}: {where} is nested {depth} levels deep; at most "
+                f"{limits.max_condition_depth} (ORCHY_MAX_JSON_DEPTH)"
+            )
+
+
+def _check_for_each_limits(action: ActionDef, limits: Limits) -> None:
+    spec = action.for_each
+    most = limits.max_for_each_concurrency
+    if spec is None or spec.concurrency is None or most is None:
+        return
+    if spec.concurrency > most:
+        raise DefinitionError(
+            f"{action.label}: concurrency must be at most {most} "
+            f"(ORCHY_MAX_FOR_EACH_CONCURRENCY), not {spec.concurrency}"
+        )
+    if spec.filter is not None:
+        try:
+            depth = compile_condition(spec.filter).depth
+        except ConditionSyntaxError:
+            return  # parse words it
+        if depth > limits.max_condition_depth:
+            raise DefinitionError(
+                f"{action.label}: filter is nested {depth} levels deep; at most "
                 f"{limits.max_condition_depth} (ORCHY_MAX_JSON_DEPTH)"
             )
 

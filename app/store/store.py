@@ -26,7 +26,7 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 START_FIXED_KEYS = 8
 TRANSITION_FIXED_KEYS = 6
 # The fields of one execution that ``action_executions`` reads (see common.lua's header).
-EXECUTION_FIELDS = ("a", "s", "n", "in", "q", "o", "e", "t0", "t1")
+LISTED_EXECUTION_FIELDS = ("a", "s", "n", "in", "q", "o", "e", "t0", "t1")
 # Fields asked for in one HMGET when looking for an action's executions.
 SCAN_CHUNK = 10_000
 
@@ -561,6 +561,35 @@ class Store:
                 raise reply
         return replies
 
+    # What planning a for-each item's result reads of its run (see ``read_executions``).
+    EXECUTION_RUN_FIELDS = ("id", "name", "version", "status", "rev")
+    EXECUTION_FIELDS = ("a", "s", "n", "in", "q", "k", "held", "p", "i")
+
+    async def read_executions(self, tasks: Sequence[tuple[str, int]]) -> list[dict[str, str]]:
+        """For each (flow id, seq), the run's own fields and that execution's, not the whole
+        run (one HMGET each, all in one pipelined round trip): a for-each of 10,000 items
+        would read 10,000 executions for each result. Fields the run lacks are left out."""
+        if not tasks:
+            return []
+        commands = []
+        names_of = []
+        for flow_id, seq in tasks:
+            names = [
+                *self.EXECUTION_RUN_FIELDS,
+                *(f"x:{seq}:{field}" for field in self.EXECUTION_FIELDS),
+            ]
+            names_of.append(names)
+            commands.append(("HMGET", self.keys.run(flow_id).run, *names))
+        replies = await self.coalescer.execute(commands)
+        found = []
+        for names, reply in zip(names_of, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            found.append(
+                {name: value for name, value in zip(names, reply, strict=True) if value is not None}
+            )
+        return found
+
     async def action_executions(
         self, flow_id: str, action_id: int, offset: int, limit: int
     ) -> ActionExecutions | None:
@@ -583,12 +612,12 @@ class Store:
         page = mine[offset : offset + limit]
         pipe = self.client.pipeline(transaction=False)
         for seq in page:
-            pipe.hmget(key, [f"x:{seq}:{field}" for field in EXECUTION_FIELDS])
+            pipe.hmget(key, [f"x:{seq}:{field}" for field in LISTED_EXECUTION_FIELDS])
         rows = await pipe.execute() if page else []
         executions = [
             {
                 f"x:{seq}:{field}": value
-                for field, value in zip(EXECUTION_FIELDS, row, strict=True)
+                for field, value in zip(LISTED_EXECUTION_FIELDS, row, strict=True)
                 if value is not None
             }
             for seq, row in zip(page, rows, strict=True)

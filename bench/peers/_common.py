@@ -266,7 +266,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def parse(description: str | None, argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
-        "command", choices=["setup", "worker", "bench", "teardown", "all", "queue", "collect"]
+        "command",
+        choices=["setup", "worker", "bench", "teardown", "all", "queue", "collect", "chord"],
     )
     add_common_arguments(parser)
     parser.add_argument("--index", type=int, default=0, help="worker: its number")

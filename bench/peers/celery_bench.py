@@ -20,10 +20,14 @@ from typing import Any
 
 import _common
 import redis
-from celery import Celery, chain, signals
+from celery import Celery, chain, chord, signals
 from celery.backends.redis import RedisBackend
 
 REDIS_URL = os.environ.get("CELERY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
+# Celery's own URL for the same Redis when redis-py's differs (a unix socket: Celery says
+# "redis+socket:///path", redis-py "unix:///path").
+CELERY_URL = os.environ.get("CELERY_BENCH_CELERY_URL", REDIS_URL)
+CHORD_KEY = "orchy-bench:chord"  # the chord's callback pushes its end time here
 POOL = os.environ.get("CELERY_BENCH_POOL", "solo")
 CONCURRENCY = int(os.environ.get("CELERY_BENCH_CONCURRENCY", "1"))
 VERSION = version("celery")
@@ -35,7 +39,7 @@ LATENCY_POLL_SECONDS = 0.001
 QUEUED_KEY = "orchy-bench:queued"  # the queued chains' result ids, for ``collect``
 
 
-app = Celery("orchy_bench", broker=REDIS_URL, backend=REDIS_URL)
+app = Celery("orchy_bench", broker=CELERY_URL, backend=CELERY_URL)
 app.conf.update(
     task_serializer="json",
     result_serializer="json",
@@ -52,6 +56,40 @@ def step(stamps: list[list[int]]) -> list[list[int]]:
     """A no-op user task: appends its (start, end) to what the previous step returned."""
     started = time.time_ns()
     return [*stamps, _common.stamp(started)]
+
+
+@app.task(name="orchy_bench.item")  # type: ignore[untyped-decorator]
+def item(n: int) -> int:
+    """A no-op chord member."""
+    return n
+
+
+@app.task(name="orchy_bench.gathered")  # type: ignore[untyped-decorator]
+def gathered(results: list[int]) -> int:
+    """The chord's callback: pushes its end time for the driver."""
+    redis.Redis.from_url(REDIS_URL).rpush(CHORD_KEY, time.time_ns())
+    return len(results)
+
+
+def chord_run(args: argparse.Namespace) -> dict[str, Any]:
+    """One chord of ``--runs`` no-op tasks and a callback, against workers already running:
+    seconds from sending it to the callback's end (bench/for_each.py's peer)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=RESULT_TIMEOUT_SECONDS + 10)
+    client.delete(CHORD_KEY)
+    started = time.time_ns()
+    chord(item.s(n) for n in range(args.runs))(gathered.s())
+    sent = time.time_ns()
+    popped = client.blpop([CHORD_KEY], timeout=RESULT_TIMEOUT_SECONDS)
+    if popped is None:
+        raise TimeoutError(f"the chord of {args.runs} tasks did not end in time")
+    seconds = (int(popped[1]) - started) / 1e9
+    return {
+        "engine": ENGINE,
+        "version": VERSION,
+        "tasks": args.runs,
+        "seconds": round(seconds, 2),
+        "sending_seconds": round((sent - started) / 1e9, 2),
+    }
 
 
 def new_chain() -> Any:
@@ -202,5 +240,6 @@ if __name__ == "__main__":
             "teardown": setup,
             "queue": queue,
             "collect": collect,
+            "chord": chord_run,
         },
     )

@@ -293,6 +293,18 @@ def end(aid: int, status: str, reason: str, output: str = "") -> PlannedOp:
     return PlannedOp("end", aid, status, reason, input=output)
 
 
+def each(
+    aid: int, queue: str, payloads: list[str], concurrency: int, mode: str = "fail"
+) -> PlannedOp:
+    """A for-each of ``payloads``, item k at index 10 * k (as if a filter had kept them)."""
+    lines = [f"{concurrency} {mode}", *(f"{10 * k} {p}" for k, p in enumerate(payloads))]
+    return PlannedOp("each", aid, queue, "\n".join(lines), queue=queue, input='{"items":3}')
+
+
+def item(aid: int, queue: str, seq: int, poll_timeout_ms: int = 0) -> PlannedOp:
+    return PlannedOp("item", aid, queue, str(seq), number=-poll_timeout_ms, queue=queue)
+
+
 def events_of(history: list[dict[str, Any]]) -> list[str]:
     return [entry["event"] for entry in history]
 

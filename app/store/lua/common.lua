@@ -32,6 +32,11 @@
 --   parent, pseq, paid, depth         a child run: its parent run's id, the seq and action
 --                                      id of the parent's execution waiting for it, and how
 --                                      many parents it has (a run started by a client: none)
+--   x:<seq>:p|i                       a for-each item: the for-each's seq, the item's index
+--   x:<fe>:ft|fd|fn|fm|ff|pi:<k>      a for-each execution: items in all, items ended, the
+--                                      ordinal of the next item to start, "fail" or
+--                                      "collect", the seq of the first failed item ("fail"),
+--                                      the k-th item not started yet ("<index> <payload>")
 -- A timer member is "<kind>|<flowId>|<seq>|<n>", scored by its due time in ms.
 -- A queue entry is "<flowId>.<seq>.<attempt>"; the task id a lease hands out adds the lease
 -- secret, "<flowId>.<seq>.<attempt>.<secret>", which only the lease's holder is told: it is
@@ -228,12 +233,16 @@ local function next_secret(ctx)
 end
 
 -- Leases execution ``seq`` (queued, attempt ``attempt``) to ``worker`` for ``lease_ms``: its
--- lease timer starts and it gets a fresh secret. Returns the task id.
-local function lease(ctx, seq, attempt, worker, lease_ms)
+-- lease timer starts and it gets a fresh secret. Returns the task id; a for-each ``item``'s
+-- ends with ".i" (app/engine/ids.py ITEM_SUFFIX), so that its result is planned from its
+-- execution's fields rather than from the whole run.
+local function lease(ctx, seq, attempt, worker, lease_ms, item)
   local secret = next_secret(ctx)
   redis.call('HSET', ctx.run, xf(seq, 'w'), worker, xf(seq, 'k'), secret, 'updatedAt', ctx.now)
   add_timer(ctx, timer_member(ctx, 'lease', seq, attempt), ctx.now + lease_ms)
-  return ctx.flow .. '.' .. seq .. '.' .. attempt .. '.' .. secret
+  local task_id = ctx.flow .. '.' .. seq .. '.' .. attempt .. '.' .. secret
+  if item then return task_id .. '.i' end
+  return task_id
 end
 
 -- Puts attempt ``attempt`` of execution ``seq`` on the queue ``key`` (action ``name``) and
@@ -311,6 +320,103 @@ local function past_limit(ctx, kind, aid)
     and redis.call('HEXISTS', ctx.run, af(aid, 'jw')) == 0)
 end
 
+-- For-each (app/actions/for_each.py): the items of a for-each execution ``fe`` are
+-- executions of the for-each's action (never its latest: a:<id>:* stays the for-each's),
+-- queued under the body's action name. At most "concurrency" of them are open at once: each
+-- that ends starts the next one not started yet.
+
+-- Starts one item: ``line`` is "<index> <payload JSON>".
+local function start_item(ctx, fe, aid, line, key, name, poll_timeout_ms)
+  local index, payload = string.match(line, '^(%d+) (.*)$')
+  local seq = redis.call('HINCRBY', ctx.run, 'seq', 1)
+  redis.call('HSET', ctx.run, xf(seq, 'a'), aid, xf(seq, 's'), 'QUEUED', xf(seq, 'n'), 1,
+    xf(seq, 'in'), payload, xf(seq, 'q'), name, xf(seq, 'p'), fe, xf(seq, 'i'), index,
+    xf(seq, 't0'), ctx.now)
+  redis.call('HINCRBY', ctx.run, af(aid, 'c'), 1)
+  count_active(ctx, 1)
+  enqueue(ctx, key, name, seq, 1, poll_timeout_ms)
+  hist(ctx, { event = 'QUEUED', action = tonumber(aid), seq = seq, name = name,
+    item = tonumber(index) })
+end
+
+-- Items count toward the run's limit of executions (see past_limit): when ``count`` more
+-- would pass it, the run FAILS (and the op creates nothing). Returns true when it did.
+local function items_past_limit(ctx, count)
+  if ctx.lim == nil then ctx.lim = tonumber(redis.call('HGET', ctx.run, 'lim')) or false end
+  if not ctx.lim or tonumber(redis.call('HGET', ctx.run, 'seq') or '0') + count <= ctx.lim then
+    return false
+  end
+  finish_run(ctx, 'FAILED', 'run reached its limit of ' .. ctx.lim
+    .. ' executions (ORCHY_MAX_RUN_EXECUTIONS)')
+  return true
+end
+
+-- The for-each is over (every item ended, or the first failed with "fail"): its step timer
+-- ends it (Engine._finish_waiting builds its output), as a join's does.
+local function for_each_ready(ctx, fe, aid)
+  redis.call('HSET', ctx.run, xf(fe, 'n'), 2)
+  add_timer(ctx, timer_member(ctx, 'step', fe, 2), ctx.now)
+  hist(ctx, { event = 'FOR_EACH_READY', action = tonumber(aid), seq = tonumber(fe) })
+end
+
+-- An "each" op: the for-each execution, and its first items. ``payload``'s first line is
+-- "<concurrency> <fail|collect>", each further line an item, "<index> <payload JSON>" (JSON
+-- never holds a raw newline); the items not started yet are kept as x:<fe>:pi:<k>.
+-- Returns false when the run ended instead (its limit of executions).
+local function start_for_each(ctx, aid, payload, key, name, poll_timeout_ms, input)
+  local concurrency, mode, items = string.match(payload, '^(%d+) (%a+)\n?(.*)$')
+  concurrency = tonumber(concurrency)
+  local _, lines = string.gsub(items, '\n', '\n')
+  if items ~= '' then lines = lines + 1 end
+  if items_past_limit(ctx, 1 + math.min(lines, concurrency)) then return false end
+  local fe = new_exec(ctx, aid, 'WAITING', 1, received(input))
+  hist(ctx, { event = 'WAITING', action = tonumber(aid), seq = fe, concurrency = concurrency,
+    onItemFailure = mode })
+  local pending, total = {}, 0
+  for line in string.gmatch(items, '[^\n]+') do
+    if total < concurrency then
+      start_item(ctx, fe, aid, line, key, name, poll_timeout_ms)
+    else
+      pending[#pending + 1] = xf(fe, 'pi:' .. total)
+      pending[#pending + 1] = line
+    end
+    total = total + 1
+  end
+  call_chunked('HSET', ctx.run, pending)
+  redis.call('HSET', ctx.run, xf(fe, 'ft'), total, xf(fe, 'fd'), 0,
+    xf(fe, 'fn'), math.min(total, concurrency), xf(fe, 'fm'), mode)
+  if total == 0 then for_each_ready(ctx, fe, aid) end
+  return true
+end
+
+-- An "item" op: item ``seq`` has ended (its transition wrote its status and x:<seq>:o). It is
+-- counted, and the next item starts on ``key`` unless the for-each is over or failing.
+local function item_ended(ctx, seq, key, name, poll_timeout_ms)
+  local item = redis.call('HMGET', ctx.run, xf(seq, 'p'), xf(seq, 's'), xf(seq, 'a'))
+  local fe, status, aid = item[1], item[2], item[3]
+  if not fe or OPEN[status] then return end
+  local state = redis.call('HMGET', ctx.run, xf(fe, 's'), xf(fe, 'ft'), xf(fe, 'fn'),
+    xf(fe, 'fm'), xf(fe, 'ff'))
+  local ended = redis.call('HINCRBY', ctx.run, xf(fe, 'fd'), 1)
+  -- Over, or failing ("fail"): items still running may finish, nothing new starts.
+  if state[1] ~= 'WAITING' or state[5] then return end
+  if status == 'FAILED' and state[4] == 'fail' then
+    redis.call('HSET', ctx.run, xf(fe, 'ff'), seq)
+    for_each_ready(ctx, fe, aid)
+    return
+  end
+  local total, next_item = tonumber(state[2]), tonumber(state[3])
+  if ended >= total then
+    for_each_ready(ctx, fe, aid)
+  elseif next_item < total and not items_past_limit(ctx, 1) then
+    local field = xf(fe, 'pi:' .. next_item)
+    local line = redis.call('HGET', ctx.run, field)
+    redis.call('HDEL', ctx.run, field)
+    redis.call('HSET', ctx.run, xf(fe, 'fn'), next_item + 1)
+    start_item(ctx, fe, aid, line, key, name, poll_timeout_ms)
+  end
+end
+
 -- Applies the ops that the engine planned, read from ARGV[i...]:
 -- a count, then seven values per op: kind, action id, name, payload, number, KEYS index,
 -- and the input a system action's execution received (or "").
@@ -320,6 +426,8 @@ end
 -- otherwise a queued task with no poll timeout.
 -- A "sub" op (a subWorkflow) waits for a child run (see spawn_child); a "child" op, first
 -- in a child run's start, records its parent (see the header).
+-- An "each" op (a for-each) and an "item" op (a for-each item ended; payload: its seq) queue
+-- items on their KEYS index under ``name``; their number is minus the poll timeout ms, or 0.
 -- An "end" op (a terminate action, after its "done" op) ends the run at once: its name is
 -- the run's status (COMPLETED or FAILED), its payload the reason, and its input the run's
 -- output JSON, or "" for the usual output; every execution still open is closed as
@@ -418,6 +526,12 @@ local function apply_ops(ctx, i)
       -- First op of a child run's start: name is the parent run, payload the parent's
       -- execution seq, aid its action, number the child's depth.
       redis.call('HSET', ctx.run, 'parent', name, 'pseq', payload, 'paid', aid, 'depth', number)
+    elseif kind == 'each' then
+      if not start_for_each(ctx, aid, payload, KEYS[key_index], name, -number, input) then
+        break
+      end
+    elseif kind == 'item' then
+      item_ended(ctx, payload, KEYS[key_index], name, -number)
     elseif kind == 'note' then
       hist(ctx, { event = 'WARNING', action = action, detail = payload })
     elseif kind == 'limit' then

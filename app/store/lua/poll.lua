@@ -5,8 +5,9 @@
 --     [7] lease secrets: ARGV[3] of them, 32 hex digits each, end to end,
 --     [8..] lease ms for each queue of KEYS[2..]
 -- Returns a list of {task id, flow id, action id, attempt, input JSON, action name}, the task
--- id naming the lease's secret. Entries of ended runs, stale entries and malformed entries
--- are dropped. A leased attempt's poll timeout timer, if it has one, is removed.
+-- id naming the lease's secret (and ending with ".i" for a for-each item). Entries of ended
+-- runs, stale entries and malformed entries are dropped. A leased attempt's poll timeout
+-- timer, if it has one, is removed.
 local now = now_ms()
 local wanted = tonumber(ARGV[3])
 local leased = {}
@@ -22,11 +23,11 @@ for q = 2, #KEYS do
     local status = redis.call('HGET', ctx.run, 'status')
     if status == 'RUNNING' or status == 'PAUSED' then
       local exec = redis.call('HMGET', ctx.run, xf(seq, 's'), xf(seq, 'n'), xf(seq, 'a'),
-        xf(seq, 'in'), xf(seq, 'q'))
+        xf(seq, 'in'), xf(seq, 'q'), xf(seq, 'p'))
       if exec[1] == 'QUEUED' and exec[2] == attempt then
         set_exec_status(ctx, seq, 'RUNNING')
         redis.call('ZREM', KEYS[1], timer_member(ctx, 'pto', seq, attempt))
-        local task_id = lease(ctx, seq, attempt, ARGV[4], tonumber(ARGV[6 + q]))
+        local task_id = lease(ctx, seq, attempt, ARGV[4], tonumber(ARGV[6 + q]), exec[6])
         hist(ctx, { event = 'RUNNING', action = tonumber(exec[3]), seq = tonumber(seq),
           attempt = tonumber(attempt), worker = ARGV[4] })
         flush(ctx)
