@@ -1201,15 +1201,16 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "common",
-            "    xf(seq, 't0'), ctx.now)\n  redis.call('HINCRBY', ctx.run, af(aid, 'c'), 1)\n",
-            "    xf(seq, 't0'), ctx.now)\n",
+            "  redis.call('HINCRBY', ctx.run, af(aid, 'c'), 1)\n"
+            "  redis.call('HSET', ctx.run, xf(seq, 't0')",
+            "  redis.call('HSET', ctx.run, xf(seq, 't0')",
             "a for-each item is not counted on its action",
             (),
         ),
         (
             "common",
-            "xf(seq, 'i'), index,\n    xf(seq, 't0'), ctx.now)",
-            "xf(seq, 'i'), index)",
+            "  redis.call('HSET', ctx.run, xf(seq, 't0'), ctx.now)\n",
+            "",
             "a for-each item gets no creation time",
             (),
         ),

@@ -329,10 +329,11 @@ end
 local function start_item(ctx, fe, aid, line, key, name, poll_timeout_ms)
   local index, payload = string.match(line, '^(%d+) (.*)$')
   local seq = redis.call('HINCRBY', ctx.run, 'seq', 1)
-  redis.call('HSET', ctx.run, xf(seq, 'a'), aid, xf(seq, 's'), 'QUEUED', xf(seq, 'n'), 1,
-    xf(seq, 'in'), payload, xf(seq, 'q'), name, xf(seq, 'p'), fe, xf(seq, 'i'), index,
-    xf(seq, 't0'), ctx.now)
+  -- An execution of the for-each's action, counted with its creation time as new_exec's are.
   redis.call('HINCRBY', ctx.run, af(aid, 'c'), 1)
+  redis.call('HSET', ctx.run, xf(seq, 't0'), ctx.now)
+  redis.call('HSET', ctx.run, xf(seq, 'a'), aid, xf(seq, 's'), 'QUEUED', xf(seq, 'n'), 1,
+    xf(seq, 'in'), payload, xf(seq, 'q'), name, xf(seq, 'p'), fe, xf(seq, 'i'), index)
   count_active(ctx, 1)
   enqueue(ctx, key, name, seq, 1, poll_timeout_ms)
   hist(ctx, { event = 'QUEUED', action = tonumber(aid), seq = seq, name = name,
