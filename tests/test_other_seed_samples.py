@@ -4,20 +4,27 @@ notification example."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 
 from tests.helpers.http import Api, ServerThread
 from tests.helpers.samples import (
+    LITEFLOW_EVENTS,
+    LITEFLOW_FOR_EACH,
     LITEFLOW_HELLO_WORLD,
     LITEFLOW_IF,
     LITEFLOW_PASSING_DATA,
+    LITEFLOW_WHILE,
     LITTLEHORSE_CHECKOUT,
     OTHER_SEEDS,
+    RUN_SECONDS,
     completed_runs,
     register_sample,
+    worker_process,
 )
+from tests.helpers.waiting import wait_until
 
 
 async def test_every_sample_file_registers_as_it_is(http: httpx.AsyncClient) -> None:
@@ -91,3 +98,73 @@ async def test_littlehorse_checkout_completes_or_marks_the_order_failed_and_tell
         assert message.startswith(f"Your order {flow['input']['orderId']} failed: ")
         assert why in message
     assert "3" not in out_of_stock["actions"]
+
+
+async def test_liteflow_while_runs_do_stuff_until_value1_is_3(
+    api: Api, http: httpx.AsyncClient, server: ServerThread
+) -> None:
+    [(flow_id, flow)] = await completed_runs(api, http, server, LITEFLOW_WHILE, [None])
+    assert flow["vars"] == {"value1": 3}
+    assert flow["actions"]["2"]["output"] == {"iteration": 3, "exited": True}
+    assert flow["actions"]["4"]["output"] == {"said": "Goodbye", "value1": 3}
+    passes = [
+        entry
+        for entry in await api.history(flow_id)
+        if entry["event"] == "COMPLETED" and entry["action"] == 3
+    ]
+    assert len(passes) == 3
+    executions = (await http.get(f"/flow/{flow_id}/actions/3/executions")).json()
+    inputs = [execution["input"] for execution in executions["executions"]]
+    assert inputs == [{"my_value": value, "pass": value + 1} for value in range(3)]
+
+
+async def test_liteflow_events_reach_every_run_waiting_for_the_name_and_key(
+    api: Api, http: httpx.AsyncClient, server: ServerThread
+) -> None:
+    await register_sample(http, LITEFLOW_EVENTS)
+    with worker_process(LITEFLOW_EVENTS, server.url):
+        flow_ids = [await api.start(LITEFLOW_EVENTS.name) for _ in range(2)]
+
+        async def waiting() -> bool:
+            flows = [await api.flow(flow_id) for flow_id in flow_ids]
+            return all(flow["actions"].get("2", {}).get("status") == "WAITING" for flow in flows)
+
+        await wait_until(waiting, RUN_SECONDS, what="both runs waiting for event1")
+        published = await http.post("/events/event1", json={"key": "key1", "data": "hello"})
+        assert published.status_code == 200, published.text
+        flows = await asyncio.gather(
+            *(api.wait_status(flow_id, "COMPLETED", RUN_SECONDS) for flow_id in flow_ids)
+        )
+    answer = published.json()
+    delivered = {entry["flowId"] for entry in answer["delivered"]}
+    # A run whose wait was not yet registered takes the event kept for it instead.
+    assert delivered == set(flow_ids) or answer["kept"]
+    for flow in flows:
+        assert flow["vars"] == {"captured_value": "hello"}
+        assert flow["actions"]["3"]["output"] == {"said": "Goodbye", "captured_value": "hello"}
+
+
+async def test_liteflow_for_each_runs_do_stuff_once_per_item_in_parallel(
+    api: Api, http: httpx.AsyncClient, server: ServerThread
+) -> None:
+    [(flow_id, flow)] = await completed_runs(api, http, server, LITEFLOW_FOR_EACH, [None])
+    items = ["abc", "def", "xyz"]
+    did = [{"did": {"context_item": item, "index": index}} for index, item in enumerate(items)]
+    assert flow["actions"]["2"]["output"] == did
+    assert flow["actions"]["3"]["output"] == {"said": "Goodbye", "did": did}
+    history = await api.history(flow_id)
+    queued = [
+        entry["seq"] for entry in history if entry["event"] == "QUEUED" and entry["action"] == 2
+    ]
+    first_item_end = next(
+        index
+        for index, entry in enumerate(history)
+        if entry["event"] == "COMPLETED" and entry.get("seq") in queued
+    )
+    # In parallel: the three items were queued before the first of them ended.
+    assert len(queued) == 3
+    assert all(
+        index < first_item_end
+        for index, entry in enumerate(history)
+        if entry["event"] == "QUEUED" and entry["action"] == 2
+    )

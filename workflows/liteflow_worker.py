@@ -42,7 +42,12 @@ async def add_numbers(input: dict[str, Any]) -> dict[str, Any]:
 
 @worker.action("do-stuff")
 async def do_stuff(input: dict[str, Any]) -> dict[str, Any]:
+    """Answers ``your_value``, ``my_value`` + 1, when given a number ``my_value`` (the while
+    sample's body)."""
     logger.info("doing stuff...%s", input)
+    my_value = input.get("my_value")
+    if isinstance(my_value, int) and not isinstance(my_value, bool):
+        return {"did": input, "your_value": my_value + 1}
     return {"did": input}
 
 

@@ -62,8 +62,19 @@ ALL = (SWITCH, DELAY, WAIT, JAVASCRIPT, LOG_ACTION)
 LITEFLOW_HELLO_WORLD = Sample("liteflow_hello_world", "liteflow")
 LITEFLOW_PASSING_DATA = Sample("liteflow_passing_data", "liteflow")
 LITEFLOW_IF = Sample("liteflow_if", "liteflow")
+LITEFLOW_WHILE = Sample("liteflow_while", "liteflow")
+LITEFLOW_EVENTS = Sample("liteflow_events", "liteflow")
+LITEFLOW_FOR_EACH = Sample("liteflow_foreach", "liteflow")
 LITTLEHORSE_CHECKOUT = Sample("littlehorse_checkout")
-OTHER_SEEDS = (LITEFLOW_HELLO_WORLD, LITEFLOW_PASSING_DATA, LITEFLOW_IF, LITTLEHORSE_CHECKOUT)
+OTHER_SEEDS = (
+    LITEFLOW_HELLO_WORLD,
+    LITEFLOW_PASSING_DATA,
+    LITEFLOW_IF,
+    LITEFLOW_WHILE,
+    LITEFLOW_EVENTS,
+    LITEFLOW_FOR_EACH,
+    LITTLEHORSE_CHECKOUT,
+)
 
 
 @contextlib.contextmanager
