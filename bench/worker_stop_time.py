@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 
 from app.settings import Settings
-from app.worker import Worker
 from bench.orchy_bench import quiet_server
+from orchy import Worker
 
 POLL_WAIT_SECONDS = 30.0
 STEP_SECONDS = 0.01
