@@ -5,6 +5,7 @@ it passes ``mypy --strict`` (the package ships ``py.typed``)."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import signal
@@ -20,9 +21,8 @@ from tests.helpers.http import api_of
 from tests.helpers.processes import PROCESS_EXIT_SECONDS, ROOT, Processes, clean_env
 from tests.helpers.waiting import unique
 
-pytestmark = pytest.mark.slow
-
 LIGHT_DIST = ROOT / "clients" / "python"
+SDK = ROOT / "orchy"
 # Building a wheel with hatchling and installing its few dependencies.
 INSTALL_TIMEOUT_SECONDS = 600.0
 RUN_TIMEOUT_SECONDS = 120.0
@@ -136,6 +136,7 @@ def light_worker_process(
                 worker.kill()
 
 
+@pytest.mark.slow
 def test_the_light_install_holds_orchy_without_the_server(light_venv: Path, tmp_path: Path) -> None:
     probe = run_in(light_venv, tmp_path, "-c", PROBE.format(server=SERVER_MODULES))
     assert probe.returncode == 0, probe.stderr
@@ -146,6 +147,7 @@ def test_the_light_install_holds_orchy_without_the_server(light_venv: Path, tmp_
     assert found["installed"] == []
 
 
+@pytest.mark.slow
 def test_the_light_install_ships_its_worker_command(light_venv: Path, tmp_path: Path) -> None:
     helped = subprocess.run(
         [str(light_venv / "bin" / "orchy-worker"), "--help"],
@@ -162,6 +164,7 @@ def test_the_light_install_ships_its_worker_command(light_venv: Path, tmp_path: 
     assert "orchy worker: worker file not found" in module.stderr
 
 
+@pytest.mark.slow
 async def test_a_worker_of_the_light_install_completes_a_run(
     light_venv: Path, tmp_path: Path, processes: Processes
 ) -> None:
@@ -187,6 +190,7 @@ async def test_a_worker_of_the_light_install_completes_a_run(
     assert output["task"]
 
 
+@pytest.mark.slow
 def test_a_users_file_typed_against_the_light_install_passes_mypy_strict(
     light_venv: Path, tmp_path: Path
 ) -> None:
@@ -212,3 +216,35 @@ def test_a_users_file_typed_against_the_light_install_passes_mypy_strict(
     mistaken = mypy("user_mistake.py")
     assert mistaken.returncode == 1, mistaken.stdout
     assert 'Incompatible types in assignment (expression has type "list[str]"' in mistaken.stdout
+
+
+def imported_roots(source: Path) -> set[str]:
+    """The top-level packages ``source`` imports, wherever the import statement is."""
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_the_sdk_never_imports_the_server() -> None:
+    offenders = {
+        str(source.relative_to(ROOT)): sorted(imported_roots(source) & set(SERVER_MODULES))
+        for source in sorted(SDK.rglob("*.py"))
+    }
+    assert {path: roots for path, roots in offenders.items() if roots} == {}
+
+
+def test_importing_orchy_in_the_full_install_loads_no_server_module(tmp_path: Path) -> None:
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE.format(server=SERVER_MODULES)],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout)["imported"] == []
