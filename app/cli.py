@@ -100,7 +100,7 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="Tasks in hand at once.")] = None,
 ) -> None:
     """Run the user actions of a Worker until SIGINT/SIGTERM."""
-    from app.worker.cli import run_worker_command
+    from orchy.worker.cli import run_worker_command
 
     run_worker_command(target, _server(server) if server else None, concurrency)
 

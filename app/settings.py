@@ -1,4 +1,5 @@
-"""Every tunable number of the server and the worker, read from ``ORCHY_*`` variables."""
+"""Every tunable number of the server, read from ``ORCHY_*`` variables; the worker
+library's are in ``orchy/worker/settings.py``, which ``Settings`` extends."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from orchy.worker.settings import WorkerSettings
 
 
 def default_data_dir() -> str:
@@ -17,7 +20,9 @@ def default_data_dir() -> str:
     return str(Path(base) / "orchy")
 
 
-class Settings(BaseSettings):
+class Settings(WorkerSettings):
+    """The server's settings, and the worker library's (inherited)."""
+
     model_config = SettingsConfigDict(env_prefix="ORCHY_", extra="ignore")
 
     # Where state lives. Empty: an embedded Redis keeping its files in ``data_dir``.
@@ -60,7 +65,6 @@ class Settings(BaseSettings):
 
     # Task polling.
     poll_max_wait_seconds: float = 30.0
-    poll_max_tasks: int = 500
     poll_recheck_seconds: float = 1.0
     # Each server process writes an action's last poll time at most this often.
     poll_record_seconds: float = 1.0
@@ -148,21 +152,7 @@ class Settings(BaseSettings):
 
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600
-
-    # Worker library.
-    worker_server_url: str = "http://127.0.0.1:8080"
-    # Tasks one worker process holds at once. Each step of a chain costs a round trip, so
-    # a worker moves at most this many tasks per round trip; more slots also put more
-    # results in each request.
-    worker_concurrency: int = 32
-    worker_poll_wait_seconds: float = 10.0
-    worker_heartbeat_seconds: float = 10.0
-    worker_http_retries: int = 5
-    worker_http_backoff_seconds: float = 0.2
-    worker_http_timeout_seconds: float = 10.0
-    worker_shutdown_grace_seconds: float = 30.0
-    # Offer each result's slot to the tasks it starts, leased in the answer to the result.
-    worker_take_next: bool = True
+    # The worker library's settings (worker_*, poll_max_tasks) come from WorkerSettings.
 
 
 @lru_cache(maxsize=1)

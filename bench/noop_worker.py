@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from app.worker import Worker
+from orchy import Worker
 
 worker = Worker()
 # A few connections, not one per task in hand: each new connection costs this process

@@ -18,9 +18,8 @@ from typing import Any
 
 import httpx
 
-from app.settings import Settings
-from app.worker import Worker
 from bench.orchy_bench import quiet_server
+from orchy import Worker, WorkerSettings
 
 POLL_WAIT_SECONDS = 30.0
 STEP_SECONDS = 0.01
@@ -48,7 +47,7 @@ async def stop_seconds(worker: Worker, ready: Callable[[], Awaitable[bool]]) -> 
 
 async def long_poll(url: str, http: httpx.AsyncClient) -> float:
     name = f"idle-{uuid.uuid4().hex[:8]}"
-    worker = Worker(url, settings=Settings(worker_poll_wait_seconds=POLL_WAIT_SECONDS))
+    worker = Worker(url, settings=WorkerSettings(worker_poll_wait_seconds=POLL_WAIT_SECONDS))
     worker.action(name)(lambda input: None)
 
     async def polled() -> bool:
@@ -61,7 +60,7 @@ async def long_poll(url: str, http: httpx.AsyncClient) -> float:
 async def past_the_grace(url: str, http: httpx.AsyncClient, grace: float) -> float:
     name = f"hung-{uuid.uuid4().hex[:8]}"
     entered = asyncio.Event()
-    worker = Worker(url, settings=Settings(worker_shutdown_grace_seconds=grace))
+    worker = Worker(url, settings=WorkerSettings(worker_shutdown_grace_seconds=grace))
 
     @worker.action(name)
     async def hung(input: dict[str, Any]) -> None:

@@ -19,8 +19,8 @@ import pytest
 import pytest_asyncio
 
 from app.jsontypes import JSONObject
-from app.worker.batcher import Handoff, ResultBatcher
-from app.worker.client import OrchyClient, Reply, ReplyStatus, Task, UnencodableBodyError
+from orchy.worker.batcher import Handoff, ResultBatcher
+from orchy.worker.client import OrchyClient, Reply, ReplyStatus, Task, UnencodableBodyError
 from tests.helpers.http import Api, api_of, free_port
 from tests.helpers.processes import clean_env
 from tests.helpers.waiting import unique, wait_until

@@ -16,7 +16,7 @@ import pytest
 
 from app.settings import Settings
 from app.store.store import Store
-from app.worker import NonRetryableError, Worker, load_worker
+from orchy import NonRetryableError, Worker, load_worker
 from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import Api, ServerThread
 from tests.helpers.waiting import unique, wait_until

@@ -31,7 +31,7 @@ from app.definition import DefinitionError
 from app.engine.status import ActionStatus, RunStatus
 from app.engine.validate import parse_workflow
 from app.settings import Settings
-from app.worker.loader import load_worker
+from orchy.worker.loader import load_worker
 from tests.helpers.http import ServerThread
 from tests.helpers.notification import INPUT, WORKER_FILE, WORKFLOW
 from tests.helpers.waiting import unique, wait_until

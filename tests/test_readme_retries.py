@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from app.worker import Worker
+from orchy import Worker
 from tests.helpers.definitions import set_action, user, workflow
 from tests.helpers.http import Api, ServerThread, serving
 from tests.helpers.readme import (

@@ -14,7 +14,7 @@ import pytest
 from app.engine.ids import child_flow_id, idempotent_flow_id
 from app.settings import Settings
 from app.store.keys import Keys
-from app.worker import NonRetryableError, Worker
+from orchy import NonRetryableError, Worker
 from tests.helpers.definitions import sub_workflow, system, user, workflow
 from tests.helpers.http import Api, ServerThread
 from tests.helpers.waiting import unique, wait_until

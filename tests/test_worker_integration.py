@@ -24,7 +24,7 @@ import pytest
 
 from app.jsontypes import JSONObject
 from app.settings import Settings
-from app.worker import NonRetryableError, Worker, load_worker
+from orchy import NonRetryableError, Worker, load_worker
 from tests.helpers.definitions import set_action, user, workflow
 from tests.helpers.http import Api, ServerThread
 from tests.helpers.processes import Processes, clean_env
@@ -236,7 +236,7 @@ HELD_WORKER = """\\
 import pathlib
 import time
 
-from app.worker import Worker
+from orchy import Worker
 
 worker = Worker()
 

@@ -28,7 +28,7 @@ import pytest_asyncio
 from app.jsontypes import JSONObject
 from app.settings import Settings
 from app.store.connection import client_for_url
-from app.worker import ActionRegistrationError, NonRetryableError, Task, Worker
+from orchy import ActionRegistrationError, NonRetryableError, Task, Worker
 from tests.helpers.definitions import user, workflow
 from tests.helpers.http import Api, ServerThread
 from tests.helpers.processes import RedisProcess
@@ -924,7 +924,7 @@ HELD_WORKER = """\
 import pathlib
 import time
 
-from app.worker import Worker
+from orchy import Worker
 
 worker = Worker()
 

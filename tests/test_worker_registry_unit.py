@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.worker.registry import (
+from orchy.worker.registry import (
     RESULT_KEY,
     ActionOptions,
     ActionRegistry,

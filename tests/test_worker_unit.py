@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
-from app.worker import (
+from orchy import (
     NonRetryableError,
     RetryPolicy,
     Worker,
     load_worker,
 )
-from app.worker.client import describe_error
-from app.worker.registry import normalize_output
-from app.worker.threads import DaemonThreadPool
+from orchy.worker.client import describe_error
+from orchy.worker.registry import normalize_output
+from orchy.worker.threads import DaemonThreadPool
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
@@ -219,7 +219,7 @@ def test_load_a_worker_from_module_and_attribute(module_folder: Path) -> None:
     name = write_module(
         module_folder,
         """
-        from app.worker import Worker
+        from orchy import Worker
         first = Worker()
         second = Worker()
         class Holder:
@@ -237,7 +237,7 @@ def test_a_module_with_one_worker_needs_no_attribute(module_folder: Path) -> Non
     name = write_module(
         module_folder,
         """
-        from app.worker import Worker
+        from orchy import Worker
         worker = Worker()
         alias = worker
         """,
@@ -381,7 +381,7 @@ async def test_a_server_url_without_http_scheme_is_refused() -> None:
 
 
 def test_the_command_exits_with_a_message_for_a_bad_target(tmp_path: Path) -> None:
-    from app.worker.cli import run_worker_command
+    from orchy.worker.cli import run_worker_command
 
     with pytest.raises(SystemExit, match="orchy worker: worker file not found"):
         run_worker_command(str(tmp_path / "nope.py"), None, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.worker import Worker
+from orchy import Worker
 
 logger = logging.getLogger("orchy.worker.delay_example")
 

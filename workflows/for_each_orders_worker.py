@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.worker import NonRetryableError, Worker
+from orchy import NonRetryableError, Worker
 
 worker = Worker()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.worker import NonRetryableError, Worker
+from orchy import NonRetryableError, Worker
 
 logger = logging.getLogger("orchy.worker.javascript_example")
 

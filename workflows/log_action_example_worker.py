@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.worker import Worker
+from orchy import Worker
 
 logger = logging.getLogger("orchy.worker.log_action_example")
 

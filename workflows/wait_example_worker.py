@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.worker import Worker
+from orchy import Worker
 
 logger = logging.getLogger("orchy.worker.wait_example")
 

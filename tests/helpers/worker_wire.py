@@ -24,7 +24,7 @@ import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
-from app.worker import Worker
+from orchy import Worker
 from tests.helpers.http import ServerThread, serving
 from tests.helpers.waiting import unique, wait_until
 

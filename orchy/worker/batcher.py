@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.jsontypes import JSONObject
-from app.worker.client import OrchyClient, Reply, ReplyStatus, Task, encode_json
+from orchy.worker.client import OrchyClient, Reply, ReplyStatus, Task, encode_json
+from orchy.worker.jsontypes import JSONObject
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from app.worker.worker import Worker
+from orchy.worker.worker import Worker
 
 _FILE_SUFFIX = ".py"
 _FILE_MODULE_PREFIX = "_orchy_worker_"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from app.jsontypes import JSON, JSONObject
+from orchy.worker.jsontypes import JSON, JSONObject
 
 ActionFunc = Callable[..., Any]
 F = TypeVar("F", bound=ActionFunc)

@@ -9,18 +9,16 @@ import secrets
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-import uvloop
-
-from app.settings import Settings, get_settings
-from app.worker.client import OrchyClient
-from app.worker.registry import ActionOptions, ActionRegistry, F, RetryPolicy
-from app.worker.runner import RunConfig, WorkerRun
-from app.worker.threads import DaemonThreadPool
+from orchy.worker.client import OrchyClient
+from orchy.worker.registry import ActionOptions, ActionRegistry, F, RetryPolicy
+from orchy.worker.runner import RunConfig, WorkerRun
+from orchy.worker.settings import WorkerSettings, get_worker_settings
+from orchy.worker.threads import DaemonThreadPool
 
 logger = logging.getLogger("orchy.worker")
 
@@ -48,7 +46,7 @@ class Worker:
         concurrency: int | None = None,
         worker_id: str | None = None,
         *,
-        settings: Settings | None = None,
+        settings: WorkerSettings | None = None,
     ) -> None:
         self.server_url = server_url
         self.concurrency = concurrency
@@ -68,8 +66,8 @@ class Worker:
         self._concurrency = value
 
     @property
-    def settings(self) -> Settings:
-        return self._settings if self._settings is not None else get_settings()
+    def settings(self) -> WorkerSettings:
+        return self._settings if self._settings is not None else get_worker_settings()
 
     @property
     def registry(self) -> ActionRegistry:
@@ -175,8 +173,18 @@ class Worker:
         logger.info("worker %s stopped", self.worker_id)
 
     def run_sync(self) -> None:
-        """Runs until SIGINT/SIGTERM, on uvloop (a dependency of uvicorn[standard])."""
-        uvloop.run(self.run())
+        """Runs until SIGINT/SIGTERM, on uvloop when it is installed (the full install has it
+        through uvicorn[standard]; the light one on Linux and macOS), else on asyncio's loop."""
+        _run_loop(self.run())
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _check_concurrency(value: int) -> None:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from app.jsontypes import JSON, JSONObject
+from orchy.worker.jsontypes import JSON, JSONObject
 
 logger = logging.getLogger("orchy.worker")
 

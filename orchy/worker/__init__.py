@@ -1,7 +1,7 @@
 """The Python worker library: run functions as Orchy user actions.
 
 ```python
-from app.worker import Worker, NonRetryableError
+from orchy import Worker, NonRetryableError
 
 worker = Worker()
 
@@ -17,11 +17,12 @@ worker.run_sync()
 
 from __future__ import annotations
 
-from app.worker.client import Task
-from app.worker.errors import ActionRegistrationError, NonRetryableError
-from app.worker.loader import load_worker
-from app.worker.registry import RetryPolicy
-from app.worker.worker import Worker
+from orchy.worker.client import Task
+from orchy.worker.errors import ActionRegistrationError, NonRetryableError
+from orchy.worker.loader import load_worker
+from orchy.worker.registry import RetryPolicy
+from orchy.worker.settings import WorkerSettings
+from orchy.worker.worker import Worker
 
 __all__ = [
     "ActionRegistrationError",
@@ -29,5 +30,6 @@ __all__ = [
     "RetryPolicy",
     "Task",
     "Worker",
+    "WorkerSettings",
     "load_worker",
 ]

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from app.worker.loader import load_worker
+from orchy.worker.loader import load_worker
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CHATTY_LOGGERS = ("aiohttp.access", "aiohttp.client")

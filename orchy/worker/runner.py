@@ -3,7 +3,7 @@
 Slots: a task is "in hand" from the poll that leased it until its result is reported, and
 there are never more than ``concurrency`` of them, so a poll asks for exactly the free ones.
 With ``take_next``, a reported result hands its slot to a task it starts, leased in the
-answer to the report (see :mod:`app.worker.batcher`).
+answer to the report (see :mod:`orchy.worker.batcher`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from app.jsontypes import JSONObject
-from app.worker.batcher import Handoff, ResultBatcher
-from app.worker.client import (
+from orchy.worker.batcher import Handoff, ResultBatcher
+from orchy.worker.client import (
     OrchyClient,
     PollError,
     Reply,
@@ -27,9 +26,10 @@ from app.worker.client import (
     UnencodableBodyError,
     describe_error,
 )
-from app.worker.errors import ActionRegistrationError, NonRetryableError
-from app.worker.registry import ActionRegistry, RegisteredAction, normalize_output
-from app.worker.threads import DaemonThreadPool
+from orchy.worker.errors import ActionRegistrationError, NonRetryableError
+from orchy.worker.jsontypes import JSONObject
+from orchy.worker.registry import ActionRegistry, RegisteredAction, normalize_output
+from orchy.worker.threads import DaemonThreadPool
 
 logger = logging.getLogger("orchy.worker")
 
