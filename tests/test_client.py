@@ -313,3 +313,21 @@ def test_the_client_imports_nothing_of_the_server() -> None:
         "assert not server, server"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+class Built:
+    """A workflow built in code: what a builder gives register_workflow."""
+
+    def __init__(self, definition: dict[str, Any]) -> None:
+        self.definition = definition
+
+    def to_json(self) -> dict[str, Any]:
+        return self.definition
+
+
+async def test_a_built_workflow_is_registered_from_its_json(client: AsyncClient) -> None:
+    name = unique("built")
+    registered = await client.register_workflow(Built(workflow(name, system(1, "wait", event="e"))))
+    assert (registered.name, registered.version) == (name, 1)
+    flow_id = await client.start(name, version=1)
+    assert (await client.get(flow_id)).version == 1
