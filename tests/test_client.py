@@ -300,6 +300,9 @@ async def test_the_blocking_client_does_the_same(server: ServerThread, settings:
                 client.get(unique("missing"))
             with pytest.raises(Conflict):
                 client.pause(ok.id)
+        down = Client(f"http://127.0.0.1:{free_port()}", retries=3)
+        with down, pytest.raises(Unavailable):
+            down.start(name, {"n": 1})  # without a key: never tried again
 
     async with running(doubling_worker(settings, server, queue)):
         await asyncio.to_thread(scenario)
@@ -331,3 +334,39 @@ async def test_a_built_workflow_is_registered_from_its_json(client: AsyncClient)
     assert (registered.name, registered.version) == (name, 1)
     flow_id = await client.start(name, version=1)
     assert (await client.get(flow_id)).version == 1
+
+
+USER_CODE = """
+from orchy import AsyncClient, Client, NotFound, Run, RunFailed
+
+
+def total(url: str) -> int:
+    with Client(url, timeout_seconds=5) as client:
+        run: Run = client.execute("sum", {"values": [1, 2]}, timeout=10)
+        try:
+            result = run.result()
+        except RunFailed as failed:
+            return len(failed.reason)
+        page = client.list_runs("sum", limit=10)
+        return len(page.runs) + int(result["1"]["output"]["total"])
+
+
+async def status(url: str, flow_id: str) -> str | None:
+    async with AsyncClient(url) as client:
+        try:
+            return (await client.wait(flow_id, timeout=1.5)).status.value
+        except NotFound as missing:
+            return missing.message
+"""
+
+
+def test_a_users_code_type_checks_strictly(tmp_path: Path) -> None:
+    user_file = tmp_path / "uses_orchy.py"
+    user_file.write_text(USER_CODE)
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
