@@ -370,3 +370,18 @@ def test_a_users_code_type_checks_strictly(tmp_path: Path) -> None:
         text=True,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_the_server_and_timeouts_come_from_orchy_settings(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHY_URL", server.url)
+    monkeypatch.setenv("ORCHY_TIMEOUT_SECONDS", "7")
+    monkeypatch.setenv("ORCHY_CLIENT_RETRIES", "2")
+    async with AsyncClient() as client:
+        assert (client.settings.url, client.settings.timeout_seconds) == (server.url, 7.0)
+        assert client.settings.client_retries == 2
+        with pytest.raises(NotFound):
+            await client.get(unique("missing"))
+    async with AsyncClient(retries=0, timeout_seconds=3) as given:  # arguments win
+        assert (given.settings.client_retries, given.settings.timeout_seconds) == (0, 3.0)
