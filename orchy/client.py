@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Mapping
-from dataclasses import replace
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
@@ -186,14 +185,25 @@ class _Operations:
 
     def register_workflow(self, definition: Mapping[str, Any] | Definable) -> Operation[Registered]:
         body = definition.to_json() if isinstance(definition, Definable) else definition
-        call = Call("POST", "/metadata/workflow", Registered.model_validate, json=dict(body))
-        registered: Registered = yield replace(call, idempotent=True)
+        # The same definition twice registers it once: safe to repeat.
+        registered: Registered = yield Call(
+            "POST",
+            "/metadata/workflow",
+            Registered.model_validate,
+            json=dict(body),
+            idempotent=True,
+        )
         return registered
 
     def register_action(self, name: str, settings: Mapping[str, Any]) -> Operation[ActionSettings]:
-        given = {key: value for key, value in settings.items() if value is not None}
-        call = Call("POST", "/metadata/action", ActionSettings.model_validate, json=given)
-        stored: ActionSettings = yield replace(call, json={"name": name, **given}, idempotent=True)
+        body = {
+            "name": name,
+            **{key: value for key, value in settings.items() if value is not None},
+        }
+        # A definition replaces the one stored before: safe to repeat.
+        stored: ActionSettings = yield Call(
+            "POST", "/metadata/action", ActionSettings.model_validate, json=body, idempotent=True
+        )
         return stored
 
     def start(
