@@ -66,6 +66,11 @@ class Settings(WorkerSettings):
     # Task polling.
     poll_max_wait_seconds: float = 30.0
     poll_recheck_seconds: float = 1.0
+
+    # Waiting for a run's end (GET /flow/{id}?waitSeconds=): the longest one request
+    # waits, and how often a wait reads the run again in case an end message was lost.
+    max_run_wait_seconds: float = 30.0
+    run_wait_recheck_seconds: float = 5.0
     # Each server process writes an action's last poll time at most this often.
     poll_record_seconds: float = 1.0
 

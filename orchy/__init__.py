@@ -1,22 +1,49 @@
-"""Orchy's Python SDK: run functions as user actions of Orchy workflows.
+"""Orchy for Python's SDK: run functions as user actions (``Worker``), and start, wait for and
+manage runs (``Client``, ``AsyncClient``). It never imports the server (``app``), so it works
+from the light install (``pip install ./clients/python``).
 
 ```python
-from orchy import NonRetryableError, Task, Worker
+from orchy import Client, NonRetryableError, Worker
 
-worker = Worker("http://127.0.0.1:8080")
+worker = Worker()
 
-@worker.action("charge", retry_count=3, timeout_seconds=30.0)
-def charge(input: dict, task: Task) -> dict: ...
+@worker.action("query-db", retry_count=3, timeout_seconds=30.0)
+def query_db(input: dict) -> dict: ...
+
+@worker.action("charge")
+def charge(input: dict, task: Task) -> dict: ...   # task.task_id names the attempt
 
 worker.run_sync()
-```
 
-This package never imports the server (``app``): it is also shipped alone by the light
-distribution ``orchy-client`` (``pip install ./clients/python``).
+with Client() as client:                        # ORCHY_URL, or http://127.0.0.1:8080
+    run = client.execute("order", {"orderId": "o-1"}, timeout=60)
+    print(run.result())
+```
 """
 
 from __future__ import annotations
 
+from orchy.client import (
+    AsyncClient,
+    Client,
+    Published,
+    Registered,
+    Run,
+    RunPage,
+    RunStatus,
+    RunSummary,
+)
+from orchy.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    OrchyError,
+    RunFailed,
+    RunNotEnded,
+    TooLarge,
+    Unavailable,
+)
+from orchy.settings import ClientSettings
 from orchy.worker import (
     ActionRegistrationError,
     NonRetryableError,
@@ -27,14 +54,28 @@ from orchy.worker import (
     load_worker,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
-    # The worker library (orchy.worker).
     "ActionRegistrationError",
+    "AsyncClient",
+    "Client",
+    "ClientSettings",
+    "Conflict",
+    "Invalid",
     "NonRetryableError",
+    "NotFound",
+    "OrchyError",
+    "Published",
+    "Registered",
     "RetryPolicy",
+    "Run",
+    "RunFailed",
+    "RunNotEnded",
+    "RunPage",
+    "RunStatus",
+    "RunSummary",
     "Task",
+    "TooLarge",
+    "Unavailable",
     "Worker",
     "WorkerSettings",
     "load_worker",

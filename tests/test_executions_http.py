@@ -13,7 +13,7 @@ import pytest
 
 from app.jsontypes import JSONObject
 from app.settings import Settings
-from app.worker import NonRetryableError
+from orchy import NonRetryableError
 from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import Api
 from tests.helpers.waiting import unique

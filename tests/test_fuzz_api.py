@@ -34,7 +34,8 @@ from tests.helpers.waiting import unique, wait_until_sync
 # jsonpath-ng warns when it parses `&` and `|`, which the fuzzer may write in a definition.
 pytestmark = pytest.mark.filterwarnings("ignore:The .* operator is deprecated:DeprecationWarning")
 
-# Long polls of the fuzzed server end at once, whatever waitSeconds the fuzzer picks.
+# Long polls (and waits for a run's end) of the fuzzed server end at once, whatever
+# waitSeconds the fuzzer picks.
 FUZZ_POLL_MAX_WAIT_SECONDS = 0.05
 MAX_EXAMPLES = 60
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -65,7 +66,12 @@ class KnownIds:
 
 @pytest.fixture(scope="module")
 def fuzz_server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
-    fuzzed = settings.model_copy(update={"poll_max_wait_seconds": FUZZ_POLL_MAX_WAIT_SECONDS})
+    fuzzed = settings.model_copy(
+        update={
+            "poll_max_wait_seconds": FUZZ_POLL_MAX_WAIT_SECONDS,
+            "max_run_wait_seconds": FUZZ_POLL_MAX_WAIT_SECONDS,
+        }
+    )
     with serving(fuzzed) as thread:
         yield thread
 

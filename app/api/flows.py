@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 
 from app.api.deps import EngineDep, SettingsDep
+from app.api.hangup import watch_disconnect
 from app.api.models import (
     Accepted,
     ExecuteManyRequest,
@@ -20,6 +22,7 @@ from app.api.models import (
 from app.api.openapi_docs import request_example, responses
 from app.api.views import flow_summary, flow_view, history_entry
 from app.engine.errors import Invalid
+from app.engine.run_wait import wait_for_end
 from app.engine.snapshot import RunSnapshot
 from app.engine.status import RunStatus
 
@@ -162,12 +165,30 @@ async def list_flows(
 
 
 @router.get("/{flow_id}", response_model=FlowView, responses=responses(FLOW_EXAMPLE, 404, 422))
-async def get_flow(flow_id: str, engine: EngineDep) -> FlowView:
+async def get_flow(
+    flow_id: str,
+    engine: EngineDep,
+    http_request: Request,
+    wait_seconds: float = Query(default=0.0, ge=0, allow_inf_nan=False, alias="waitSeconds"),
+) -> FlowView:
     """The run: its status, its data document (``input``, each action's output by id,
     ``flow``), each action's status, attempts, output and error (those of its latest
     execution) and how many executions it has had, and its ``output`` once COMPLETED.
-    404 when no such run exists (or it has expired)."""
-    snapshot = await engine.snapshot(flow_id)
+    404 when no such run exists (or it has expired).
+
+    With ``waitSeconds``, waits for the run to end: answers as soon as it is COMPLETED,
+    FAILED or TERMINATED, or when ``waitSeconds`` (at most ``ORCHY_MAX_RUN_WAIT_SECONDS``)
+    are over, with the run as it is then (its ``status`` still RUNNING or PAUSED)."""
+    if wait_seconds > 0:
+        gone = asyncio.Event()
+        # A wait nobody will read ends with its client's hang-up.
+        watcher = asyncio.create_task(watch_disconnect(http_request.receive, gone))
+        try:
+            snapshot = await wait_for_end(engine, flow_id, wait_seconds, gone)
+        finally:
+            watcher.cancel()
+    else:
+        snapshot = await engine.snapshot(flow_id)
     workflow = await engine.catalog.workflow(snapshot.name, snapshot.version)
     return flow_view(snapshot, workflow)
 

@@ -8,10 +8,10 @@ import asyncio
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from starlette.types import Receive
 
 from app.api.deps import engine_and_settings
 from app.api.errors import error_for
+from app.api.hangup import watch_disconnect
 from app.api.models import (
     Accepted,
     Completed,
@@ -69,7 +69,7 @@ async def poll(request: PollRequest, http_request: Request) -> Response:
         raise Invalid(f"max: at most {settings.poll_max_tasks} tasks per poll")
     gone = asyncio.Event()
     # A poll nobody will read must not lease: its client's hang-up is watched for.
-    watcher = asyncio.create_task(_watch_disconnect(http_request.receive, gone))
+    watcher = asyncio.create_task(watch_disconnect(http_request.receive, gone))
     try:
         tasks = await engine.poll(
             request.workerId, request.actions, request.max, request.waitSeconds, gone
@@ -94,16 +94,6 @@ def _tasks_json(tasks: list[LeasedTask]) -> bytes:
         )
         parts.append(head[:-1] + b',"input":' + task.input_json.encode() + b"}")
     return b"[" + b",".join(parts) + b"]"
-
-
-async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
-    """Sets ``gone`` when the client hangs up (the body has been read, so the next message
-    the server gets for this request is the disconnect)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            gone.set()
-            return
 
 
 @router.post(

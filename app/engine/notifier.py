@@ -1,5 +1,6 @@
 """Listens on the notify channel that the Lua scripts publish to, and wakes this process:
-long polls when tasks are queued, the sweeper when a timer becomes the earliest."""
+long polls when tasks are queued, the sweeper when a timer becomes the earliest, waits for
+a run's end when it ends."""
 
 from __future__ import annotations
 
@@ -66,3 +67,4 @@ class Notifier:
             self.sweeper.notify(int(partition), int(float(rest)))
         elif kind == run_log.FINISHED:
             run_log.finished(rest)
+            self.wakeups.run_ended(rest.split("|", 1)[0])

@@ -14,6 +14,8 @@ from typing import Any
 class Wakeups:
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        # flow id -> the waits for that run's end (GET /flow/{id}?waitSeconds=).
+        self._run_waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         # action -> partition -> how many notifications were seen (a generation counter).
         self._hints: dict[str, dict[int, int]] = defaultdict(dict)
         self._last_full_scan: dict[str, float] = {}
@@ -95,7 +97,33 @@ class Wakeups:
 
     def notify_all(self) -> None:
         self._last_full_scan.clear()
-        for waiters in self._waiters.values():
+        for waiters in [*self._waiters.values(), *self._run_waiters.values()]:
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
+
+    # -- run ends ---------------------------------------------------------------------
+
+    def subscribe_run(self, flow_id: str) -> asyncio.Future[None]:
+        """A future done when a run end is announced for ``flow_id`` (or everything is woken):
+        registered before the run is read, so that no announcement is missed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._run_waiters[flow_id].add(future)
+        return future
+
+    def unsubscribe_run(self, flow_id: str, future: asyncio.Future[None]) -> None:
+        waiters = self._run_waiters.get(flow_id)
+        if waiters is not None:
+            waiters.discard(future)
+            if not waiters:
+                del self._run_waiters[flow_id]
+
+    def run_ended(self, flow_id: str) -> None:
+        """Wakes the waits for the end of ``flow_id`` (told by ``finish_run``'s message)."""
+        for future in self._run_waiters.get(flow_id, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def waiting_for_run(self, flow_id: str) -> int:
+        """How many waits of this process are for the end of ``flow_id``."""
+        return len(self._run_waiters.get(flow_id, ()))
