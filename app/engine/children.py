@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from app.definition import DEFAULT_BRANCH, ERROR_BRANCH
 from app.engine import run_log
 from app.engine.document import Document
 from app.engine.ids import TimerKind, TimerMember, child_flow_id
@@ -38,7 +39,7 @@ from app.engine.status import ActionStatus, RunStatus
 from app.engine.variables import VARS
 from app.jsontypes import JSON, JSONObject
 from app.store import PlannedOp
-from app.store.store import RunStart
+from app.store.store import Outcome, RunStart, Transition
 
 if TYPE_CHECKING:
     from app.engine.engine import Engine
@@ -65,6 +66,35 @@ def child_result(execution: Execution) -> tuple[JSON, str | None]:
     )
 
 
+def item_op(execution: Execution) -> PlannedOp:
+    """The op that counts a sub-workflow item that ended and starts the next (common.lua)."""
+    return PlannedOp("item", execution.action_id, payload=str(execution.seq))
+
+
+def item_end(
+    flow_id: str, execution: Execution, member: TimerMember, output: JSON, error: str | None
+) -> Transition:
+    """Ends a for-each item whose body is a sub-workflow (its child ended, or could not
+    start: ``error``), with the "item" op that counts it and starts the next item, planned
+    from the item's own fields: the for-each, not the item, follows a branch."""
+    if error is None:
+        outcome = Outcome(ActionStatus.COMPLETED, dumps(output), branch=DEFAULT_BRANCH)
+    else:
+        outcome = Outcome(
+            ActionStatus.FAILED, dumps({"error": error}), error=error, branch=ERROR_BRANCH
+        )
+    return Transition(
+        flow_id,
+        execution.seq,
+        ActionStatus.WAITING,
+        member.generation,
+        outcome,
+        (item_op(execution),),
+        timer_member=str(member),
+        held_member=str(member),
+    )
+
+
 class Children:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -82,7 +112,11 @@ class Children:
     # -- spawn ----------------------------------------------------------------------
 
     async def spawn(self, member: TimerMember) -> str:
-        parent = RunSnapshot(member.flow_id, await self.store.read_run(member.flow_id))
+        # A for-each item's spawn reads the item, not the run that holds every item.
+        [fields] = await self.store.read_executions([(member.flow_id, member.seq)])
+        if f"x:{member.seq}:p" not in fields:
+            fields = await self.store.read_run(member.flow_id)
+        parent = RunSnapshot(member.flow_id, fields)
         execution = parent.execution(member.seq) if parent.fields else None
         child_id = child_flow_id(member.flow_id, member.seq)
         if execution is None or execution.child_workflow is None:
@@ -100,6 +134,10 @@ class Children:
             return "stale"
         started = await self.start_child(parent, execution)
         if isinstance(started, Refused):
+            if execution.parent is not None:  # a for-each item: it fails, and is counted
+                change = item_end(member.flow_id, execution, member, None, started.reason)
+                [applied] = await self.engine._commit([change])
+                return applied.status
             return await self.engine._fail_waiting(parent, execution, member, started.reason)
         answer = await self.store.child_started(member.flow_id, member.seq, started, str(member))
         if answer == "terminal":  # ended meanwhile: its kill timer may have come too soon
@@ -198,7 +236,9 @@ class Children:
     # -- the parent's end -------------------------------------------------------------
 
     async def kill(self, member: TimerMember) -> str:
-        parent = RunSnapshot(member.flow_id, await self.store.read_run(member.flow_id))
+        # The run's status and the execution's child: not the whole run (a for-each's items).
+        [fields] = await self.store.read_executions([(member.flow_id, member.seq)])
+        parent = RunSnapshot(member.flow_id, fields)
         execution = parent.execution(member.seq) if parent.fields else None
         child_id = (execution.child_id if execution else None) or child_flow_id(
             member.flow_id, member.seq

@@ -1081,7 +1081,7 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "child_ended",
-            "add_timer(ctx, timer_member(ctx, 'step', seq, 2), ctx.now)",
+            "add_timer(ctx, timer_member(ctx, kind, seq, 2), ctx.now)",
             "",
             "the end is recorded but the parent never continues",
             (),
