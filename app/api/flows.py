@@ -158,7 +158,7 @@ async def get_flow(flow_id: str, engine: EngineDep) -> FlowView:
     COMPLETED. 404 when no such run exists (or it has expired)."""
     snapshot = await engine.snapshot(flow_id)
     workflow = await engine.catalog.workflow(snapshot.name, snapshot.version)
-    return flow_view(snapshot, workflow)
+    return flow_view(snapshot, workflow, engine.settings.view_max_children)
 
 
 @router.get(
