@@ -4,6 +4,8 @@ start_item in common.lua, the spawn, cend, istep and kill timers of app/engine/c
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -11,6 +13,8 @@ import httpx
 import pytest
 
 from app.settings import Settings
+from app.store.connection import client_for_url
+from app.store.keys import Keys
 from app.store.store import Store
 from app.worker import NonRetryableError
 from tests.helpers.definitions import system, user, workflow
@@ -324,3 +328,69 @@ async def test_bad_sub_workflow_bodies_are_refused(
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error.startswith("action 1 (forEach): ") and problem in error, error
+
+
+class ReadsOf:
+    """Counts, through Redis's MONITOR, the commands that read a whole hash (HGETALL) of
+    each key while it watches."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.client = client_for_url(redis_url)
+        self.counts: dict[str, int] = {}
+        self.watching: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ReadsOf:
+        ready = asyncio.Event()
+
+        async def watch() -> None:
+            async with self.client.monitor() as monitor:
+                ready.set()
+                async for command in monitor.listen():
+                    words = str(command.get("command", "")).split()
+                    if len(words) >= 2 and words[0].upper() == "HGETALL":
+                        self.counts[words[1]] = self.counts.get(words[1], 0) + 1
+
+        self.watching = asyncio.create_task(watch())
+        await ready.wait()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.watching is not None
+        self.watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.watching
+        await self.client.aclose()
+
+
+async def test_items_never_read_their_whole_parent_run(
+    api: Api, server: ServerThread, settings: Settings, redis_url: str
+) -> None:
+    name, child = unique("fes-reads"), unique("fes-read-child")
+    queue, after = f"{child}-work", f"{name}-after"
+    await register_child(api, child, queue)
+    await api.register(
+        workflow(
+            name,
+            for_each_sub(1, child, {"default": [2]}, concurrency=50),
+            user(2, after, outputs="{$.1.output}"),
+        )
+    )
+    count = 500
+    async with ReadsOf(redis_url) as reads:
+        flow_id = await api.start(name, {"items": list(range(count))})
+        started = time.monotonic()
+        async with serving_worker(
+            server, settings, queue, lambda task: {"v": task["value"]}, concurrency=32
+        ):
+            task = await api.poll_one(after, wait=120)
+        elapsed = time.monotonic() - started
+    assert len(task["input"]["outputs"]) == count
+    parent_key = Keys(settings.partitions).run(flow_id).run
+    parent_reads = reads.counts.get(parent_key, 0)
+    child_reads = sum(value for key, value in reads.counts.items() if key != parent_key)
+    print(
+        f"500 sub-workflow items: {elapsed:.2f} s; HGETALL of the parent run: {parent_reads}, "
+        f"of other runs: {child_reads}"
+    )
+    # Starting the for-each and ending it read the run; its 500 items never do.
+    assert parent_reads <= 5
