@@ -76,9 +76,7 @@ def most_at_once(runs: list[dict[str, Any]]) -> int:
 async def open_children(store: Store, flow_id: str) -> int:
     """How many of the run's sub-workflow items wait for their child, read from the run."""
     fields = await store.read_run(flow_id)
-    return sum(
-        1 for key in fields if key.endswith(":p") and fields[key[:-1] + "s"] == "WAITING"
-    )
+    return sum(1 for key in fields if key.endswith(":p") and fields[key[:-1] + "s"] == "WAITING")
 
 
 async def test_outputs_come_in_the_items_order(
@@ -96,9 +94,7 @@ async def test_outputs_come_in_the_items_order(
     )
     items = [5, 1, 4, 2, 3, 9, 7]
     flow_id = await api.start(name, {"items": items})
-    async with serving_worker(
-        server, settings, queue, lambda task: {"double": task["value"] * 2}
-    ):
+    async with serving_worker(server, settings, queue, lambda task: {"double": task["value"] * 2}):
         task = await api.poll_one(after, wait=30)
     expected = [{"got": {"double": value * 2}, "at": index} for index, value in enumerate(items)]
     assert task["input"] == {"outputs": expected}
@@ -244,9 +240,7 @@ async def test_an_unknown_workflow_and_the_depth_limit_fail_the_item(
         workflow(name, for_each_sub(1, missing, concurrency=2, onItemFailure="collect"))
     )
     flow = await api.wait_status(await api.start(name, {"items": [1, 2, 3]}), "COMPLETED")
-    assert flow["actions"]["1"]["output"] == [
-        {"error": f"sub-workflow {missing} not found"}
-    ] * 3
+    assert flow["actions"]["1"]["output"] == [{"error": f"sub-workflow {missing} not found"}] * 3
     assert flow["children"] == [] and flow["childrenCount"] == 0
 
     # A workflow whose for-each starts itself: each level one child, until the limit.
