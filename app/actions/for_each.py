@@ -19,8 +19,12 @@ for-each's own status (WAITING while its items run) is what ``a:<id>:*`` shows. 
 for-each ends through a "step" timer, as a join does, and ``Engine._finish_waiting`` builds
 its output with :func:`output_of`.
 
-The item payloads are resolved here and not in Lua: a body of another kind (a sub-workflow
-per item) plugs in as another :class:`app.definition.ItemBody` planned into the same lines.
+The item payloads are resolved here and not in Lua. A sub-workflow body,
+``{"workflow": "ship-order", "version": 2, "input": {...}}`` (:class:`SubflowBody`), is
+planned into the same lines, each payload the request of a child run
+(``sub_workflow.child_request``), in a "subeach" op: each item is then a sub-workflow
+execution, started by its spawn timer and ended by its "istep" timer when its child ends
+(app/engine/children.py), with the same "item" op as a user body's items.
 """
 
 from __future__ import annotations
