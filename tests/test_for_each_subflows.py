@@ -117,6 +117,35 @@ async def test_outputs_come_in_the_items_order(
     assert events.count("CHILD_ENDED") == len(items)
 
 
+async def test_a_pinned_version_runs_that_version(
+    api: Api, server: ServerThread, settings: Settings
+) -> None:
+    name, child = unique("fes-version"), unique("fes-versioned")
+    queue = f"{child}-work"
+    await register_child(api, child, queue)
+    await api.register(
+        workflow(child, user(1, queue, value="{$.input.value}"), output={"second": True})
+    )
+    await api.register(
+        workflow(
+            name,
+            for_each_sub(1, child, {"default": [2]}, version=1, items=[7]),
+            for_each_sub(2, child, items=[8]),
+        )
+    )
+    flow_id = await api.start(name)
+    async with serving_worker(server, settings, queue, lambda task: {"v": task["value"]}):
+        flow = await api.wait_status(flow_id, "COMPLETED", timeout=30)
+    assert flow["actions"]["1"]["output"] == [{"got": {"v": 7}, "at": 0}]
+    assert flow["actions"]["2"]["output"] == [{"second": True}]
+    runs = await children_of(api, flow_id)
+    links = flow["children"]
+    assert [(run["version"], link["actionId"]) for run, link in zip(runs, links, strict=True)] == [
+        (1, 1),
+        (2, 2),
+    ]
+
+
 async def test_no_more_than_concurrency_children_are_open_at_once(
     api: Api, server: ServerThread, settings: Settings, store: Store
 ) -> None:
@@ -232,6 +261,44 @@ async def test_terminating_the_parent_terminates_its_running_children(
     assert await open_children(store, flow_id) == 0
 
 
+async def test_a_paused_parent_holds_its_items_ends_and_goes_on_when_resumed(
+    api: Api, server: ServerThread, settings: Settings
+) -> None:
+    name, child = unique("fes-pause"), unique("fes-paused-child")
+    queue = f"{child}-work"
+    await register_child(api, child, queue)
+    await api.register(workflow(name, for_each_sub(1, child, concurrency=2)))
+    count = 4
+    flow_id = await api.start(name, {"items": list(range(count))})
+    held = Gated()
+    async with serving_worker(server, settings, queue, held, concurrency=8):
+        await held.wait_taken(2)
+        response = await api.http.post(f"/flow/{flow_id}/pause")
+        assert response.status_code == 200, response.text
+        held.gates[0].set()
+        held.gates[1].set()
+
+        async def both_held() -> bool:
+            return [e["event"] for e in await api.history(flow_id)].count("HELD") == 2
+
+        await wait_until(both_held, what="the two items' ends held")
+        flow = await api.flow(flow_id)
+        assert len(flow["children"]) == 2  # no child started while paused
+        assert [(await api.flow(link["flowId"]))["status"] for link in flow["children"]] == [
+            "COMPLETED",
+            "COMPLETED",
+        ]
+        response = await api.http.post(f"/flow/{flow_id}/resume")
+        assert response.status_code == 200, response.text
+        await held.wait_taken(4)
+        held.gates[2].set()
+        held.gates[3].set()
+        flow = await api.wait_status(flow_id, "COMPLETED")
+    assert flow["actions"]["1"]["output"] == [
+        {"got": {"v": value}, "at": value} for value in range(count)
+    ]
+
+
 async def test_an_unknown_workflow_and_the_depth_limit_fail_the_item(
     api: Api, settings: Settings
 ) -> None:
@@ -275,7 +342,7 @@ async def test_a_thousand_children_complete(
     await api.register(
         workflow(
             name,
-            for_each_sub(1, child, {"default": [2]}, concurrency=100),
+            for_each_sub(1, child, {"default": [2]}, concurrency=50),
             user(2, after, outputs="{$.1.output}"),
         )
     )
