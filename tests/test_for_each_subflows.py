@@ -371,6 +371,7 @@ async def test_a_thousand_children_complete(
             "body: name, type cannot be given with workflow",
         ),
         ({"workflow": "x", "parameters": {}}, "body: parameters cannot be given with workflow"),
+        ({"type": "user", "name": "y", "input": {}}, "body: name, type cannot be given with input"),
         ({"workflow": "  "}, "body.workflow must be the name of a workflow"),
         ({"workflow": 3}, "body.workflow must be the name of a workflow"),
         ({"workflow": "x", "version": 0}, "body.version must be an integer >= 1"),

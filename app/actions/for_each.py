@@ -153,8 +153,9 @@ def _parse_subflow_body(raw: dict[str, Any], where: str) -> SubflowBody:
     """A sub-workflow body: ``{"workflow": ..., "version": ..., "input": ...}``."""
     mixed = sorted(set(raw) & set(_BODY_FIELDS))
     if mixed:
+        given = ", ".join(field for field in _SUBFLOW_FIELDS if field in raw)
         raise DefinitionError(
-            f"{where}: {', '.join(mixed)} cannot be given with workflow: a body is either a "
+            f"{where}: {', '.join(mixed)} cannot be given with {given}: a body is either a "
             'user action {"type": "user", "name", "parameters"} or a sub-workflow '
             '{"workflow", "version", "input"}'
         )

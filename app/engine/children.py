@@ -15,6 +15,13 @@ twice (a server killed midway, a claim that expired) and acts once:
 - ``kill|<parent>|<seq>|1`` (added when the parent ends with the execution open): ends
   the child, whose own end reaches its own children the same way.
 
+A for-each whose body is a sub-workflow (app/actions/for_each.py) uses the same timers for
+each item, an execution of the for-each; only the end differs: child_ended.lua gives an
+item an ``istep|<parent>|<seq>|2`` timer instead of a step, and ``Engine._finish_item_child``
+ends the item with :func:`item_end`, planned from the item's own fields (a spawn and a kill
+read those only too), so that items never read the parent's whole run, which grows with
+them; an item whose child cannot start fails the same way.
+
 The pieces name an execution by its seq, whatever action owns it: :meth:`Children.start_child`
 starts the child that an execution's request (its recorded input, see
 ``app.actions.sub_workflow.child_request``) names.
