@@ -37,11 +37,22 @@ class ItemFailure(StrEnum):
 @dataclass(frozen=True)
 class ItemBody:
     """What a for-each runs for each item: a user action ``name`` with ``parameters`` that may
-    read ``{$.item}`` and ``{$.index}``. (Another kind of body, a sub-workflow per item, would
-    be a sibling of this class.)"""
+    read ``{$.item}`` and ``{$.index}``. (:class:`SubflowBody`, a sub-workflow per item, is
+    its sibling.)"""
 
     name: str
     parameters: JSONObject
+
+
+@dataclass(frozen=True)
+class SubflowBody:
+    """What a for-each runs for each item: a child run of ``workflow`` (``version``, or its
+    latest when the child starts), whose input is ``input`` resolved with ``{$.item}`` and
+    ``{$.index}``."""
+
+    workflow: str
+    version: int | None
+    input: JSON
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,7 @@ class ForEachSpec:
     concurrency: int | None  # None: ORCHY_FOR_EACH_CONCURRENCY
     on_item_failure: ItemFailure
     filter: str | None
-    body: ItemBody
+    body: ItemBody | SubflowBody
 
 
 class DefinitionError(ValueError):

@@ -154,6 +154,9 @@ class Settings(WorkerSettings):
     # parent (a run started by a client is at depth 0); a subWorkflow action that would
     # start a run deeper than this fails instead.
     max_subworkflow_depth: int = 10
+    # GET /flow/{id} lists at most this many of a run's child runs in ``children`` (a
+    # for-each of 10,000 sub-workflow items starts 10,000); ``childrenCount`` counts them all.
+    view_max_children: int = 100
 
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600

@@ -80,13 +80,16 @@ class AwaitChild:
 @dataclass(frozen=True)
 class StartItems:
     """A for-each starts its items: ``lines`` "<index> <payload JSON>" for the ``queue`` of
-    its body, ``header`` "<concurrency> <fail|collect>" (see start_for_each in common.lua)."""
+    its body, ``header`` "<concurrency> <fail|collect>" (see start_for_each in common.lua).
+    With a sub-workflow body, ``workflow`` names the children's workflow (``queue`` is then
+    "") and each line's payload is a child's request (``sub_workflow.child_request``)."""
 
     queue: str
     header: str
     lines: list[str]
     warnings: list[str] = field(default_factory=list)
     input: JSON = field(default=None, compare=False)
+    workflow: str | None = None
 
 
 Outcome = Done | Fail | Sleep | AwaitEvent | AwaitJoin | End | AwaitChild | StartItems

@@ -19,8 +19,12 @@ for-each's own status (WAITING while its items run) is what ``a:<id>:*`` shows. 
 for-each ends through a "step" timer, as a join does, and ``Engine._finish_waiting`` builds
 its output with :func:`output_of`.
 
-The item payloads are resolved here and not in Lua: a body of another kind (a sub-workflow
-per item) plugs in as another :class:`app.definition.ItemBody` planned into the same lines.
+The item payloads are resolved here and not in Lua. A sub-workflow body,
+``{"workflow": "ship-order", "version": 2, "input": {...}}`` (:class:`SubflowBody`), is
+planned into the same lines, each payload the request of a child run
+(``sub_workflow.child_request``), in a "subeach" op: each item is then a sub-workflow
+execution, started by its spawn timer and ended by its "istep" timer when its child ends
+(app/engine/children.py), with the same "item" op as a user body's items.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import orjson
 
 from app.actions.base import Done, Fail, Outcome, StartItems, SystemAction
+from app.actions.sub_workflow import child_request, is_version
 from app.actions.switch import check_condition
 from app.definition import (
     DEFAULT_BRANCH,
@@ -40,6 +45,7 @@ from app.definition import (
     ForEachSpec,
     ItemBody,
     ItemFailure,
+    SubflowBody,
 )
 from app.engine.conditions import (
     ConditionError,
@@ -55,6 +61,7 @@ ITEM = "item"  # $.item: the item, in the filter and the body's parameters
 INDEX = "index"  # $.index: its position in the list (before filtering)
 _FIELDS = ("items", "concurrency", "onItemFailure", "filter", "body")
 _BODY_FIELDS = ("type", "name", "parameters")
+_SUBFLOW_FIELDS = ("workflow", "version", "input")
 _BRANCHES = (DEFAULT_BRANCH, ERROR_BRANCH)
 _MODES = ", ".join(repr(mode.value) for mode in ItemFailure)
 # Warnings (paths that found nothing) recorded per for-each: 10,000 items may each warn.
@@ -114,13 +121,15 @@ def parse(raw: dict[str, Any], label: str) -> ForEachSpec:
     )
 
 
-def _parse_body(raw: JSON, label: str) -> ItemBody:
+def _parse_body(raw: JSON, label: str) -> ItemBody | SubflowBody:
     where = f"{label}: body"
     if not isinstance(raw, dict):
         raise DefinitionError(
-            f'{where} must be an object {{"type": "user", "name": ..., "parameters": ...}}, '
-            f"not {raw!r}"
+            f'{where} must be an object {{"type": "user", "name": ..., "parameters": ...}} '
+            f'or {{"workflow": ..., "version": ..., "input": ...}}, not {raw!r}'
         )
+    if any(field in raw for field in _SUBFLOW_FIELDS):
+        return _parse_subflow_body(raw, where)
     unknown = sorted(set(raw) - set(_BODY_FIELDS))
     if unknown:
         raise DefinitionError(
@@ -138,6 +147,40 @@ def _parse_body(raw: JSON, label: str) -> ItemBody:
     for ref in references(parameters):
         _check_path(f"{where}.parameters", ref)
     return ItemBody(name=name, parameters=parameters)
+
+
+def _parse_subflow_body(raw: dict[str, Any], where: str) -> SubflowBody:
+    """A sub-workflow body: ``{"workflow": ..., "version": ..., "input": ...}``."""
+    mixed = sorted(set(raw) & set(_BODY_FIELDS))
+    if mixed:
+        given = ", ".join(field for field in _SUBFLOW_FIELDS if field in raw)
+        raise DefinitionError(
+            f"{where}: {', '.join(mixed)} cannot be given with {given}: a body is either a "
+            'user action {"type": "user", "name", "parameters"} or a sub-workflow '
+            '{"workflow", "version", "input"}'
+        )
+    unknown = sorted(set(raw) - set(_SUBFLOW_FIELDS))
+    if unknown:
+        raise DefinitionError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; a sub-workflow body has "
+            "workflow, version and input"
+        )
+    workflow = raw.get("workflow")
+    if not isinstance(workflow, str) or not workflow.strip():
+        raise DefinitionError(
+            f"{where}.workflow must be the name of a workflow (a non-blank string), "
+            f"not {workflow!r}"
+        )
+    version = raw.get("version")
+    if version is not None and not is_version(version):
+        raise DefinitionError(
+            f"{where}.version must be an integer >= 1 (a version of workflow {workflow!r}), "
+            f"not {version!r}"
+        )
+    child_input = raw.get("input", {})
+    for ref in references(child_input):
+        _check_path(f"{where}.input", ref)
+    return SubflowBody(workflow=workflow, version=version, input=child_input)
 
 
 def _check_path(where: str, ref: str) -> None:
@@ -183,7 +226,9 @@ def expand(action: ActionDef, document: JSONObject, limits: ItemLimits) -> Outco
     concurrency = spec.concurrency or limits.default_concurrency
     body = spec.body
     condition = None if spec.filter is None else compile_condition(spec.filter)
-    fixed = None if any(references(body.parameters)) else _dumps(body.parameters)
+    # What each item's payload resolves: a user body's parameters, or a child's input.
+    template: JSON = body.parameters if isinstance(body, ItemBody) else body.input
+    fixed = None if any(references(template)) else _item_payload(body, template)
     scope = dict(document)  # the run's document with $.item and $.index
     lines: list[str] = []
     warnings: list[str] = []
@@ -197,8 +242,8 @@ def expand(action: ActionDef, document: JSONObject, limits: ItemLimits) -> Outco
             except (ConditionError, ConditionSyntaxError) as error:
                 return Fail(f"{what}: filter {spec.filter!r} on item {index}: {error}")
         if fixed is None:
-            resolution = resolve(body.parameters, scope)
-            payload = _dumps(resolution.value)
+            resolution = resolve(template, scope)
+            payload = _item_payload(body, resolution.value)
             for warning in resolution.warnings:
                 if len(warnings) < _MOST_WARNINGS and warning not in warnings:
                     warnings.append(warning)
@@ -216,16 +261,17 @@ def expand(action: ActionDef, document: JSONObject, limits: ItemLimits) -> Outco
         "selected": len(lines),
         "concurrency": concurrency,
         "onItemFailure": spec.on_item_failure.value,
-        "body": body.name,
+        "body": body.name if isinstance(body, ItemBody) else {"workflow": body.workflow},
     }
     if not lines:
         return Done(output=[], input=received)
     return StartItems(
-        queue=body.name,
+        queue=body.name if isinstance(body, ItemBody) else "",
         header=f"{concurrency} {spec.on_item_failure.value}",
         lines=lines,
         warnings=warnings,
         input=received,
+        workflow=None if isinstance(body, ItemBody) else body.workflow,
     )
 
 
@@ -236,6 +282,14 @@ def expand_json(action: ActionDef, document_json: str, limits: ItemLimits) -> Ou
 
 def _dumps(value: JSON) -> str:
     return orjson.dumps(value).decode()
+
+
+def _item_payload(body: ItemBody | SubflowBody, resolved: JSON) -> str:
+    """An item's payload: a user body's task input, or the request of a sub-workflow body's
+    child (what a sub-workflow execution records as its input: the spawn timer reads it)."""
+    if isinstance(body, ItemBody):
+        return _dumps(resolved)
+    return _dumps(child_request(body.workflow, body.version, resolved))
 
 
 @dataclass(frozen=True)

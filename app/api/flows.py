@@ -190,7 +190,7 @@ async def get_flow(
     else:
         snapshot = await engine.snapshot(flow_id)
     workflow = await engine.catalog.workflow(snapshot.name, snapshot.version)
-    return flow_view(snapshot, workflow)
+    return flow_view(snapshot, workflow, engine.settings.view_max_children)
 
 
 @router.get(

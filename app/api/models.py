@@ -156,7 +156,12 @@ class FlowView(BaseModel):
         "other runs)",
     )
     children: list[RunLink] = Field(
-        default_factory=list, description="the runs this run's subWorkflow actions started"
+        default_factory=list,
+        description="the runs this run's subWorkflow actions (and sub-workflow for-each "
+        "items) started, the first ORCHY_VIEW_MAX_CHILDREN (100) of them",
+    )
+    childrenCount: int = Field(
+        default=0, description="how many runs it started, listed in children or not"
     )
 
 

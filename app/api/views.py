@@ -29,7 +29,13 @@ def iso(ms: str | int | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
+# GET /flow/{id} lists at most this many children when its run has no settings at hand.
+DEFAULT_MAX_CHILDREN = 100
+
+
+def flow_view(
+    snapshot: RunSnapshot, workflow: WorkflowDef | None, max_children: int = DEFAULT_MAX_CHILDREN
+) -> FlowView:
     fields = snapshot.fields
     document = snapshot.document()
     actions = {}
@@ -46,9 +52,10 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
     if snapshot.status is RunStatus.COMPLETED:
         template = None if workflow is None else workflow.output
         output = run_output(snapshot, template, document)
-    children = snapshot.children()
-    for action_id, child in children:  # in seq order: the latest execution's child stays
-        actions[str(action_id)].child = child
+    children = snapshot.child_executions()
+    for _, action_id, child, item in children:  # in seq order: the latest one's child stays
+        if not item:  # a for-each's items are its children, not its action's child
+            actions[str(action_id)].child = child
     parent = snapshot.parent
     return FlowView(
         id=snapshot.flow_id,
@@ -65,7 +72,11 @@ def flow_view(snapshot: RunSnapshot, workflow: WorkflowDef | None) -> FlowView:
         updatedAt=iso(fields["updatedAt"]) or "",
         finishedAt=iso(fields.get("finishedAt")),
         parent=None if parent is None else RunLink(flowId=parent[0], actionId=parent[2]),
-        children=[RunLink(flowId=child, actionId=action_id) for action_id, child in children],
+        children=[
+            RunLink(flowId=child, actionId=action_id)
+            for _, action_id, child, _ in children[:max_children]
+        ],
+        childrenCount=len(children),
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from app.definition import ActionType, WorkflowDef
+from app.definition import ActionType, ItemBody, WorkflowDef
 from app.engine.retry import ActionSettings, RetryPolicy
 from app.engine.validate import Limits, check_action_settings, parse_workflow
 from app.jsontypes import JSON, JSONObject
@@ -56,7 +56,7 @@ class Catalog:
             | {
                 action.for_each.body.name
                 for action in workflow.actions.values()
-                if action.for_each is not None
+                if action.for_each is not None and isinstance(action.for_each.body, ItemBody)
             }
         )
         version, created = await self.store.register_workflow(workflow.name, digest, source, queues)

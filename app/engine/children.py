@@ -15,6 +15,13 @@ twice (a server killed midway, a claim that expired) and acts once:
 - ``kill|<parent>|<seq>|1`` (added when the parent ends with the execution open): ends
   the child, whose own end reaches its own children the same way.
 
+A for-each whose body is a sub-workflow (app/actions/for_each.py) uses the same timers for
+each item, an execution of the for-each; only the end differs: child_ended.lua gives an
+item an ``istep|<parent>|<seq>|2`` timer instead of a step, and ``Engine._finish_item_child``
+ends the item with :func:`item_end`, planned from the item's own fields (a spawn and a kill
+read those only too), so that items never read the parent's whole run, which grows with
+them; an item whose child cannot start fails the same way.
+
 The pieces name an execution by its seq, whatever action owns it: :meth:`Children.start_child`
 starts the child that an execution's request (its recorded input, see
 ``app.actions.sub_workflow.child_request``) names.
@@ -28,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from app.definition import DEFAULT_BRANCH, ERROR_BRANCH
 from app.engine import run_log
 from app.engine.document import Document
 from app.engine.ids import TimerKind, TimerMember, child_flow_id
@@ -38,7 +46,7 @@ from app.engine.status import ActionStatus, RunStatus
 from app.engine.variables import VARS
 from app.jsontypes import JSON, JSONObject
 from app.store import PlannedOp
-from app.store.store import RunStart
+from app.store.store import Outcome, RunStart, Transition
 
 if TYPE_CHECKING:
     from app.engine.engine import Engine
@@ -65,6 +73,35 @@ def child_result(execution: Execution) -> tuple[JSON, str | None]:
     )
 
 
+def item_op(execution: Execution) -> PlannedOp:
+    """The op that counts a sub-workflow item that ended and starts the next (common.lua)."""
+    return PlannedOp("item", execution.action_id, payload=str(execution.seq))
+
+
+def item_end(
+    flow_id: str, execution: Execution, member: TimerMember, output: JSON, error: str | None
+) -> Transition:
+    """Ends a for-each item whose body is a sub-workflow (its child ended, or could not
+    start: ``error``), with the "item" op that counts it and starts the next item, planned
+    from the item's own fields: the for-each, not the item, follows a branch."""
+    if error is None:
+        outcome = Outcome(ActionStatus.COMPLETED, dumps(output), branch=DEFAULT_BRANCH)
+    else:
+        outcome = Outcome(
+            ActionStatus.FAILED, dumps({"error": error}), error=error, branch=ERROR_BRANCH
+        )
+    return Transition(
+        flow_id,
+        execution.seq,
+        ActionStatus.WAITING,
+        member.generation,
+        outcome,
+        (item_op(execution),),
+        timer_member=str(member),
+        held_member=str(member),
+    )
+
+
 class Children:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -82,7 +119,11 @@ class Children:
     # -- spawn ----------------------------------------------------------------------
 
     async def spawn(self, member: TimerMember) -> str:
-        parent = RunSnapshot(member.flow_id, await self.store.read_run(member.flow_id))
+        # A for-each item's spawn reads the item, not the run that holds every item.
+        [fields] = await self.store.read_executions([(member.flow_id, member.seq)])
+        if f"x:{member.seq}:p" not in fields:
+            fields = await self.store.read_run(member.flow_id)
+        parent = RunSnapshot(member.flow_id, fields)
         execution = parent.execution(member.seq) if parent.fields else None
         child_id = child_flow_id(member.flow_id, member.seq)
         if execution is None or execution.child_workflow is None:
@@ -100,6 +141,10 @@ class Children:
             return "stale"
         started = await self.start_child(parent, execution)
         if isinstance(started, Refused):
+            if execution.parent is not None:  # a for-each item: it fails, and is counted
+                change = item_end(member.flow_id, execution, member, None, started.reason)
+                [applied] = await self.engine._commit([change])
+                return applied.status
             return await self.engine._fail_waiting(parent, execution, member, started.reason)
         answer = await self.store.child_started(member.flow_id, member.seq, started, str(member))
         if answer == "terminal":  # ended meanwhile: its kill timer may have come too soon
@@ -198,7 +243,9 @@ class Children:
     # -- the parent's end -------------------------------------------------------------
 
     async def kill(self, member: TimerMember) -> str:
-        parent = RunSnapshot(member.flow_id, await self.store.read_run(member.flow_id))
+        # The run's status and the execution's child: not the whole run (a for-each's items).
+        [fields] = await self.store.read_executions([(member.flow_id, member.seq)])
+        parent = RunSnapshot(member.flow_id, fields)
         execution = parent.execution(member.seq) if parent.fields else None
         child_id = (execution.child_id if execution else None) or child_flow_id(
             member.flow_id, member.seq

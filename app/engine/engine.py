@@ -20,7 +20,7 @@ from app.actions import for_each, javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine import run_log
 from app.engine.catalog import Catalog
-from app.engine.children import Children, child_result
+from app.engine.children import Children, child_result, item_end
 from app.engine.correlation import Correlation, is_correlation_timer
 from app.engine.document import Document
 from app.engine.document_pool import DocumentPool
@@ -774,14 +774,28 @@ class Engine:
             return await self._handle_quietly(
                 self._finish_user_task(task, snapshot, execution, result, member)
             )
+        if member.kind is TimerKind.ITEM_STEP:
+            return await self._finish_item_child(snapshot, execution, member)
         return await self._finish_waiting(snapshot, execution, member)
+
+    async def _finish_item_child(
+        self, snapshot: RunSnapshot, execution: Execution, member: TimerMember
+    ) -> str:
+        """A for-each item's child run has ended: the item ends with the child's output, or
+        fails with its reason, planned from the item's fields alone (see children.py)."""
+        if execution.child_status is None:  # not told of a child's end: nothing to do
+            return await self._drop_timer(member)
+        output, error = child_result(execution)
+        change = item_end(snapshot.flow_id, execution, member, output, error)
+        [answer] = await self._commit([change])
+        return answer.status
 
     async def _timer_fields(self, member: TimerMember) -> dict[str, str]:
         """What a timer reads of its run. A retry's back-off needs only its execution; the
         other timers of a user task read a for-each item's execution only (a worker that
         dies holding 500 items must not have the whole run read 500 times); the rest read
         the whole run."""
-        if member.kind in _TASK_TIMERS:
+        if member.kind in _TASK_TIMERS or member.kind is TimerKind.ITEM_STEP:
             [fields] = await self.store.read_executions([(member.flow_id, member.seq)])
             if member.kind is TimerKind.ENQUEUE or f"x:{member.seq}:p" in fields:
                 return fields

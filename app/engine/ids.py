@@ -90,6 +90,9 @@ class TimerKind(StrEnum):
     SPAWN = "spawn"  # a sub-workflow execution's child run is to be started
     CHILD_END = "cend"  # a child run has ended: its parent's execution is to be told
     KILL = "kill"  # the parent run ended: a sub-workflow execution's child is to be ended
+    # A for-each item's child run has ended (child_ended.lua): the item is to be ended, from
+    # its own fields (a "step" would read the whole run, which holds every item).
+    ITEM_STEP = "istep"
 
 
 # The timers that hand a sub-workflow's start, end and termination between partitions.

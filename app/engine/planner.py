@@ -215,9 +215,14 @@ class Planner:
                 for warning in warnings:
                     plan.ops.append(PlannedOp("note", action.id, payload=warning))
                 payload = "\n".join([header, *lines])
-                plan.ops.append(
-                    PlannedOp("each", action.id, queue, payload, queue=queue, input=received)
-                )
+                if outcome.workflow is not None:  # a child run per item (spawn timers)
+                    plan.ops.append(
+                        PlannedOp("subeach", action.id, outcome.workflow, payload, input=received)
+                    )
+                else:
+                    plan.ops.append(
+                        PlannedOp("each", action.id, queue, payload, queue=queue, input=received)
+                    )
             case AwaitChild(workflow=workflow):
                 # The child is started by the execution's spawn timer (see children.py).
                 plan.ops.append(PlannedOp("sub", action.id, workflow, input=received))

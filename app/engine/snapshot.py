@@ -121,12 +121,19 @@ class RunSnapshot:
     def children(self) -> list[tuple[int, str]]:
         """(action id, child run id) of every sub-workflow execution that started one, in
         the order of the executions."""
+        return [(action_id, child) for _, action_id, child, _ in self.child_executions()]
+
+    def child_executions(self) -> list[tuple[int, int, str, bool]]:
+        """(seq, action id, child run id, is a for-each item) of every sub-workflow execution
+        that started one, in the order of the executions."""
         found = []
         for key, child in self.fields.items():
             if key.startswith("x:") and key.endswith(":cid"):
                 seq = int(key.split(":")[1])
-                found.append((seq, int(self.fields[f"x:{seq}:a"]), child))
-        return [(action_id, child) for _, action_id, child in sorted(found)]
+                item = f"x:{seq}:p" in self.fields
+                found.append((seq, int(self.fields[f"x:{seq}:a"]), child, item))
+        found.sort()
+        return found
 
     def action_ids(self) -> list[int]:
         ids = {int(key.split(":")[1]) for key in self.fields if key.startswith(ACTION_PREFIX)}

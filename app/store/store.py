@@ -561,9 +561,11 @@ class Store:
                 raise reply
         return replies
 
-    # What planning a for-each item's result reads of its run (see ``read_executions``).
-    EXECUTION_RUN_FIELDS = ("id", "name", "version", "status", "rev")
-    EXECUTION_FIELDS = ("a", "s", "n", "in", "q", "k", "held", "p", "i")
+    # What planning a for-each item's result reads of its run (see ``read_executions``): a
+    # sub-workflow item's spawn, child's end and kill read its depth and child fields too.
+    EXECUTION_RUN_FIELDS = ("id", "name", "version", "status", "rev", "depth")
+    EXECUTION_FIELDS: tuple[str, ...] = ("a", "s", "n", "in", "q", "k", "held", "p", "i")
+    EXECUTION_FIELDS += ("cw", "cid", "cs", "co", "ce")
 
     async def read_executions(self, tasks: Sequence[tuple[str, int]]) -> list[dict[str, str]]:
         """For each (flow id, seq), the run's own fields and that execution's, not the whole

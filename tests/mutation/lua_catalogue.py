@@ -27,7 +27,7 @@ SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
     "register_workflow": ("tests/test_lua_scripts.py",),
     "timer_failed": ("tests/test_lua_timer_failed.py",),
     "child_started": ("tests/test_lua_children.py",),
-    "child_ended": ("tests/test_lua_children.py",),
+    "child_ended": ("tests/test_lua_children.py", "tests/test_lua_for_each_subflows.py"),
     "correlate_index": ("tests/test_lua_correlate.py",),
     "correlate_register": ("tests/test_lua_correlate.py",),
     "correlate_forget": ("tests/test_lua_correlate.py",),
@@ -50,6 +50,7 @@ SCRIPT_TESTS: dict[str, tuple[str, ...]] = {
             "terminate_action",
             "executions",
             "for_each",
+            "for_each_subflows",
             "loops",
             "correlate",
             "children",
@@ -1086,7 +1087,7 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "child_ended",
-            "add_timer(ctx, timer_member(ctx, 'step', seq, 2), ctx.now)",
+            "add_timer(ctx, timer_member(ctx, kind, seq, 2), ctx.now)",
             "",
             "the end is recorded but the parent never continues",
             (),
@@ -1213,6 +1214,35 @@ MUTANTS: list[Mutant] = _catalogue(
             "",
             "a for-each item gets no creation time",
             (),
+        ),
+        # -- for-each with a sub-workflow body (common.lua's "subeach" op, child_ended.lua) ------
+        (
+            "common",
+            "  if workflow then redis.call('HSET', ctx.run, xf(fe, 'fw'), workflow) end\n",
+            "",
+            "the items after the first ones of a sub-workflow for-each are queued as tasks",
+            ("tests/test_lua_for_each_subflows.py",),
+        ),
+        (
+            "common",
+            "start_item(ctx, fe, aid, line, key, name, poll_timeout_ms, state[6] or nil)",
+            "start_item(ctx, fe, aid, line, key, name, poll_timeout_ms)",
+            "an ended sub-workflow item starts the next item as a task, not a child",
+            ("tests/test_lua_for_each_subflows.py",),
+        ),
+        (
+            "common",
+            "    spawn_child(ctx, seq, workflow)\n",
+            "",
+            "a sub-workflow item waits with no spawn timer: its child never starts",
+            ("tests/test_lua_for_each_subflows.py",),
+        ),
+        (
+            "child_ended",
+            "if exec[6] then kind = 'istep' end",
+            "",
+            "an item's child end goes through the for-each's step, which reads the whole run",
+            ("tests/test_lua_for_each_subflows.py",),
         ),
     ]
 )

@@ -37,6 +37,8 @@
 --                                      ordinal of the next item to start, "fail" or
 --                                      "collect", the seq of the first failed item ("fail"),
 --                                      the k-th item not started yet ("<index> <payload>")
+--   x:<fe>:fw                         a for-each whose body is a sub-workflow: its workflow
+--                                      (each item is then a sub-workflow execution, x:<seq>:cw)
 -- A timer member is "<kind>|<flowId>|<seq>|<n>", scored by its due time in ms.
 -- A queue entry is "<flowId>.<seq>.<attempt>"; the task id a lease hands out adds the lease
 -- secret, "<flowId>.<seq>.<attempt>.<secret>", which only the lease's holder is told: it is
@@ -325,13 +327,24 @@ end
 -- queued under the body's action name. At most "concurrency" of them are open at once: each
 -- that ends starts the next one not started yet.
 
--- Starts one item: ``line`` is "<index> <payload JSON>".
-local function start_item(ctx, fe, aid, line, key, name, poll_timeout_ms)
+-- Starts one item: ``line`` is "<index> <payload JSON>". With ``workflow`` (a sub-workflow
+-- body) the item is a sub-workflow execution waiting for its child run (see spawn_child):
+-- its payload is the child's request; otherwise it is queued on ``key`` under ``name``.
+local function start_item(ctx, fe, aid, line, key, name, poll_timeout_ms, workflow)
   local index, payload = string.match(line, '^(%d+) (.*)$')
   local seq = redis.call('HINCRBY', ctx.run, 'seq', 1)
   -- An execution of the for-each's action, counted with its creation time as new_exec's are.
   redis.call('HINCRBY', ctx.run, af(aid, 'c'), 1)
   redis.call('HSET', ctx.run, xf(seq, 't0'), ctx.now)
+  if workflow then
+    redis.call('HSET', ctx.run, xf(seq, 'a'), aid, xf(seq, 's'), 'WAITING', xf(seq, 'n'), 1,
+      xf(seq, 'in'), payload, xf(seq, 'p'), fe, xf(seq, 'i'), index)
+    count_active(ctx, 1)
+    spawn_child(ctx, seq, workflow)
+    hist(ctx, { event = 'WAITING', action = tonumber(aid), seq = seq, workflow = workflow,
+      item = tonumber(index) })
+    return
+  end
   redis.call('HSET', ctx.run, xf(seq, 'a'), aid, xf(seq, 's'), 'QUEUED', xf(seq, 'n'), 1,
     xf(seq, 'in'), payload, xf(seq, 'q'), name, xf(seq, 'p'), fe, xf(seq, 'i'), index)
   count_active(ctx, 1)
@@ -363,8 +376,9 @@ end
 -- An "each" op: the for-each execution, and its first items. ``payload``'s first line is
 -- "<concurrency> <fail|collect>", each further line an item, "<index> <payload JSON>" (JSON
 -- never holds a raw newline); the items not started yet are kept as x:<fe>:pi:<k>.
+-- ``workflow``: a sub-workflow body's (see start_item), kept as x:<fe>:fw; nil for a user body.
 -- Returns false when the run ended instead (its limit of executions).
-local function start_for_each(ctx, aid, payload, key, name, poll_timeout_ms, input)
+local function start_for_each(ctx, aid, payload, key, name, poll_timeout_ms, input, workflow)
   local concurrency, mode, items = string.match(payload, '^(%d+) (%a+)\n?(.*)$')
   concurrency = tonumber(concurrency)
   local _, lines = string.gsub(items, '\n', '\n')
@@ -376,7 +390,7 @@ local function start_for_each(ctx, aid, payload, key, name, poll_timeout_ms, inp
   local pending, total = {}, 0
   for line in string.gmatch(items, '[^\n]+') do
     if total < concurrency then
-      start_item(ctx, fe, aid, line, key, name, poll_timeout_ms)
+      start_item(ctx, fe, aid, line, key, name, poll_timeout_ms, workflow)
     else
       pending[#pending + 1] = xf(fe, 'pi:' .. total)
       pending[#pending + 1] = line
@@ -386,6 +400,7 @@ local function start_for_each(ctx, aid, payload, key, name, poll_timeout_ms, inp
   call_chunked('HSET', ctx.run, pending)
   redis.call('HSET', ctx.run, xf(fe, 'ft'), total, xf(fe, 'fd'), 0,
     xf(fe, 'fn'), math.min(total, concurrency), xf(fe, 'fm'), mode)
+  if workflow then redis.call('HSET', ctx.run, xf(fe, 'fw'), workflow) end
   if total == 0 then for_each_ready(ctx, fe, aid) end
   return true
 end
@@ -397,7 +412,7 @@ local function item_ended(ctx, seq, key, name, poll_timeout_ms)
   local fe, status, aid = item[1], item[2], item[3]
   if not fe or OPEN[status] then return end
   local state = redis.call('HMGET', ctx.run, xf(fe, 's'), xf(fe, 'ft'), xf(fe, 'fn'),
-    xf(fe, 'fm'), xf(fe, 'ff'))
+    xf(fe, 'fm'), xf(fe, 'ff'), xf(fe, 'fw'))
   local ended = redis.call('HINCRBY', ctx.run, xf(fe, 'fd'), 1)
   -- Over, or failing ("fail"): items still running may finish, nothing new starts.
   if state[1] ~= 'WAITING' or state[5] then return end
@@ -414,7 +429,7 @@ local function item_ended(ctx, seq, key, name, poll_timeout_ms)
     local line = redis.call('HGET', ctx.run, field)
     redis.call('HDEL', ctx.run, field)
     redis.call('HSET', ctx.run, xf(fe, 'fn'), next_item + 1)
-    start_item(ctx, fe, aid, line, key, name, poll_timeout_ms)
+    start_item(ctx, fe, aid, line, key, name, poll_timeout_ms, state[6] or nil)
   end
 end
 
@@ -429,6 +444,7 @@ end
 -- in a child run's start, records its parent (see the header).
 -- An "each" op (a for-each) and an "item" op (a for-each item ended; payload: its seq) queue
 -- items on their KEYS index under ``name``; their number is minus the poll timeout ms, or 0.
+-- A "subeach" op is an "each" op whose items are child runs of the workflow ``name``.
 -- An "end" op (a terminate action, after its "done" op) ends the run at once: its name is
 -- the run's status (COMPLETED or FAILED), its payload the reason, and its input the run's
 -- output JSON, or "" for the usual output; every execution still open is closed as
@@ -531,6 +547,10 @@ local function apply_ops(ctx, i)
       if not start_for_each(ctx, aid, payload, KEYS[key_index], name, -number, input) then
         break
       end
+    elseif kind == 'subeach' then
+      -- A for-each whose body is a sub-workflow: as "each", name being the children's
+      -- workflow; each item's child is started by its spawn timer.
+      if not start_for_each(ctx, aid, payload, nil, '', 0, input, name) then break end
     elseif kind == 'item' then
       item_ended(ctx, payload, KEYS[key_index], name, -number)
     elseif kind == 'note' then
