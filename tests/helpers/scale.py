@@ -16,9 +16,11 @@ workflow instead::
          {$.index}) -> subWorkflow (a child run of one user action, CHILD)
       -> wait "order" with correlationKey {$.input.orderKey} (WAIT) -> E (user)
 
-Its event is published by key (``POST /events/order``): for every second control run at
-once, before the run can reach its wait (the event is kept, and the wait takes it), for the
-others at a random moment up to ORDER_EVENT_PAUSE_MAX_SECONDS later (kept or delivered).
+Its event is published by key (``POST /events/order``), for a third of the control runs at
+once, before the run can reach its wait (the event is kept, and the wait takes it); for a
+third once the run's view shows its wait WAITING (delivered); for the others at a random
+moment up to ORDER_EVENT_PAUSE_MAX_SECONDS after the child's result was accepted, racing
+the run to its wait.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ ORDER_EVENT = "order"
 ORDER_WAIT_SECONDS = 60.0
 """Long enough for any fault: a wait that times out lost its event, and the test says so."""
 ORDER_EVENT_TTL_SECONDS = 600
-ORDER_EVENT_PAUSE_MAX_SECONDS = 6.0
+ORDER_EVENT_PAUSE_MAX_SECONDS = 0.5
 DELAYS_SECONDS = (0.2, 0.5, 1.0)
 WAIT_TIMEOUT_SECONDS = 2.0
 EVENT = "go"
@@ -170,6 +172,8 @@ class Scenario:
         self.control = f"{self.prefix}-control"
         self.child = f"{self.prefix}-child"
         self.random = random.Random(self.prefix)
+        self.child_done: dict[int, asyncio.Event] = {}
+        """Per control run (by its index), set once its child's result is accepted."""
 
     # -- requests -------------------------------------------------------------------------
 
@@ -290,6 +294,7 @@ class Scenario:
                 "idempotencyKey": f"{self.prefix}-{index}",
             }
             if control:
+                self.child_done[index] = asyncio.Event()
                 items = [f"item-{number}" for number in range(ITEMS)]
                 body["name"] = self.control
                 body["input"] = {"run": index, "items": items, "orderKey": order_key}
@@ -301,13 +306,7 @@ class Scenario:
                 self.record.flow_ids.append(flow_id)
                 if control:
                     self.record.control[flow_id] = order_key
-                    # Every second one at once: before the run can reach its wait.
-                    pause = (
-                        0.0
-                        if index % (2 * CONTROL_EVERY) == 0
-                        else self.random.uniform(0, ORDER_EVENT_PAUSE_MAX_SECONDS)
-                    )
-                    events.append(asyncio.create_task(publish(index, flow_id, order_key, pause)))
+                    events.append(asyncio.create_task(publish(index, flow_id, order_key)))
                 elif index % 2 == 0:
                     pause = self.random.uniform(0, EVENT_PAUSE_MAX_SECONDS)
                     events.append(asyncio.create_task(send_event(index, flow_id, pause)))
@@ -319,8 +318,25 @@ class Scenario:
                 response = await self.request(client, "POST", path, {}, home=index)
             self.expect("event", response, 200, 409)  # 409: the run ended by the timeout
 
-        async def publish(index: int, flow_id: str, key: str, pause: float) -> None:
-            await asyncio.sleep(pause)
+        async def waiting(flow_id: str) -> bool:
+            async with gate:
+                response = await self.request(client, "GET", f"/flow/{flow_id}")
+            self.expect("flow", response, 200)
+            actions = response.json()["actions"] if response.is_success else {}
+            return bool(actions.get(str(WAIT), {}).get("status") == "WAITING")
+
+        async def publish(index: int, flow_id: str, key: str) -> None:
+            when = (index // CONTROL_EVERY) % 3
+            if when > 0:  # 0: at once, before the run can reach its wait
+                try:
+                    await asyncio.wait_for(self.child_done[index].wait(), GIVE_UP_SECONDS * 4)
+                except TimeoutError:
+                    self.record.unexpected["child's result never accepted"] += 1
+            if when == 1:
+                what = f"the wait of {flow_id}"
+                await wait_until(lambda: waiting(flow_id), GIVE_UP_SECONDS, step=0.1, what=what)
+            elif when == 2:
+                await asyncio.sleep(self.random.uniform(0, ORDER_EVENT_PAUSE_MAX_SECONDS))
             event = {"key": key, "data": {"orderKey": key}, "ttlSeconds": ORDER_EVENT_TTL_SECONDS}
             async with gate:
                 path = f"/events/{ORDER_EVENT}"
@@ -402,6 +418,8 @@ class Scenario:
         self.expect("complete", response, 200, 409)
         if response.status_code == 409:
             record.conflicts[key] += 1
+        if response.status_code in (200, 409) and task["name"] == self.control_actions["child"]:
+            self.child_done[task["input"]["run"]].set()
         if response.status_code == 200:
             record.accepted[key] += 1
             if task["name"] == self.actions[E]:
