@@ -8,7 +8,19 @@ The workflow, one per delay (names unique per scenario)::
     A (user) -> [ B (user), C (delay), D (wait "go", timeout) ] -> join [B, C, D] -> E (user)
 
 Every second run gets the event, up to a second after it started (buffered or delivered);
-the others end their wait by its timeout.
+the others end their wait by its timeout. Every CONTROL_EVERY-th run is of the control
+workflow instead::
+
+    A (user) -> while (LOOP_PASSES passes of PASS, a user action given its pass number)
+      -> forEach {$.input.items} (ITEMS items, CONCURRENCY at a time, a user body given
+         {$.index}) -> subWorkflow (a child run of one user action, CHILD)
+      -> wait "order" with correlationKey {$.input.orderKey} (WAIT) -> E (user)
+
+Its event is published by key (``POST /events/order``), for a third of the control runs at
+once, before the run can reach its wait (the event is kept, and the wait takes it); for a
+third once the run's view shows its wait WAITING (delivered); for the others at a random
+moment up to ORDER_EVENT_PAUSE_MAX_SECONDS after the child's result was accepted, racing
+the run to its wait.
 """
 
 from __future__ import annotations
@@ -23,13 +35,26 @@ from typing import Any
 
 import httpx
 
-from tests.helpers.definitions import system, user, workflow
+from tests.helpers.definitions import sub_workflow, system, user, workflow
 from tests.helpers.processes import Processes, ServerProcess, clean_env
 from tests.helpers.waiting import unique, wait_until
 
 A, B, C, D, JOIN, E = 1, 2, 3, 4, 5, 6
 USER_ACTIONS = (A, B, E)
 ALL_ACTIONS = (A, B, C, D, JOIN, E)
+# The control workflow: its A and E are the actions (queues) A and E of the other one.
+CONTROL_EVERY = 10
+LOOP, PASS, EACH, SUB, WAIT, CONTROL_E = 2, 3, 4, 5, 6, 7
+CHILD = 1
+"""The child workflow's only action."""
+LOOP_PASSES = 3
+ITEMS = 20
+CONCURRENCY = 5
+ORDER_EVENT = "order"
+ORDER_WAIT_SECONDS = 60.0
+"""Long enough for any fault: a wait that times out lost its event, and the test says so."""
+ORDER_EVENT_TTL_SECONDS = 600
+ORDER_EVENT_PAUSE_MAX_SECONDS = 0.5
 DELAYS_SECONDS = (0.2, 0.5, 1.0)
 WAIT_TIMEOUT_SECONDS = 2.0
 EVENT = "go"
@@ -62,6 +87,19 @@ class Fault:
     index: int = 1
 
 
+Execution = tuple[str, int, int | None]
+"""What identifies the execution of a user action: flow id, action id, and the loop pass
+or the item index the task's input names (None for the other actions)."""
+
+
+def mark(task_input: Any) -> int | None:
+    """The loop pass or item index a task's input names."""
+    if isinstance(task_input, dict):
+        found = task_input.get("pass", task_input.get("index"))
+        return found if isinstance(found, int) else None
+    return None
+
+
 @dataclass
 class Record:
     """What the scenario saw; ``tests/test_scale.py`` asserts on it."""
@@ -71,12 +109,25 @@ class Record:
     statuses: dict[str, str] = field(default_factory=dict)
     deliveries: Counter[str] = field(default_factory=Counter)
     """Deliveries to the workers, by task id (every attempt has its own)."""
-    executions: Counter[tuple[str, int]] = field(default_factory=Counter)
-    """Times a worker ran a user action of a run, by (flow id, action id)."""
-    accepted: Counter[tuple[str, int]] = field(default_factory=Counter)
-    """Results answered 200, by (flow id, action id)."""
+    executions: Counter[Execution] = field(default_factory=Counter)
+    """Times a worker ran a user action of a run (a child run's by the child's flow id)."""
+    accepted: Counter[Execution] = field(default_factory=Counter)
+    """Results answered 200, by execution."""
+    conflicts: Counter[Execution] = field(default_factory=Counter)
+    """Results answered 409, by execution: sent again after an answer lost with a server."""
     completed_events: dict[str, Counter[int]] = field(default_factory=dict)
-    """COMPLETED entries of each run's history, by action id."""
+    """COMPLETED entries of each run's history (items apart), by action id."""
+    control: dict[str, str] = field(default_factory=dict)
+    """The control runs: flow id -> the correlation key of their event."""
+    published: Counter[str] = field(default_factory=Counter)
+    """The control runs' events by what their publication answered: delivered, kept."""
+    items_running: Counter[str] = field(default_factory=Counter)
+    items_running_max: Counter[str] = field(default_factory=Counter)
+    """Per control run, the items a worker held at once (a lower bound of the real number)."""
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``GET /flow/{id}`` of each control run and of each child, once ended."""
+    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """The history of each control run and of each child."""
     finished: set[str] = field(default_factory=set)
     unexpected: Counter[str] = field(default_factory=Counter)
     """Answers no part of the scenario expects (5xx, 4xx other than 409), by kind."""
@@ -84,11 +135,19 @@ class Record:
     kills: int = 0
     restarts: int = 0
 
+    def by_flow(self, counts: Counter[Execution]) -> dict[str, Counter[tuple[int, int | None]]]:
+        """``executions`` or ``accepted`` per flow id, by (action id, pass or index)."""
+        found: dict[str, Counter[tuple[int, int | None]]] = {}
+        for (flow_id, action, number), count in counts.items():
+            found.setdefault(flow_id, Counter())[(action, number)] += count
+        return found
+
     def summary(self) -> str:
         statuses = Counter(self.statuses.values())
         return (
             f"{self.runs} runs, {len(self.flow_ids)} started, statuses {dict(statuses)}; "
-            f"{sum(self.deliveries.values())} deliveries; {self.kills} kill(s), "
+            f"{sum(self.deliveries.values())} deliveries; {len(self.control)} control runs, "
+            f"their events {dict(self.published)}; {self.kills} kill(s), "
             f"{self.restarts} restart(s); unexpected answers {dict(self.unexpected)}; "
             f"log problems {self.log_problems[:5]}"
         )
@@ -106,10 +165,15 @@ class Scenario:
         self.record = Record(runs)
         self.prefix = unique("scale")
         self.actions = {action: f"{self.prefix}-{action}" for action in USER_ACTIONS}
+        self.control_actions = {kind: f"{self.prefix}-{kind}" for kind in ("pass", "item", "child")}
         self.workflows = {
             delay: f"{self.prefix}-d{round(delay * 1000)}" for delay in DELAYS_SECONDS
         }
+        self.control = f"{self.prefix}-control"
+        self.child = f"{self.prefix}-child"
         self.random = random.Random(self.prefix)
+        self.child_done: dict[int, asyncio.Event] = {}
+        """Per control run (by its index), set once its child's result is accepted."""
 
     # -- requests -------------------------------------------------------------------------
 
@@ -143,7 +207,7 @@ class Scenario:
     # -- the parts ------------------------------------------------------------------------
 
     async def register(self, client: httpx.AsyncClient) -> None:
-        for name in self.actions.values():
+        for name in [*self.actions.values(), *self.control_actions.values()]:
             settings = {
                 "name": name,
                 "retryCount": RETRY_COUNT,
@@ -167,6 +231,54 @@ class Scenario:
             )
             response = await self.request(client, "POST", "/metadata/workflow", definition)
             assert response.status_code == 200, response.text
+        for definition in self.control_workflows():
+            response = await self.request(client, "POST", "/metadata/workflow", definition)
+            assert response.status_code == 200, response.text
+
+    def control_workflows(self) -> list[dict[str, Any]]:
+        """The child workflow, then the control workflow that runs it."""
+        child_action = user(CHILD, self.control_actions["child"], run="{$.input.run}")
+        child = workflow(self.child, child_action)
+        body = {
+            "type": "user",
+            "name": self.control_actions["item"],
+            "parameters": {"index": "{$.index}", "item": "{$.item}"},
+        }
+        control = workflow(
+            self.control,
+            user(A, self.actions[A], {"default": [LOOP]}, run="{$.input.run}"),
+            system(
+                LOOP,
+                "while",
+                {"body": [PASS], "default": [EACH]},
+                condition=f"{{$.{LOOP}.output.iteration}} < {LOOP_PASSES}",
+            ),
+            user(
+                PASS,
+                self.control_actions["pass"],
+                {"default": [LOOP]},
+                **{"pass": f"{{$.{LOOP}.output.iteration}}"},
+            ),
+            system(
+                EACH,
+                "forEach",
+                {"default": [SUB]},
+                items="{$.input.items}",
+                concurrency=CONCURRENCY,
+                body=body,
+            ),
+            sub_workflow(SUB, self.child, {"default": [WAIT]}, run="{$.input.run}"),
+            system(
+                WAIT,
+                "wait",
+                {"default": [CONTROL_E]},
+                event=ORDER_EVENT,
+                correlationKey="{$.input.orderKey}",
+                timeoutSeconds=ORDER_WAIT_SECONDS,
+            ),
+            user(CONTROL_E, self.actions[E]),
+        )
+        return [child, control]
 
     async def start_runs(self, client: httpx.AsyncClient) -> None:
         gate = asyncio.Semaphore(CLIENT_CONCURRENCY)
@@ -174,18 +286,28 @@ class Scenario:
         delays = list(self.workflows)
 
         async def start(index: int) -> None:
+            control = index % CONTROL_EVERY == 0
+            order_key = f"{self.prefix}-order-{index}"
             body = {
                 "name": self.workflows[delays[index % len(delays)]],
                 "input": {"run": index},
                 "idempotencyKey": f"{self.prefix}-{index}",
             }
+            if control:
+                self.child_done[index] = asyncio.Event()
+                items = [f"item-{number}" for number in range(ITEMS)]
+                body["name"] = self.control
+                body["input"] = {"run": index, "items": items, "orderKey": order_key}
             async with gate:
                 response = await self.request(client, "POST", "/flow/execute", body, home=index)
             self.expect("execute", response, 200, 201)
             if response.status_code in (200, 201):
                 flow_id: str = response.json()["flowId"]
                 self.record.flow_ids.append(flow_id)
-                if index % 2 == 0:
+                if control:
+                    self.record.control[flow_id] = order_key
+                    events.append(asyncio.create_task(publish(index, flow_id, order_key)))
+                elif index % 2 == 0:
                     pause = self.random.uniform(0, EVENT_PAUSE_MAX_SECONDS)
                     events.append(asyncio.create_task(send_event(index, flow_id, pause)))
 
@@ -196,6 +318,40 @@ class Scenario:
                 response = await self.request(client, "POST", path, {}, home=index)
             self.expect("event", response, 200, 409)  # 409: the run ended by the timeout
 
+        async def waiting(flow_id: str) -> bool:
+            async with gate:
+                response = await self.request(client, "GET", f"/flow/{flow_id}")
+            self.expect("flow", response, 200)
+            actions = response.json()["actions"] if response.is_success else {}
+            return bool(actions.get(str(WAIT), {}).get("status") == "WAITING")
+
+        async def publish(index: int, flow_id: str, key: str) -> None:
+            when = (index // CONTROL_EVERY) % 3
+            if when > 0:  # 0: at once, before the run can reach its wait
+                try:
+                    await asyncio.wait_for(self.child_done[index].wait(), GIVE_UP_SECONDS * 4)
+                except TimeoutError:
+                    self.record.unexpected["child's result never accepted"] += 1
+            if when == 1:
+                what = f"the wait of {flow_id}"
+                await wait_until(lambda: waiting(flow_id), GIVE_UP_SECONDS, step=0.1, what=what)
+            elif when == 2:
+                await asyncio.sleep(self.random.uniform(0, ORDER_EVENT_PAUSE_MAX_SECONDS))
+            event = {"key": key, "data": {"orderKey": key}, "ttlSeconds": ORDER_EVENT_TTL_SECONDS}
+            async with gate:
+                path = f"/events/{ORDER_EVENT}"
+                response = await self.request(client, "POST", path, event, home=index)
+            self.expect("publish", response, 200)
+            if not response.is_success:
+                return
+            answer = response.json()
+            if answer == {"delivered": [{"flowId": flow_id, "actionId": WAIT}], "kept": False}:
+                self.record.published["delivered"] += 1
+            elif answer == {"delivered": [], "kept": True}:
+                self.record.published["kept"] += 1
+            else:
+                self.record.unexpected[f"publish answered {answer}"] += 1
+
         await asyncio.gather(*(start(index) for index in range(self.record.runs)))
         await asyncio.gather(*events)
 
@@ -205,14 +361,25 @@ class Scenario:
         lease. Runs each task's action once and sends the result with fail-over."""
         body = {
             "workerId": name,
-            "actions": list(self.actions.values()),
+            "actions": [*self.actions.values(), *self.control_actions.values()],
             "max": TASKS_PER_POLL,
             "waitSeconds": POLL_WAIT_SECONDS,
         }
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as client:
             while not stop.is_set():
                 tasks = await self.poll(client, home, body)
+                self.hold_items(tasks)
                 await asyncio.gather(*(self.run_task(client, home, task) for task in tasks))
+
+    def hold_items(self, tasks: list[dict[str, Any]]) -> None:
+        """Counts the items each control run has at the workers now."""
+        record = self.record
+        for task in tasks:
+            if task["name"] == self.control_actions["item"]:
+                flow_id = task["flowId"]
+                record.items_running[flow_id] += 1
+                held = record.items_running[flow_id]
+                record.items_running_max[flow_id] = max(record.items_running_max[flow_id], held)
 
     async def poll(
         self, client: httpx.AsyncClient, home: int, body: dict[str, Any]
@@ -233,21 +400,30 @@ class Scenario:
 
     async def run_task(self, client: httpx.AsyncClient, home: int, task: dict[str, Any]) -> None:
         record = self.record
-        key = (task["flowId"], task["actionId"])
+        flow_id = task["flowId"]
+        key = (flow_id, task["actionId"], mark(task.get("input")))
         record.deliveries[task["taskId"]] += 1
         record.executions[key] += 1
+        if task["name"] == self.control_actions["item"]:
+            # Counted out before the result is sent: its acceptance may start the next item.
+            record.items_running[flow_id] -= 1
         path = f"/tasks/{task['taskId']}/complete"
+        output = {"ran": True, "input": task.get("input")}
         try:
-            response = await self.request(client, "POST", path, {"output": {"ran": True}}, home)
+            response = await self.request(client, "POST", path, {"output": output}, home)
         except GaveUp:
             record.unexpected["complete: no server answered"] += 1
             return
         # 409: a result whose answer was lost with a killed server, sent again.
         self.expect("complete", response, 200, 409)
+        if response.status_code == 409:
+            record.conflicts[key] += 1
+        if response.status_code in (200, 409) and task["name"] == self.control_actions["child"]:
+            self.child_done[task["input"]["run"]].set()
         if response.status_code == 200:
             record.accepted[key] += 1
-            if task["actionId"] == E:
-                record.finished.add(task["flowId"])
+            if task["name"] == self.actions[E]:
+                record.finished.add(flow_id)
 
     async def inject(self, fault: Fault) -> None:
         runs = self.record.runs
@@ -293,20 +469,39 @@ class Scenario:
         await wait_until(all_ended, deadline_seconds, step=0.25, what="every run to end")
 
     async def read_histories(self, client: httpx.AsyncClient) -> None:
+        """Every run's history; a control run's view, and its child's view and history."""
         gate = asyncio.Semaphore(CLIENT_CONCURRENCY)
+        record = self.record
+
+        async def get(what: str, path: str) -> Any:
+            async with gate:
+                response = await self.request(client, "GET", path)
+            self.expect(what, response, 200)
+            return response.json() if response.is_success else {}
 
         async def read(flow_id: str) -> None:
-            async with gate:
-                response = await self.request(client, "GET", f"/flow/{flow_id}/history")
-            self.expect("history", response, 200)
-            completed: Counter[int] = Counter(
+            history: list[dict[str, Any]] = (await get("history", f"/flow/{flow_id}/history"))[
+                "history"
+            ]
+            items = item_seqs(history)
+            record.completed_events[flow_id] = Counter(
                 entry["action"]
-                for entry in response.json()["history"]
-                if entry["event"] == "COMPLETED" and isinstance(entry.get("action"), int)
+                for entry in history
+                if entry["event"] == "COMPLETED"
+                and isinstance(entry.get("action"), int)
+                and entry.get("seq") not in items
             )
-            self.record.completed_events[flow_id] = completed
+            if flow_id not in record.control:
+                return
+            record.histories[flow_id] = history
+            view = record.views[flow_id] = await get("flow", f"/flow/{flow_id}")
+            child = view.get("actions", {}).get(str(SUB), {}).get("child")
+            if isinstance(child, str):
+                record.views[child] = await get("flow", f"/flow/{child}")
+                child_history = await get("history", f"/flow/{child}/history")
+                record.histories[child] = child_history["history"]
 
-        await asyncio.gather(*(read(flow_id) for flow_id in self.record.flow_ids))
+        await asyncio.gather(*(read(flow_id) for flow_id in record.flow_ids))
 
     async def run(self, deadline_seconds: float) -> Record:
         stop = asyncio.Event()
@@ -332,6 +527,16 @@ class Scenario:
             await self.read_histories(client)
         self.record.log_problems = await asyncio.to_thread(log_problems, self.servers)
         return self.record
+
+
+def item_seqs(history: list[dict[str, Any]]) -> dict[int, int]:
+    """The for-each items' executions in a run's history: seq -> item index (named when
+    the item is queued)."""
+    return {
+        entry["seq"]: entry["item"]
+        for entry in history
+        if entry["event"] == "QUEUED" and entry.get("item") is not None
+    }
 
 
 def log_problems(servers: list[ServerProcess]) -> list[str]:
