@@ -307,6 +307,19 @@ class Workflow:
         if vars is not None:
             self.fields["vars"] = dict(vars)
 
+    @property
+    def output(self) -> Any:
+        """The template of the run's output (``None``: none); may be set once the steps it
+        reads exist: ``wf.output = {"total": bill.output_ref("total")}``."""
+        return self.fields.get("output")
+
+    @output.setter
+    def output(self, template: Any) -> None:
+        if template is None:
+            self.fields.pop("output", None)
+        else:
+            self.fields["output"] = template
+
     # -- ids and steps ------------------------------------------------------------------
 
     def _next_id(self) -> int:
