@@ -63,6 +63,8 @@ class VarMutationModel(BaseModel):
 
 
 class ActionBase(BaseModel):
+    """The fields every action has: ``id``, ``name``, ``next`` and ``setVars``."""
+
     # Fields of other kinds are kept and ignored, as validate.py does.
     model_config = ConfigDict(extra="allow")
 
@@ -99,6 +101,8 @@ Condition = Annotated[
 
 
 class SwitchCase(BaseModel):
+    """One of a switch's ``cases``: ``branch`` is taken when ``when`` holds."""
+
     model_config = ConfigDict(extra="allow")
 
     when: Condition
@@ -222,6 +226,8 @@ class JoinStep(ActionBase):
 
 
 class TerminateParameters(BaseModel):
+    """A terminate's ``parameters``: the run's final ``status``, ``reason`` and ``output``."""
+
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["COMPLETED", "FAILED"]
