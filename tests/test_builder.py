@@ -272,7 +272,7 @@ def test_every_public_name_has_a_docstring() -> None:
                 if not attr.startswith("_") and callable(member) and not member.__doc__:
                     missing.append(f"{module.__name__}.{public}.{attr}")
     for name, value in vars(orchy.definition_models).items():
-        if isinstance(value, type) and value.__module__ == orchy.definition_models.__name__:
-            if not value.__dict__.get("__doc__"):
-                missing.append(f"orchy.definition_models.{name}")
+        model = isinstance(value, type) and value.__module__ == orchy.definition_models.__name__
+        if model and not value.__dict__.get("__doc__"):
+            missing.append(f"orchy.definition_models.{name}")
     assert missing == []
