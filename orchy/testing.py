@@ -79,13 +79,14 @@ class OrchyServerProcess:
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:
-        """Start the server and return once it answers ``GET /health`` (RuntimeError, with
-        the end of its log, if it exits or does not answer within :data:`START_SECONDS`)."""
+        """Start the server and return once it says it listens and answers ``GET /health``
+        (RuntimeError, with the end of its log, if it exits or is not ready within
+        :data:`START_SECONDS`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_DROPPED}
         env["ORCHY_DATA_DIR"] = str(self.data_dir / "data")
         command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
-        self._log = self.log_path.open("ab")
+        self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [*command, "--port", str(self.port)],
             env=env,
@@ -93,7 +94,7 @@ class OrchyServerProcess:
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + START_SECONDS
-        while not self._healthy():
+        while not (self._listening() and self._healthy()):
             if self.process.poll() is not None:
                 self.stop()
                 code = self.process.returncode
@@ -103,6 +104,15 @@ class OrchyServerProcess:
                 waited = f"{START_SECONDS:g} s"
                 raise RuntimeError(f"orchy serve did not answer in {waited}: {self._tail()}")
             time.sleep(_HEALTH_STEP_SECONDS)
+
+    def _listening(self) -> bool:
+        """The process says it listens on its port (an answer on the port alone could
+        come from another server that holds it)."""
+        try:
+            log = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        return f"listening on {self.url}" in log
 
     def _healthy(self) -> bool:
         try:
