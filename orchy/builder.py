@@ -45,7 +45,7 @@ import importlib.util
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, Self, TypeVar, overload
 
 from pydantic import ValidationError
 
@@ -111,6 +111,7 @@ class Branch:
     @overload
     def __rshift__(self, targets: Sequence[Step]) -> Sequence[Step]: ...
     def __rshift__(self, targets: Step | Sequence[Step]) -> Step | Sequence[Step]:
+        """``branch >> target``: ``target`` when the branch is taken; returns ``target``."""
         self.step.then(targets, branch=self.key)
         return targets
 
@@ -138,7 +139,7 @@ class Step:
         self.fields = fields
         self.next = next_
 
-    def then(self, targets: Step | Iterable[Step], *, branch: str = DEFAULT_BRANCH) -> Step:
+    def then(self, targets: Step | Iterable[Step], *, branch: str = DEFAULT_BRANCH) -> Self:
         """Start ``targets`` (in parallel) when ``branch`` is taken; returns this step. A
         target already on that branch is not added twice."""
         steps = _steps(targets)
@@ -155,7 +156,7 @@ class Step:
         """The branch ``key`` of ``next``, to link with ``>>``."""
         return Branch(self, key)
 
-    def on_error(self, targets: Step | Iterable[Step]) -> Step:
+    def on_error(self, targets: Step | Iterable[Step]) -> Self:
         """Start ``targets`` when this action fails (the ``error`` branch); returns this
         step."""
         return self.then(targets, branch=ERROR_BRANCH)
@@ -183,7 +184,7 @@ class Step:
 
     def set_var(
         self, var: str, value: Any, op: Literal["assign", "add", "append", "removeKey"] = "assign"
-    ) -> Step:
+    ) -> Self:
         """Change the workflow variable ``var`` when this action completes (``setVars``;
         declare it with :meth:`Workflow.var`); returns this step."""
         mutations: list[Any] = self.fields.setdefault("setVars", [])
