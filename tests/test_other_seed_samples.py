@@ -13,7 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.worker import load_worker
+try:
+    from orchy import load_worker  # the README's import
+except ImportError:  # the worker library not yet moved into the orchy package
+    from app.worker import load_worker  # type: ignore[assignment]
 from orchy.testing import running_worker
 from tests.helpers.http import Api
 from tests.helpers.samples import (

@@ -11,7 +11,10 @@ from typing import Any
 
 import httpx
 
-from app.worker import Worker  # the README's `from orchy import Worker` (the SDK's package)
+try:
+    from orchy import Worker  # the README's import
+except ImportError:  # the worker library not yet moved into the orchy package
+    from app.worker import Worker  # type: ignore[assignment]
 from orchy import Workflow
 from orchy.testing import running_worker
 
