@@ -401,7 +401,7 @@ class Workflow:
     def for_each(
         self,
         items: str | Sequence[Any],
-        body: str | Mapping[str, Any],
+        body: str | Workflow | Mapping[str, Any],
         parameters: Mapping[str, Any] | None = None,
         *,
         concurrency: int | None = None,
@@ -411,12 +411,19 @@ class Workflow:
         **extra: Any,
     ) -> ForEach:
         """A ``forEach`` over ``items`` (a reference such as ``"{$.input.orders}"``, or a
-        list): ``body`` is the user action run per item, with ``parameters`` that may read
-        ``{$.item}`` and ``{$.index}`` (or ``body`` is the body's JSON object as is)."""
+        list), running ``body`` once per item: a user action's name (``parameters`` are its
+        input), a :class:`Workflow` run as a child per item (``parameters`` are the child's
+        ``input``), or the body's JSON object as it is. ``parameters`` may read ``{$.item}``
+        and ``{$.index}``."""
+        body_json: dict[str, Any]
         if isinstance(body, str):
-            body_json: dict[str, Any] = {"type": USER, "name": body}
+            body_json = {"type": USER, "name": body}
             if parameters is not None:
                 body_json["parameters"] = dict(parameters)
+        elif isinstance(body, Workflow):
+            body_json = {"workflow": body.name}
+            if parameters is not None:
+                body_json["input"] = dict(parameters)
         else:
             body_json = dict(body)
         fields = {

@@ -166,6 +166,22 @@ class ForEachBody(BaseModel):
     )
 
 
+class ForEachSubWorkflowBody(BaseModel):
+    """The sub-workflow a for-each runs as a child run per item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: NonBlank = Field(examples=["ship-order"])
+    version: StrictInt | None = Field(
+        default=None, ge=1, description="absent: the workflow's latest version when each starts"
+    )
+    input: Any = Field(
+        default=None,
+        description="each child's input; templates resolved per item with {$.item} and {$.index}",
+        examples=[{"order": "{$.item}", "position": "{$.index}"}],
+    )
+
+
 class ForEachStep(ActionBase):
     """Runs ``body`` once per item of ``items``, at most ``concurrency`` at a time; its
     output is the list of the items' outputs, in the items' order."""
@@ -185,7 +201,7 @@ class ForEachStep(ActionBase):
         'its entry in the output is {"error": ...}',
     )
     filter: Condition | None = None
-    body: ForEachBody
+    body: ForEachBody | ForEachSubWorkflowBody
 
 
 class DelayStep(ActionBase):

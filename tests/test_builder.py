@@ -21,7 +21,7 @@ from app.actions import REGISTRY
 from app.engine.validate import parse_workflow
 from orchy import Workflow, WorkflowDefinitionError
 from orchy.builder import Switch, check
-from orchy.definition_models import SYSTEM_STEPS
+from orchy.definition_models import SYSTEM_STEPS, WorkflowDefinition
 from tests.helpers.http import Api, ServerThread
 from tests.helpers.waiting import unique
 
@@ -117,6 +117,21 @@ def test_switch_cases_and_ids_given_or_counted() -> None:
     assert definition["actions"][0]["next"] == {"big": [11], "negative": [12], "default": [13]}
     with pytest.raises(WorkflowDefinitionError, match="id 11 is used by more than one"):
         wf.user("again", id=11)
+
+
+def test_a_for_each_may_run_a_sub_workflow_per_item() -> None:
+    ship = Workflow("ship-order")
+    ship.user("ship", parameters={"order": "{$.input.order}"})
+    wf = Workflow("ship-all")
+    wf.for_each("{$.input.orders}", ship, {"order": "{$.item}"}, concurrency=3)
+    wf.for_each([1, 2], {"workflow": "ship-order", "version": 2})
+    definition = wf.to_json(validate=False)
+    assert definition["actions"][0]["body"] == {
+        "workflow": "ship-order",
+        "input": {"order": "{$.item}"},
+    }
+    assert definition["actions"][1]["body"] == {"workflow": "ship-order", "version": 2}
+    WorkflowDefinition.model_validate(definition)  # the format's models know both bodies
 
 
 def test_the_root_is_the_first_action_unless_set() -> None:
