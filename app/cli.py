@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -107,12 +108,65 @@ def worker(
 
 @workflow_cli.command("register")
 def register_workflow(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A JSON file, or module:attr naming a Workflow built in Python (or a dict)."
+        ),
+    ],
     server: ServerOption = None,
 ) -> None:
-    """Register a definition from a JSON file."""
-    definition = _parse_json(file.read_text(), str(file))
+    """Register a definition: from a JSON file, or the workflow at module:attr (a
+    ``orchy.Workflow``, checked before it is sent, or a dict of the JSON)."""
+    path = Path(target)
+    if path.is_file():
+        definition = _parse_json(_read(path, "definition"), str(path))
+    elif ":" in target:
+        definition = _definition_at(target)
+    else:
+        raise typer.BadParameter(
+            f"{target}: no such file (give a JSON file or module:attr)", param_hint="TARGET"
+        )
     _print(_call("POST", f"{_server(server)}/metadata/workflow", definition))
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise typer.BadParameter(f"{what}: cannot read {path}: {error.strerror}") from error
+
+
+def _definition_at(target: str) -> Any:
+    """The JSON of the workflow at ``module:attr`` (the module imported with the current
+    folder on the path, as ``orchy worker`` does): a builder's ``to_json()``, or a dict."""
+    from orchy.builder import Workflow, WorkflowDefinitionError
+
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise typer.BadParameter(f"{target}: expected module:attr", param_hint="TARGET")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise typer.BadParameter(f"{target}: cannot import {module_name}: {error}") from error
+    found: Any = module
+    for part in attr.split("."):
+        if not hasattr(found, part):
+            raise typer.BadParameter(f"{target}: {module_name} has no attribute {attr}")
+        found = getattr(found, part)
+    if isinstance(found, Workflow):
+        try:
+            return found.to_json()
+        except WorkflowDefinitionError as error:
+            typer.echo(f"{target}: {error}", err=True)
+            raise typer.Exit(FAILURE_EXIT) from None
+    if isinstance(found, dict):
+        return found
+    raise typer.BadParameter(
+        f"{target}: expected an orchy.Workflow or a dict, not {type(found).__name__}"
+    )
 
 
 @workflow_cli.command("list")

@@ -1,6 +1,7 @@
-"""Orchy for Python's SDK: run functions as user actions (``Worker``), and start, wait for and
-manage runs (``Client``, ``AsyncClient``). It never imports the server (``app``), so it works
-from the light install (``pip install ./clients/python``).
+"""Orchy for Python's SDK: run functions as user actions (``Worker``); start, wait for and
+manage runs (``Client``, ``AsyncClient``); write workflows as code (``Workflow``). It never
+imports the server (``app``), so it works from the light install
+(``pip install ./clients/python``).
 
 ```python
 from orchy import Client, NonRetryableError, Worker
@@ -23,6 +24,17 @@ with Client() as client:                        # ORCHY_URL, or http://127.0.0.1
 
 from __future__ import annotations
 
+from orchy.builder import (
+    Branch,
+    ForEach,
+    If,
+    Join,
+    Step,
+    Switch,
+    While,
+    Workflow,
+    WorkflowDefinitionError,
+)
 from orchy.client import (
     AsyncClient,
     Client,
@@ -57,10 +69,14 @@ from orchy.worker import (
 __all__ = [
     "ActionRegistrationError",
     "AsyncClient",
+    "Branch",
     "Client",
     "ClientSettings",
     "Conflict",
+    "ForEach",
+    "If",
     "Invalid",
+    "Join",
     "NonRetryableError",
     "NotFound",
     "OrchyError",
@@ -73,10 +89,15 @@ __all__ = [
     "RunPage",
     "RunStatus",
     "RunSummary",
+    "Step",
+    "Switch",
     "Task",
     "TooLarge",
     "Unavailable",
+    "While",
     "Worker",
     "WorkerSettings",
+    "Workflow",
+    "WorkflowDefinitionError",
     "load_worker",
 ]

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.cli import COMMAND_SECONDS, ROOT, orchy
+from tests.helpers.cli import COMMAND_SECONDS, ROOT, orchy, orchy_in
 from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import Api, ServerThread, free_port
 from tests.helpers.waiting import unique, wait_until
@@ -83,6 +83,38 @@ async def test_workflow_register_refusals_exit_non_zero_with_the_reason(
 
     assert missing.code != 0
     assert "nope.json" in missing.message
+
+
+async def test_workflow_register_takes_a_builder_or_a_dict_at_module_attr(
+    api: Api, server: ServerThread, tmp_path: Path
+) -> None:
+    name = unique("cli-built")
+    module = f"built_{name.replace('-', '_')}"
+    (tmp_path / f"{module}.py").write_text(
+        "from orchy import Workflow\n"
+        f"wf = Workflow({name!r})\n"
+        "wf.delay(0.01) >> wf.delay(0.02)\n"
+        f"as_dict = {{'name': {name!r}, 'rootAction': 1, 'actions': "
+        "[{'id': 1, 'type': 'system', 'name': 'delay', 'delaySeconds': 1}]}\n"
+        "broken = Workflow('broken')\n"
+        "broken.switch()\n"
+    )
+    built, as_dict, broken, missing = await asyncio.gather(
+        orchy_in(tmp_path, "workflow", "register", f"{module}:wf", server=server),
+        orchy_in(tmp_path, "workflow", "register", f"{module}:as_dict", server=server),
+        orchy_in(tmp_path, "workflow", "register", f"{module}:broken", server=server),
+        orchy_in(tmp_path, "workflow", "register", f"{module}:nothing", server=server),
+    )
+    assert built.code == 0, built.stderr
+    assert as_dict.code == 0, as_dict.stderr
+    assert sorted([built.json()["version"], as_dict.json()["version"]]) == [1, 2]
+    stored = [
+        (await api.http.get(f"/metadata/workflow/{name}?version={version}")).json()
+        for version in (1, 2)
+    ]
+    assert sorted(len(definition["actions"]) for definition in stored) == [1, 2]
+    assert broken.code == 1 and "either an expression or cases" in broken.message
+    assert missing.code != 0 and "has no attribute nothing" in missing.message
 
 
 # -- run ------------------------------------------------------------------------------------

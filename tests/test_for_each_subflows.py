@@ -16,7 +16,7 @@ from app.settings import Settings
 from app.store.connection import client_for_url
 from app.store.keys import Keys
 from app.store.store import Store
-from app.worker import NonRetryableError
+from orchy import NonRetryableError
 from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import Api, ServerThread
 from tests.helpers.waiting import unique, wait_until

@@ -1,15 +1,21 @@
 """The samples of LiteFlow's README and LittleHorse's overview in ``workflows/``, each run by
-its real worker process against a real uvicorn server, as the README's quick start runs the
-notification example."""
+its worker file's Worker against a real ``orchy serve``, the way a user tests their own
+workflows: the ``orchy_server`` fixture and ``running_worker`` of ``orchy.testing`` (README,
+"Testing your workflows")."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import pytest
 
-from tests.helpers.http import Api, ServerThread
+from orchy import load_worker
+from orchy.testing import running_worker
+from tests.helpers.http import Api
 from tests.helpers.samples import (
     LITEFLOW_EVENTS,
     LITEFLOW_FOR_EACH,
@@ -20,11 +26,36 @@ from tests.helpers.samples import (
     LITTLEHORSE_CHECKOUT,
     OTHER_SEEDS,
     RUN_SECONDS,
-    completed_runs,
+    Sample,
     register_sample,
-    worker_process,
 )
 from tests.helpers.waiting import wait_until
+
+
+@pytest.fixture
+async def http(orchy_server: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the ``orchy_server`` fixture's server."""
+    async with httpx.AsyncClient(base_url=orchy_server, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def api(http: httpx.AsyncClient) -> Api:
+    return Api(http)
+
+
+async def completed_runs(
+    api: Api, orchy_server: str, sample: Sample, inputs: list[Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Registers ``sample`` and runs it once an input with its worker in the background until
+    every run is complete: each run's id and state, in the order of ``inputs``."""
+    await register_sample(api.http, sample)
+    with running_worker(load_worker(str(sample.worker)), orchy_server):
+        flow_ids = [await api.start(sample.name, input_data) for input_data in inputs]
+        flows = await asyncio.gather(
+            *(api.wait_status(flow_id, "COMPLETED", RUN_SECONDS) for flow_id in flow_ids)
+        )
+    return list(zip(flow_ids, flows, strict=True))
 
 
 async def test_every_sample_file_registers_as_it_is(http: httpx.AsyncClient) -> None:
@@ -36,10 +67,8 @@ async def test_every_sample_file_registers_as_it_is(http: httpx.AsyncClient) -> 
         assert stored == {**posted, "version": stored["version"]}
 
 
-async def test_liteflow_hello_world_says_hello_then_goodbye(
-    api: Api, http: httpx.AsyncClient, server: ServerThread
-) -> None:
-    [(flow_id, flow)] = await completed_runs(api, http, server, LITEFLOW_HELLO_WORLD, [None])
+async def test_liteflow_hello_world_says_hello_then_goodbye(api: Api, orchy_server: str) -> None:
+    [(flow_id, flow)] = await completed_runs(api, orchy_server, LITEFLOW_HELLO_WORLD, [None])
     assert flow["actions"]["1"]["output"] == {"said": "Hello world"}
     assert flow["actions"]["2"]["output"] == {"said": "Goodbye"}
     completed = [
@@ -49,10 +78,10 @@ async def test_liteflow_hello_world_says_hello_then_goodbye(
 
 
 async def test_liteflow_passing_data_maps_inputs_and_an_output_to_workflow_data(
-    api: Api, http: httpx.AsyncClient, server: ServerThread
+    api: Api, orchy_server: str
 ) -> None:
     inputs = [LITEFLOW_PASSING_DATA.input, {"value1": 40, "value2": -2}]
-    runs = await completed_runs(api, http, server, LITEFLOW_PASSING_DATA, inputs)
+    runs = await completed_runs(api, orchy_server, LITEFLOW_PASSING_DATA, inputs)
     for input_data, (_, flow) in zip(inputs, runs, strict=True):
         total = input_data["value1"] + input_data["value2"]
         assert flow["vars"] == {**input_data, "value3": total}
@@ -61,10 +90,10 @@ async def test_liteflow_passing_data_maps_inputs_and_an_output_to_workflow_data(
 
 
 async def test_liteflow_if_runs_do_stuff_only_when_value1_is_over_3(
-    api: Api, http: httpx.AsyncClient, server: ServerThread
+    api: Api, orchy_server: str
 ) -> None:
     inputs = [LITEFLOW_IF.input, {"value1": 3}]
-    [(_, taken), (_, skipped)] = await completed_runs(api, http, server, LITEFLOW_IF, inputs)
+    [(_, taken), (_, skipped)] = await completed_runs(api, orchy_server, LITEFLOW_IF, inputs)
     assert taken["actions"]["2"]["output"] == {"value": True}
     assert taken["actions"]["3"]["output"] == {"did": {"value1": 5}}
     assert skipped["actions"]["2"]["output"] == {"value": False}
@@ -74,12 +103,12 @@ async def test_liteflow_if_runs_do_stuff_only_when_value1_is_over_3(
 
 
 async def test_littlehorse_checkout_completes_or_marks_the_order_failed_and_tells_the_customer(
-    api: Api, http: httpx.AsyncClient, server: ServerThread
+    api: Api, orchy_server: str
 ) -> None:
     good = LITTLEHORSE_CHECKOUT.input
     no_stock = {**good, "orderId": "o-1002", "items": [{"sku": "lamp", "quantity": 1}]}
     declined = {**good, "orderId": "o-1003", "card": "0000"}
-    runs = await completed_runs(api, http, server, LITTLEHORSE_CHECKOUT, [good, no_stock, declined])
+    runs = await completed_runs(api, orchy_server, LITTLEHORSE_CHECKOUT, [good, no_stock, declined])
     [(_, completed), (_, out_of_stock), (_, card_declined)] = runs
     assert completed["actions"]["2"]["output"]["total"] == 2 * 12.5 + 1.5
     assert completed["actions"]["4"]["output"]["message"] == (
@@ -101,9 +130,9 @@ async def test_littlehorse_checkout_completes_or_marks_the_order_failed_and_tell
 
 
 async def test_liteflow_while_runs_do_stuff_until_value1_is_3(
-    api: Api, http: httpx.AsyncClient, server: ServerThread
+    api: Api, http: httpx.AsyncClient, orchy_server: str
 ) -> None:
-    [(flow_id, flow)] = await completed_runs(api, http, server, LITEFLOW_WHILE, [None])
+    [(flow_id, flow)] = await completed_runs(api, orchy_server, LITEFLOW_WHILE, [None])
     assert flow["vars"] == {"value1": 3}
     assert flow["actions"]["2"]["output"] == {"iteration": 3, "exited": True}
     assert flow["actions"]["4"]["output"] == {"said": "Goodbye", "value1": 3}
@@ -119,10 +148,10 @@ async def test_liteflow_while_runs_do_stuff_until_value1_is_3(
 
 
 async def test_liteflow_events_reach_every_run_waiting_for_the_name_and_key(
-    api: Api, http: httpx.AsyncClient, server: ServerThread
+    api: Api, http: httpx.AsyncClient, orchy_server: str
 ) -> None:
     await register_sample(http, LITEFLOW_EVENTS)
-    with worker_process(LITEFLOW_EVENTS, server.url):
+    with running_worker(load_worker(str(LITEFLOW_EVENTS.worker)), orchy_server):
         flow_ids = [await api.start(LITEFLOW_EVENTS.name) for _ in range(2)]
 
         async def waiting() -> bool:
@@ -145,9 +174,9 @@ async def test_liteflow_events_reach_every_run_waiting_for_the_name_and_key(
 
 
 async def test_liteflow_for_each_runs_do_stuff_once_per_item_in_parallel(
-    api: Api, http: httpx.AsyncClient, server: ServerThread
+    api: Api, orchy_server: str
 ) -> None:
-    [(flow_id, flow)] = await completed_runs(api, http, server, LITEFLOW_FOR_EACH, [None])
+    [(flow_id, flow)] = await completed_runs(api, orchy_server, LITEFLOW_FOR_EACH, [None])
     items = ["abc", "def", "xyz"]
     did = [{"did": {"context_item": item, "index": index}} for index, item in enumerate(items)]
     assert flow["actions"]["2"]["output"] == did

@@ -36,12 +36,17 @@ class Result:
 
 async def orchy(*args: str, server: ServerThread | str | None = None) -> Result:
     """Runs ``python -m app.cli ARGS [--server URL]`` without blocking the event loop."""
+    return await orchy_in(ROOT, *args, server=server)
+
+
+async def orchy_in(folder: Path, *args: str, server: ServerThread | str | None = None) -> Result:
+    """``orchy`` run in ``folder`` (its current directory)."""
     command = [sys.executable, "-m", "app.cli", *args]
     if server is not None:
         command += ["--server", server if isinstance(server, str) else server.url]
     process = await asyncio.create_subprocess_exec(
         *command,
-        cwd=ROOT,
+        cwd=folder,
         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "NO_COLOR": "1"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
