@@ -930,6 +930,18 @@ class Engine:
                 workflow, action.branch(branch), document, Plan(ops=var_ops)
             )
             outcome = Outcome(ActionStatus.COMPLETED, output_json, branch=branch)
+        return await self._end_waiting(snapshot, execution, member, outcome, plan)
+
+    async def _end_waiting(
+        self,
+        snapshot: RunSnapshot,
+        execution: Execution,
+        member: TimerMember,
+        outcome: Outcome,
+        plan: Plan,
+    ) -> str:
+        """Ends the waiting execution with ``outcome`` and applies ``plan``, brought by the
+        timer ``member`` (held as itself if the run is paused)."""
         change = Transition(
             snapshot.flow_id,
             execution.seq,
@@ -954,20 +966,8 @@ class Engine:
         action = workflow.actions[execution.action_id]
         plan = Plan()
         await self.planner.follow_failure(workflow, action, error, Document.of_run(snapshot), plan)
-        change = Transition(
-            snapshot.flow_id,
-            execution.seq,
-            ActionStatus.WAITING,
-            member.generation,
-            Outcome(ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error"),
-            plan.ops,
-            plan.fail_reason,
-            timer_member=str(member),
-            held_member=str(member),
-            expected_rev=_revision_if_writing_vars(plan, snapshot),
-        )
-        [answer] = await self._commit([change])
-        return answer.status
+        outcome = Outcome(ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error")
+        return await self._end_waiting(snapshot, execution, member, outcome, plan)
 
 
 def _user_transition(

@@ -392,15 +392,15 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "transition",
-            "if ARGV[19] ~= '' and exec[7] ~= ARGV[19] then return 'moved' end\n",
+            "if expected_rev ~= '' and run_rev ~= expected_rev then return 'moved' end\n",
             "",
             "a plan made from an older revision is applied",
             (),
         ),
         (
             "transition",
-            "if ARGV[17] ~= '' and tonumber(redis.call('ZSCORE', ctx.timers, member))"
-            " ~= tonumber(ARGV[17])"
+            "if claimed_score ~= '' and tonumber(redis.call('ZSCORE', ctx.timers, member))"
+            " ~= tonumber(claimed_score)"
             " then\n  return 'stale'\nend\n",
             "",
             "an expiry claimed before a heartbeat extended the lease still expires it",
@@ -408,22 +408,22 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "transition",
-            "if ARGV[20] ~= '' and exec[8] ~= ARGV[20] then return 'stale' end\n",
+            "if lease_secret ~= '' and running_secret ~= lease_secret then return 'stale' end\n",
             "",
             "a result naming another lease's secret is applied",
             (),
         ),
         (
             "transition",
-            "if exec[2] ~= ARGV[6] or exec[3] ~= ARGV[7] or (fresh and exec[4]) then",
-            "if exec[2] ~= ARGV[6] or (fresh and exec[4]) then",
+            "if exec_status ~= expected_status or exec_attempt ~= expected_attempt or (fresh and held_result) then",
+            "if exec_status ~= expected_status or (fresh and held_result) then",
             "a result for another attempt is applied",
             (),
         ),
         (
             "transition",
-            "if exec[2] ~= ARGV[6] or exec[3] ~= ARGV[7] or (fresh and exec[4]) then",
-            "if exec[2] ~= ARGV[6] or exec[3] ~= ARGV[7] then",
+            "if exec_status ~= expected_status or exec_attempt ~= expected_attempt or (fresh and held_result) then",
+            "if exec_status ~= expected_status or exec_attempt ~= expected_attempt then",
             "a second fresh result for an execution whose result is held is held too",
             (),
         ),
@@ -443,21 +443,21 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "transition",
-            "  if ARGV[10] ~= '' then redis.call('HSET', ctx.run, xf(seq, 'held'), ARGV[10]) end\n",
+            "  if held_outcome ~= '' then redis.call('HSET', ctx.run, xf(seq, 'held'), held_outcome) end\n",
             "",
             "a held worker result's outcome is not kept",
             (),
         ),
         (
             "transition",
-            "  local attempt = tonumber(ARGV[7]) + 1",
-            "  local attempt = tonumber(ARGV[7])",
+            "  local attempt = tonumber(expected_attempt) + 1",
+            "  local attempt = tonumber(expected_attempt)",
             "a retry keeps the attempt number",
             (),
         ),
         (
             "transition",
-            "'enq', seq, attempt), ctx.now + tonumber(ARGV[15]))",
+            "'enq', seq, attempt), ctx.now + tonumber(retry_delay_ms))",
             "'enq', seq, attempt), ctx.now)",
             "a retry is due at once, ignoring its delay",
             (),
@@ -466,14 +466,14 @@ MUTANTS: list[Mutant] = _catalogue(
             "transition",
             "    redis.call('HSET', ctx.run, af(aid, 's'), 'QUEUED', af(aid, 'n'), attempt,"
             " af(aid, 'e'),"
-            " ARGV[13])",
-            "    redis.call('HSET', ctx.run, af(aid, 's'), 'QUEUED', af(aid, 'e'), ARGV[13])",
+            " error_text)",
+            "    redis.call('HSET', ctx.run, af(aid, 's'), 'QUEUED', af(aid, 'e'), error_text)",
             "a retry leaves its action's attempt count behind",
             (),
         ),
         (
             "transition",
-            "  if OPEN[ARGV[6]] then count_active(ctx, -1) end\n",
+            "  if OPEN[expected_status] then count_active(ctx, -1) end\n",
             "",
             "an ended execution still counts as open",
             (),
@@ -488,14 +488,14 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "transition",
-            "  if exec[6] then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. exec[6]) end\n",
+            "  if awaited_event then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. awaited_event) end\n",
             "",
             "a wait that times out stays a waiter",
             (),
         ),
         (
             "transition",
-            "if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end",
+            "if fail_reason ~= '' then finish_run(ctx, 'FAILED', fail_reason) else settle(ctx) end",
             "settle(ctx)",
             "the engine's reason to fail the run is ignored",
             (),
@@ -516,7 +516,7 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "transition",
-            "if exec[4] then redis.call('HDEL', ctx.run, xf(seq, 'held')) end\n",
+            "if held_result then redis.call('HDEL', ctx.run, xf(seq, 'held')) end\n",
             "",
             "an applied held result stays marked held",
             (),
@@ -1188,7 +1188,7 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "transition",
-            "new_status, xf(seq, 'o'), ARGV[12], xf(seq, 't1')",
+            "new_status, xf(seq, 'o'), output_json, xf(seq, 't1')",
             "new_status, xf(seq, 't1')",
             "an ended execution keeps no output of its own",
             (),

@@ -21,35 +21,42 @@
 --          secret is not the running attempt's changes nothing ("stale"),
 --     [21] lease secrets for the tasks leased at once to ARGV[18], 32 hex digits each,
 --     [22..] ops (see apply_ops; an "end" op ends the run, and ARGV[16] is then "")
+-- The script names its arguments at its top: seq, expected_status, expected_attempt,
+-- member, held_member, held_outcome, new_status, output_json, error_text, branch,
+-- retry_delay_ms, fail_reason, claimed_score, lease_to, expected_rev, lease_secret.
 -- Returns "ok", "held" (run paused: kept for resume), "stale" (not in the expected state,
 -- or a result already held), "moved" (see ARGV[19]), "terminal" (run ended) or "missing" (no
 -- such run); when tasks
 -- were leased to ARGV[18] and the run goes on, {"ok", seq, ...} with their seqs in op order.
 -- Raises, changing nothing, when a queue of KEYS[7..] is not a list (see check_queues).
 local ctx = run_context()
-if ARGV[18] ~= '' then ctx.worker = ARGV[18] end
+local seq, expected_status, expected_attempt = ARGV[5], ARGV[6], ARGV[7]
+local member, held_member, held_outcome = ARGV[8], ARGV[9], ARGV[10]
+local new_status, output_json, error_text, branch = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+local retry_delay_ms, fail_reason, claimed_score = ARGV[15], ARGV[16], ARGV[17]
+local lease_to, expected_rev, lease_secret = ARGV[18], ARGV[19], ARGV[20]
+if lease_to ~= '' then ctx.worker = lease_to end
 ctx.secrets = ARGV[21]
 ctx.leased = {}
-local seq, member, held_member = ARGV[5], ARGV[8], ARGV[9]
 -- A fresh result (from a worker or a timer) names its held member; a held result being
 -- replayed does not, and is held again as its own timer member if the run paused again.
 local fresh = held_member ~= ''
 if not fresh then held_member = member end
-local exec = redis.call('HMGET', ctx.run, 'status', xf(seq, 's'), xf(seq, 'n'), xf(seq, 'held'),
-  xf(seq, 'a'), xf(seq, 'ev'), 'rev', xf(seq, 'k'))
-local status = exec[1]
+local status, exec_status, exec_attempt, held_result, aid, awaited_event, run_rev, running_secret =
+  unpack(redis.call('HMGET', ctx.run, 'status', xf(seq, 's'), xf(seq, 'n'), xf(seq, 'held'),
+    xf(seq, 'a'), xf(seq, 'ev'), 'rev', xf(seq, 'k')))
 if status == false or TERMINAL[status] then
   if member ~= '' then redis.call('ZREM', ctx.timers, member) end
   if status == false then return 'missing' end
   return 'terminal'
 end
-if ARGV[19] ~= '' and exec[7] ~= ARGV[19] then return 'moved' end
-if ARGV[17] ~= '' and tonumber(redis.call('ZSCORE', ctx.timers, member)) ~= tonumber(ARGV[17]) then
+if expected_rev ~= '' and run_rev ~= expected_rev then return 'moved' end
+if claimed_score ~= '' and tonumber(redis.call('ZSCORE', ctx.timers, member)) ~= tonumber(claimed_score) then
   return 'stale'
 end
 -- Not the holder of the lease (or a lease since replaced): not even its timer is touched.
-if ARGV[20] ~= '' and exec[8] ~= ARGV[20] then return 'stale' end
-if exec[2] ~= ARGV[6] or exec[3] ~= ARGV[7] or (fresh and exec[4]) then
+if lease_secret ~= '' and running_secret ~= lease_secret then return 'stale' end
+if exec_status ~= expected_status or exec_attempt ~= expected_attempt or (fresh and held_result) then
   if member ~= '' then redis.call('ZREM', ctx.timers, member) end
   return 'stale'
 end
@@ -59,40 +66,38 @@ if status == 'PAUSED' and held_member ~= '' then
     -- A worker's result supersedes its lease expiry if that was held meanwhile.
     if member ~= held_member then redis.call('SREM', ctx.held, member) end
   end
-  if ARGV[10] ~= '' then redis.call('HSET', ctx.run, xf(seq, 'held'), ARGV[10]) end
+  if held_outcome ~= '' then redis.call('HSET', ctx.run, xf(seq, 'held'), held_outcome) end
   redis.call('SADD', ctx.held, held_member)
   hist(ctx, { event = 'HELD', seq = tonumber(seq), item = held_member })
   return done(ctx, 'held')
 end
 check_queues(7)
 if member ~= '' then redis.call('ZREM', ctx.timers, member) end
-if exec[4] then redis.call('HDEL', ctx.run, xf(seq, 'held')) end
-local aid = exec[5]
+if held_result then redis.call('HDEL', ctx.run, xf(seq, 'held')) end
 local action = tonumber(aid)
-local new_status = ARGV[11]
 if new_status == 'QUEUED' then
   redis.call('HSET', ctx.run, 'updatedAt', ctx.now)
-  local attempt = tonumber(ARGV[7]) + 1
-  redis.call('HSET', ctx.run, xf(seq, 's'), 'QUEUED', xf(seq, 'n'), attempt, xf(seq, 'e'), ARGV[13])
+  local attempt = tonumber(expected_attempt) + 1
+  redis.call('HSET', ctx.run, xf(seq, 's'), 'QUEUED', xf(seq, 'n'), attempt, xf(seq, 'e'), error_text)
   if is_latest(ctx, aid, seq) then
-    redis.call('HSET', ctx.run, af(aid, 's'), 'QUEUED', af(aid, 'n'), attempt, af(aid, 'e'), ARGV[13])
+    redis.call('HSET', ctx.run, af(aid, 's'), 'QUEUED', af(aid, 'n'), attempt, af(aid, 'e'), error_text)
   end
-  add_timer(ctx, timer_member(ctx, 'enq', seq, attempt), ctx.now + tonumber(ARGV[15]))
+  add_timer(ctx, timer_member(ctx, 'enq', seq, attempt), ctx.now + tonumber(retry_delay_ms))
   hist(ctx, { event = 'RETRY_SCHEDULED', action = action, seq = tonumber(seq),
-    attempt = attempt, error = ARGV[13], delayMs = tonumber(ARGV[15]) })
+    attempt = attempt, error = error_text, delayMs = tonumber(retry_delay_ms) })
 else
   -- The execution ends (the guard saw it open): one write for it (its output too: the
   -- action's output is its latest execution's) and, when it is its action's latest, for
   -- the action. What only an open execution needs (its lease's worker and secret, an empty
   -- error) is dropped: a run keeps every execution, so each field counts.
-  local fields = { xf(seq, 's'), new_status, xf(seq, 'o'), ARGV[12], xf(seq, 't1'), ctx.now,
+  local fields = { xf(seq, 's'), new_status, xf(seq, 'o'), output_json, xf(seq, 't1'), ctx.now,
     'updatedAt', ctx.now }
   local dropped = { xf(seq, 'w'), xf(seq, 'k') }
-  if ARGV[13] == '' then
+  if error_text == '' then
     table.insert(dropped, xf(seq, 'e'))
   else
     table.insert(fields, xf(seq, 'e'))
-    table.insert(fields, ARGV[13])
+    table.insert(fields, error_text)
   end
   local latest = is_latest(ctx, aid, seq)
   if latest then
@@ -100,19 +105,19 @@ else
     table.insert(fields, new_status)
     if new_status == 'FAILED' then
       table.insert(fields, af(aid, 'e'))
-      table.insert(fields, ARGV[13])
+      table.insert(fields, error_text)
     end
   end
   redis.call('HSET', ctx.run, unpack(fields))
   redis.call('HDEL', ctx.run, unpack(dropped))
   if latest and new_status ~= 'FAILED' then redis.call('HDEL', ctx.run, af(aid, 'e')) end
-  if OPEN[ARGV[6]] then count_active(ctx, -1) end
-  if exec[6] then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. exec[6]) end
-  hist(ctx, { event = new_status, action = action, seq = tonumber(seq), branch = ARGV[14],
-    error = ARGV[13] })
+  if OPEN[expected_status] then count_active(ctx, -1) end
+  if awaited_event then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. awaited_event) end
+  hist(ctx, { event = new_status, action = action, seq = tonumber(seq), branch = branch,
+    error = error_text })
 end
 apply_ops(ctx, 22)
-if ARGV[16] ~= '' then finish_run(ctx, 'FAILED', ARGV[16]) else settle(ctx) end
+if fail_reason ~= '' then finish_run(ctx, 'FAILED', fail_reason) else settle(ctx) end
 if #ctx.leased > 0 and redis.call('HGET', ctx.run, 'status') == 'RUNNING' then
   local reply = { 'ok' }
   for _, leased_seq in ipairs(ctx.leased) do table.insert(reply, leased_seq) end
