@@ -415,14 +415,16 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "transition",
-            "if exec_status ~= expected_status or exec_attempt ~= expected_attempt or (fresh and held_result) then",
+            "if exec_status ~= expected_status or exec_attempt ~= expected_attempt or (fresh and"
+            " held_result) then",
             "if exec_status ~= expected_status or (fresh and held_result) then",
             "a result for another attempt is applied",
             (),
         ),
         (
             "transition",
-            "if exec_status ~= expected_status or exec_attempt ~= expected_attempt or (fresh and held_result) then",
+            "if exec_status ~= expected_status or exec_attempt ~= expected_attempt or (fresh and"
+            " held_result) then",
             "if exec_status ~= expected_status or exec_attempt ~= expected_attempt then",
             "a second fresh result for an execution whose result is held is held too",
             (),
@@ -443,7 +445,8 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "transition",
-            "  if held_outcome ~= '' then redis.call('HSET', ctx.run, xf(seq, 'held'), held_outcome) end\n",
+            "  if held_outcome ~= '' then redis.call('HSET', ctx.run, xf(seq, 'held'),"
+            " held_outcome) end\n",
             "",
             "a held worker result's outcome is not kept",
             (),
@@ -488,7 +491,8 @@ MUTANTS: list[Mutant] = _catalogue(
         ),
         (
             "transition",
-            "  if awaited_event then redis.call('LREM', ctx.waiters, 1, seq .. '|' .. awaited_event) end\n",
+            "  if awaited_event then redis.call('LREM', ctx.waiters, 1, seq .. '|' .."
+            " awaited_event) end\n",
             "",
             "a wait that times out stays a waiter",
             (),
