@@ -135,6 +135,7 @@ def test_timer_kinds_have_short_stable_names() -> None:
         "SPAWN": "spawn",
         "CHILD_END": "cend",
         "KILL": "kill",
+        "ITEM_STEP": "istep",
     }
 
 
