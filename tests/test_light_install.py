@@ -1,11 +1,12 @@
 """The light distribution ``orchy-client`` (clients/python): built from this checkout into a
-bare virtualenv, it holds the ``orchy`` package without any server dependency, its worker
-completes a run of a server started from the full install, and a user's file typed against
+bare virtualenv, it holds the ``orchy`` package without any server dependency, its worker and its run
+client complete runs of a server started from the full install, and a user's file typed against
 it passes ``mypy --strict`` (the package ships ``py.typed``)."""
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
 import json
 import signal
@@ -51,6 +52,18 @@ def greet(input: dict[str, object], task: Task) -> dict[str, object]:
     if not isinstance(input.get("who"), str):
         raise NonRetryableError("who must be a string")
     return {{"greeting": f"hello {{input['who']}}", "task": task.task_id}}
+"""
+
+# The run client, as a user's script on a host with the light install only.
+CLIENT_FILE = """
+import json
+import sys
+
+from orchy import Client
+
+with Client(sys.argv[1]) as orchy:
+    run = orchy.execute(sys.argv[2], {"who": "client"}, timeout=60)
+    print(json.dumps({"status": run.status, "output": run.result()["1"]["output"]}))
 """
 
 TYPED_USER_FILE = """
@@ -165,7 +178,7 @@ def test_the_light_install_ships_its_worker_command(light_venv: Path, tmp_path: 
 
 
 @pytest.mark.slow
-async def test_a_worker_of_the_light_install_completes_a_run(
+async def test_a_worker_and_a_client_of_the_light_install_complete_runs(
     light_venv: Path, tmp_path: Path, processes: Processes
 ) -> None:
     server = processes.server(clean_env(ORCHY_DATA_DIR=str(tmp_path / "data")), tmp_path / "s.log")
@@ -181,13 +194,19 @@ async def test_a_worker_of_the_light_install_completes_a_run(
         flow_id = await api.start(action, {"who": "light"})
         with light_worker_process(light_venv, project, "light_worker.py", server.url):
             flow = await api.wait_status(flow_id, "COMPLETED", timeout=RUN_TIMEOUT_SECONDS)
-
-        # The run client: once orchy.Client lands, start this run and wait for its end with
-        # the light venv's Client here (a script run with run_in, as the probe above).
+            # The run client of the light install starts a run and waits for its end.
+            (project / "light_client.py").write_text(CLIENT_FILE)
+            executed = await asyncio.to_thread(
+                run_in, light_venv, project, "light_client.py", server.url, action
+            )
 
     output = flow["actions"]["1"]["output"]
     assert output["greeting"] == "hello light"
     assert output["task"]
+    assert executed.returncode == 0, executed.stderr
+    answer = json.loads(executed.stdout)
+    assert answer["status"] == "COMPLETED"
+    assert answer["output"]["greeting"] == "hello client"
 
 
 @pytest.mark.slow
