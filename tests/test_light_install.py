@@ -1,7 +1,7 @@
 """The light distribution ``orchy-client`` (clients/python): built from this checkout into a
-bare virtualenv, it holds the ``orchy`` package without any server dependency, its worker and its run
-client complete runs of a server started from the full install, and a user's file typed against
-it passes ``mypy --strict`` (the package ships ``py.typed``)."""
+bare virtualenv, it holds the ``orchy`` package without any server dependency, its worker and
+its run client complete runs of a server started from the full install, and a user's file
+typed against it passes ``mypy --strict`` (the package ships ``py.typed``)."""
 
 from __future__ import annotations
 
