@@ -58,6 +58,8 @@ from orchy.errors import (
 from orchy.settings import ClientSettings
 from orchy.worker import (
     ActionRegistrationError,
+    InvalidInputError,
+    InvalidOutputError,
     NonRetryableError,
     RetryPolicy,
     Task,
@@ -76,6 +78,8 @@ __all__ = [
     "ForEach",
     "If",
     "Invalid",
+    "InvalidInputError",
+    "InvalidOutputError",
     "Join",
     "NonRetryableError",
     "NotFound",

@@ -18,7 +18,12 @@ worker.run_sync()
 from __future__ import annotations
 
 from orchy.worker.client import Task
-from orchy.worker.errors import ActionRegistrationError, NonRetryableError
+from orchy.worker.errors import (
+    ActionRegistrationError,
+    InvalidInputError,
+    InvalidOutputError,
+    NonRetryableError,
+)
 from orchy.worker.loader import load_worker
 from orchy.worker.registry import RetryPolicy
 from orchy.worker.settings import WorkerSettings
@@ -26,6 +31,8 @@ from orchy.worker.worker import Worker
 
 __all__ = [
     "ActionRegistrationError",
+    "InvalidInputError",
+    "InvalidOutputError",
     "NonRetryableError",
     "RetryPolicy",
     "Task",

@@ -13,3 +13,11 @@ class NonRetryableError(Exception):
 
 class ActionRegistrationError(RuntimeError):
     """The server refused an action definition that the worker sends when it starts."""
+
+
+class InvalidInputError(NonRetryableError):
+    """A task's input does not match the type its action's input is annotated with."""
+
+
+class InvalidOutputError(NonRetryableError):
+    """An action's return value cannot be serialised through its type."""

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from orchy.worker.jsontypes import JSON, JSONObject
+from orchy.worker.typed_io import TypedIO, typed_io
 
 ActionFunc = Callable[..., Any]
 F = TypeVar("F", bound=ActionFunc)
@@ -126,6 +127,8 @@ class RegisteredAction:
     # A function that takes a second argument also gets the task (its id names the
     # attempt: a key for effects that must happen once).
     wants_task: bool = False
+    # The input type to validate and the output type to serialise through, when annotated.
+    typed: TypedIO | None = None
 
     def definition(self) -> JSONObject:
         return self.options.definition(self.name)
@@ -172,7 +175,12 @@ class ActionRegistry:
                 f"(by {getattr(existing, '__qualname__', existing)!r})"
             )
         action = RegisteredAction(
-            name, func, options, _is_async_callable(func), _takes_two_arguments(func)
+            name,
+            func,
+            options,
+            _is_async_callable(func),
+            _takes_two_arguments(func),
+            typed_io(name, func),
         )
         self._actions[name] = action
         return action

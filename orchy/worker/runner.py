@@ -30,6 +30,7 @@ from orchy.worker.errors import ActionRegistrationError, NonRetryableError
 from orchy.worker.jsontypes import JSONObject
 from orchy.worker.registry import ActionRegistry, RegisteredAction, normalize_output
 from orchy.worker.threads import DaemonThreadPool
+from orchy.worker.typed_io import dump_output
 
 logger = logging.getLogger("orchy.worker")
 
@@ -219,14 +220,17 @@ class WorkerRun:
     async def _execute(self, action: RegisteredAction | None, task: Task) -> Outcome:
         if action is None:
             return Failed(f"UnknownAction: this worker has no action {task.name!r}", True)
+        typed = action.typed
         try:
-            arguments = (task.input, task) if action.wants_task else (task.input,)
+            given = task.input if typed is None else typed.load(task.input)
+            arguments = (given, task) if action.wants_task else (given,)
             if action.is_async:
                 result = await action.func(*arguments)
             else:
                 result = await self._pool.run(action.func, *arguments)
             if inspect.isawaitable(result):
                 result = await result
+            result = dump_output(result) if typed is None else typed.dump(result)
         except NonRetryableError as exc:
             logger.warning("%s failed (not retryable): %s", task.label, describe_error(exc))
             return Failed(describe_error(exc), retryable=False)
