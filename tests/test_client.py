@@ -32,6 +32,7 @@ from orchy.settings import ClientSettings
 from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import ServerThread, free_port, serving
 from tests.helpers.processes import ROOT, Processes, clean_env
+from tests.helpers.typecheck import assert_strict_mypy_passes
 from tests.helpers.waiting import unique
 from tests.helpers.worker_wire import LIGHT_SERVER, fast_worker, running
 
@@ -362,15 +363,7 @@ async def status(url: str, flow_id: str) -> str | None:
 
 
 def test_a_users_code_type_checks_strictly(tmp_path: Path) -> None:
-    user_file = tmp_path / "uses_orchy.py"
-    user_file.write_text(USER_CODE)
-    checked = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user_file)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert_strict_mypy_passes(tmp_path, "uses_orchy.py", USER_CODE)
 
 
 async def test_the_server_and_timeouts_come_from_orchy_settings(

@@ -4,8 +4,6 @@ the attempt as not retryable when it does not match, and serialises a model it r
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from app.settings import Settings
 from orchy import InvalidInputError, Task, Worker
 from tests.helpers.definitions import user, workflow
 from tests.helpers.http import Api, ServerThread
+from tests.helpers.typecheck import assert_strict_mypy_passes
 from tests.helpers.waiting import unique
 from tests.helpers.worker_wire import fast_worker, new_worker, running
 
@@ -243,15 +242,7 @@ def total(task: Task) -> float:
 
 
 def test_typed_actions_type_check_strictly(tmp_path: Path) -> None:
-    user_file = tmp_path / "typed_worker.py"
-    user_file.write_text(USER_CODE)
-    checked = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user_file)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert_strict_mypy_passes(tmp_path, "typed_worker.py", USER_CODE)
 
 
 class Many(BaseModel):
