@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -55,6 +56,40 @@ async def register_child(api: Api, child: str, queue: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Parent:
+    """The names of a parent workflow registered by ``register_parent``."""
+
+    name: str
+    child: str
+
+    @property
+    def queue(self) -> str:
+        """The child's user action."""
+        return f"{self.child}-work"
+
+    @property
+    def after(self) -> str:
+        """The parent's action after the for-each."""
+        return f"{self.name}-after"
+
+
+async def register_parent(api: Api, prefix: str, child_prefix: str, concurrency: int) -> Parent:
+    """A parent workflow whose for-each (action 1) runs a child per item, at most
+    ``concurrency`` at once, then action 2, a user action given the for-each's output; and
+    its child (see ``register_child``)."""
+    parent = Parent(unique(prefix), unique(child_prefix))
+    await register_child(api, parent.child, parent.queue)
+    await api.register(
+        workflow(
+            parent.name,
+            for_each_sub(1, parent.child, {"default": [2]}, concurrency=concurrency),
+            user(2, parent.after, outputs="{$.1.output}"),
+        )
+    )
+    return parent
+
+
 async def children_of(api: Api, flow_id: str) -> list[dict[str, Any]]:
     """The runs of the for-each's children, as GET /flow shows them."""
     return [await api.flow(link["flowId"]) for link in (await api.flow(flow_id))["children"]]
@@ -82,16 +117,8 @@ async def open_children(store: Store, flow_id: str) -> int:
 async def test_outputs_come_in_the_items_order(
     api: Api, server: ServerThread, settings: Settings
 ) -> None:
-    name, child = unique("fes-order"), unique("fes-ship")
-    queue, after = f"{child}-work", f"{name}-after"
-    await register_child(api, child, queue)
-    await api.register(
-        workflow(
-            name,
-            for_each_sub(1, child, {"default": [2]}, concurrency=3),
-            user(2, after, outputs="{$.1.output}"),
-        )
-    )
+    parent = await register_parent(api, "fes-order", "fes-ship", 3)
+    name, child, queue, after = parent.name, parent.child, parent.queue, parent.after
     items = [5, 1, 4, 2, 3, 9, 7]
     flow_id = await api.start(name, {"items": items})
     async with serving_worker(server, settings, queue, lambda task: {"double": task["value"] * 2}):
@@ -336,16 +363,8 @@ async def test_an_unknown_workflow_and_the_depth_limit_fail_the_item(
 async def test_a_thousand_children_complete(
     api: Api, server: ServerThread, settings: Settings
 ) -> None:
-    name, child = unique("fes-1000"), unique("fes-small")
-    queue, after = f"{child}-work", f"{name}-after"
-    await register_child(api, child, queue)
-    await api.register(
-        workflow(
-            name,
-            for_each_sub(1, child, {"default": [2]}, concurrency=50),
-            user(2, after, outputs="{$.1.output}"),
-        )
-    )
+    parent = await register_parent(api, "fes-1000", "fes-small", 50)
+    name, queue, after = parent.name, parent.queue, parent.after
     count = 1000
     flow_id = await api.start(name, {"items": list(range(count))})
     started = time.monotonic()
@@ -427,16 +446,8 @@ class ReadsOf:
 async def test_items_never_read_their_whole_parent_run(
     api: Api, server: ServerThread, settings: Settings, redis_url: str
 ) -> None:
-    name, child = unique("fes-reads"), unique("fes-read-child")
-    queue, after = f"{child}-work", f"{name}-after"
-    await register_child(api, child, queue)
-    await api.register(
-        workflow(
-            name,
-            for_each_sub(1, child, {"default": [2]}, concurrency=50),
-            user(2, after, outputs="{$.1.output}"),
-        )
-    )
+    parent = await register_parent(api, "fes-reads", "fes-read-child", 50)
+    name, queue, after = parent.name, parent.queue, parent.after
     count = 500
     async with ReadsOf(redis_url) as reads:
         flow_id = await api.start(name, {"items": list(range(count))})
