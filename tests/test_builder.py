@@ -5,6 +5,7 @@ runs."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -272,6 +273,7 @@ async def test_a_built_workflow_registers_and_runs_on_the_server(
 
 
 def test_every_public_name_has_a_docstring() -> None:
+    import orchy
     import orchy.builder
     import orchy.definition_models
     import orchy.testing
@@ -286,6 +288,14 @@ def test_every_public_name_has_a_docstring() -> None:
             for attr, member in vars(value).items() if isinstance(value, type) else ():
                 if not attr.startswith("_") and callable(member) and not member.__doc__:
                     missing.append(f"{module.__name__}.{public}.{attr}")
+    for public in orchy.__all__:  # the package's own names: worker, client, errors
+        value = getattr(orchy, public)
+        if not inspect.getdoc(value):
+            missing.append(f"orchy.{public}")
+        for attr, member in vars(value).items() if isinstance(value, type) else ():
+            function = member.fget if isinstance(member, property) else member
+            if not attr.startswith("_") and inspect.isfunction(function) and not function.__doc__:
+                missing.append(f"orchy.{public}.{attr}")
     for name, value in vars(orchy.definition_models).items():
         model = isinstance(value, type) and value.__module__ == orchy.definition_models.__name__
         if model and not value.__dict__.get("__doc__"):

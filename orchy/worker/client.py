@@ -83,6 +83,7 @@ class Task:
 
     @property
     def label(self) -> str:
+        """How logs name the task: its id, action name, run and attempt."""
         return f"task {self.task_id} ({self.name}, flow {self.flow_id}, attempt {self.attempt})"
 
 

@@ -57,6 +57,7 @@ class Worker:
 
     @property
     def concurrency(self) -> int | None:
+        """How many tasks this worker runs at once (None: the settings' default)."""
         return self._concurrency
 
     @concurrency.setter
@@ -67,14 +68,17 @@ class Worker:
 
     @property
     def settings(self) -> WorkerSettings:
+        """The worker's settings: those it was given, else the ``ORCHY_*`` environment's."""
         return self._settings if self._settings is not None else get_worker_settings()
 
     @property
     def registry(self) -> ActionRegistry:
+        """The actions registered with ``action``, by name."""
         return self._registry
 
     @property
     def action_names(self) -> list[str]:
+        """The names of the actions this worker serves."""
         return self._registry.names
 
     def action(
