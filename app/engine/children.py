@@ -36,17 +36,14 @@ from typing import TYPE_CHECKING
 import orjson
 
 from app.definition import DEFAULT_BRANCH, ERROR_BRANCH
-from app.engine import run_log
-from app.engine.document import Document
 from app.engine.ids import TimerKind, TimerMember, child_flow_id
-from app.engine.planner import Plan, dumps
+from app.engine.planner import dumps
 from app.engine.run_output import run_output
 from app.engine.snapshot import Execution, RunSnapshot
 from app.engine.status import ActionStatus, RunStatus
-from app.engine.variables import VARS
-from app.jsontypes import JSON, JSONObject
+from app.jsontypes import JSON
 from app.store import PlannedOp
-from app.store.store import Outcome, RunStart, Transition
+from app.store.store import Outcome, Transition
 
 if TYPE_CHECKING:
     from app.engine.engine import Engine
@@ -180,31 +177,11 @@ class Children:
                 f"limit is {self.settings.max_input_bytes} bytes (ORCHY_MAX_INPUT_BYTES)"
             )
         child_id = child_flow_id(parent.flow_id, execution.seq)
-        document: JSONObject = {
-            "input": child_input,
-            "flow": {"id": child_id, "name": name, "version": workflow.version},
-        }
-        if workflow.vars:
-            document[VARS] = orjson.loads(dumps(workflow.vars))  # a run's own copy
-        from app.engine.engine import _initial_plan  # the module imports this one
-
         link = PlannedOp("child", execution.action_id, parent.flow_id, str(execution.seq), depth)
-        initial = _initial_plan(workflow, self.settings.max_run_executions)
-        plan = await self.engine.planner.start(
-            workflow, [workflow.root_action], Document.of(document), Plan([link, *initial.ops])
+        start = await self.engine.plan_start(
+            workflow, child_id, child_input, input_json, first_ops=[link]
         )
-        start = RunStart(
-            child_id,
-            name,
-            workflow.version,
-            input_json,
-            "",
-            plan.fail_reason,
-            await self.engine._with_poll_timeouts(plan.ops),
-        )
-        created = await self.store.start_runs([start])
-        run_log.started([start], created)
-        self.engine._announce(child_id, start.ops)
+        await self.engine.commit_starts([start])
         return child_id
 
     # -- the child's end --------------------------------------------------------------

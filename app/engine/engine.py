@@ -203,36 +203,57 @@ class Engine:
                     f"{self.settings.max_input_bytes} bytes (ORCHY_MAX_INPUT_BYTES)"
                 )
             flow_id = idempotent_flow_id(name, key) if key else new_flow_id()
-            document: JSONObject = {
-                "input": input_data,
-                "flow": {"id": flow_id, "name": name, "version": workflow.version},
-            }
-            if workflow.vars:
-                document[VARS] = orjson.loads(dumps(workflow.vars))  # a run's own copy
-            plan = await self.planner.start(
-                workflow,
-                [workflow.root_action],
-                Document.of(document),
-                _initial_plan(workflow, self.settings.max_run_executions),
-            )
             starts.append(
-                RunStart(
-                    flow_id,
-                    name,
-                    workflow.version,
-                    input_json,
-                    key or "",
-                    plan.fail_reason,
-                    await self._with_poll_timeouts(plan.ops),
-                )
+                await self.plan_start(workflow, flow_id, input_data, input_json, key or "")
             )
+        created = await self.commit_starts(starts)
+        return [
+            (start.flow_id, was_created) for start, was_created in zip(starts, created, strict=True)
+        ]
+
+    async def plan_start(
+        self,
+        workflow: WorkflowDef,
+        flow_id: str,
+        input_data: JSON,
+        input_json: str,
+        idempotency_key: str = "",
+        first_ops: Sequence[PlannedOp] = (),
+    ) -> RunStart:
+        """The start of run ``flow_id`` of ``workflow``: ``first_ops``, its limit of
+        executions and its variables' initial values, then the plan of its root action on
+        its new data document."""
+        document: JSONObject = {
+            "input": input_data,
+            "flow": {"id": flow_id, "name": workflow.name, "version": workflow.version},
+        }
+        if workflow.vars:
+            document[VARS] = orjson.loads(dumps(workflow.vars))  # a run's own copy
+        initial = _initial_plan(workflow, self.settings.max_run_executions)
+        plan = await self.planner.start(
+            workflow,
+            [workflow.root_action],
+            Document.of(document),
+            Plan([*first_ops, *initial.ops]),
+        )
+        return RunStart(
+            flow_id,
+            workflow.name,
+            workflow.version,
+            input_json,
+            idempotency_key,
+            plan.fail_reason,
+            await self._with_poll_timeouts(plan.ops),
+        )
+
+    async def commit_starts(self, starts: list[RunStart]) -> list[bool]:
+        """Writes the planned starts (one pipelined round trip), logs them and wakes the polls
+        of their queued tasks; whether each run was created (False: it existed)."""
         created = await self.store.start_runs(starts)
         run_log.started(starts, created)
         for start in starts:
             self._announce(start.flow_id, start.ops)
-        return [
-            (start.flow_id, was_created) for start, was_created in zip(starts, created, strict=True)
-        ]
+        return created
 
     # -- worker results -------------------------------------------------------------
 
