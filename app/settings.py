@@ -158,6 +158,41 @@ class Settings(WorkerSettings):
     # for-each of 10,000 sub-workflow items starts 10,000); ``childrenCount`` counts them all.
     view_max_children: int = 100
 
+    # -- security (README: Security) ----------------------------------------------------
+    # The tenant of a single-tenant server: every Redis key lives under this namespace.
+    # Empty: the default namespace (keys ``orchy:{p<N>}:...``, as before namespaces).
+    namespace: str = ""
+    # API keys: a file of hashed keys (re-read when it changes, so keys rotate without a
+    # restart), and/or the same entries inline as JSON (a list of objects).
+    api_keys_file: str = ""
+    api_keys: str = ""
+    # OAuth/OIDC access tokens (JWT): the issuer (``iss``), the audience (``aud``), where
+    # its keys are (default: the issuer's /.well-known/openid-configuration jwks_uri), and
+    # the claims that carry the role, the tenant and a worker's action names.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    oidc_role_claim: str = "orchy_role"
+    oidc_tenant_claim: str = "orchy_tenant"
+    oidc_actions_claim: str = "orchy_actions"
+    oidc_jwks_cache_seconds: float = 300.0
+    oidc_leeway_seconds: float = 30.0
+    # Browsers: origins allowed to call the API (exact ``scheme://host[:port]``, comma
+    # separated); a request with another Origin is refused. Hosts a loopback server answers.
+    allowed_origins: str = ""
+    allowed_hosts: str = ""
+    # Serve without authentication on a non-loopback address (``orchy serve --insecure``).
+    insecure: bool = False
+    # TLS of the HTTP server; with ``ssl_ca_certs`` every client must show a certificate.
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_ca_certs: str = ""
+
+    @property
+    def auth_configured(self) -> bool:
+        """Whether the server checks credentials (API keys or OIDC tokens)."""
+        return bool(self.api_keys_file or self.api_keys or self.oidc_issuer)
+
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600
     # The worker library's settings (worker_*, poll_max_tasks) come from WorkerSettings.
