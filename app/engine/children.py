@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from app.definition import DEFAULT_BRANCH, ERROR_BRANCH
+from app.definition import DEFAULT_BRANCH
+from app.engine import outcomes
 from app.engine.ids import TimerKind, TimerMember, child_flow_id
 from app.engine.planner import dumps
 from app.engine.run_output import run_output
@@ -84,9 +85,7 @@ def item_end(
     if error is None:
         outcome = Outcome(ActionStatus.COMPLETED, dumps(output), branch=DEFAULT_BRANCH)
     else:
-        outcome = Outcome(
-            ActionStatus.FAILED, dumps({"error": error}), error=error, branch=ERROR_BRANCH
-        )
+        outcome = outcomes.failed(error)
     return Transition(
         flow_id,
         execution.seq,

@@ -18,7 +18,7 @@ import orjson
 
 from app.actions import for_each, javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
-from app.engine import run_log
+from app.engine import outcomes, run_log
 from app.engine.catalog import Catalog
 from app.engine.children import Children, child_result, item_end
 from app.engine.correlation import Correlation, is_correlation_timer
@@ -497,9 +497,7 @@ class Engine:
             var_ops = self.planner.set_vars(action, result.output, document)
         if isinstance(var_ops, str):  # a mutation cannot apply: the execution fails
             await self.planner.follow_failure(workflow, action, var_ops, document, plan)
-            outcome = Outcome(
-                ActionStatus.FAILED, dumps({"error": var_ops}), error=var_ops, branch="error"
-            )
+            outcome = outcomes.failed(var_ops)
         elif isinstance(result, Success):
             plan = await self.planner.start(
                 workflow, action.branch(DEFAULT_BRANCH), document, Plan(ops=var_ops)
@@ -507,18 +505,11 @@ class Engine:
             outcome = Outcome(ActionStatus.COMPLETED, output_json, branch=DEFAULT_BRANCH)
         else:
             settings = await self.catalog.action(execution.queue or action.name)
-            if result.retryable and settings.may_retry(task.attempt):
-                delay = settings.retry_delay_seconds(task.attempt)
-                outcome = Outcome(
-                    "QUEUED", error=result.error, retry_delay_ms=round(delay * MS_PER_SECOND)
-                )
-            else:
-                attempts = f"after {task.attempt} attempt(s)"
-                error = f"{result.error} ({attempts})"
-                await self.planner.follow_failure(workflow, action, error, document, plan)
-                outcome = Outcome(
-                    ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error"
-                )
+            outcome, retrying = outcomes.retry_or_fail(
+                settings, task.attempt, result.error, result.retryable
+            )
+            if not retrying:
+                await self.planner.follow_failure(workflow, action, outcome.error, document, plan)
         expected_rev = expected_rev or _revision_if_writing_vars(plan, snapshot)
         return _user_transition(task, result, outcome, plan, timer, claimed_score, expected_rev)
 
@@ -541,15 +532,11 @@ class Engine:
                 task, result, outcome, Plan(ops=[item_op]), timer, claimed_score
             )
         settings = await self.catalog.action(queue)
-        if result.retryable and settings.may_retry(task.attempt):
-            delay = settings.retry_delay_seconds(task.attempt)
-            outcome = Outcome(
-                "QUEUED", error=result.error, retry_delay_ms=round(delay * MS_PER_SECOND)
-            )
-            return _user_transition(task, result, outcome, Plan(), timer, claimed_score)
-        error = f"{result.error} (after {task.attempt} attempt(s))"
-        outcome = Outcome(ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error")
-        return _user_transition(task, result, outcome, Plan(ops=[item_op]), timer, claimed_score)
+        outcome, retrying = outcomes.retry_or_fail(
+            settings, task.attempt, result.error, result.retryable
+        )
+        plan = Plan() if retrying else Plan(ops=[item_op])
+        return _user_transition(task, result, outcome, plan, timer, claimed_score)
 
     async def _commit(
         self, changes: Sequence[Transition], keep: Sequence[str] = ()
@@ -867,7 +854,7 @@ class Engine:
             member.seq,
             execution.status,
             execution.attempt,
-            Outcome(ActionStatus.FAILED, dumps({"error": reason}), error=reason, branch="error"),
+            outcomes.failed(reason),
             (),
             reason,
             timer_member=member_text,
@@ -943,9 +930,7 @@ class Engine:
         if isinstance(var_ops, str):  # a mutation cannot apply: the execution fails
             plan = Plan()
             await self.planner.follow_failure(workflow, action, var_ops, document, plan)
-            outcome = Outcome(
-                ActionStatus.FAILED, dumps({"error": var_ops}), error=var_ops, branch="error"
-            )
+            outcome = outcomes.failed(var_ops)
         else:
             plan = await self.planner.start(
                 workflow, action.branch(branch), document, Plan(ops=var_ops)
@@ -987,7 +972,7 @@ class Engine:
         action = workflow.actions[execution.action_id]
         plan = Plan()
         await self.planner.follow_failure(workflow, action, error, Document.of_run(snapshot), plan)
-        outcome = Outcome(ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error")
+        outcome = outcomes.failed(error)
         return await self._end_waiting(snapshot, execution, member, outcome, plan)
 
 
