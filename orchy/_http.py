@@ -105,10 +105,8 @@ class Retrying:
         return min(pause, self.settings.client_max_backoff_seconds)
 
 
-TLS_HINT = (
-    "the server's CA goes in ORCHY_CA_BUNDLE or ca_bundle=, a client certificate the server "
-    "asks for in ORCHY_CLIENT_CERT and ORCHY_CLIENT_KEY"
-)
+CLIENT_CERT_HINT = "give one as ORCHY_CLIENT_CERT and ORCHY_CLIENT_KEY, or client_cert="
+TLS_HINT = f"the server's CA goes in ORCHY_CA_BUNDLE or ca_bundle=; {CLIENT_CERT_HINT}"
 
 
 def tls_failure(error: BaseException) -> ssl.SSLError | None:
@@ -122,12 +120,20 @@ def tls_failure(error: BaseException) -> ssl.SSLError | None:
     return None
 
 
-def unavailable(error: httpx.TransportError) -> OrchyError:
+def unavailable(error: httpx.TransportError, settings: ClientSettings) -> OrchyError:
     """The error of a call that got no answer: ``TLSError`` when TLS refused the connection."""
     refused = tls_failure(error)
     if refused is not None:
         return TLSError(f"TLS with the server failed: {refused} ({TLS_HINT})")
-    return Unavailable(f"no answer from the server: {type(error).__name__}: {error}")
+    message = f"no answer from the server: {type(error).__name__}: {error}"
+    if (
+        isinstance(error, httpx.RemoteProtocolError)
+        and settings.url.startswith("https:")
+        and not settings.client_cert
+    ):
+        # A server that requires a client certificate ends the connection without a word.
+        message += f" (a server that requires a client certificate does this: {CLIENT_CERT_HINT})"
+    return Unavailable(message)
 
 
 def http_options(settings: ClientSettings) -> dict[str, Any]:
@@ -164,7 +170,7 @@ class SyncTransport:
             except RETRYABLE_ERRORS as error:
                 pause = retrying.delay(error)
                 if pause is None:
-                    raise unavailable(error) from error
+                    raise unavailable(error, self.settings) from error
             else:
                 pause = retrying.delay(response)
                 if pause is None:
@@ -200,7 +206,7 @@ class AsyncTransport:
             except RETRYABLE_ERRORS as error:
                 pause = retrying.delay(error)
                 if pause is None:
-                    raise unavailable(error) from error
+                    raise unavailable(error, self.settings) from error
             else:
                 pause = retrying.delay(response)
                 if pause is None:
