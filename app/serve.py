@@ -8,6 +8,7 @@ in flight, so that connected workers never hold a stop for the rest of their pol
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import socket
@@ -20,6 +21,7 @@ from uvicorn.supervisors import Multiprocess
 
 from app.http_protocol import OneWriteHttpToolsProtocol
 from app.settings import Settings
+from app.store.connection import RedisUnusable, check_redis_url
 from app.store.embedded import DataDirInUse, check_folder_free, data_dir_path
 
 APP_PATH = "app.main:app"
@@ -129,6 +131,12 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
             raise ServeError(str(error)) from None
     tls = tls_options(settings)
     sock = listen_socket(host, port)
+    if settings.redis_url:
+        try:
+            asyncio.run(check_redis_url(settings))
+        except RedisUnusable as error:
+            sock.close()
+            raise ServeError(str(error)) from None
     config = uvicorn.Config(
         APP_PATH,
         host=host,

@@ -189,6 +189,23 @@ async def check_usable(client: RedisClient, url: str) -> None:
         raise RedisUnusable(f"cannot use Redis at {redacted(url)}: {reason}") from None
 
 
+async def check_redis_url(settings: Settings) -> None:
+    """``RedisUnusable`` unless the Redis of ``settings.redis_url`` answers with the settings'
+    TLS files and credentials: ``orchy serve`` asks before it starts anything."""
+    try:
+        client = client_for_url(
+            settings.redis_url, settings.redis_timeout_seconds, RedisTLS.of(settings)
+        )
+    except ValueError as error:
+        raise RedisUnusable(
+            f"cannot use REDIS_URL {redacted(settings.redis_url)}: {error}"
+        ) from None
+    try:
+        await check_usable(client, settings.redis_url)
+    finally:
+        await client.aclose()
+
+
 @dataclass
 class Connection:
     url: str
