@@ -1,6 +1,7 @@
 """Redis over TLS (``rediss://``), with an ACL user or a password, and with a client
-certificate: real ``redis-server`` processes (the system's, built with TLS) with certificates
-of private CAs (trustme), and real ``orchy serve`` processes completing runs on them."""
+certificate, and a Redis Cluster over TLS: real ``redis-server`` processes (the system's,
+built with TLS) with certificates of private CAs (trustme), and real ``orchy serve``
+processes completing runs on them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.store.connection import RedisTLS, client_for_url, pubsub_client_for_url, redacted
 from orchy import AsyncClient
+from tests.helpers.cluster import NodeTLS, private_cluster
 from tests.helpers.definitions import system, workflow
 from tests.helpers.http import free_port
 from tests.helpers.processes import (
@@ -265,3 +267,18 @@ def test_redacted_hides_passwords_in_credentials_and_query() -> None:
     assert PASSWORD not in shown
     assert shown == f"rediss://{USER}:***@h:6380/0?ssl_ca_certs=/ca.pem&password=***"
     assert redacted(f"rediss+cluster://:{PASSWORD}@h:7000") == "rediss+cluster://:***@h:7000"
+
+
+async def test_a_server_on_a_redis_cluster_over_tls_completes_a_run(
+    certificates: Certificates, processes: Processes, tmp_path: Path
+) -> None:
+    """``rediss+cluster://``: the cluster's client and the notifications' pub/sub client
+    both connect with TLS, verified with ``ORCHY_REDIS_CA_CERTS``."""
+    tls = NodeTLS(certificates.server_cert, certificates.server_key, certificates.ca)
+    with private_cluster(tmp_path / "cluster", tls=tls) as url:
+        assert url.startswith("rediss+cluster://")
+        server = orchy_on(url, tmp_path, ORCHY_REDIS_CA_CERTS=str(certificates.ca))
+        processes.servers.append(server)
+        await server.start()
+        await complete_a_run(server)
+        await server.terminate()
