@@ -301,21 +301,20 @@ def _settings(
     retries: int | None,
     credentials: Credentials,
 ) -> ClientSettings:
-    settings = ClientSettings()
-    changes: dict[str, Any] = {
-        name: value
-        for name, value in vars(credentials).items()
-        if value is not None and name != "token"
+    """The ``ORCHY_*`` settings, with the arguments that were given instead."""
+    token = SecretStr(credentials.token) if credentials.token is not None else None
+    given = {
+        "url": url,
+        "timeout_seconds": timeout_seconds,
+        "client_retries": retries,
+        "token": token,
+        "ca_bundle": credentials.ca_bundle,
+        "client_cert": credentials.client_cert,
+        "client_key": credentials.client_key,
     }
-    if credentials.token is not None:
-        changes["token"] = SecretStr(credentials.token)
-    if url is not None:
-        changes["url"] = url
-    if timeout_seconds is not None:
-        changes["timeout_seconds"] = timeout_seconds
-    if retries is not None:
-        changes["client_retries"] = retries
-    return settings.model_copy(update=changes)
+    return ClientSettings().model_copy(
+        update={name: value for name, value in given.items() if value is not None}
+    )
 
 
 def _action_settings(

@@ -79,6 +79,10 @@ _PACKED = {
 }
 
 
+class RedisUnusable(Exception):
+    """Redis cannot be used as configured; the message names the URL, redacted."""
+
+
 def redacted(url: str) -> str:
     """``url`` without its password (``user:***@``) nor secret query values, for logs."""
     scheme, separator, rest = url.partition("://")
@@ -139,10 +143,6 @@ class RedisTLS:
                 f"a rediss:// URL, not {redacted(url)}"
             )
         return options
-
-
-class RedisUnusable(Exception):
-    """Redis cannot be used as configured; the message names the URL, redacted."""
 
 
 def client_for_url(
