@@ -20,9 +20,10 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from orchy._http import AsyncTransport, Call, SyncTransport
+from orchy.credentials import Credentials
 from orchy.errors import RunFailed, RunNotEnded
 from orchy.settings import ClientSettings
 
@@ -295,17 +296,25 @@ _OPS = _Operations()
 
 
 def _settings(
-    url: str | None, timeout_seconds: float | None, retries: int | None
+    url: str | None,
+    timeout_seconds: float | None,
+    retries: int | None,
+    credentials: Credentials,
 ) -> ClientSettings:
-    settings = ClientSettings()
-    changes: dict[str, Any] = {}
-    if url is not None:
-        changes["url"] = url
-    if timeout_seconds is not None:
-        changes["timeout_seconds"] = timeout_seconds
-    if retries is not None:
-        changes["client_retries"] = retries
-    return settings.model_copy(update=changes)
+    """The ``ORCHY_*`` settings, with the arguments that were given instead."""
+    token = SecretStr(credentials.token) if credentials.token is not None else None
+    given = {
+        "url": url,
+        "timeout_seconds": timeout_seconds,
+        "client_retries": retries,
+        "token": token,
+        "ca_bundle": credentials.ca_bundle,
+        "client_cert": credentials.client_cert,
+        "client_key": credentials.client_key,
+    }
+    return ClientSettings().model_copy(
+        update={name: value for name, value in given.items() if value is not None}
+    )
 
 
 def _action_settings(
@@ -327,7 +336,10 @@ def _action_settings(
 class Client:
     """The blocking client. ``url``, ``timeout_seconds`` and ``retries`` default to
     ``ORCHY_URL``, ``ORCHY_TIMEOUT_SECONDS`` and ``ORCHY_CLIENT_RETRIES`` (see
-    ``ClientSettings``). Use it as a context manager, or call ``close()``."""
+    ``ClientSettings``); ``token`` (sent as ``Authorization: Bearer``), ``ca_bundle`` (the
+    CA of an HTTPS server), ``client_cert`` and ``client_key`` (for a server that asks for a
+    client certificate) to ``ORCHY_TOKEN``, ``ORCHY_CA_BUNDLE``, ``ORCHY_CLIENT_CERT`` and
+    ``ORCHY_CLIENT_KEY``. Use it as a context manager, or call ``close()``."""
 
     def __init__(
         self,
@@ -335,10 +347,15 @@ class Client:
         *,
         timeout_seconds: float | None = None,
         retries: int | None = None,
+        token: str | None = None,
+        ca_bundle: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
         settings: ClientSettings | None = None,
         http: httpx.Client | None = None,
     ) -> None:
-        self.settings = settings or _settings(url, timeout_seconds, retries)
+        credentials = Credentials(token, ca_bundle, client_cert, client_key)
+        self.settings = settings or _settings(url, timeout_seconds, retries, credentials)
         self._transport = SyncTransport(self.settings, http)
 
     def _run(self, operation: Operation[T]) -> T:
@@ -474,10 +491,15 @@ class AsyncClient:
         *,
         timeout_seconds: float | None = None,
         retries: int | None = None,
+        token: str | None = None,
+        ca_bundle: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
         settings: ClientSettings | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.settings = settings or _settings(url, timeout_seconds, retries)
+        credentials = Credentials(token, ca_bundle, client_cert, client_key)
+        self.settings = settings or _settings(url, timeout_seconds, retries, credentials)
         self._transport = AsyncTransport(self.settings, http)
 
     async def _run(self, operation: Operation[T]) -> T:
