@@ -185,6 +185,13 @@ class HistoryEntry(BaseModel):
 
     at: str
     event: str
+    by: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='who asked for it: the principal\'s name ("anonymous" on a server '
+        'without authentication), or "flow:<id>" for a sub-workflow\'s child started or '
+        "ended by its parent run; absent from entries of the engine's own work",
+    )
 
 
 class FlowHistory(BaseModel):

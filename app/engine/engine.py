@@ -174,10 +174,12 @@ class Engine:
         input_data: JSON,
         version: int | None = None,
         idempotency_key: str | None = None,
+        *,
+        by: str,
     ) -> tuple[str, bool]:
         """Starts a run; returns (flow id, created). A repeated idempotency key returns the
-        first run's id and created False."""
-        [started] = await self.start_many(name, [input_data], version, [idempotency_key])
+        first run's id and created False. ``by``: who starts it (app/engine/audit.py)."""
+        [started] = await self.start_many(name, [input_data], version, [idempotency_key], by=by)
         return started
 
     async def start_many(
@@ -186,8 +188,10 @@ class Engine:
         inputs: list[JSON],
         version: int | None = None,
         idempotency_keys: list[str | None] | None = None,
+        *,
+        by: str,
     ) -> list[tuple[str, bool]]:
-        """Starts one run per input, in one pipelined round trip."""
+        """Starts one run per input, in one pipelined round trip; ``by`` starts them all."""
         workflow = await self.catalog.workflow(name, version)
         if workflow is None:
             which = "" if version is None else f" version {version}"
@@ -204,7 +208,7 @@ class Engine:
                 )
             flow_id = idempotent_flow_id(name, key) if key else new_flow_id()
             starts.append(
-                await self.plan_start(workflow, flow_id, input_data, input_json, key or "")
+                await self.plan_start(workflow, flow_id, input_data, input_json, key or "", by=by)
             )
         created = await self.commit_starts(starts)
         return [
@@ -219,8 +223,10 @@ class Engine:
         input_json: str,
         idempotency_key: str = "",
         first_ops: Sequence[PlannedOp] = (),
+        *,
+        by: str,
     ) -> RunStart:
-        """The start of run ``flow_id`` of ``workflow``: ``first_ops``, its limit of
+        """The start of run ``flow_id`` of ``workflow`` by ``by``: ``first_ops``, its limit of
         executions and its variables' initial values, then the plan of its root action on
         its new data document."""
         document: JSONObject = {
@@ -244,6 +250,7 @@ class Engine:
             idempotency_key,
             plan.fail_reason,
             await self._with_poll_timeouts(plan.ops),
+            by,
         )
 
     async def commit_starts(self, starts: list[RunStart]) -> list[bool]:
@@ -697,32 +704,34 @@ class Engine:
 
     # -- events and lifecycle -------------------------------------------------------
 
-    async def send_event(self, flow_id: str, name: str, data: JSON) -> str:
-        answer = await self.store.send_event(flow_id, name, dumps(data))
+    # ``by``: who asks (the principal's name), written in the run's history (app/engine/audit.py).
+
+    async def send_event(self, flow_id: str, name: str, data: JSON, *, by: str) -> str:
+        answer = await self.store.send_event(flow_id, name, dumps(data), by=by)
         if answer == "missing":
             raise NotFound(f"flow {flow_id!r} not found")
         if answer == "terminal":
             raise Conflict(f"flow {flow_id!r} has ended; event {name!r} was not delivered")
         return answer
 
-    async def pause(self, flow_id: str) -> None:
-        answer = await self.store.pause(flow_id)
+    async def pause(self, flow_id: str, *, by: str) -> None:
+        answer = await self.store.pause(flow_id, by=by)
         if answer == "missing":
             raise NotFound(f"flow {flow_id!r} not found")
         if answer == "not_running":
             snapshot = await self.snapshot(flow_id)
             raise Conflict(f"flow {flow_id!r} is {snapshot.status.value}, not RUNNING")
 
-    async def resume(self, flow_id: str) -> None:
-        answer = await self.store.resume(flow_id)
+    async def resume(self, flow_id: str, *, by: str) -> None:
+        answer = await self.store.resume(flow_id, by=by)
         if answer == "missing":
             raise NotFound(f"flow {flow_id!r} not found")
         if answer == "not_paused":
             snapshot = await self.snapshot(flow_id)
             raise Conflict(f"flow {flow_id!r} is {snapshot.status.value}, not PAUSED")
 
-    async def terminate(self, flow_id: str, reason: str | None = None) -> None:
-        answer = await self.store.terminate(flow_id, reason or TERMINATED_REASON)
+    async def terminate(self, flow_id: str, reason: str | None = None, *, by: str) -> None:
+        answer = await self.store.terminate(flow_id, reason or TERMINATED_REASON, by=by)
         if answer == "missing":
             raise NotFound(f"flow {flow_id!r} not found")
         if answer == "terminal":

@@ -100,6 +100,7 @@ class RunStart:
     idempotency_key: str
     fail_reason: str
     ops: Sequence[PlannedOp]
+    by: str  # who starts it (app/engine/audit.py)
 
 
 @dataclass(frozen=True)
@@ -243,9 +244,11 @@ class Store:
         idempotency_key: str,
         fail_reason: str,
         ops: Sequence[PlannedOp],
+        *,
+        by: str,
     ) -> bool:
         """Creates the run; False when a run with this id already exists."""
-        start = RunStart(flow_id, name, version, input_json, idempotency_key, fail_reason, ops)
+        start = RunStart(flow_id, name, version, input_json, idempotency_key, fail_reason, ops, by)
         return (await self.start_runs([start]))[0]
 
     async def start_runs(self, starts: Sequence[RunStart]) -> list[bool]:
@@ -270,6 +273,7 @@ class Store:
             start.input_json,
             start.idempotency_key,
             start.fail_reason,
+            start.by,
             *op_args,
         ]
         return keys, args
@@ -403,22 +407,25 @@ class Store:
         queue_key = self.keys.queue(self.keys.partition_of(flow_id), queue)
         await self.client.lrem(queue_key, 1, entry)
 
-    async def send_event(self, flow_id: str, name: str, data_json: str) -> str:
+    # ``by``: the principal's name, written as ``by`` in the history entry.
+
+    async def send_event(self, flow_id: str, name: str, data_json: str, *, by: str) -> str:
         keys = self.keys.run(flow_id).as_list()
-        args = [*self._run_args(flow_id), name, data_json]
+        args = [*self._run_args(flow_id), name, data_json, by]
         return str(await self.scripts.event(keys=keys, args=args))
 
-    async def pause(self, flow_id: str) -> str:
+    async def pause(self, flow_id: str, *, by: str) -> str:
         run_keys = self.keys.run(flow_id)
-        return str(await self.scripts.pause(keys=[run_keys.run, run_keys.history], args=[flow_id]))
+        keys = [run_keys.run, run_keys.history]
+        return str(await self.scripts.pause(keys=keys, args=[flow_id, by]))
 
-    async def resume(self, flow_id: str) -> str:
+    async def resume(self, flow_id: str, *, by: str) -> str:
         keys = self.keys.run(flow_id).as_list()
-        return str(await self.scripts.resume(keys=keys, args=self._run_args(flow_id)))
+        return str(await self.scripts.resume(keys=keys, args=[*self._run_args(flow_id), by]))
 
-    async def terminate(self, flow_id: str, reason: str) -> str:
+    async def terminate(self, flow_id: str, reason: str, *, by: str) -> str:
         keys = self.keys.run(flow_id).as_list()
-        args = [*self._run_args(flow_id), reason]
+        args = [*self._run_args(flow_id), reason, by]
         return str(await self.scripts.terminate(keys=keys, args=args))
 
     # -- sub-workflows ---------------------------------------------------------------

@@ -283,14 +283,15 @@ end
 
 -- Ends the run with ``status`` and ``reason``, once per script. Open executions are closed
 -- unless it completes on its own (nothing is open then); ``ending`` is the terminate action
--- that ends it, if one does, whatever is still open: the history names it.
+-- that ends it, if one does, whatever is still open: the history names it, and ``ctx.by``
+-- the principal that ended it, if one did (terminate.lua).
 local function finish_run(ctx, status, reason, ending)
   if ctx.finished then return end
   ctx.finished = true
   if status ~= 'COMPLETED' or ending then close_open_execs(ctx, reason) end
   redis.call('HSET', ctx.run, 'status', status, 'reason', reason, 'updatedAt', ctx.now,
     'finishedAt', ctx.now)
-  hist(ctx, { event = 'RUN_' .. status, reason = reason, action = ending })
+  hist(ctx, { event = 'RUN_' .. status, reason = reason, action = ending, by = ctx.by })
   -- A child run tells its parent, from its own partition, through its "cend" timer.
   if redis.call('HEXISTS', ctx.run, 'parent') == 1 then
     add_timer(ctx, timer_member(ctx, 'cend', 0, 1), ctx.now)
