@@ -198,7 +198,7 @@ async def rerun(engine: Engine, flow_id: str, by: str, input_data: JSON | None =
     workflow = await engine.catalog.workflow(snapshot.name, snapshot.version)
     if workflow is None:
         raise NotFound(f"workflow {snapshot.name!r} version {snapshot.version} not found")
-    chosen = snapshot.input if input_data is None else input_data
+    chosen = snapshot.input() if input_data is None else input_data
     input_json = dumps(chosen)
     if len(input_json) > engine.settings.max_input_bytes:
         raise TooLarge(
