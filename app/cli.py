@@ -300,6 +300,31 @@ def terminate_flow(flow_id: str, server: ServerOption = None) -> None:
     _lifecycle(flow_id, "terminate", server)
 
 
+RepairInput = Annotated[
+    str | None,
+    typer.Option("--input", help="A new input: a JSON object, or @file.json."),
+]
+
+
+def _repair(flow_id: str, change: str, input_json: str | None, server: str | None) -> None:
+    """POSTs a retry or a rerun of the run, with ``{"input": ...}`` when one is given."""
+    body = None if input_json is None else {"input": _json_argument(input_json, "--input")}
+    _print(_call("POST", f"{_server(server)}/flow/{quote(flow_id, safe='')}/{change}", body))
+
+
+@flow_cli.command("retry")
+def retry_flow(flow_id: str, input_json: RepairInput = None, server: ServerOption = None) -> None:
+    """Let a FAILED or TERMINATED run go on from what failed (--input: the new input of the
+    one user task started again)."""
+    _repair(flow_id, "retry", input_json, server)
+
+
+@flow_cli.command("rerun")
+def rerun_flow(flow_id: str, input_json: RepairInput = None, server: ServerOption = None) -> None:
+    """Start a new run of the run's workflow version with its input (or --input)."""
+    _repair(flow_id, "rerun", input_json, server)
+
+
 @queue_cli.command("list")
 def list_queues(server: ServerOption = None) -> None:
     """Print each action's queue depth and when a worker last polled for it."""
