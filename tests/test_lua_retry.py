@@ -105,6 +105,16 @@ async def test_a_terminated_task_in_flight_is_replaced_and_its_lease_refused(lua
     assert (await lua.run(flow))["x:4:s"] == "QUEUED"
 
 
+async def test_an_event_a_wait_received_is_given_to_its_new_wait(lua: Lua) -> None:
+    flow = await lua.start([wait(1, "go")])
+    assert await lua.store.send_event(flow, "go", '{"v":1}') == "delivered"
+    assert await lua.store.terminate(flow, "stop") == "ok"  # before the wait's step
+    assert await _retry(lua, flow, [1], [wait(1, "go")]) == "ok"
+    run = await lua.run(flow)
+    assert (run["x:2:evn"], run["x:2:evd"], run["x:2:n"]) == ("go", '{"v":1}', "2")
+    assert await lua.events(flow) == []
+
+
 async def test_a_join_keeps_the_arrivals_of_completed_branches(lua: Lua) -> None:
     queue = lua.new_name()
     flow = await lua.start([user(1, queue), user(2, queue)])

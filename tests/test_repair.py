@@ -137,13 +137,14 @@ async def test_a_failed_branch_before_a_join_keeps_the_other_branch(
         await api.wait_status(flow_id, "FAILED")
 
     handlers[right].broken = False
-    assert (await retry(http, flow_id)).json()["actions"] == [3, 4]
+    answer = await retry(http, flow_id, {"inputs": {"3": {"side": "R"}}})
+    assert answer.json()["actions"] == [3, 4]
     async with serving(server, settings, handlers):
         run = await api.wait_status(flow_id, "COMPLETED")
     assert len(handlers[left].inputs) == 1
     assert run["actions"]["2"]["executions"] == 1
     assert handlers[after].inputs == [
-        {"both": {"2": {"got": {"side": "l"}}, "3": {"got": {"side": "r"}}}}
+        {"both": {"2": {"got": {"side": "l"}}, "3": {"got": {"side": "R"}}}}
     ]
 
 
@@ -282,3 +283,47 @@ async def test_rerun_starts_a_new_run_and_both_histories_say_so(
     noted = [entry["flow"] for entry in events(await api.history(old), "RERUN")]
     assert noted == [again, changed["flowId"]]
     assert (await http.post(f"/flow/{'0' * 32}/rerun")).status_code == 404
+
+
+async def test_a_loop_goes_on_from_the_failed_pass(
+    api: Api, http: httpx.AsyncClient, server: ServerThread, settings: Settings
+) -> None:
+    name = unique("loop")
+    step, report = f"{name}-step", f"{name}-report"
+    await api.register(
+        workflow(
+            name,
+            system(1, "while", {"body": [2], "default": [3]}, condition="{$.vars.count} < 4"),
+            {
+                **user(2, step, {"default": [1]}, n="{$.1.output.iteration}"),
+                "setVars": [{"var": "count", "op": "add", "value": 1}],
+            },
+            user(3, report, total="{$.vars.count}"),
+            vars={"count": 0},
+        )
+    )
+    handler = Breakable(breaks_on=lambda task: task["n"] == 3)
+    handlers = {step: handler, report: Breakable()}
+    async with serving(server, settings, handlers):
+        flow_id = await api.start(name)
+        await api.wait_status(flow_id, "FAILED")
+        handler.breaks_on = None
+        assert (await retry(http, flow_id)).json()["actions"] == [2]
+        await api.wait_status(flow_id, "COMPLETED")
+    # Passes 1 and 2 are kept (and their variable changes): only pass 3 ran again.
+    assert [task["n"] for task in handler.inputs] == [1, 2, 3, 3, 4]
+    assert handlers[report].inputs == [{"total": 4}]
+
+
+async def test_a_run_failed_by_a_terminate_action_has_nothing_to_retry(
+    api: Api, http: httpx.AsyncClient
+) -> None:
+    name = unique("ended")
+    await api.register(
+        workflow(name, system(1, "terminate", parameters={"status": "FAILED", "reason": "no"}))
+    )
+    flow_id = await api.start(name)
+    await api.wait_status(flow_id, "FAILED")
+    answer = await retry(http, flow_id)
+    assert answer.status_code == 409
+    assert "no failed or interrupted action" in answer.json()["error"]
