@@ -327,3 +327,29 @@ async def test_a_run_failed_by_a_terminate_action_has_nothing_to_retry(
     answer = await retry(http, flow_id)
     assert answer.status_code == 409
     assert "no failed or interrupted action" in answer.json()["error"]
+
+
+async def test_a_for_each_of_sub_workflows_starts_a_new_child_for_the_failed_item(
+    api: Api, http: httpx.AsyncClient, server: ServerThread, settings: Settings
+) -> None:
+    parent, child = unique("fe-parent"), unique("fe-child")
+    work = f"{child}-work"
+    await api.register(workflow(child, user(1, work, n="{$.input.n}"), output="{$.1.output}"))
+    body = {"workflow": child, "input": {"n": "{$.item}"}}
+    await api.register(
+        workflow(
+            parent,
+            system(1, "forEach", items="{$.input.items}", body=body, concurrency=1),
+        )
+    )
+    handler = Breakable(breaks_on=lambda task: task["n"] == 2)
+    async with serving(server, settings, {work: handler}):
+        flow_id = await api.start(parent, {"items": [1, 2, 3]})
+        await api.wait_status(flow_id, "FAILED")
+        handler.breaks_on = None
+        assert (await retry(http, flow_id)).json()["actions"] == [1]
+        run = await api.wait_status(flow_id, "COMPLETED")
+    assert [task["n"] for task in handler.inputs] == [1, 2, 2, 3]
+    assert run["actions"]["1"]["output"] == [{"got": {"n": n}} for n in (1, 2, 3)]
+    statuses = [(await api.flow(link["flowId"]))["status"] for link in run["children"]]
+    assert sorted(statuses) == ["COMPLETED", "COMPLETED", "COMPLETED", "FAILED"]
