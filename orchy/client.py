@@ -88,6 +88,7 @@ class Run(_Model):
     finished_at: str | None = Field(default=None, alias="finishedAt")
     parent: RunLink | None = None
     children: list[RunLink] = Field(default_factory=list)
+    rerun_of: str | None = Field(default=None, alias="rerunOf")  # the run a rerun reruns
 
     @property
     def ended(self) -> bool:

@@ -297,6 +297,7 @@ async def test_retry_and_rerun_a_failed_run(
     assert retried.actions["1"].output == {"doubled": 8}
     assert retried.actions["1"].attempts == 1
     assert rerun.actions["1"].output == {"doubled": 10}
+    assert (rerun.rerun_of, retried.rerun_of) == (failed.id, None)
     with pytest.raises(Conflict):
         await client.retry(failed.id)
     with pytest.raises(NotFound):

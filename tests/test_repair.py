@@ -83,6 +83,8 @@ async def test_a_failed_task_in_a_chain_goes_on_with_a_new_input(
     assert len(handlers[first].inputs) == 1
     assert handlers[middle].inputs == [{"n": 1}, {"n": 5}]
     assert "finishedAt" in run and run["reason"] == ""
+    executions = (await http.get(f"/flow/{flow_id}/actions/2/executions")).json()["executions"]
+    assert [(e["status"], e["attempts"]) for e in executions] == [("FAILED", 1), ("COMPLETED", 1)]
     [retried] = events(await api.history(flow_id), "RUN_RETRIED")
     assert (retried["by"], retried["actions"]) == ("anonymous", [2])
 
@@ -276,6 +278,7 @@ async def test_rerun_starts_a_new_run_and_both_histories_say_so(
         first = await api.wait_status(again, "COMPLETED")
         second = await api.wait_status(changed["flowId"], "COMPLETED")
     assert again != old
+    assert first["rerunOf"] == old and "rerunOf" not in await api.flow(old)
     assert first["actions"]["1"]["output"] == {"got": {"n": 1}}
     assert second["input"] == {"n": 2}
     [origin] = events(await api.history(again), "RERUN_OF")

@@ -185,6 +185,12 @@ class FlowView(BaseModel):
     childrenCount: int = Field(
         default=0, description="how many runs it started, listed in children or not"
     )
+    rerunOf: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="for a rerun (POST /flow/{id}/rerun): the run it reruns (absent for "
+        "other runs)",
+    )
 
 
 class FlowSummary(BaseModel):
