@@ -413,6 +413,33 @@ def terminate_flow(flow_id: str, *, remote: Remote) -> None:
     _lifecycle(flow_id, "terminate", remote)
 
 
+RepairInput = Annotated[
+    str | None,
+    typer.Option("--input", help="A new input: a JSON object, or @file.json."),
+]
+
+
+def _repair(flow_id: str, change: str, input_json: str | None, remote: Remote) -> None:
+    """POSTs a retry or a rerun of the run, with ``{"input": ...}`` when one is given."""
+    body = None if input_json is None else {"input": _json_argument(input_json, "--input")}
+    _print(remote.call("POST", f"/flow/{quote(flow_id, safe='')}/{change}", body))
+
+
+@flow_cli.command("retry")
+@remote_command
+def retry_flow(flow_id: str, input_json: RepairInput = None, *, remote: Remote) -> None:
+    """Let a FAILED or TERMINATED run go on from what failed (--input: the new input of the
+    one user task started again)."""
+    _repair(flow_id, "retry", input_json, remote)
+
+
+@flow_cli.command("rerun")
+@remote_command
+def rerun_flow(flow_id: str, input_json: RepairInput = None, *, remote: Remote) -> None:
+    """Start a new run of the run's workflow version with its input (or --input)."""
+    _repair(flow_id, "rerun", input_json, remote)
+
+
 @queue_cli.command("list")
 @remote_command
 def list_queues(remote: Remote) -> None:

@@ -89,6 +89,7 @@ class Run(_Model):
     finished_at: str | None = Field(default=None, alias="finishedAt")
     parent: RunLink | None = None
     children: list[RunLink] = Field(default_factory=list)
+    rerun_of: str | None = Field(default=None, alias="rerunOf")  # the run a rerun reruns
 
     @property
     def ended(self) -> bool:
@@ -270,6 +271,18 @@ class _Operations:
             "POST", _path("events", event), Published.model_validate, json=body
         )
         return published
+
+    def retry(self, flow_id: str, input: Any) -> Operation[list[int]]:
+        body = None if input is None else {"input": input}
+        # A second retry of a run that goes on again is refused (409): never repeated.
+        answer = yield Call("POST", _path("flow", flow_id, "retry"), json=body)
+        return [int(action) for action in answer["actions"]]
+
+    def rerun(self, flow_id: str, input: Any) -> Operation[str]:
+        body = None if input is None else {"input": input}
+        # A second try could start a second run: never repeated.
+        answer = yield Call("POST", _path("flow", flow_id, "rerun"), json=body)
+        return str(answer["flowId"])
 
     def lifecycle(self, flow_id: str, what: str) -> Operation[None]:
         yield Call("POST", _path("flow", flow_id, what))
@@ -465,6 +478,19 @@ class Client:
         """Ends a run as TERMINATED (``Conflict`` when it has already ended)."""
         self._run(_OPS.lifecycle(flow_id, "terminate"))
 
+    def retry(self, flow_id: str, input: Any = None) -> list[int]:
+        """Lets a FAILED or TERMINATED run go on from the actions that failed (or were open
+        when it was terminated), each at a fresh attempt, keeping all that completed.
+        ``input`` replaces the input of the one user task started again. Returns the ids of
+        the actions started again. Raises ``Conflict`` unless the run is FAILED or
+        TERMINATED, ``NotFound`` for an unknown run."""
+        return self._run(_OPS.retry(flow_id, input))
+
+    def rerun(self, flow_id: str, input: Any = None) -> str:
+        """Starts a new run of the run's workflow version with its input (or ``input``);
+        returns the new run's id."""
+        return self._run(_OPS.rerun(flow_id, input))
+
     def list_runs(
         self,
         name: str | None = None,
@@ -599,6 +625,14 @@ class AsyncClient:
     async def terminate(self, flow_id: str) -> None:
         """See ``Client.terminate``."""
         await self._run(_OPS.lifecycle(flow_id, "terminate"))
+
+    async def retry(self, flow_id: str, input: Any = None) -> list[int]:
+        """See ``Client.retry``."""
+        return await self._run(_OPS.retry(flow_id, input))
+
+    async def rerun(self, flow_id: str, input: Any = None) -> str:
+        """See ``Client.rerun``."""
+        return await self._run(_OPS.rerun(flow_id, input))
 
     async def list_runs(
         self,

@@ -18,10 +18,15 @@ from app.api.models import (
     FlowHistory,
     FlowList,
     FlowView,
+    RerunRequest,
+    RerunResponse,
+    RetryRequest,
+    RetryResponse,
 )
 from app.api.openapi_docs import request_example, responses
 from app.api.security.principal import principal_of
 from app.api.views import flow_summary, flow_view, history_entry
+from app.engine import repair
 from app.engine.errors import Invalid
 from app.engine.run_wait import wait_for_end
 from app.engine.snapshot import RunSnapshot
@@ -263,6 +268,51 @@ async def terminate(flow_id: str, engine: EngineDep, http_request: Request) -> A
     already ended."""
     await engine.terminate(flow_id, by=principal_of(http_request.scope).name)
     return Accepted(status="ok")
+
+
+@router.post(
+    "/{flow_id}/retry",
+    response_model=RetryResponse,
+    responses=responses({"status": "ok", "actions": [3]}, 404, 409, 422),
+    openapi_extra=request_example({"input": {"userId": 42}}),
+)
+async def retry(
+    flow_id: str,
+    engine: EngineDep,
+    http_request: Request,
+    request: Annotated[RetryRequest | None, Body()] = None,
+) -> RetryResponse:
+    """Lets a FAILED or TERMINATED run go on from the actions that failed (or were open
+    when it was terminated), each at a fresh first attempt; everything that completed is
+    kept. ``input`` replaces the input of the one user task started again, ``inputs`` those
+    of several, by action id. Answers the ids of the actions started again. 409 when the
+    run is RUNNING, PAUSED or COMPLETED, is a sub-workflow's child (retry its parent), or
+    has nothing to retry."""
+    body = request or RetryRequest()
+    retried = await repair.retry(
+        engine, flow_id, principal_of(http_request.scope).name, body.input, body.inputs
+    )
+    return RetryResponse(actions=retried.actions)
+
+
+@router.post(
+    "/{flow_id}/rerun",
+    status_code=CREATED,
+    response_model=RerunResponse,
+    responses=responses({"flowId": FLOW_ID}, 404, 413, 422, status=CREATED),
+    openapi_extra=request_example({"input": {"userId": 7}}),
+)
+async def rerun(
+    flow_id: str,
+    engine: EngineDep,
+    http_request: Request,
+    request: Annotated[RerunRequest | None, Body()] = None,
+) -> RerunResponse:
+    """Starts a new run of the same workflow version with the run's input (or ``input``),
+    whatever the run's status; both runs' histories name the other."""
+    body = request or RerunRequest()
+    new_id = await repair.rerun(engine, flow_id, principal_of(http_request.scope).name, body.input)
+    return RerunResponse(flowId=new_id)
 
 
 __all__ = ["router"]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -122,6 +123,32 @@ class Transition:
     expected_rev: str = ""  # the run's revision this was planned from, if it must not move
     lease_secret: str = ""  # the secret of the lease a worker's result names ("" for timers)
     take_secrets: str = ""  # a fresh lease secret per task leased at once, end to end
+
+
+@dataclass(frozen=True)
+class ForEachRetry:
+    """A for-each that a retry lets go on (see retry.lua): its FAILED items start again on
+    ``queue`` (None: a sub-workflow body, each item a child run), then items not started
+    yet, up to ``concurrency`` open at once."""
+
+    seq: int
+    queue: str | None
+    poll_timeout_ms: int
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class RunRetry:
+    """All that retry.lua takes (see its header)."""
+
+    flow_id: str
+    expected_rev: str
+    by: str
+    fail_reason: str
+    replaced: Sequence[int]  # the executions the ops start afresh
+    actions: Sequence[int]  # the ids of the actions retried, for the history
+    for_each: Sequence[ForEachRetry]
+    ops: Sequence[PlannedOp]
 
 
 @dataclass(frozen=True)
@@ -427,6 +454,53 @@ class Store:
         keys = self.keys.run(flow_id).as_list()
         args = [*self._run_args(flow_id), reason, by]
         return str(await self.scripts.terminate(keys=keys, args=args))
+
+    async def retry(self, change: RunRetry) -> str:
+        """Lets an ended run go on (retry.lua): "ok", "missing", "moved" or its status."""
+        flow_id = change.flow_id
+        partition = self.keys.partition_of(flow_id)
+        run_keys = self.keys.run(flow_id).as_list()
+        queue_keys, op_args = self._ops(flow_id, change.ops, len(run_keys) + 1)
+        for_each = []
+        for spec in change.for_each:
+            key_index = 0
+            if spec.queue is not None:
+                key = self.keys.queue(partition, spec.queue)
+                if key not in queue_keys:
+                    queue_keys.append(key)
+                key_index = len(run_keys) + 1 + queue_keys.index(key)
+            for_each.append(
+                {
+                    "seq": spec.seq,
+                    "key": key_index,
+                    "name": spec.queue or "",
+                    "pollTimeoutMs": spec.poll_timeout_ms,
+                    "concurrency": spec.concurrency,
+                }
+            )
+        plan = {
+            "replaced": list(change.replaced),
+            "actions": list(change.actions),
+            "forEach": for_each,
+        }
+        args = [
+            *self._run_args(flow_id),
+            change.expected_rev,
+            change.by,
+            change.fail_reason,
+            orjson.dumps(plan).decode(),
+            *op_args,
+        ]
+        return str(await self.scripts.retry(keys=[*run_keys, *queue_keys], args=args))
+
+    async def note_rerun(self, flow_id: str, new_flow_id: str, by: str) -> str:
+        """Writes in the history of ``flow_id`` that ``new_flow_id`` reruns it."""
+        run_keys = self.keys.run(flow_id)
+        return str(
+            await self.scripts.note_rerun(
+                keys=[run_keys.run, run_keys.history], args=[new_flow_id, by]
+            )
+        )
 
     # -- sub-workflows ---------------------------------------------------------------
 
