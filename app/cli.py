@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import typer
 
+from app.auth_cli import auth_cli
 from app.settings import get_settings
 
 cli = typer.Typer(
@@ -24,6 +25,7 @@ queue_cli = typer.Typer(help="Task queues.", no_args_is_help=True)
 cli.add_typer(workflow_cli, name="workflow")
 cli.add_typer(flow_cli, name="flow")
 cli.add_typer(queue_cli, name="queue")
+cli.add_typer(auth_cli, name="auth")
 
 TERMINAL = {"COMPLETED", "FAILED", "TERMINATED"}
 WAIT_STEP_SECONDS = 0.2
