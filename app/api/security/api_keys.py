@@ -154,6 +154,7 @@ class ApiKeys:
 
     def __post_init__(self) -> None:
         self._file_text: str | None = None
+        self._refused_text: str | None = None  # complained about once, not at every read
         self._by_hash: dict[str, Principal] = {}
         self._next_check = 0.0
         if self.path is not None:
@@ -194,11 +195,12 @@ class ApiKeys:
                 error.strerror,
             )
             return
-        if text == self._file_text:
+        if text in (self._file_text, self._refused_text):
             return
         try:
             self._load(text)
         except ApiKeysError as error:
+            self._refused_text = text
             log.warning("API keys: %s; keeping the keys read before", error)
             return
         log.info("API keys: read %s again, %d keys", self.path, len(self._by_hash))
