@@ -86,12 +86,13 @@ def serve(
     workers: Annotated[int, typer.Option(help="Server processes (needs REDIS_URL).")] = 1,
 ) -> None:
     """Start the server (the embedded Redis unless REDIS_URL is set)."""
+    from app.api.security.settings_errors import AuthSettingsError
     from app.serve import ServeError, run_server
 
     settings = get_settings()
     try:
         run_server(settings, host or settings.host, port or settings.port, workers)
-    except ServeError as error:
+    except (ServeError, AuthSettingsError) as error:
         typer.echo(f"orchy serve: {error}", err=True)
         raise typer.Exit(FAILURE_EXIT) from None
 

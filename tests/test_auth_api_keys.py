@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ from app.api.security.api_keys import ApiKeysError, parse_entries
 from app.api.security.principal import Role
 from app.settings import Settings
 from tests.helpers.auth import Key, KeysFile, bearer, role_keys
+from tests.helpers.cli import COMMAND_SECONDS
 from tests.helpers.definitions import user, workflow
-from tests.helpers.http import ServerThread, serving
+from tests.helpers.http import ServerThread, free_port, serving
+from tests.helpers.processes import MARK, ROOT, marked_env, marked_processes
 from tests.helpers.waiting import unique, wait_until
 
 RELOAD_SECONDS = 0.05
@@ -303,3 +307,27 @@ def test_entries_are_checked_and_a_key_itself_is_never_kept(tmp_path: Path) -> N
         create_app(Settings(api_keys_file=str(path)))
     with pytest.raises(ApiKeysError, match="cannot read"):
         create_app(Settings(api_keys_file=str(tmp_path / "missing.jsonl")))
+
+
+def test_serve_with_settings_it_cannot_use_says_why_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jsonl"
+    for extra, reason in (
+        ({"ORCHY_API_KEYS_FILE": str(missing)}, f"{missing}: cannot read"),
+        (
+            {"ORCHY_OIDC_ISSUER": "https://issuer.example"},
+            "ORCHY_OIDC_ISSUER needs ORCHY_OIDC_AUDIENCE",
+        ),
+    ):
+        env = marked_env(ORCHY_DATA_DIR=str(tmp_path / "data"), **extra)
+        result = subprocess.run(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_SECONDS,
+        )
+        assert result.returncode == 1, result.stderr
+        assert f"orchy serve: {reason}" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert marked_processes(env[MARK]) == []

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.api.security.principal import Principal, Role
+from app.api.security.settings_errors import AuthSettingsError
 from app.api.security.tenant_name import TENANT_NAME_RULE, is_tenant_name
 
 log = logging.getLogger("orchy.auth")
@@ -34,7 +35,7 @@ KEY_BYTES = 32
 SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
-class ApiKeysError(ValueError):
+class ApiKeysError(AuthSettingsError):
     """The API key entries cannot be read; the message names the source and the entry."""
 
 

@@ -19,6 +19,7 @@ import jwt
 from app.api.security.jwks import ACCEPTED_ALGORITHMS, Jwks
 from app.api.security.principal import Principal, Role
 from app.api.security.refusals import Forbidden, Unauthorized, names
+from app.api.security.settings_errors import AuthSettingsError
 from app.api.security.tenant_name import TENANT_NAME_RULE, is_tenant_name
 from app.settings import Settings
 
@@ -29,7 +30,7 @@ NAME_CLAIMS = ("sub", "client_id", "azp")
 ROLE_NAMES = frozenset(role.value for role in Role)
 
 
-class OidcSettingsError(ValueError):
+class OidcSettingsError(AuthSettingsError):
     """OIDC is half configured."""
 
 
