@@ -22,6 +22,7 @@ AUTHORIZATION = b"authorization"
 BEARER = "bearer"
 # A JWT is three base64url parts joined by dots; an API key has no dot.
 JWT_DOTS = 2
+POLICY_VIOLATION = 1008  # the WebSocket close code of a refused connection
 ROLES_WITH = {permission: roles_with(permission) for permission in Permission}
 MISSING = "this route needs a bearer token: send the header Authorization: Bearer <token>"
 
@@ -85,6 +86,10 @@ class AuthenticationMiddleware:
         self.table = table
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # No route takes WebSockets; one that did would need its own check.
+            await send({"type": "websocket.close", "code": POLICY_VIOLATION})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
