@@ -302,3 +302,32 @@ def hs256_with_public_key(issuer: Issuer, kid: str, claims: dict[str, Any]) -> s
 
 def _b64(value: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+async def test_the_claims_read_are_those_the_settings_name(
+    settings: Settings, issuer: Issuer, redis_client: Any
+) -> None:
+    """Role and action names from nested and namespaced claims (ORCHY_OIDC_*_CLAIM)."""
+    custom = oidc_settings(
+        settings,
+        issuer,
+        oidc_role_claim="realm_access.roles",
+        oidc_actions_claim="https://orchy.example/actions",
+    )
+    with serving(custom) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            kid = first_kid(issuer)
+            worker = issuer.token(
+                kid,
+                realm_access={"roles": ["offline_access", "worker"]},
+                **{"https://orchy.example/actions": "resize thumbnail"},
+            )
+            poll = {"workerId": "w", "actions": ["resize"], "max": 1, "waitSeconds": 0}
+            assert (
+                await http.post("/tasks/poll", json=poll, headers=bearer(worker))
+            ).status_code == 200
+            poll["actions"] = ["transcode"]
+            refused = await http.post("/tasks/poll", json=poll, headers=bearer(worker))
+            assert refused.status_code == 403 and "transcode" in refused.json()["error"]
+            plain = issuer.token(kid, orchy_role="admin")  # the default claim is not read now
+            assert (await read_status(http, plain)).status_code == 403

@@ -1,6 +1,12 @@
 """Workers: poll, results, heartbeats. Every route here is a ``WorkerRoute``
 (``app/api/worker_routes.py``): documented by FastAPI, served by the fast path, its endpoint
-called with its path parameters, its validated body and the request."""
+called with its path parameters, its validated body and the request.
+
+A worker token limited to some action names (``Principal.actions``) may poll, and offer in a
+``next``, only those. Results, failures and heartbeats are not checked against the task's
+action: a task id carries the lease secret that only the poll (or ``next``) leasing it was
+told, so a limited worker holds ids of its own actions' tasks only, and checking would cost
+a read of the task per result."""
 
 from __future__ import annotations
 
