@@ -17,6 +17,7 @@ from app.api import events, executions, flows, health, metadata, queues, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi_docs import install_docs, operation_id
+from app.api.security.guard import install_auth
 from app.api.worker_routes import serve_first
 from app.engine import run_log
 from app.engine.engine import Engine
@@ -150,4 +151,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (queues, flows, executions, events, metadata, health):
         app.include_router(module.router)
     install_docs(app)
+    # Last: every route is in place, and the authentication middleware is the outermost.
+    install_auth(app, settings)
     return app
