@@ -35,6 +35,13 @@ class TenantRefused(EngineError):
     status_code = 403
 
 
+class TenantUnavailable(EngineError):
+    """A tenant whose keys cannot be served by this server (its runs are spread over
+    another number of partitions)."""
+
+    status_code = 503
+
+
 @dataclass
 class TenantStack:
     namespace: str
@@ -103,7 +110,10 @@ class Tenants:
         async with self._opening:
             stack = self._stacks.get(namespace)
             if stack is None:
-                stack = await self._open(namespace)
+                try:
+                    stack = await self._open(namespace)
+                except RuntimeError as error:
+                    raise TenantUnavailable(f"tenant {namespace!r}: {error}") from error
                 await self._root.client.sadd(TENANTS, namespace)
                 log.info("tenant %s: started and recorded", namespace)
         return stack.engine
