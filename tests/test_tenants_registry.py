@@ -154,6 +154,9 @@ async def test_a_restarted_server_fires_the_timers_of_every_recorded_tenant(
     }
     assert all(key.startswith("orchy:acme:{p") for key in engine.store.keys.run(flow_id).as_list())
     await tenants.stop()  # the server stops before the delay is over
+    with pytest.raises(TenantUnavailable, match="stopping"):
+        await tenants.engine_for("late")  # a request that came as it stopped starts nothing
+    assert await client.smembers(TENANTS) == {ACME}
     assert await run_status(client, private, ACME, flow_id) is RunStatus.RUNNING
 
     with serving(private) as server:

@@ -76,6 +76,7 @@ class Tenants:
         self.pools = Pools.create(settings)
         self._stacks: dict[str, TenantStack] = {}
         self._opening = asyncio.Lock()
+        self._stopped = False
 
     # -- the stacks -------------------------------------------------------------------
 
@@ -108,13 +109,17 @@ class Tenants:
             return engine
         namespace = self.namespace_of(tenant)
         async with self._opening:
+            if self._stopped:  # a request that came in as the server stops starts nothing
+                raise TenantUnavailable(f"tenant {namespace!r}: the server is stopping")
             stack = self._stacks.get(namespace)
             if stack is None:
                 try:
-                    stack = await self._open(namespace)
+                    store = await self._checked_store(namespace)
                 except RuntimeError as error:
                     raise TenantUnavailable(f"tenant {namespace!r}: {error}") from error
+                # Recorded before it starts: a stack that runs is one a restart starts again.
                 await self._root.client.sadd(TENANTS, namespace)
+                stack = self._start_stack(store)
                 log.info("tenant %s: started and recorded", namespace)
         return stack.engine
 
@@ -122,8 +127,16 @@ class Tenants:
         return sorted(self._stacks)
 
     async def _open(self, namespace: str) -> TenantStack:
+        return self._start_stack(await self._checked_store(namespace))
+
+    async def _checked_store(self, namespace: str) -> Store:
+        """The store of ``namespace``, its runs spread over this server's partition count."""
         store = self._root.in_namespace(namespace)
         await store.check_partitions()
+        return store
+
+    def _start_stack(self, store: Store) -> TenantStack:
+        namespace = store.keys.namespace
         wakeups = Wakeups()
         engine = Engine(store, self.settings, wakeups, self.pools)
         sweeper = Sweeper(engine, self.settings)
@@ -151,6 +164,7 @@ class Tenants:
             stack.engine.wakeups.close()
 
     async def stop(self) -> None:
+        self._stopped = True
         stacks, self._stacks = list(self._stacks.values()), {}
         grace = self.settings.shutdown_grace_seconds
         try:
