@@ -17,9 +17,10 @@ import pytest
 
 from app.settings import Settings
 from app.store.connection import client_for_url
+from app.store.keys import Keys
 from orchy import Worker
 from tests.helpers.cluster import private_cluster
-from tests.helpers.definitions import system, user, workflow
+from tests.helpers.definitions import set_action, system, user, workflow
 from tests.helpers.http import Api, ServerThread, serving
 from tests.helpers.processes import Processes, RedisProcess
 from tests.helpers.waiting import wait_until
@@ -68,6 +69,13 @@ def charging_worker(settings: Settings, server: ServerThread, seen: list[str]) -
     return worker
 
 
+async def actions_of(api: Api) -> list[dict[str, Any]]:
+    response = await api.http.get("/metadata/action")
+    assert response.status_code == 200, response.text
+    actions: list[dict[str, Any]] = response.json()
+    return actions
+
+
 async def queue_depth(api: Api) -> int:
     response = await api.http.get("/tasks/queues")
     assert response.status_code == 200, response.text
@@ -81,11 +89,26 @@ async def action_status(api: Api, flow_id: str, action: int) -> str:
     return "" if view is None else str(view["status"])
 
 
-async def wait_all_waiting(api: Api, flow_ids: list[str]) -> None:
+async def wait_all_waiting(
+    api: Api, flow_ids: list[str], redis_url: str, settings: Settings, tenant: str
+) -> None:
+    """Every run waits for its payment, and its wait is in the tenant's correlation index
+    (a wait registers there just after it starts waiting)."""
+
     async def waiting() -> bool:
         return all([await action_status(api, flow, 2) == "WAITING" for flow in flow_ids])
 
     await wait_until(waiting, WAIT, what="every run to wait for its payment")
+    index = Keys(settings.partitions, tenant).correlation(EVENT, KEY).waiters
+    client = client_for_url(redis_url)
+    try:
+
+        async def registered() -> bool:
+            return bool(await client.zcard(index) == len(flow_ids))
+
+        await wait_until(registered, WAIT, what=f"{tenant}'s waits in the correlation index")
+    finally:
+        await client.aclose()
 
 
 async def start_runs(api: Api) -> list[str]:
@@ -136,6 +159,12 @@ async def two_tenants(settings: Settings, redis_url: str) -> None:
                     entry["name"] for entry in (await api.http.get("/metadata/workflow")).json()
                 ]
                 assert names == [NAME]
+            # Action definitions: a's settings of the action are a's only.
+            await set_action(a.http, QUEUE, retryCount=7, timeoutSeconds=11)
+            assert [action["name"] for action in await actions_of(a)] == [QUEUE]
+            assert await actions_of(b) == []
+            answer = (await b.http.get(f"/metadata/action/{QUEUE}")).json()
+            assert (answer["retryCount"], answer["timeoutSeconds"]) != (7, 11), answer
             runs_a, runs_b = await start_runs(a), await start_runs(b)
             assert await queue_depth(a) == RUNS and await queue_depth(b) == RUNS
             await assert_sees_nothing_of(a, runs_a, runs_b)
@@ -144,7 +173,7 @@ async def two_tenants(settings: Settings, redis_url: str) -> None:
             # Queues: a's worker polls the same action name while b's tasks wait.
             seen_a: list[str] = []
             async with running(charging_worker(settings, server_a, seen_a)):
-                await wait_all_waiting(a, runs_a)
+                await wait_all_waiting(a, runs_a, redis_url, settings, TENANT_A)
                 assert seen_a == [TENANT_A] * RUNS
                 assert await queue_depth(b) == RUNS
                 assert {await action_status(b, flow, 1) for flow in runs_b} == {"QUEUED"}
@@ -159,7 +188,7 @@ async def two_tenants(settings: Settings, redis_url: str) -> None:
 
                 seen_b: list[str] = []
                 async with running(charging_worker(settings, server_b, seen_b)):
-                    await wait_all_waiting(b, runs_b)
+                    await wait_all_waiting(b, runs_b, redis_url, settings, TENANT_B)
                 assert seen_b == [TENANT_B] * RUNS
                 assert seen_a == [TENANT_A] * RUNS
             response = await b.http.post(f"/events/{EVENT}", json={"key": KEY})
