@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.api.app import stop_tasks
+from app.engine.background import stop_tasks
 from app.settings import Settings, default_data_dir
 from app.store.connection import redacted
 from app.store.embedded import PIDFILE_NAME

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -20,35 +19,14 @@ from app.api.openapi_docs import install_docs, operation_id
 from app.api.security.guard import install_auth
 from app.api.worker_routes import serve_first
 from app.engine import run_log
-from app.engine.engine import Engine
-from app.engine.notifier import Notifier
-from app.engine.sweeper import Sweeper
-from app.engine.wakeups import Wakeups
+from app.engine.tenants import Tenants
 from app.settings import Settings, get_settings
 from app.store import Store
 from app.store.connection import Connection, check_usable, open_connection, redacted
 
 log = logging.getLogger("orchy.server")
-# A background task that swallowed one cancellation (redis-py's pub/sub does while it
-# subscribes) is cancelled again this often until it ends.
-CANCEL_AGAIN_SECONDS = 0.1
 # The data folder's default before it moved to the user's data directory.
 LEGACY_DATA_DIR = ".orchy-data"
-
-
-async def stop_tasks(tasks: list[asyncio.Task[None]], timeout_seconds: float) -> None:
-    """Cancels ``tasks`` and waits for them to end, at most ``timeout_seconds``."""
-    deadline = asyncio.get_running_loop().time() + timeout_seconds
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        left = deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            names = ", ".join(sorted(task.get_name() for task in pending))
-            log.warning("stopped without waiting for %s", names)
-            return
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=min(left, CANCEL_AGAIN_SECONDS))
 
 
 def log_where_state_lives(connection: Connection) -> None:
@@ -77,10 +55,11 @@ class OrchyAPI(FastAPI):
     """FastAPI, with a way for the server to end its long polls when it stops."""
 
     def stop_polls(self) -> None:
-        """The server is stopping: long polls in flight answer now, with no tasks."""
-        engine: Engine | None = getattr(self.state, "engine", None)
-        if engine is not None:
-            engine.wakeups.close()
+        """The server is stopping: long polls in flight (of every tenant) answer now, with
+        no tasks."""
+        tenants: Tenants | None = getattr(self.state, "tenants", None)
+        if tenants is not None:
+            tenants.stop_polls()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -101,29 +80,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             started.push_async_callback(pubsub_client.aclose)
             await check_usable(client, connection.url)
             store = Store(client, settings.partitions, settings.retention_seconds)
-            await store.check_partitions()
-            wakeups = Wakeups()
-            engine = Engine(store, settings, wakeups)
-            started.callback(engine.close)
-            await engine.warm_up()
-            sweeper = Sweeper(engine, settings)
-            notifier = Notifier(
-                pubsub_client,
-                store.keys.notify_channel,
-                wakeups,
-                sweeper,
-                settings.notifier_reconnect_seconds,
-            )
-            background = [
-                asyncio.create_task(sweeper.run(), name="orchy-sweeper"),
-                asyncio.create_task(notifier.run(), name="orchy-notifier"),
-            ]
-            started.push_async_callback(stop_tasks, background, settings.shutdown_grace_seconds)
-            started.push_async_callback(sweeper.stop)
+            tenants = Tenants(store, pubsub_client, settings)
+            started.push_async_callback(tenants.stop)
+            own = await tenants.start()
             app.state.settings = settings
-            app.state.engine = engine
-            app.state.sweeper = sweeper
-            app.state.notifier = notifier
+            app.state.tenants = tenants
+            # The server's own namespace (ORCHY_NAMESPACE): principals without a tenant.
+            app.state.engine = own.engine
+            app.state.sweeper = own.sweeper
+            app.state.notifier = own.notifier
             app.state.connection = connection
             # What the start built (modules, routes, models, scripts) lives as long as the
             # process: out of the collector's sight, a full collection under load scans

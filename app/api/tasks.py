@@ -73,7 +73,7 @@ async def poll(request: PollRequest, http_request: Request) -> Response:
     when none came. Each task is leased for its action's ``timeoutSeconds``: answer it with
     ``/complete`` or ``/fail`` (or extend it with ``/heartbeat``) before then."""
     require_actions(http_request.scope, request.actions, "actions")
-    engine, settings = engine_and_settings(http_request)
+    engine, settings = await engine_and_settings(http_request)
     if request.max > settings.poll_max_tasks:
         raise Invalid(f"max: at most {settings.poll_max_tasks} tasks per poll")
     gone = asyncio.Event()
@@ -117,7 +117,7 @@ async def complete(task_id: str, request: CompleteRequest, http_request: Request
     stale or already answered; either way nothing changes. With
     ``next``, as in ``/tasks/results``, the user tasks the output starts are leased to that
     worker at once and answered in ``tasks``."""
-    engine, settings = engine_and_settings(http_request)
+    engine, settings = await engine_and_settings(http_request)
     take_next = _take_next(request.next, settings, http_request)
     applied = await engine.apply_results([(task_id, Success(request.output))], take_next)
     [answer] = applied.answers
@@ -141,7 +141,7 @@ async def fail(task_id: str, request: FailRequest, http_request: Request) -> Res
     """Reports a failed attempt: retried per the action's policy, unless ``retryable`` is
     false or the retries are spent, when the action FAILS (taking its ``error`` branch if it
     has one). Answers as ``/complete`` does."""
-    engine, _ = engine_and_settings(http_request)
+    engine, _ = await engine_and_settings(http_request)
     answer = await engine.fail_task(task_id, request.error, request.retryable)
     return _json(_STATUS_HELD if answer == "held" else _STATUS_OK)
 
@@ -170,7 +170,7 @@ async def fail(task_id: str, request: FailRequest, http_request: Request) -> Res
 async def results(request: ResultsRequest, http_request: Request) -> Response:
     """Applies many results in one request, each as its own ``/complete`` or ``/fail`` would,
     and answers a status for each: one failing result never affects the others."""
-    engine, settings = engine_and_settings(http_request)
+    engine, settings = await engine_and_settings(http_request)
     if len(request.results) > settings.poll_max_tasks:
         raise Invalid(f"results: at most {settings.poll_max_tasks} per request")
     take_next = _take_next(request.next, settings, http_request)
@@ -227,6 +227,6 @@ def _refused(task_id: str, error: Exception) -> ResultStatus:
 )
 async def heartbeat(task_id: str, http_request: Request) -> Response:
     """Extends the attempt's lease by the action's ``timeoutSeconds``."""
-    engine, _ = engine_and_settings(http_request)
+    engine, _ = await engine_and_settings(http_request)
     await engine.heartbeat(task_id)
     return _json(_STATUS_OK)

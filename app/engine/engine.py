@@ -10,20 +10,18 @@ import logging
 import math
 import time
 from collections.abc import Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from app.actions import for_each, javascript
+from app.actions import for_each
 from app.definition import DEFAULT_BRANCH, WorkflowDef
 from app.engine import outcomes, run_log
 from app.engine.catalog import Catalog
 from app.engine.children import Children, child_result, item_end
 from app.engine.correlation import Correlation, is_correlation_timer
 from app.engine.document import Document
-from app.engine.document_pool import DocumentPool
 from app.engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge
 from app.engine.ids import (
     CHILD_TIMER_KINDS,
@@ -37,6 +35,7 @@ from app.engine.ids import (
     new_flow_id,
 )
 from app.engine.planner import Plan, Planner, dumps
+from app.engine.pools import Pools
 from app.engine.run_cache import MOVED, RunCache
 from app.engine.snapshot import Execution, RunSnapshot
 from app.engine.status import TERMINAL_ACTION, ActionStatus, RunStatus
@@ -113,13 +112,22 @@ def _held_json(result: Result) -> str:
 
 
 class Engine:
-    def __init__(self, store: Store, settings: Settings, wakeups: Wakeups | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        wakeups: Wakeups | None = None,
+        pools: Pools | None = None,
+    ) -> None:
+        """With ``pools``, the engine works with those (shared with other engines: their
+        owner closes them); without, with pools of its own that ``close`` closes."""
         self.store = store
         self.settings = settings
         self.catalog = Catalog(store, settings)
-        threads = max(settings.js_threads, settings.js_processes)
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="orchy-js")
-        self.documents = DocumentPool(settings.document_processes)
+        self._owns_pools = pools is None
+        self.pools = pools or Pools.create(settings)
+        self.executor = self.pools.executor
+        self.documents = self.pools.documents
         self.planner = Planner(
             self.executor,
             self.documents,
@@ -145,12 +153,11 @@ class Engine:
 
     async def warm_up(self) -> None:
         """Starts the script processes now rather than on the first script."""
-        await asyncio.get_running_loop().run_in_executor(self.executor, javascript.start)
+        await self.pools.warm_up()
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.documents.close()
-        javascript.close()
+        if self._owns_pools:
+            self.pools.close()
 
     # -- reading runs ---------------------------------------------------------------
 

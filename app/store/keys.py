@@ -1,18 +1,41 @@
 """Every Redis key and channel name. Nothing else builds a key.
 
-A run, its history, events, waiters and held results, the queue entries that point at it
-and its timers all share one hash tag ``{p<N>}``: the run's partition. So each transition is
-one script on one slot, and the whole store runs on Redis Cluster. Workflow and action
+Every key of a namespace (a tenant) starts with its prefix: ``orchy:`` for the default
+namespace "" (the names from before namespaces), ``orchy:<namespace>:`` for another. A run,
+its history, events, waiters and held results, the queue entries that point at it and its
+timers all share one hash tag ``{p<N>}``: the run's partition. So each transition is one
+script on one slot, and the whole store runs on Redis Cluster. Workflow and action
 definitions live under the ``{meta}`` tag.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
 PREFIX = "orchy"
-META = f"{PREFIX}:{{meta}}"
+DEFAULT_NAMESPACE = ""
+# No ``{``, ``}`` (they would move a key's hash tag) nor ``:`` (one namespace's keys would
+# read as another's); the same rule for tenant names, which are namespaces.
+NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAMESPACE_RULE = "letters, digits, '_', '.', '-', at most 64, starting with a letter or digit"
+# The set of the tenants a server has served: outside every namespace, so one server finds
+# them all at start-up.
+TENANTS = f"{PREFIX}:tenants"
+
+
+def is_namespace(name: str) -> bool:
+    return NAMESPACE_PATTERN.fullmatch(name) is not None
+
+
+def namespace_prefix(namespace: str) -> str:
+    """What every key of ``namespace`` starts with."""
+    if namespace == DEFAULT_NAMESPACE:
+        return f"{PREFIX}:"
+    if not is_namespace(namespace):
+        raise ValueError(f"namespace {namespace!r}: {NAMESPACE_RULE}")
+    return f"{PREFIX}:{namespace}:"
 
 
 @dataclass(frozen=True)
@@ -45,14 +68,17 @@ class CorrelationKeys:
 
 
 class Keys:
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.partitions = partitions
+        self.namespace = namespace
+        self.prefix = namespace_prefix(namespace)
+        self._meta = f"{self.prefix}{{meta}}"
 
     def partition_of(self, flow_id: str) -> int:
         return zlib.crc32(flow_id.encode()) % self.partitions
 
     def _base(self, partition: int) -> str:
-        return f"{PREFIX}:{{p{partition}}}"
+        return f"{self.prefix}{{p{partition}}}"
 
     def run_prefix(self, partition: int) -> str:
         return f"{self._base(partition)}:run:"
@@ -110,30 +136,35 @@ class Keys:
         return f"{self._base(partition)}:cd:{delivery_id}"
 
     def workflow(self, name: str) -> str:
-        return f"{META}:wf:{name}"
+        return f"{self._meta}:wf:{name}"
 
     @property
     def workflow_names(self) -> str:
-        return f"{META}:workflows"
+        return f"{self._meta}:workflows"
 
     @property
     def actions(self) -> str:
-        return f"{META}:actions"
+        return f"{self._meta}:actions"
 
     @property
     def queue_names(self) -> str:
         """The set of user action names that registered workflows queue tasks for."""
-        return f"{META}:queues"
+        return f"{self._meta}:queues"
 
     @property
     def polls(self) -> str:
         """Action name -> when a worker last polled for it (ms)."""
-        return f"{META}:polls"
+        return f"{self._meta}:polls"
 
     @property
     def config(self) -> str:
-        return f"{META}:config"
+        return f"{self._meta}:config"
 
     @property
     def notify_channel(self) -> str:
-        return f"{PREFIX}:notify"
+        return f"{self.prefix}notify"
+
+    @property
+    def tenants(self) -> str:
+        """The set of recorded tenants: the same key whatever the namespace."""
+        return TENANTS

@@ -13,7 +13,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.store.coalesce import Coalescer
-from app.store.keys import Keys, RunKeys
+from app.store.keys import DEFAULT_NAMESPACE, Keys, RunKeys
 from app.store.scripts import Scripts
 
 # redis-py's asyncio ``Redis`` or ``RedisCluster``, opened with ``decode_responses=True``; their
@@ -178,12 +178,28 @@ class Applied:
 
 
 class Store:
-    def __init__(self, client: RedisClient, partitions: int, retention_seconds: int) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        partitions: int,
+        retention_seconds: int,
+        namespace: str = DEFAULT_NAMESPACE,
+        shared: Store | None = None,
+    ) -> None:
+        """A store of ``namespace``'s keys; with ``shared``, one on that store's client that
+        uses its loaded scripts and its pipeline (see ``in_namespace``)."""
         self.client = client
-        self.keys = Keys(partitions)
+        self.keys = Keys(partitions, namespace)
         self.retention_seconds = retention_seconds
-        self.scripts = Scripts.register(client)
-        self.coalescer = Coalescer(client)
+        self.scripts: Scripts = shared.scripts if shared else Scripts.register(client)
+        self.coalescer: Coalescer = shared.coalescer if shared else Coalescer(client)
+
+    def in_namespace(self, namespace: str) -> Store:
+        """The store of another namespace (a tenant) on the same Redis, sharing this one's
+        client, scripts and pipeline."""
+        return Store(
+            self.client, self.keys.partitions, self.retention_seconds, namespace, shared=self
+        )
 
     # -- set-up and health ------------------------------------------------------------
 
