@@ -1,6 +1,7 @@
-"""Tenants (namespaces) isolated end to end: two servers on one Redis (a private
-``redis-server``, then a private Redis Cluster), one with ``ORCHY_NAMESPACE=a``, the other
-with ``ORCHY_NAMESPACE=b``, each with a real worker over HTTP. The two tenants register a
+"""Tenants (namespaces) isolated end to end, on one Redis (a private ``redis-server``) and on
+a private Redis Cluster, two ways: two single-tenant servers (``ORCHY_NAMESPACE=a`` and
+``=b``), and one server whose API keys belong to tenant a or b (an operator's key and a
+worker's key each), each tenant with a real worker over HTTP. The two tenants register a
 workflow of the same name, queue tasks for the same action name and wait for events of the
 same name and key; neither sees anything of the other (runs, history, listing, definitions,
 queues, events), and every Redis key of each lives under its own prefix."""
@@ -8,17 +9,21 @@ queues, events), and every Redis key of each lives under its own prefix."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from app.api.security.principal import Role
 from app.settings import Settings
 from app.store.connection import client_for_url
 from app.store.keys import Keys
 from orchy import Worker
+from tests.helpers.auth import Key
 from tests.helpers.cluster import private_cluster
 from tests.helpers.definitions import set_action, system, user, workflow
 from tests.helpers.http import Api, ServerThread, serving
@@ -44,6 +49,16 @@ def definition(tenant: str) -> dict[str, Any]:
     )
 
 
+@dataclass(frozen=True)
+class TenantSide:
+    """How a test reaches one tenant: a server, and the keys of its operator and worker (None
+    for a single-tenant server, which checks no credentials)."""
+
+    url: str
+    operator: Key | None = None
+    worker: Key | None = None
+
+
 @contextlib.contextmanager
 def tenant_server(settings: Settings, redis_url: str, tenant: str) -> Iterator[ServerThread]:
     update = {"redis_url": redis_url, "namespace": tenant, **LIGHT_SERVER}
@@ -51,15 +66,43 @@ def tenant_server(settings: Settings, redis_url: str, tenant: str) -> Iterator[S
         yield server
 
 
+@contextlib.contextmanager
+def namespaced_servers(settings: Settings, redis_url: str) -> Iterator[list[TenantSide]]:
+    """Two servers, one per tenant (``ORCHY_NAMESPACE``)."""
+    with (
+        tenant_server(settings, redis_url, TENANT_A) as server_a,
+        tenant_server(settings, redis_url, TENANT_B) as server_b,
+    ):
+        yield [TenantSide(server_a.url), TenantSide(server_b.url)]
+
+
+@contextlib.contextmanager
+def one_server_with_keys(settings: Settings, redis_url: str) -> Iterator[list[TenantSide]]:
+    """One server of the default namespace; each tenant's keys take its requests to it."""
+    sides = {
+        tenant: (
+            Key.new(f"ops-{tenant}", Role.OPERATOR, tenant=tenant),
+            Key.new(f"worker-{tenant}", Role.WORKER, tenant=tenant, actions=[QUEUE]),
+        )
+        for tenant in (TENANT_A, TENANT_B)
+    }
+    entries = [key.entry.model_dump(exclude_none=True) for pair in sides.values() for key in pair]
+    update = {"redis_url": redis_url, "api_keys": json.dumps(entries), **LIGHT_SERVER}
+    with serving(settings.model_copy(update=update)) as server:
+        yield [TenantSide(server.url, *sides[tenant]) for tenant in (TENANT_A, TENANT_B)]
+
+
 @contextlib.asynccontextmanager
-async def tenant_api(server: ServerThread) -> AsyncIterator[Api]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
+async def tenant_api(side: TenantSide) -> AsyncIterator[Api]:
+    headers = side.operator.headers if side.operator else {}
+    async with httpx.AsyncClient(base_url=side.url, timeout=WAIT, headers=headers) as http:
         yield Api(http)
 
 
-def charging_worker(settings: Settings, server: ServerThread, seen: list[str]) -> Worker:
-    """A worker of ``server``'s tenant; notes the tenant named by each task it gets."""
-    worker = Worker(server.url, settings=fast_worker(settings))
+def charging_worker(settings: Settings, side: TenantSide, seen: list[str]) -> Worker:
+    """A worker of ``side``'s tenant; notes the tenant named by each task it gets."""
+    token = side.worker.key if side.worker else None
+    worker = Worker(side.url, token=token, settings=fast_worker(settings))
 
     @worker.action(QUEUE)
     def charge(task: dict[str, Any]) -> dict[str, Any]:
@@ -143,12 +186,12 @@ async def keys_of(redis_url: str) -> list[str]:
         await client.aclose()
 
 
-async def two_tenants(settings: Settings, redis_url: str) -> None:
-    with (
-        tenant_server(settings, redis_url, TENANT_A) as server_a,
-        tenant_server(settings, redis_url, TENANT_B) as server_b,
-    ):
-        async with tenant_api(server_a) as a, tenant_api(server_b) as b:
+Sides = Callable[[Settings, str], contextlib.AbstractContextManager[list[TenantSide]]]
+
+
+async def two_tenants(settings: Settings, redis_url: str, sides: Sides) -> None:
+    with sides(settings, redis_url) as (side_a, side_b):
+        async with tenant_api(side_a) as a, tenant_api(side_b) as b:
             # Definitions: the same name is version 1 of each tenant, each its own.
             assert await a.register(definition(TENANT_A)) == 1
             assert await b.register(definition(TENANT_B)) == 1
@@ -172,7 +215,7 @@ async def two_tenants(settings: Settings, redis_url: str) -> None:
 
             # Queues: a's worker polls the same action name while b's tasks wait.
             seen_a: list[str] = []
-            async with running(charging_worker(settings, server_a, seen_a)):
+            async with running(charging_worker(settings, side_a, seen_a)):
                 await wait_all_waiting(a, runs_a, redis_url, settings, TENANT_A)
                 assert seen_a == [TENANT_A] * RUNS
                 assert await queue_depth(b) == RUNS
@@ -187,7 +230,7 @@ async def two_tenants(settings: Settings, redis_url: str) -> None:
                     await a.wait_status(flow_id, "COMPLETED")
 
                 seen_b: list[str] = []
-                async with running(charging_worker(settings, server_b, seen_b)):
+                async with running(charging_worker(settings, side_b, seen_b)):
                     await wait_all_waiting(b, runs_b, redis_url, settings, TENANT_B)
                 assert seen_b == [TENANT_B] * RUNS
                 assert seen_a == [TENANT_A] * RUNS
@@ -199,10 +242,17 @@ async def two_tenants(settings: Settings, redis_url: str) -> None:
             await assert_sees_nothing_of(b, runs_b, runs_a)
 
     # Every key of the database belongs to one of the two tenants, under its prefix with
-    # the partition's hash tag, and each run's keys to its own tenant.
+    # the partition's hash tag, and each run's keys to its own tenant; but the record of
+    # the tenants and the server's own (default) namespace's settings, when it has one.
     keys = await keys_of(redis_url)
     prefixes = {TENANT_A: f"orchy:{TENANT_A}:", TENANT_B: f"orchy:{TENANT_B}:"}
-    strays = [key for key in keys if not key.startswith(tuple(prefixes.values()))]
+    shared = Keys(settings.partitions)
+    strays = [
+        key
+        for key in keys
+        if not key.startswith(tuple(prefixes.values()))
+        and key not in (shared.tenants, shared.config)
+    ]
     assert strays == [], strays
     for tenant, flow_ids in ((TENANT_A, runs_a), (TENANT_B, runs_b)):
         mine = [key for key in keys if key.startswith(prefixes[tenant])]
@@ -214,17 +264,26 @@ async def two_tenants(settings: Settings, redis_url: str) -> None:
             assert holders and all(key.startswith(prefixes[tenant]) for key in holders), holders
 
 
+HOW = pytest.mark.parametrize(
+    "sides", [namespaced_servers, one_server_with_keys], ids=["namespaces", "api-keys"]
+)
+
+
 @pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
+@HOW
 async def test_two_tenants_on_one_redis(
-    settings: Settings, tmp_path: Path, processes: Processes
+    settings: Settings, tmp_path: Path, processes: Processes, sides: Sides
 ) -> None:
     redis_server = RedisProcess(tmp_path / "redis")
     processes.redises.append(redis_server)
     await redis_server.start()
-    await two_tenants(settings, redis_server.url)
+    await two_tenants(settings, redis_server.url, sides)
 
 
 @pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
-async def test_two_tenants_on_a_redis_cluster(settings: Settings, tmp_path: Path) -> None:
+@HOW
+async def test_two_tenants_on_a_redis_cluster(
+    settings: Settings, tmp_path: Path, sides: Sides
+) -> None:
     with private_cluster(tmp_path / "cluster") as url:
-        await two_tenants(settings, url)
+        await two_tenants(settings, url, sides)

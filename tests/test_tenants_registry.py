@@ -147,7 +147,7 @@ async def test_a_restarted_server_fires_the_timers_of_every_recorded_tenant(
     await engine.catalog.register_workflow(
         workflow(name, system(1, "delay", delaySeconds=DELAY_SECONDS))
     )
-    flow_id, _ = await engine.start(name, {})
+    flow_id, _ = await engine.start(name, {}, by="tester")
     assert {key async for key in client.scan_iter(match=f"*{flow_id}*")} == {
         engine.store.keys.run(flow_id).run,
         engine.store.keys.run(flow_id).history,
