@@ -331,3 +331,35 @@ async def test_the_claims_read_are_those_the_settings_name(
             assert refused.status_code == 403 and "transcode" in refused.json()["error"]
             plain = issuer.token(kid, orchy_role="admin")  # the default claim is not read now
             assert (await read_status(http, plain)).status_code == 403
+
+
+async def test_the_tenant_claim_keeps_each_tenant_to_its_own_runs(
+    http: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    """Two operators' tokens of two tenants (``orchy_tenant``) on one server: each registers
+    and starts in its own namespace, sees nothing of the other's, and the history names the
+    token's subject."""
+    kid = first_kid(issuer)
+    name = unique("oidc-tenant")
+    tokens = {
+        tenant: issuer.token(kid, orchy_role="operator", orchy_tenant=tenant, sub=f"ops-{tenant}")
+        for tenant in ("oidc-a", "oidc-b")
+    }
+    started = {}
+    for tenant, token in tokens.items():
+        definition = workflow(name, user(1, f"{name}-task"))
+        registered = await http.post("/metadata/workflow", json=definition, headers=bearer(token))
+        assert registered.status_code == 200, registered.text
+        assert registered.json()["version"] == 1  # each tenant's first version
+        response = await http.post(
+            "/flow/execute", json={"name": name, "input": {}}, headers=bearer(token)
+        )
+        assert response.status_code == 201, response.text
+        started[tenant] = response.json()["flowId"]
+    for tenant, token in tokens.items():
+        other = started["oidc-b" if tenant == "oidc-a" else "oidc-a"]
+        listed = await http.get("/flow", params={"name": name}, headers=bearer(token))
+        assert [run["id"] for run in listed.json()["runs"]] == [started[tenant]]
+        assert (await http.get(f"/flow/{other}", headers=bearer(token))).status_code == 404
+        history = await http.get(f"/flow/{started[tenant]}/history", headers=bearer(token))
+        assert history.json()["history"][0]["by"] == f"ops-{tenant}"
