@@ -21,6 +21,7 @@ from app.api.worker_routes import serve_first
 from app.engine import run_log
 from app.engine.engine import Engine
 from app.engine.notifier import Notifier
+from app.engine.search_prune import SearchPruner
 from app.engine.sweeper import Sweeper
 from app.engine.wakeups import Wakeups
 from app.settings import Settings, get_settings
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             background = [
                 asyncio.create_task(sweeper.run(), name="orchy-sweeper"),
                 asyncio.create_task(notifier.run(), name="orchy-notifier"),
+                asyncio.create_task(SearchPruner(store, settings).run(), name="orchy-search-prune"),
             ]
             started.push_async_callback(stop_tasks, background, settings.shutdown_grace_seconds)
             started.push_async_callback(sweeper.stop)

@@ -21,6 +21,7 @@ SCRIPT_NAMES = (
     "timer_failed",
     "child_started",
     "child_ended",
+    "search_prune",
 )
 
 
@@ -46,6 +47,7 @@ class Scripts:
     timer_failed: Any
     child_started: Any
     child_ended: Any
+    search_prune: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

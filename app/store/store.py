@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.store.coalesce import Coalescer
 from app.store.keys import Keys, RunKeys
 from app.store.scripts import Scripts
+from app.store.search import RunSearch
 
 # redis-py's asyncio ``Redis`` or ``RedisCluster``, opened with ``decode_responses=True``; their
 # stubs type every reply as ``bytes | str``, which that option makes ``str``.
@@ -156,6 +157,7 @@ class Store:
         self.retention_seconds = retention_seconds
         self.scripts = Scripts.register(client)
         self.coalescer = Coalescer(client)
+        self.search = RunSearch(client, self.keys)
 
     # -- set-up and health ------------------------------------------------------------
 
@@ -645,6 +647,20 @@ class Store:
             per_partition.append([(member, int(score)) for member, score in rows])
         merged = heapq.merge(*per_partition, key=lambda row: row[1], reverse=True)
         return list(merged)[:most]
+
+    async def prune_search(self, partition: int, after_ms: int, most: int) -> int:
+        """Takes up to ``most`` runs of ``partition`` that ended more than ``after_ms`` ago
+        out of the search indexes (search_prune.lua); how many it took."""
+        keys = [self.keys.ended(partition), self.keys.runs_index(partition)]
+        args = [
+            after_ms,
+            most,
+            self.keys.run_prefix(partition),
+            self.keys.runs_by_name_prefix(partition),
+            self.keys.index_prefix(partition),
+        ]
+        taken, _next_end = await self.scripts.search_prune(keys=keys, args=args)
+        return int(taken)
 
     async def forget_runs(self, name: str | None, flow_ids: Sequence[str]) -> None:
         """Drops expired runs from the listing indexes."""

@@ -1,0 +1,248 @@
+"""Finding runs through the search indexes (the ``ix_*`` helpers of common.lua keep them).
+
+A query walks one index, the most selective of those its filters name (fewest entries in
+its start-time range, summed over partitions), newest first: in chunks per partition,
+merged by (start ms, flow id). Each candidate's run hash is read with one pipelined HMGET
+of a few fields, which both checks the other filters (the scripts write a run's fields and
+its index entries together, so they agree) and gives the page its summaries. A run whose
+hash has expired is dropped from the index it was met in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.store.keys import Keys
+
+# The run fields a page reads: what its summaries show and what its filters check.
+LISTED_FIELDS = ("id", "name", "version", "status", "createdAt", "updatedAt", "finishedAt", "ix")
+FIRST_CHUNK = 16
+MAX_CHUNK = 1024
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where a run stands in the newest-first order: its start (ms), then its id."""
+
+    score: int
+    member: str
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """What ``GET /flow`` filters on; every time is in ms, each range [after, before)."""
+
+    name: str | None = None
+    version: int | None = None
+    statuses: tuple[str, ...] = ()
+    started_after: int | None = None
+    started_before: int | None = None
+    ended_after: int | None = None
+    ended_before: int | None = None
+    values: tuple[tuple[str, str], ...] = ()  # (path, token): see app/engine/searchable.py
+
+    def matches(self, fields: dict[str, Any]) -> bool:
+        if self.name is not None and fields["name"] != self.name:
+            return False
+        if self.version is not None and fields["version"] != str(self.version):
+            return False
+        if self.statuses and fields["status"] not in self.statuses:
+            return False
+        if self.ended_after is not None or self.ended_before is not None:
+            finished = fields.get("finishedAt")
+            if finished is None or not _within(int(finished), self.ended_after, self.ended_before):
+                return False
+        if self.values:
+            indexed = orjson.loads(fields["ix"])["v"] if fields.get("ix") else {}
+            if any(indexed.get(path) != token for path, token in self.values):
+                return False
+        return True
+
+
+def _within(value: int, after: int | None, before: int | None) -> bool:
+    return (after is None or value >= after) and (before is None or value < before)
+
+
+@dataclass(frozen=True)
+class Page:
+    """Runs found (their ``LISTED_FIELDS``, newest first), and where the next page starts
+    (None: nothing further)."""
+
+    runs: list[dict[str, str]]
+    next: Position | None
+
+
+@dataclass
+class _Stream:
+    """One index key of one partition, read newest first in growing chunks."""
+
+    key: str
+    top: str  # ZREVRANGEBYSCORE's max ("(" for exclusive)
+    bottom: str
+    skip_from: Position | None  # entries at or after this (same ms as a cursor) are skipped
+    read: int = 0
+    chunk: int = FIRST_CHUNK
+    done: bool = False
+    buffer: list[Position] = field(default_factory=list)
+
+    @property
+    def last(self) -> Position | None:
+        return self.buffer[-1] if self.buffer else None
+
+
+class RunSearch:
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def _candidate_indexes(self, query: RunQuery) -> list[list[str]]:
+        """For each filter with an index, the keys (every partition's) holding its runs."""
+        partitions = range(self.keys.partitions)
+        found: list[list[str]] = []
+        if query.name is not None and query.version is not None:
+            found.append([self.keys.by_version(p, query.name, query.version) for p in partitions])
+        elif query.name is not None:
+            found.append([self.keys.runs_by_name(p, query.name) for p in partitions])
+        if query.statuses:
+            found.append(
+                [self.keys.by_status(p, status) for p in partitions for status in query.statuses]
+            )
+        for path, token in query.values:
+            found.append([self.keys.by_value(p, path, token) for p in partitions])
+        return found
+
+    async def _most_selective(self, query: RunQuery, top: str, bottom: str) -> list[str]:
+        candidates = self._candidate_indexes(query)
+        if not candidates:
+            return [self.keys.runs_index(p) for p in range(self.keys.partitions)]
+        if len(candidates) == 1:
+            return candidates[0]
+        pipe = self.client.pipeline(transaction=False)
+        for keys in candidates:
+            for key in keys:
+                pipe.zcount(key, bottom, top)
+        counts = await pipe.execute()
+        totals = []
+        at = 0
+        for keys in candidates:
+            totals.append(sum(int(count) for count in counts[at : at + len(keys)]))
+            at += len(keys)
+        return candidates[totals.index(min(totals))]
+
+    async def find(
+        self,
+        query: RunQuery,
+        limit: int,
+        after: Position | None = None,
+        skip: int = 0,
+        scan_max: int = 10_000,
+    ) -> Page:
+        """Up to ``limit`` runs matching ``query`` after ``after``, newest first, the first
+        ``skip`` matches left out; at most ``scan_max`` candidates are examined (the page
+        may then be short, and ``next`` says where to go on)."""
+        top = "+inf" if query.started_before is None else f"({query.started_before}"
+        if after is not None and (
+            query.started_before is None or after.score < query.started_before
+        ):
+            top = str(after.score)
+        bottom = "-inf" if query.started_after is None else str(query.started_after)
+        keys = await self._most_selective(query, top, bottom)
+        streams = [_Stream(key, top, bottom, after) for key in keys]
+        runs: list[dict[str, str]] = []
+        examined = 0
+        while True:
+            await self._refill([s for s in streams if not s.buffer and not s.done])
+            ready = _ready(streams)
+            if not ready:
+                return Page(runs, None)
+            batch = ready[: scan_max - examined]
+            rows = await self._read(batch)
+            gone: dict[str, list[str]] = {}
+            stop: int | None = None
+            for index, ((position, key), fields) in enumerate(zip(batch, rows, strict=True)):
+                examined += 1
+                if fields["id"] is None:
+                    gone.setdefault(key, []).append(position.member)
+                elif query.matches(fields):
+                    if skip > 0:
+                        skip -= 1
+                    else:
+                        fields.pop("ix", None)
+                        runs.append({k: v for k, v in fields.items() if v is not None})
+                if len(runs) == limit or examined >= scan_max:
+                    stop = index
+                    break
+            if gone:
+                await self._forget(gone)
+            if stop is not None:
+                more = stop < len(ready) - 1 or any(s.buffer or not s.done for s in streams)
+                return Page(runs, batch[stop][0] if more else None)
+
+    async def _refill(self, streams: Sequence[_Stream]) -> None:
+        if not streams:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for stream in streams:
+            pipe.zrevrangebyscore(
+                stream.key,
+                stream.top,
+                stream.bottom,
+                start=stream.read,
+                num=stream.chunk,
+                withscores=True,
+            )
+        replies = await pipe.execute()
+        for stream, rows in zip(streams, replies, strict=True):
+            stream.read += len(rows)
+            stream.done = len(rows) < stream.chunk
+            stream.chunk = min(stream.chunk * 2, MAX_CHUNK)
+            skip_from = stream.skip_from
+            stream.buffer = [
+                Position(int(score), member)
+                for member, score in rows
+                if skip_from is None or Position(int(score), member) < skip_from
+            ]
+            if not stream.buffer and not stream.done:
+                # Every entry of the chunk was skipped (same ms as the cursor): read on.
+                await self._refill([stream])
+
+    async def _read(self, ready: Sequence[tuple[Position, str]]) -> list[dict[str, Any]]:
+        pipe = self.client.pipeline(transaction=False)
+        for position, _ in ready:
+            pipe.hmget(self.keys.run(position.member).run, LISTED_FIELDS)
+        replies = await pipe.execute()
+        return [dict(zip(LISTED_FIELDS, reply, strict=True)) for reply in replies]
+
+    async def _forget(self, gone: dict[str, list[str]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, members in gone.items():
+            pipe.zrem(key, *members)
+        await pipe.execute()
+
+
+def _ready(streams: list[_Stream]) -> list[tuple[Position, str]]:
+    """The buffered entries that no unread entry can precede, newest first (each with its
+    key), taken out of the buffers: everything down to the highest of the open streams'
+    last buffered entries."""
+    open_lasts = [s.last for s in streams if not s.done and s.last is not None]
+    floor = max(open_lasts) if open_lasts else None
+    ready: list[tuple[Position, str]] = []
+    for stream in streams:
+        if floor is None:
+            taken = stream.buffer
+            stream.buffer = []
+        else:
+            cut = len(stream.buffer)
+            while cut > 0 and stream.buffer[cut - 1] < floor:
+                cut -= 1
+            taken, stream.buffer = stream.buffer[:cut], stream.buffer[cut:]
+        ready += [(position, stream.key) for position in taken]
+    ready.sort(reverse=True)
+    return ready
+
+
+__all__ = ["LISTED_FIELDS", "Page", "Position", "RunQuery", "RunSearch"]
