@@ -76,6 +76,10 @@ class Page:
     next: Position | None
 
 
+# An index entry as the walk handles it: (start ms, flow id), compared as a tuple.
+Entry = tuple[int, str]
+
+
 @dataclass
 class _Stream:
     """One index key of one partition, read newest first in growing chunks."""
@@ -83,14 +87,14 @@ class _Stream:
     key: str
     top: str  # ZREVRANGEBYSCORE's max ("(" for exclusive)
     bottom: str
-    skip_from: Position | None  # entries at or after this (same ms as a cursor) are skipped
+    skip_from: Entry | None  # entries at or after this (same ms as a cursor) are skipped
     read: int = 0
     chunk: int = FIRST_CHUNK
     done: bool = False
-    buffer: list[Position] = field(default_factory=list)
+    buffer: list[Entry] = field(default_factory=list)
 
     @property
-    def last(self) -> Position | None:
+    def last(self) -> Entry | None:
         return self.buffer[-1] if self.buffer else None
 
 
@@ -151,22 +155,31 @@ class RunSearch:
             top = str(after.score)
         bottom = "-inf" if query.started_after is None else str(query.started_after)
         keys = await self._most_selective(query, top, bottom)
-        streams = [_Stream(key, top, bottom, after) for key in keys]
+        # Each partition's share of the page, twice over: most pages need one read of each.
+        first_chunk = min(MAX_CHUNK, max(FIRST_CHUNK, 2 * (limit + skip) // len(keys) + 1))
+        skip_from = None if after is None else (after.score, after.member)
+        streams = [_Stream(key, top, bottom, skip_from, chunk=first_chunk) for key in keys]
         runs: list[dict[str, str]] = []
         examined = 0
+        pending: list[tuple[Entry, str]] = []  # in order, safe to examine, not read yet
+        batch_size = limit + skip
         while True:
-            await self._refill([s for s in streams if not s.buffer and not s.done])
-            ready = _ready(streams)
-            if not ready:
-                return Page(runs, None)
-            batch = ready[: scan_max - examined]
+            if not pending:
+                await self._refill([s for s in streams if not s.buffer and not s.done])
+                pending = _ready(streams)
+                if not pending:
+                    return Page(runs, None)
+            # Read what the page still needs (more after each batch that matched little).
+            batch = pending[: min(batch_size, scan_max - examined)]
+            pending = pending[len(batch) :]
+            batch_size = min(batch_size * 4, MAX_CHUNK)
             rows = await self._read(batch)
             gone: dict[str, list[str]] = {}
             stop: int | None = None
-            for index, ((position, key), fields) in enumerate(zip(batch, rows, strict=True)):
+            for index, ((entry, key), fields) in enumerate(zip(batch, rows, strict=True)):
                 examined += 1
                 if fields["id"] is None:
-                    gone.setdefault(key, []).append(position.member)
+                    gone.setdefault(key, []).append(entry[1])
                 elif query.matches(fields):
                     if skip > 0:
                         skip -= 1
@@ -179,8 +192,12 @@ class RunSearch:
             if gone:
                 await self._forget(gone)
             if stop is not None:
-                more = stop < len(ready) - 1 or any(s.buffer or not s.done for s in streams)
-                return Page(runs, batch[stop][0] if more else None)
+                more = (
+                    stop < len(batch) - 1
+                    or bool(pending)
+                    or any(s.buffer or not s.done for s in streams)
+                )
+                return Page(runs, Position(*batch[stop][0]) if more else None)
 
     async def _refill(self, streams: Sequence[_Stream]) -> None:
         if not streams:
@@ -201,19 +218,18 @@ class RunSearch:
             stream.done = len(rows) < stream.chunk
             stream.chunk = min(stream.chunk * 2, MAX_CHUNK)
             skip_from = stream.skip_from
-            stream.buffer = [
-                Position(int(score), member)
-                for member, score in rows
-                if skip_from is None or Position(int(score), member) < skip_from
-            ]
+            entries = [(int(score), member) for member, score in rows]
+            if skip_from is not None:
+                entries = [entry for entry in entries if entry < skip_from]
+            stream.buffer = entries
             if not stream.buffer and not stream.done:
                 # Every entry of the chunk was skipped (same ms as the cursor): read on.
                 await self._refill([stream])
 
-    async def _read(self, ready: Sequence[tuple[Position, str]]) -> list[dict[str, Any]]:
+    async def _read(self, ready: Sequence[tuple[Entry, str]]) -> list[dict[str, Any]]:
         pipe = self.client.pipeline(transaction=False)
-        for position, _ in ready:
-            pipe.hmget(self.keys.run(position.member).run, LISTED_FIELDS)
+        for (_, member), _ in ready:
+            pipe.hmget(self.keys.run(member).run, LISTED_FIELDS)
         replies = await pipe.execute()
         return [dict(zip(LISTED_FIELDS, reply, strict=True)) for reply in replies]
 
@@ -224,13 +240,13 @@ class RunSearch:
         await pipe.execute()
 
 
-def _ready(streams: list[_Stream]) -> list[tuple[Position, str]]:
+def _ready(streams: list[_Stream]) -> list[tuple[Entry, str]]:
     """The buffered entries that no unread entry can precede, newest first (each with its
     key), taken out of the buffers: everything down to the highest of the open streams'
     last buffered entries."""
     open_lasts = [s.last for s in streams if not s.done and s.last is not None]
     floor = max(open_lasts) if open_lasts else None
-    ready: list[tuple[Position, str]] = []
+    ready: list[tuple[Entry, str]] = []
     for stream in streams:
         if floor is None:
             taken = stream.buffer
@@ -240,7 +256,7 @@ def _ready(streams: list[_Stream]) -> list[tuple[Position, str]]:
             while cut > 0 and stream.buffer[cut - 1] < floor:
                 cut -= 1
             taken, stream.buffer = stream.buffer[:cut], stream.buffer[cut:]
-        ready += [(position, stream.key) for position in taken]
+        ready += [(entry, stream.key) for entry in taken]
     ready.sort(reverse=True)
     return ready
 
