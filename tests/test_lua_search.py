@@ -113,8 +113,12 @@ async def test_setting_a_searchable_variable_moves_its_entry(lua: Lua) -> None:
     flow = lua.new_flow()
     values = {"vars.orderId": ""}
     await lua.start(
-        [index(lua, flow, values, most=8), var("orderId", '"A-1"'), var("other", '"x"'),
-         user(1, queue)],
+        [
+            index(lua, flow, values, most=8),
+            var("orderId", '"A-1"'),
+            var("other", '"x"'),
+            user(1, queue),
+        ],
         flow=flow,
     )
     assert await in_value(lua, flow, "vars.orderId", "A-1")
@@ -131,8 +135,10 @@ async def test_setting_a_searchable_variable_moves_its_entry(lua: Lua) -> None:
     for not_indexed in ('{"a":1}', "null", '"123456789"'):
         [task] = await lua.poll(flow, queue)
         seq = task.task_id.split(".")[1]
-        assert await lua.complete(flow, int(seq), ops=[var("orderId", not_indexed),
-                                                       user(3, queue)]) == "ok"
+        assert (
+            await lua.complete(flow, int(seq), ops=[var("orderId", not_indexed), user(3, queue)])
+            == "ok"
+        )
         assert not await in_value(lua, flow, "vars.orderId", "42")
         assert json.loads((await lua.run(flow))["ix"])["v"] == {"vars.orderId": ""}
     [task] = await lua.poll(flow, queue)
@@ -150,8 +156,9 @@ async def test_prune_takes_ended_runs_out_of_every_index(lua: Lua) -> None:
     name = lua.new_name("wf")
     ended = lua.new_flow()
     values = {"input.email": "a@b.c", "vars.orderId": ""}
-    await lua.start([index(lua, ended, values), var("orderId", "7"), user(1, queue)],
-                    flow=ended, name=name)
+    await lua.start(
+        [index(lua, ended, values), var("orderId", "7"), user(1, queue)], flow=ended, name=name
+    )
     partition = lua.partition(ended)
     # A running run of the same partition stays.
     running = lua.new_flow()

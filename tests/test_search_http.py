@@ -10,6 +10,7 @@ import pytest
 
 from app.settings import Settings
 from app.store import Store
+from app.store.search import RunQuery
 from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import Api, api_of, serving
 from tests.helpers.waiting import unique, wait_until
@@ -39,7 +40,20 @@ async def listed(http: httpx.AsyncClient, **params: Any) -> list[str]:
             return ids
 
 
-async def test_filters_combine(api: Api, http: httpx.AsyncClient) -> None:
+async def walked(store: Store, query: RunQuery, scan_max: int) -> list[str]:
+    """Every run the store's search finds, ``scan_max`` candidates a page, to the end."""
+    ids: list[str] = []
+    after = None
+    for _ in range(1000):
+        page = await store.search.find(query, 2, after, scan_max=scan_max)
+        ids += [run["id"] for run in page.runs]
+        if page.next is None:
+            return ids
+        after = page.next
+    raise AssertionError("the pages never ended")
+
+
+async def test_filters_combine(api: Api, http: httpx.AsyncClient, store: Store) -> None:
     name = unique("search")
     await api.register(searchable_workflow(name))
     gold = {"email": "a@example.com", "customer": {"tier": "gold"}}
@@ -85,7 +99,9 @@ async def test_filters_combine(api: Api, http: httpx.AsyncClient) -> None:
     assert await listed(http, where="$.vars.orderId=42") == [ids[1]]
 
     # Time ranges: "after" includes its time, "before" excludes it.
-    runs = {run["id"]: run for run in (await http.get("/flow", params={"name": name})).json()["runs"]}
+    runs = {
+        run["id"]: run for run in (await http.get("/flow", params={"name": name})).json()["runs"]
+    }
     second_start = runs[ids[1]]["createdAt"]
     after = await listed(http, name=name, startedAfter=second_start)
     assert after[-1] == ids[1] and ids[0] not in after
@@ -93,6 +109,13 @@ async def test_filters_combine(api: Api, http: httpx.AsyncClient) -> None:
     ended = await listed(http, name=name, endedAfter="2000-01-01T00:00:00Z")
     assert ended == [ids[3], ids[1], ids[0]]
     assert await listed(http, name=name, endedBefore="2000-01-01T00:00:00Z") == []
+
+    # Pages that may examine one run each (short pages, a cursor to go on) find the same.
+    ended_query = RunQuery(name=name, ended_after=1)
+    assert await walked(store, ended_query, scan_max=1) == [ids[3], ids[1], ids[0]]
+    assert await walked(store, ended_query, scan_max=10_000) == [ids[3], ids[1], ids[0]]
+    email_query = RunQuery(values=(("input.email", "a@example.com"),), statuses=("COMPLETED",))
+    assert await walked(store, email_query, scan_max=1) == [ids[1], ids[0]]
 
     # Resuming moves the run back to RUNNING.
     assert (await http.post(f"/flow/{ids[2]}/resume")).status_code == 200
@@ -168,7 +191,9 @@ async def test_searchable_paths_are_checked_at_registration(
         ({"endedBefore": "2026-13-01"}, "endedBefore"),
     ],
 )
-async def test_bad_filters_are_422(http: httpx.AsyncClient, params: dict[str, Any], field: str) -> None:
+async def test_bad_filters_are_422(
+    http: httpx.AsyncClient, params: dict[str, Any], field: str
+) -> None:
     response = await http.get("/flow", params=params)
     assert response.status_code == 422, response.text
     assert response.json()["error"].startswith(field)

@@ -63,6 +63,13 @@ class RunQuery:
         return True
 
 
+def _end_range(query: RunQuery) -> tuple[str, str]:
+    """ZCOUNT's min and max for the query's end range, [endedAfter, endedBefore)."""
+    low = "-inf" if query.ended_after is None else str(query.ended_after)
+    high = "+inf" if query.ended_before is None else f"({query.ended_before}"
+    return low, high
+
+
 def _within(value: int, after: int | None, before: int | None) -> bool:
     return (after is None or value >= after) and (before is None or value < before)
 
@@ -119,23 +126,63 @@ class RunSearch:
             found.append([self.keys.by_value(p, path, token) for p in partitions])
         return found
 
-    async def _most_selective(self, query: RunQuery, top: str, bottom: str) -> list[str]:
+    async def _most_selective(
+        self, query: RunQuery, top: str, bottom: str, scan_max: int
+    ) -> tuple[list[str], bool]:
+        """The keys of the index to walk, and whether it is the ended runs' (scored by end:
+        read whole, then ordered, which only a range of at most ``scan_max`` runs may be)."""
         candidates = self._candidate_indexes(query)
-        if not candidates:
-            return [self.keys.runs_index(p) for p in range(self.keys.partitions)]
-        if len(candidates) == 1:
-            return candidates[0]
+        by_end = query.ended_after is not None or query.ended_before is not None
+        if not candidates and not by_end:
+            return [self.keys.runs_index(p) for p in range(self.keys.partitions)], False
+        if len(candidates) == 1 and not by_end:
+            return candidates[0], False
         pipe = self.client.pipeline(transaction=False)
         for keys in candidates:
             for key in keys:
                 pipe.zcount(key, bottom, top)
-        counts = await pipe.execute()
+        if by_end:
+            low, high = _end_range(query)
+            for partition in range(self.keys.partitions):
+                pipe.zcount(self.keys.ended(partition), low, high)
+        counts = [int(count) for count in await pipe.execute()]
         totals = []
         at = 0
         for keys in candidates:
-            totals.append(sum(int(count) for count in counts[at : at + len(keys)]))
+            totals.append(sum(counts[at : at + len(keys)]))
             at += len(keys)
-        return candidates[totals.index(min(totals))]
+        if by_end:
+            ended = sum(counts[at:])
+            if ended <= scan_max and (not totals or ended <= min(totals)):
+                return [self.keys.ended(p) for p in range(self.keys.partitions)], True
+        if not candidates:
+            return [self.keys.runs_index(p) for p in range(self.keys.partitions)], False
+        return candidates[totals.index(min(totals))], False
+
+    async def _find_by_end(
+        self, query: RunQuery, keys: list[str], limit: int, after: Position | None, skip: int
+    ) -> Page:
+        """The runs that ended in the query's range, read whole (few: see _most_selective)."""
+        low, high = _end_range(query)
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.zrangebyscore(key, low, high)
+        members = [member for found in await pipe.execute() for member in found]
+        rows = await self._read([((0, member), "") for member in members])
+        cursor = None if after is None else (after.score, after.member)
+        matches: list[tuple[Entry, dict[str, Any]]] = []
+        for member, fields in zip(members, rows, strict=True):
+            if fields["id"] is None or not query.matches(fields):
+                continue
+            entry = (int(fields["createdAt"]), member)
+            started = _within(entry[0], query.started_after, query.started_before)
+            if started and (cursor is None or entry < cursor):
+                fields.pop("ix", None)
+                matches.append((entry, {k: v for k, v in fields.items() if v is not None}))
+        matches.sort(key=lambda match: match[0], reverse=True)
+        page = matches[skip : skip + limit]
+        more = len(matches) > skip + limit
+        return Page([fields for _, fields in page], Position(*page[-1][0]) if more else None)
 
     async def find(
         self,
@@ -148,13 +195,16 @@ class RunSearch:
         """Up to ``limit`` runs matching ``query`` after ``after``, newest first, the first
         ``skip`` matches left out; at most ``scan_max`` candidates are examined (the page
         may then be short, and ``next`` says where to go on)."""
-        top = "+inf" if query.started_before is None else f"({query.started_before}"
-        if after is not None and (
-            query.started_before is None or after.score < query.started_before
-        ):
+        # A run starts before it ends: endedBefore bounds its start too.
+        bounds = [b for b in (query.started_before, query.ended_before) if b is not None]
+        below = min(bounds) if bounds else None
+        top = "+inf" if below is None else f"({below}"
+        if after is not None and (below is None or after.score < below):
             top = str(after.score)
         bottom = "-inf" if query.started_after is None else str(query.started_after)
-        keys = await self._most_selective(query, top, bottom)
+        keys, by_end = await self._most_selective(query, top, bottom, scan_max)
+        if by_end:
+            return await self._find_by_end(query, keys, limit, after, skip)
         # Each partition's share of the page, twice over: most pages need one read of each.
         first_chunk = min(MAX_CHUNK, max(FIRST_CHUNK, 2 * (limit + skip) // len(keys) + 1))
         skip_from = None if after is None else (after.score, after.member)

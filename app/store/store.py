@@ -662,14 +662,6 @@ class Store:
         taken, _next_end = await self.scripts.search_prune(keys=keys, args=args)
         return int(taken)
 
-    async def forget_runs(self, name: str | None, flow_ids: Sequence[str]) -> None:
-        """Drops expired runs from the listing indexes."""
-        for flow_id in flow_ids:
-            partition = self.keys.partition_of(flow_id)
-            await self.client.zrem(self.keys.runs_index(partition), flow_id)
-            if name is not None:
-                await self.client.zrem(self.keys.runs_by_name(partition, name), flow_id)
-
 
 __all__ = [
     "UNREACHABLE",
