@@ -3,6 +3,7 @@ the work; the ``searchable`` rules of a definition; entries leaving with retenti
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,7 +11,9 @@ import pytest
 
 from app.settings import Settings
 from app.store import Store
+from app.store.keys import Keys
 from app.store.search import RunQuery
+from tests.helpers.cluster import private_cluster
 from tests.helpers.definitions import system, user, workflow
 from tests.helpers.http import Api, api_of, serving
 from tests.helpers.waiting import unique, wait_until
@@ -236,3 +239,35 @@ async def test_index_entries_leave_with_retention(settings: Settings, store: Sto
             await wait_until(pruned, timeout=10, what="the ended run's entries to go")
             found = (await api.http.get("/flow", params=where)).json()["runs"]
             assert [run["id"] for run in found] == [running]
+
+
+async def test_search_on_a_redis_cluster(tmp_path: Path, settings: Settings) -> None:
+    with private_cluster(tmp_path / "cluster") as url:
+        clustered = settings.model_copy(update={"redis_url": url, "partitions": 8})
+        with serving(clustered) as server:
+            async with api_of(server.url) as api:
+                name = unique("clustered")
+                await api.register(searchable_workflow(name))
+                inputs = [{"email": f"{index % 3}@example.com"} for index in range(12)]
+                response = await api.http.post(
+                    "/flow/execute/many", json={"name": name, "inputs": inputs}
+                )
+                ids = response.json()["flowIds"]
+                assert len({Keys(8).partition_of(flow_id) for flow_id in ids}) > 1
+                for flow_id in ids[:4]:
+                    assert (await api.http.post(f"/flow/{flow_id}/terminate")).status_code == 200
+                every = await listed(api.http, name=name)
+                assert sorted(every) == sorted(ids)
+                whole = await api.http.get("/flow", params={"name": name, "limit": 500})
+                runs = whole.json()["runs"]
+                assert [run["id"] for run in runs] == every
+                starts = [(run["createdAt"], run["id"]) for run in runs]
+                assert starts == sorted(starts, reverse=True)  # partitions merged newest first
+                zeros = await listed(api.http, where="$.input.email=0@example.com")
+                assert sorted(zeros) == sorted(ids[0::3])
+                ended = await listed(api.http, name=name, status="TERMINATED")
+                assert sorted(ended) == sorted(ids[:4])
+                running_zeros = await listed(
+                    api.http, where="$.input.email=0@example.com", status="RUNNING"
+                )
+                assert sorted(running_zeros) == sorted(i for i in ids[0::3] if i not in ids[:4])
