@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from typing import Any
@@ -110,23 +111,29 @@ async def measure(client: httpx.AsyncClient, label: str, params: dict[str, Any],
 
 def index_bytes(redis_url: str, runs: int) -> None:
     client = redis.Redis.from_url(redis_url)
-    totals = {"new indexes (ix:*)": 0, "all-runs and by-name indexes": 0}
-    keys = 0
+    groups: dict[str, list[bytes]] = {"new indexes (ix:*)": [], "all-runs and by-name": []}
     for key in client.scan_iter(match="orchy:{p*}:*", count=10_000):
         text = key.decode()
         if ":ix:" in text:
-            group = "new indexes (ix:*)"
+            groups["new indexes (ix:*)"].append(key)
         elif text.split(":", 2)[2].startswith("runs"):
-            group = "all-runs and by-name indexes"
-        else:
-            continue
-        totals[group] += int(client.memory_usage(key, samples=0) or 0)
-        keys += 1
-    sample = [
-        client.hget(key, "ix") for key in client.scan_iter(match="orchy:{p*}:run:*", count=1000)
-    ]
-    ix_lengths = [len(value) for value in sample[:1000] if value]
-    print(f"Redis bytes per run ({runs} runs, {keys} index keys):")
+            groups["all-runs and by-name"].append(key)
+    totals = {}
+    for group, keys in groups.items():
+        total = 0
+        for first in range(0, len(keys), 1000):
+            pipe = client.pipeline(transaction=False)
+            for key in keys[first : first + 1000]:
+                pipe.memory_usage(key, samples=0)
+            total += sum(int(size or 0) for size in pipe.execute())
+        totals[group] = total
+    run_keys = client.scan(0, match="orchy:{p*}:run:*", count=5000)[1][:1000]
+    pipe = client.pipeline(transaction=False)
+    for key in run_keys:
+        pipe.hget(key, "ix")
+    ix_lengths = [len(value) for value in pipe.execute() if value]
+    count = sum(len(keys) for keys in groups.values())
+    print(f"Redis bytes per run ({runs} runs, {count} index keys, MEMORY USAGE ... SAMPLES 0):")
     for group, total in totals.items():
         print(f"  {group:<32} {total / runs:8.1f}")
     print(f"  {'sum':<32} {sum(totals.values()) / runs:8.1f}")
@@ -191,8 +198,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.1f}")
     with stack("embedded", 0, 1, {}) as current:
         asyncio.run(bench(current.url, current.redis_url, args.runs, args.requests))
+    print(f"load average after: {os.getloadavg()[0]:.1f} (on {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from app.store.coalesce import Coalescer
 from app.store.keys import Keys
 
 # The run fields a page reads: what its summaries show and what its filters check.
@@ -106,9 +107,17 @@ class _Stream:
 
 
 class RunSearch:
-    def __init__(self, client: Any, keys: Keys) -> None:
-        self.client = client
+    def __init__(self, coalescer: Coalescer, keys: Keys) -> None:
+        self.coalescer = coalescer
         self.keys = keys
+
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Several commands in one round trip (raw replies); the first error is raised."""
+        replies = await self.coalescer.execute(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def _candidate_indexes(self, query: RunQuery) -> list[list[str]]:
         """For each filter with an index, the keys (every partition's) holding its runs."""
@@ -137,15 +146,14 @@ class RunSearch:
             return [self.keys.runs_index(p) for p in range(self.keys.partitions)], False
         if len(candidates) == 1 and not by_end:
             return candidates[0], False
-        pipe = self.client.pipeline(transaction=False)
-        for keys in candidates:
-            for key in keys:
-                pipe.zcount(key, bottom, top)
+        commands = [("ZCOUNT", key, bottom, top) for keys in candidates for key in keys]
         if by_end:
             low, high = _end_range(query)
-            for partition in range(self.keys.partitions):
-                pipe.zcount(self.keys.ended(partition), low, high)
-        counts = [int(count) for count in await pipe.execute()]
+            commands += [
+                ("ZCOUNT", self.keys.ended(partition), low, high)
+                for partition in range(self.keys.partitions)
+            ]
+        counts = [int(count) for count in await self._execute(commands)]
         totals = []
         at = 0
         for keys in candidates:
@@ -164,10 +172,8 @@ class RunSearch:
     ) -> Page:
         """The runs that ended in the query's range, read whole (few: see _most_selective)."""
         low, high = _end_range(query)
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.zrangebyscore(key, low, high)
-        members = [member for found in await pipe.execute() for member in found]
+        found = await self._execute([("ZRANGEBYSCORE", key, low, high) for key in keys])
+        members = [member for some in found for member in some]
         rows = await self._read([((0, member), "") for member in members])
         cursor = None if after is None else (after.score, after.member)
         matches: list[tuple[Entry, dict[str, Any]]] = []
@@ -252,23 +258,22 @@ class RunSearch:
     async def _refill(self, streams: Sequence[_Stream]) -> None:
         if not streams:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for stream in streams:
-            pipe.zrevrangebyscore(
-                stream.key,
-                stream.top,
-                stream.bottom,
-                start=stream.read,
-                num=stream.chunk,
-                withscores=True,
-            )
-        replies = await pipe.execute()
-        for stream, rows in zip(streams, replies, strict=True):
-            stream.read += len(rows)
-            stream.done = len(rows) < stream.chunk
+        replies = await self._execute(
+            [
+                (
+                    "ZREVRANGEBYSCORE",
+                    *(stream.key, stream.top, stream.bottom),
+                    *("WITHSCORES", "LIMIT", stream.read, stream.chunk),
+                )
+                for stream in streams
+            ]
+        )
+        for stream, reply in zip(streams, replies, strict=True):
+            entries = _entries(reply)
+            stream.read += len(entries)
+            stream.done = len(entries) < stream.chunk
             stream.chunk = min(stream.chunk * 2, MAX_CHUNK)
             skip_from = stream.skip_from
-            entries = [(int(score), member) for member, score in rows]
             if skip_from is not None:
                 entries = [entry for entry in entries if entry < skip_from]
             stream.buffer = entries
@@ -277,17 +282,21 @@ class RunSearch:
                 await self._refill([stream])
 
     async def _read(self, ready: Sequence[tuple[Entry, str]]) -> list[dict[str, Any]]:
-        pipe = self.client.pipeline(transaction=False)
-        for (_, member), _ in ready:
-            pipe.hmget(self.keys.run(member).run, LISTED_FIELDS)
-        replies = await pipe.execute()
+        replies = await self._execute(
+            [("HMGET", self.keys.run(member).run, *LISTED_FIELDS) for (_, member), _ in ready]
+        )
         return [dict(zip(LISTED_FIELDS, reply, strict=True)) for reply in replies]
 
     async def _forget(self, gone: dict[str, list[str]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for key, members in gone.items():
-            pipe.zrem(key, *members)
-        await pipe.execute()
+        await self._execute([("ZREM", key, *members) for key, members in gone.items()])
+
+
+def _entries(reply: list[Any]) -> list[Entry]:
+    """ZREVRANGEBYSCORE ... WITHSCORES's raw reply: [member, score] pairs (RESP3), or members
+    and scores in turn (RESP2)."""
+    if reply and isinstance(reply[0], list):
+        return [(int(float(score)), member) for member, score in reply]
+    return [(int(float(reply[i + 1])), reply[i]) for i in range(0, len(reply), 2)]
 
 
 def _ready(streams: list[_Stream]) -> list[tuple[Entry, str]]:

@@ -157,7 +157,7 @@ class Store:
         self.retention_seconds = retention_seconds
         self.scripts = Scripts.register(client)
         self.coalescer = Coalescer(client)
-        self.search = RunSearch(client, self.keys)
+        self.search = RunSearch(self.coalescer, self.keys)
 
     # -- set-up and health ------------------------------------------------------------
 
