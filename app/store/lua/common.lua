@@ -20,6 +20,7 @@
 --                                      <id> so far, waiting join seq, join fired); its output
 --                                      is that execution's: x:<a:<id>:x>:o (kept once)
 --   v:<name>                          a workflow variable's JSON value
+--   ix                                the run's search state (JSON: see ix_state below)
 --   lim                               the run's limit of executions (ORCHY_MAX_RUN_EXECUTIONS),
 --                                      written at its start; none for runs started before
 --   a:<id>:jp                         the seq a while's pass started at, for join <id> in its
