@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 
-from app.store.store import PlannedOp
-from tests.helpers.lua import Lua, user
+import pytest
+from redis.exceptions import ResponseError
+
+from app.store.store import PlannedOp, RunStart
+from tests.helpers.lua import Lua, sleep, user
 
 STATUSES = ("RUNNING", "PAUSED", "COMPLETED", "FAILED", "TERMINATED")
 VERSION = 3  # the harness's runs are version 3
@@ -197,3 +200,18 @@ async def test_prune_of_a_run_already_expired(lua: Lua) -> None:
     assert await statuses_of(lua, flow) == []
     assert await ended_at(lua, flow) is None
     assert await lua.client.zscore(lua.keys.runs_index(partition), flow) is None
+
+
+async def test_a_start_that_fails_midway_leaves_no_index_entry(lua: Lua) -> None:
+    queue, name = lua.new_name(), lua.new_name("wf")
+    flow = lua.new_flow()
+    ops = [index(lua, flow, {"input.email": "a@b.c"}), user(1, queue), sleep(2, 1000)]
+    keys, args = lua.store._start_call(RunStart(flow, name, 1, "{}", "", "", ops))
+    # The sleep's number is not a number: the script fails after the index op was applied.
+    args[args.index(1000)] = "soon"
+    with pytest.raises(ResponseError, match="arithmetic"):
+        await lua.store.scripts.start(keys=keys, args=args)
+    partition = lua.partition(flow)
+    assert await statuses_of(lua, flow) == []
+    assert not await in_value(lua, flow, "input.email", "a@b.c")
+    assert await lua.client.zscore(lua.keys.by_version(partition, name, 1), flow) is None
