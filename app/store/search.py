@@ -21,6 +21,8 @@ from app.store.keys import Keys
 
 # The run fields a page reads: what its summaries show and what its filters check.
 LISTED_FIELDS = ("id", "name", "version", "status", "createdAt", "updatedAt", "finishedAt", "ix")
+# A run whose hash has expired had ended with one of these.
+ENDED_STATUSES = ("COMPLETED", "FAILED", "TERMINATED")
 FIRST_CHUNK = 16
 MAX_CHUNK = 1024
 
@@ -288,7 +290,23 @@ class RunSearch:
         return [dict(zip(LISTED_FIELDS, reply, strict=True)) for reply in replies]
 
     async def _forget(self, gone: dict[str, list[str]]) -> None:
-        await self._execute([("ZREM", key, *members) for key, members in gone.items()])
+        """Drops runs whose hash has expired (before search_prune.lua took them out) from
+        the index they were met in, and from those that need no field of theirs to name:
+        the all-runs, ended and terminal status indexes of their partition."""
+        commands: list[tuple[Any, ...]] = []
+        for key, members in gone.items():
+            commands.append(("ZREM", key, *members))
+            for member in members:
+                partition = self.keys.partition_of(member)
+                commands += [
+                    ("ZREM", self.keys.runs_index(partition), member),
+                    ("ZREM", self.keys.ended(partition), member),
+                    *(
+                        ("ZREM", self.keys.by_status(partition, status), member)
+                        for status in ENDED_STATUSES
+                    ),
+                ]
+        await self._execute(commands)
 
 
 def _entries(reply: list[Any]) -> list[Entry]:
