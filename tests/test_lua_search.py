@@ -11,7 +11,7 @@ import json
 import pytest
 from redis.exceptions import ResponseError
 
-from app.store.store import PlannedOp, RunStart
+from app.store.store import PlannedOp, RunRetry, RunStart
 from tests.helpers.lua import Lua, sleep, user
 
 STATUSES = ("RUNNING", "PAUSED", "COMPLETED", "FAILED", "TERMINATED")
@@ -60,16 +60,16 @@ async def test_each_status_change_moves_the_run_between_status_indexes(lua: Lua)
     assert await lua.client.zscore(by_version, flow) == created
     assert await lua.client.zscore(lua.keys.by_status(partition, "RUNNING"), flow) == created
 
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
     assert await statuses_of(lua, flow) == ["PAUSED"]
-    assert await lua.store.resume(flow) == "ok"
+    assert await lua.store.resume(flow, by="tester") == "ok"
     assert await statuses_of(lua, flow) == ["RUNNING"]
     assert await ended_at(lua, flow) is None
     # A refused change moves nothing.
-    assert await lua.store.resume(flow) == "not_paused"
+    assert await lua.store.resume(flow, by="tester") == "not_paused"
     assert await statuses_of(lua, flow) == ["RUNNING"]
 
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
     assert await statuses_of(lua, flow) == ["TERMINATED"]
     run = await lua.run(flow)
     assert await ended_at(lua, flow) == float(run["finishedAt"])
@@ -98,7 +98,7 @@ async def test_a_run_that_completes_or_fails_lands_in_its_end_status(lua: Lua) -
 
     # A run started without an index op (before indexes were kept) is in none.
     bare = await lua.start([user(1, queue)])
-    assert await lua.store.terminate(bare, "stop") == "ok"
+    assert await lua.store.terminate(bare, "stop", by="tester") == "ok"
     assert await statuses_of(lua, bare) == []
     assert await ended_at(lua, bare) is None
 
@@ -168,7 +168,7 @@ async def test_prune_takes_ended_runs_out_of_every_index(lua: Lua) -> None:
     while lua.partition(running) != partition:
         running = lua.new_flow()
     await lua.start([index(lua, running, values), user(1, queue)], flow=running, name=name)
-    assert await lua.store.terminate(ended, "stop") == "ok"
+    assert await lua.store.terminate(ended, "stop", by="tester") == "ok"
 
     # Ended too recently: kept.
     assert await prune(lua, partition, 3_600_000) == 0
@@ -193,7 +193,7 @@ async def test_prune_takes_ended_runs_out_of_every_index(lua: Lua) -> None:
 async def test_prune_of_a_run_already_expired(lua: Lua) -> None:
     flow = lua.new_flow()
     await lua.start([index(lua, flow), user(1, lua.new_name())], flow=flow)
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
     await lua.client.delete(lua.run_keys(flow).run)
     partition = lua.partition(flow)
     assert await prune(lua, partition, 0) == 1
@@ -206,7 +206,7 @@ async def test_a_start_that_fails_midway_leaves_no_index_entry(lua: Lua) -> None
     queue, name = lua.new_name(), lua.new_name("wf")
     flow = lua.new_flow()
     ops = [index(lua, flow, {"input.email": "a@b.c"}), user(1, queue), sleep(2, 1000)]
-    keys, args = lua.store._start_call(RunStart(flow, name, 1, "{}", "", "", ops))
+    keys, args = lua.store._start_call(RunStart(flow, name, 1, "{}", "", "", ops, by="tester"))
     # The sleep's number is not a number: the script fails after the index op was applied.
     args[args.index(1000)] = "soon"
     with pytest.raises(ResponseError, match="arithmetic"):
@@ -215,3 +215,18 @@ async def test_a_start_that_fails_midway_leaves_no_index_entry(lua: Lua) -> None
     assert await statuses_of(lua, flow) == []
     assert not await in_value(lua, flow, "input.email", "a@b.c")
     assert await lua.client.zscore(lua.keys.by_version(partition, name, 1), flow) is None
+
+
+async def test_a_retried_run_moves_back_to_running_and_leaves_the_ended_index(lua: Lua) -> None:
+    queue = lua.new_name()
+    flow = lua.new_flow()
+    await lua.start([index(lua, flow), user(1, queue)], flow=flow)
+    await lua.poll(flow, queue)
+    assert await lua.fail(flow, 1, "boom", fail_reason="action 1 failed: boom") == "ok"
+    assert await statuses_of(lua, flow) == ["FAILED"]
+    assert await ended_at(lua, flow) is not None
+    rev = (await lua.run(flow))["rev"]
+    change = RunRetry(flow, rev, "tester", "", [1], [1], [], [user(1, queue)])
+    assert await lua.store.retry(change) == "ok"
+    assert await statuses_of(lua, flow) == ["RUNNING"]
+    assert await ended_at(lua, flow) is None

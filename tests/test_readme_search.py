@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def search_section() -> str:
     readme = (ROOT / "README.md").read_text()
-    return readme[readme.index("## Search") : readme.index("## HTTP API")]
+    start = readme.index("\n## Search\n")
+    return readme[start : readme.index("\n## ", start + 1)]
 
 
 def curl_queries(section: str) -> list[list[tuple[str, str]]]:

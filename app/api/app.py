@@ -17,6 +17,7 @@ from app.api import events, executions, flows, health, metadata, queues, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi_docs import install_docs, operation_id
+from app.api.security.guard import install_auth
 from app.api.worker_routes import serve_first
 from app.engine import run_log
 from app.engine.engine import Engine
@@ -26,7 +27,7 @@ from app.engine.sweeper import Sweeper
 from app.engine.wakeups import Wakeups
 from app.settings import Settings, get_settings
 from app.store import Store
-from app.store.connection import Connection, open_connection, redacted
+from app.store.connection import Connection, check_usable, open_connection, redacted
 
 log = logging.getLogger("orchy.server")
 # A background task that swallowed one cancellation (redis-py's pub/sub does while it
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             started.push_async_callback(client.aclose)
             pubsub_client = connection.pubsub_client(settings.redis_timeout_seconds)
             started.push_async_callback(pubsub_client.aclose)
+            await check_usable(client, connection.url)
             store = Store(client, settings.partitions, settings.retention_seconds)
             await store.check_partitions()
             wakeups = Wakeups()
@@ -151,4 +153,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (queues, flows, executions, events, metadata, health):
         app.include_router(module.router)
     install_docs(app)
+    # Last: every route is in place, and the authentication middleware is the outermost.
+    install_auth(app, settings)
     return app

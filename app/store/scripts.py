@@ -21,6 +21,8 @@ SCRIPT_NAMES = (
     "timer_failed",
     "child_started",
     "child_ended",
+    "retry",
+    "note_rerun",
     "search_prune",
 )
 
@@ -47,6 +49,8 @@ class Scripts:
     timer_failed: Any
     child_started: Any
     child_ended: Any
+    retry: Any
+    note_rerun: Any
     search_prune: Any
 
     @classmethod
