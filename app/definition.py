@@ -140,4 +140,6 @@ class WorkflowDef:
     output: JSON = None
     version: int = 0
     vars: JSONObject = field(default_factory=dict)  # initial values
+    # Paths GET /flow finds runs by ("input.email", "vars.orderId"; see engine/searchable.py)
+    searchable: tuple[str, ...] = ()
     source: JSONObject = field(default_factory=dict)

@@ -106,8 +106,19 @@ class Settings(WorkerSettings):
     js_processes: int = 4
     js_threads: int = 4
 
-    # GET /flow with a status filter looks at this many newest runs.
+    # GET /flow examines at most this many runs for one page.
     list_scan_max: int = 10_000
+    # Search (GET /flow filters, app/store/search.py): a definition's searchable paths, at
+    # most this many, each at most this long; values longer than this many bytes are not
+    # indexed; a page examines at most ``list_scan_max`` runs (then answers what it found,
+    # with a cursor to go on). Index entries of ended runs are pruned this often, and this
+    # long before their keys expire (at most half the retention).
+    search_max_paths: int = 8
+    search_max_path_length: int = 200
+    search_max_value_bytes: int = 256
+    search_prune_interval_seconds: float = 30.0
+    search_prune_lead_seconds: float = 300.0
+    search_prune_batch: int = 1000
     # GET /flow/{id}/actions/{id}/executions: at most this many executions per page.
     executions_page_max: int = 500
 

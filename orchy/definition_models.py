@@ -37,6 +37,8 @@ ERROR_BRANCH = "error"
 ActionId = Annotated[StrictInt, Field(description="an integer, unique in the workflow")]
 # An int or a float (never a bool, never a string), finite.
 Seconds = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+# A searchable path (app/engine/searchable.py checks the same form).
+SEARCHABLE_PATH = r"^\$\.((input(\.[A-Za-z0-9_-]+)+)|(vars\.[A-Za-z0-9_-]+))$"
 NonBlank = Annotated[str, Field(pattern=r"\S", description="a non-blank string")]
 Next = Annotated[
     dict[str, list[ActionId]] | None,
@@ -371,6 +373,12 @@ class WorkflowDefinition(BaseModel):
         default=None,
         description="workflow variables: name -> initial value, read as {$.vars.<name>}",
         examples=[{"count": 0, "items": []}],
+    )
+    searchable: list[Annotated[str, Field(pattern=SEARCHABLE_PATH)]] | None = Field(
+        default=None,
+        description="paths GET /flow finds runs by: '$.input.<key>[.<key>...]' (the run's "
+        "input) or '$.vars.<name>' (a declared variable, indexed again whenever it is set)",
+        examples=[["$.input.email", "$.vars.orderId"]],
     )
 
 

@@ -127,6 +127,12 @@ def test_every_key_of_a_run_is_on_one_cluster_slot(partitions: int) -> None:
             keys.runs_by_name(partition, "some-workflow"),
             keys.run_prefix(partition) + flow,
             keys.history_prefix(partition) + flow,
+            keys.by_status(partition, "RUNNING"),
+            keys.by_version(partition, "some-workflow", 2),
+            keys.by_value(partition, "input.email", "a@b.c"),
+            keys.ended(partition),
+            keys.index_prefix(partition) + "s:FAILED",
+            keys.runs_by_name_prefix(partition) + "some-workflow",
         ]
         slots = {key_slot(key.encode()) for key in run_keys}
         assert len(slots) == 1, run_keys

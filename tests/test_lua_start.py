@@ -404,7 +404,7 @@ async def test_run_without_active_executions_completes_with_retention(lua: Lua) 
     keys = lua.run_keys(flow)
     for key in (keys.run, keys.history):
         assert RETENTION - 5 <= await lua.ttl(key) <= RETENTION, key
-    # The listing indexes keep the run (forget_runs drops it once it expired).
+    # The listing indexes keep the run (search_prune.lua takes it out near its expiry).
     partition = lua.partition(flow)
     assert await lua.client.zscore(lua.keys.runs_index(partition), flow) is not None
 

@@ -56,7 +56,8 @@ ORDER = {
 
 def tls_section() -> str:
     readme = (ROOT / "README.md").read_text()
-    return readme[readme.index("### TLS") : readme.index("## Settings")]
+    start = readme.index("### TLS")
+    return readme[start : readme.index("\n##", start + 1)]
 
 
 def commands(block: str) -> list[str]:

@@ -60,6 +60,8 @@ def test_the_limits_are_read_from_the_settings() -> None:
         max_json_depth=15,
         max_output_bytes=16,
         max_for_each_concurrency=17,
+        search_max_paths=18,
+        search_max_path_length=19,
     )
 
     assert Limits.of(settings) == Limits(
@@ -70,6 +72,8 @@ def test_the_limits_are_read_from_the_settings() -> None:
         max_condition_depth=15,
         max_var_bytes=16,
         max_for_each_concurrency=17,
+        max_search_paths=18,
+        max_search_path_length=19,
     )
 
 

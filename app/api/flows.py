@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from app.api.deps import EngineDep, SettingsDep
 from app.api.hangup import watch_disconnect
@@ -24,6 +25,7 @@ from app.api.models import (
     RetryResponse,
 )
 from app.api.openapi_docs import request_example, responses
+from app.api.run_search import build_query, decode_cursor, encode_cursor
 from app.api.security.permissions import Permission, needs
 from app.api.security.principal import principal_of
 from app.api.views import flow_summary, flow_view, history_entry
@@ -31,7 +33,6 @@ from app.engine import repair
 from app.engine.errors import Invalid
 from app.engine.run_wait import wait_for_end
 from app.engine.snapshot import RunSnapshot
-from app.engine.status import RunStatus
 
 router = APIRouter(prefix="/flow", tags=["flow"])
 CREATED = 201
@@ -154,34 +155,53 @@ async def execute_many(
 @router.get(
     "",
     response_model=FlowList,
-    responses=responses({"runs": [SUMMARY_EXAMPLE], "offset": 0, "limit": 50}, 422),
+    responses=responses(
+        {"runs": [SUMMARY_EXAMPLE], "offset": 0, "limit": 50, "nextCursor": "MTc2NzYwNzIw"}, 422
+    ),
     openapi_extra=needs(Permission.READ),
 )
 async def list_flows(
     engine: EngineDep,
     settings: SettingsDep,
+    response: Response,
     name: str | None = Query(default=None, min_length=1),
-    status: RunStatus | None = None,
+    version: int | None = Query(default=None, ge=1),
+    status: list[str] | None = Query(default=None),
+    started_after: str | None = Query(default=None, alias="startedAfter"),
+    started_before: str | None = Query(default=None, alias="startedBefore"),
+    ended_after: str | None = Query(default=None, alias="endedAfter"),
+    ended_before: str | None = Query(default=None, alias="endedBefore"),
+    where: list[str] | None = Query(default=None),
+    cursor: str | None = None,
     offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
     limit: int = Query(default=50, ge=1, le=500),
 ) -> FlowList:
-    """Runs, newest first. With ``status``, the newest ``list_scan_max`` runs are searched."""
-    window = offset + limit if status is None else settings.list_scan_max
-    candidates = await engine.store.newest_runs(name, window)
-    found = []
-    gone = []
-    for flow_id, _ in candidates:
-        fields = await engine.store.read_run(flow_id)
-        if not fields:
-            gone.append(flow_id)
-            continue
-        snapshot = RunSnapshot(flow_id, fields)
-        if status is None or snapshot.status is status:
-            found.append(snapshot)
-    if gone:
-        await engine.store.forget_runs(name, gone)
-    page = found[offset : offset + limit]
-    return FlowList(runs=[flow_summary(run) for run in page], offset=offset, limit=limit)
+    """Runs, newest first, filtered by workflow ``name`` (and ``version``), ``status`` (one
+    or several), start and end time (``startedAfter``, ``startedBefore``, ``endedAfter``,
+    ``endedBefore``: ISO 8601 or ms) and ``where=<path>=<value>`` for the paths a definition
+    declares ``searchable``. Follow ``nextCursor`` (as ``cursor``) for the next page; it is
+    null at the end. A page examines at most ``ORCHY_LIST_SCAN_MAX`` runs: with filters
+    that match few of them it may hold fewer than ``limit`` runs and still a cursor.
+    ``offset`` skips matches (kept for older clients; a cursor is cheaper)."""
+    began = time.perf_counter()
+    query = build_query(
+        name=name,
+        version=version,
+        status=status,
+        started_after=started_after,
+        started_before=started_before,
+        ended_after=ended_after,
+        ended_before=ended_before,
+        where=where,
+        max_value_bytes=settings.search_max_value_bytes,
+    )
+    page = await engine.store.search.find(
+        query, limit, decode_cursor(cursor), skip=offset, scan_max=settings.list_scan_max + offset
+    )
+    runs = [flow_summary(RunSnapshot(fields["id"], fields)) for fields in page.runs]
+    elapsed_ms = (time.perf_counter() - began) * 1000
+    response.headers["Server-Timing"] = f"search;dur={elapsed_ms:.2f}"
+    return FlowList(runs=runs, offset=offset, limit=limit, nextCursor=encode_cursor(page.next))
 
 
 @router.get(

@@ -206,6 +206,8 @@ class FlowList(BaseModel):
     runs: list[FlowSummary]
     offset: int
     limit: int
+    # Give it as ``cursor`` for the next page; null when there is none.
+    nextCursor: str | None = None
 
 
 class HistoryEntry(BaseModel):

@@ -37,6 +37,7 @@ from app.engine.ids import (
 from app.engine.planner import Plan, Planner, dumps
 from app.engine.pools import Pools
 from app.engine.run_cache import MOVED, RunCache
+from app.engine.searchable import start_tokens
 from app.engine.snapshot import Execution, RunSnapshot
 from app.engine.status import TERMINAL_ACTION, ActionStatus, RunStatus
 from app.engine.variables import VARS
@@ -247,7 +248,7 @@ class Engine:
             workflow,
             [workflow.root_action],
             Document.of(document),
-            Plan([*first_ops, *initial.ops]),
+            Plan([self._index_op(workflow, flow_id, input_data), *first_ops, *initial.ops]),
         )
         return RunStart(
             flow_id,
@@ -259,6 +260,16 @@ class Engine:
             await self._with_poll_timeouts(plan.ops),
             by,
         )
+
+    def _index_op(self, workflow: WorkflowDef, flow_id: str, input_data: JSON) -> PlannedOp:
+        """The op that puts a new run in the search indexes (``ix_start`` in common.lua)."""
+        max_bytes = self.settings.search_max_value_bytes
+        state = {
+            "k": self.store.keys.index_prefix(self.store.keys.partition_of(flow_id)),
+            "m": max_bytes,
+            "v": start_tokens(workflow.searchable, input_data, max_bytes),
+        }
+        return PlannedOp("index", 0, payload=orjson.dumps(state).decode())
 
     async def commit_starts(self, starts: list[RunStart]) -> list[bool]:
         """Writes the planned starts (one pipelined round trip), logs them and wakes the polls

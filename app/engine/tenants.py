@@ -20,6 +20,7 @@ from app.engine.engine import Engine
 from app.engine.errors import EngineError
 from app.engine.notifier import Notifier
 from app.engine.pools import Pools
+from app.engine.search_prune import SearchPruner
 from app.engine.sweeper import Sweeper
 from app.engine.wakeups import Wakeups
 from app.settings import Settings
@@ -152,6 +153,9 @@ class Tenants:
         stack.tasks = [
             asyncio.create_task(sweeper.run(), name=f"orchy-sweeper{suffix}"),
             asyncio.create_task(notifier.run(), name=f"orchy-notifier{suffix}"),
+            asyncio.create_task(
+                SearchPruner(store, self.settings).run(), name=f"orchy-search-prune{suffix}"
+            ),
         ]
         self._stacks[namespace] = stack
         return stack

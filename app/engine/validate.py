@@ -30,6 +30,7 @@ from app.engine.conditions import ConditionSyntaxError, compile_condition
 from app.engine.cycles import cycle_message, cycles, loop_of
 from app.engine.params import PathError, compile_path, references
 from app.engine.retry import ActionSettings
+from app.engine.searchable import parse_searchable
 from app.engine.validate_vars import check_set_vars, parse_set_vars, parse_vars
 from app.jsontypes import JSON
 from app.settings import Settings
@@ -49,6 +50,8 @@ class Limits:
     max_condition_depth: int
     max_var_bytes: int | None = None
     max_for_each_concurrency: int | None = None
+    max_search_paths: int | None = None
+    max_search_path_length: int | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -60,6 +63,8 @@ class Limits:
             max_condition_depth=settings.max_json_depth,
             max_var_bytes=settings.max_output_bytes,
             max_for_each_concurrency=settings.max_for_each_concurrency,
+            max_search_paths=settings.search_max_paths,
+            max_search_path_length=settings.search_max_path_length,
         )
 
     def check_duration(self, where: str, field: str, seconds: float | None) -> None:
@@ -120,13 +125,25 @@ def parse_workflow(raw: object, limits: Limits | None = None) -> WorkflowDef:
         _check_references(action)
         if limits is not None:
             _check_limits(action, limits)
+    searchable = parse_searchable(
+        raw.get("searchable"),
+        variables,
+        None if limits is None else limits.max_search_paths,
+        None if limits is None else limits.max_search_path_length,
+    )
     output = raw.get("output")
     _check_template_references("output", output)
     _check_reachable(root, actions)
     _check_cycles(actions)
     _check_loop_joins(actions)
     return WorkflowDef(
-        name=name, root_action=root, actions=actions, output=output, vars=variables, source=raw
+        name=name,
+        root_action=root,
+        actions=actions,
+        output=output,
+        vars=variables,
+        searchable=searchable,
+        source=raw,
     )
 
 

@@ -110,6 +110,34 @@ class Keys:
     def runs_by_name(self, partition: int, name: str) -> str:
         return f"{self._base(partition)}:runs:{name}"
 
+    def runs_by_name_prefix(self, partition: int) -> str:
+        """``runs_by_name`` without the name: the prune script (search_prune.lua) appends it."""
+        return f"{self._base(partition)}:runs:"
+
+    # -- search indexes (app/store/search.py) ------------------------------------------
+    # Every index is a zset of flow ids of one partition scored by the run's start (ms),
+    # except ``ended`` (scored by its end). The scripts that change a run keep them (see
+    # the ``ix_*`` helpers of common.lua): they read the partition's index prefix from the
+    # run's ``ix`` field and append the same suffixes as the methods below.
+
+    def index_prefix(self, partition: int) -> str:
+        return f"{self._base(partition)}:ix:"
+
+    def by_status(self, partition: int, status: str) -> str:
+        return f"{self.index_prefix(partition)}s:{status}"
+
+    def by_version(self, partition: int, name: str, version: int) -> str:
+        return f"{self.index_prefix(partition)}wv:{version}:{name}"
+
+    def by_value(self, partition: int, path: str, token: str) -> str:
+        """Runs whose searchable ``path`` (``input.email``: no ``$.``, no ``:``) holds the
+        value ``token`` (see app/engine/searchable.py)."""
+        return f"{self.index_prefix(partition)}v:{path}:{token}"
+
+    def ended(self, partition: int) -> str:
+        """The partition's ended runs, scored by when they ended (ms)."""
+        return f"{self.index_prefix(partition)}e"
+
     # -- correlated events (app/engine/correlation.py) ---------------------------------
 
     def correlation_partition(self, event: str, key: str) -> int:

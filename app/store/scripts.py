@@ -23,6 +23,7 @@ SCRIPT_NAMES = (
     "child_ended",
     "retry",
     "note_rerun",
+    "search_prune",
 )
 
 
@@ -50,6 +51,7 @@ class Scripts:
     child_ended: Any
     retry: Any
     note_rerun: Any
+    search_prune: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.store.coalesce import Coalescer
 from app.store.keys import DEFAULT_NAMESPACE, Keys, RunKeys
 from app.store.scripts import Scripts
+from app.store.search import RunSearch
 
 # redis-py's asyncio ``Redis`` or ``RedisCluster``, opened with ``decode_responses=True``; their
 # stubs type every reply as ``bytes | str``, which that option makes ``str``.
@@ -193,6 +194,7 @@ class Store:
         self.retention_seconds = retention_seconds
         self.scripts: Scripts = shared.scripts if shared else Scripts.register(client)
         self.coalescer: Coalescer = shared.coalescer if shared else Coalescer(client)
+        self.search = RunSearch(self.coalescer, self.keys)
 
     def in_namespace(self, namespace: str) -> Store:
         """The store of another namespace (a tenant) on the same Redis, sharing this one's
@@ -743,13 +745,19 @@ class Store:
         merged = heapq.merge(*per_partition, key=lambda row: row[1], reverse=True)
         return list(merged)[:most]
 
-    async def forget_runs(self, name: str | None, flow_ids: Sequence[str]) -> None:
-        """Drops expired runs from the listing indexes."""
-        for flow_id in flow_ids:
-            partition = self.keys.partition_of(flow_id)
-            await self.client.zrem(self.keys.runs_index(partition), flow_id)
-            if name is not None:
-                await self.client.zrem(self.keys.runs_by_name(partition, name), flow_id)
+    async def prune_search(self, partition: int, after_ms: int, most: int) -> int:
+        """Takes up to ``most`` runs of ``partition`` that ended more than ``after_ms`` ago
+        out of the search indexes (search_prune.lua); how many it took."""
+        keys = [self.keys.ended(partition), self.keys.runs_index(partition)]
+        args = [
+            after_ms,
+            most,
+            self.keys.run_prefix(partition),
+            self.keys.runs_by_name_prefix(partition),
+            self.keys.index_prefix(partition),
+        ]
+        taken, _next_end = await self.scripts.search_prune(keys=keys, args=args)
+        return int(taken)
 
 
 __all__ = [

@@ -20,6 +20,7 @@
 --                                      <id> so far, waiting join seq, join fired); its output
 --                                      is that execution's: x:<a:<id>:x>:o (kept once)
 --   v:<name>                          a workflow variable's JSON value
+--   ix                                the run's search state (JSON: see ix_state below)
 --   lim                               the run's limit of executions (ORCHY_MAX_RUN_EXECUTIONS),
 --                                      written at its start; none for runs started before
 --   a:<id>:jp                         the seq a while's pass started at, for join <id> in its
@@ -286,6 +287,91 @@ local function close_open_execs(ctx, reason)
   redis.call('HSET', ctx.run, 'active', 0, 'joins', '')
 end
 
+-- Search indexes (app/store/keys.py names them, app/store/search.py reads them). A run
+-- started with an "index" op keeps in its ``ix`` field a JSON object: ``k``, its partition's
+-- index prefix; ``m``, the longest value (bytes) that is indexed; ``v``, each searchable path
+-- ("input.email", "vars.orderId") -> the value it is indexed under ("" for none). Every
+-- index is a zset scored by the run's start, but ``<k>e`` (ended runs, by their end); a run
+-- without ``ix`` (started before indexes were kept) is in none of them.
+local function ix_state(ctx)
+  if ctx.ix == nil then
+    local raw = redis.call('HGET', ctx.run, 'ix')
+    if raw then ctx.ix = cjson.decode(raw) else ctx.ix = false end
+  end
+  return ctx.ix
+end
+
+-- The value a JSON text is indexed under: a string's text, a number's or boolean's JSON;
+-- "" (not indexed) for null, objects, arrays and values longer than ``ix.m`` bytes.
+local function ix_token(ix, json)
+  local first = string.sub(json, 1, 1)
+  local token = json
+  if first == '"' then
+    token = cjson.decode(json)
+  elseif first == '{' or first == '[' or json == 'null' then
+    return ''
+  end
+  if #token > tonumber(ix.m) then return '' end
+  return token
+end
+
+local function ix_value_key(ix, path, token)
+  return ix.k .. 'v:' .. path .. ':' .. token
+end
+
+-- The run (``flow``) moves from the status index of ``from`` (nil: none) to that of ``to``.
+local function ix_move_status(ctx, flow, from, to)
+  local ix = ix_state(ctx)
+  if not ix then return end
+  if from then redis.call('ZREM', ix.k .. 's:' .. from, flow) end
+  redis.call('ZADD', ix.k .. 's:' .. to, redis.call('HGET', ctx.run, 'createdAt'), flow)
+end
+
+-- An "index" op, first of a run's start: ``payload`` is the run's ``ix`` (see above).
+local function ix_start(ctx, payload)
+  local ix = cjson.decode(payload)
+  ctx.ix = ix
+  redis.call('HSET', ctx.run, 'ix', payload)
+  local run = redis.call('HMGET', ctx.run, 'createdAt', 'name', 'version', 'status')
+  redis.call('ZADD', ix.k .. 'wv:' .. run[3] .. ':' .. run[2], run[1], ctx.flow)
+  redis.call('ZADD', ix.k .. 's:' .. run[4], run[1], ctx.flow)
+  for path, token in pairs(ix.v) do
+    if token ~= '' then redis.call('ZADD', ix_value_key(ix, path, token), run[1], ctx.flow) end
+  end
+end
+
+-- Variable ``name`` now holds ``json``: when it is searchable, its entry moves.
+local function ix_var(ctx, name, json)
+  local ix = ix_state(ctx)
+  if not ix then return end
+  local path = 'vars.' .. name
+  local old = ix.v[path]
+  if old == nil then return end
+  local new = ix_token(ix, json)
+  if new == old then return end
+  if old ~= '' then redis.call('ZREM', ix_value_key(ix, path, old), ctx.flow) end
+  if new ~= '' then
+    redis.call('ZADD', ix_value_key(ix, path, new), redis.call('HGET', ctx.run, 'createdAt'),
+      ctx.flow)
+  end
+  ix.v[path] = new
+  redis.call('HSET', ctx.run, 'ix', cjson.encode(ix))
+end
+
+-- Removes run ``flow`` (its hash ``ctx.run``, still there) from every index it is in but
+-- the all-runs and by-name ones (start.lua and search_prune.lua remove it from those).
+local function ix_remove(ctx, flow)
+  local ix = ix_state(ctx)
+  if not ix then return end
+  local run = redis.call('HMGET', ctx.run, 'status', 'name', 'version')
+  if run[1] then redis.call('ZREM', ix.k .. 's:' .. run[1], flow) end
+  if run[2] then redis.call('ZREM', ix.k .. 'wv:' .. run[3] .. ':' .. run[2], flow) end
+  redis.call('ZREM', ix.k .. 'e', flow)
+  for path, token in pairs(ix.v) do
+    if token ~= '' then redis.call('ZREM', ix_value_key(ix, path, token), flow) end
+  end
+end
+
 -- Ends the run with ``status`` and ``reason``, once per script. Open executions are closed
 -- unless it completes on its own (nothing is open then); ``ending`` is the terminate action
 -- that ends it, if one does, whatever is still open: the history names it, and ``ctx.by``
@@ -294,9 +380,12 @@ local function finish_run(ctx, status, reason, ending)
   if ctx.finished then return end
   ctx.finished = true
   if status ~= 'COMPLETED' or ending then close_open_execs(ctx, reason) end
+  local was = redis.call('HGET', ctx.run, 'status')
   redis.call('HSET', ctx.run, 'status', status, 'reason', reason, 'updatedAt', ctx.now,
     'finishedAt', ctx.now)
   hist(ctx, { event = 'RUN_' .. status, reason = reason, action = ending, by = ctx.by })
+  ix_move_status(ctx, ctx.flow, was, status)
+  if ix_state(ctx) then redis.call('ZADD', ctx.ix.k .. 'e', ctx.now, ctx.flow) end
   -- A child run tells its parent, from its own partition, through its "cend" timer.
   if redis.call('HEXISTS', ctx.run, 'parent') == 1 then
     add_timer(ctx, timer_member(ctx, 'cend', 0, 1), ctx.now)
@@ -537,6 +626,7 @@ local function apply_ops(ctx, i)
       -- from the run at the revision the caller guards (ARGV[19] of transition.lua); input:
       -- the mutation (assign, add, append, removeKey), or "" for an initial value.
       redis.call('HSET', ctx.run, 'v:' .. name, payload)
+      ix_var(ctx, name, payload)
       if input ~= '' then
         hist(ctx, { event = 'VAR_SET', action = action, var = name, op = input })
       end
@@ -566,6 +656,8 @@ local function apply_ops(ctx, i)
       item_ended(ctx, payload, KEYS[key_index], name, -number)
     elseif kind == 'note' then
       hist(ctx, { event = 'WARNING', action = action, detail = payload })
+    elseif kind == 'index' then
+      ix_start(ctx, payload)
     elseif kind == 'limit' then
       redis.call('HSET', ctx.run, 'lim', number)
       ctx.lim = number

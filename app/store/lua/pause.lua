@@ -7,5 +7,6 @@ local status = redis.call('HGET', ctx.run, 'status')
 if status == false then return 'missing' end
 if status ~= 'RUNNING' then return 'not_running' end
 redis.call('HSET', ctx.run, 'status', 'PAUSED', 'updatedAt', ctx.now)
+ix_move_status(ctx, ARGV[1], 'RUNNING', 'PAUSED')
 hist(ctx, { event = 'RUN_PAUSED', by = ARGV[2] })
 return done(ctx, 'ok')

@@ -9,6 +9,7 @@ local status = redis.call('HGET', ctx.run, 'status')
 if status == false then return 'missing' end
 if status ~= 'PAUSED' then return 'not_paused' end
 redis.call('HSET', ctx.run, 'status', 'RUNNING', 'updatedAt', ctx.now)
+ix_move_status(ctx, ctx.flow, 'PAUSED', 'RUNNING')
 local held = redis.call('SMEMBERS', ctx.held)
 for _, member in ipairs(held) do add_timer(ctx, member, ctx.now) end
 redis.call('DEL', ctx.held)

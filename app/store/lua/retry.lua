@@ -30,6 +30,8 @@ check_queues(7)
 local function reopen_run()
   redis.call('HSET', ctx.run, 'status', 'RUNNING', 'reason', '', 'updatedAt', ctx.now)
   redis.call('HDEL', ctx.run, 'finishedAt')
+  ix_move_status(ctx, ctx.flow, status, 'RUNNING')
+  if ix_state(ctx) then redis.call('ZREM', ctx.ix.k .. 'e', ctx.flow) end
   for _, key in ipairs({ ctx.run, ctx.hist, ctx.events, ctx.waiters, ctx.held }) do
     redis.call('PERSIST', key)
   end

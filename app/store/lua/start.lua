@@ -27,6 +27,7 @@ local started, error_message = pcall(function()
   flush(ctx)
 end)
 if not started then
+  ix_remove(ctx, ctx.flow)
   redis.call('DEL', ctx.run, ctx.hist, ctx.events, ctx.waiters, ctx.held)
   redis.call('ZREM', KEYS[7], ctx.flow)
   redis.call('ZREM', KEYS[8], ctx.flow)
