@@ -82,11 +82,20 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int, typer.Option(help="Server processes (needs REDIS_URL).")] = 1,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve without authentication on a non-loopback address (ORCHY_INSECURE).",
+        ),
+    ] = False,
 ) -> None:
     """Start the server (the embedded Redis unless REDIS_URL is set)."""
     from app.serve import ServeError, run_server
 
     settings = get_settings()
+    if insecure:
+        settings = settings.model_copy(update={"insecure": True})
     try:
         run_server(settings, host or settings.host, port or settings.port, workers)
     except ServeError as error:

@@ -17,6 +17,7 @@ from app.api import events, executions, flows, health, metadata, queues, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi_docs import install_docs, operation_id
+from app.api.security.browsers import BrowserGuard
 from app.api.worker_routes import serve_first
 from app.engine import run_log
 from app.engine.engine import Engine
@@ -143,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.add_middleware(JSONBodyMiddleware, settings=settings)
+    # Added last, so outermost: a web page's request is refused before anything reads it.
+    app.add_middleware(BrowserGuard, settings=settings)
     install_error_handlers(app)
     # The workers' routes first: they are matched on every poll and result.
     serve_first(app, tasks.router)
