@@ -45,7 +45,7 @@ def notice(settings: Settings) -> str | None:
     if is_loopback_bind(settings.host):
         return (
             "running without authentication: anyone on this machine can call this server "
-            f"(to require tokens: {HOW_TO_AUTHENTICATE})"
+            "(ORCHY_API_KEYS_FILE, ORCHY_API_KEYS or ORCHY_OIDC_ISSUER make it require tokens)"
         )
     return (
         f"running without authentication on {settings.host} (--insecure): anyone who can "
