@@ -12,7 +12,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.api.security.browsers import BadOrigin, allowed_origins, normal_origin
+from app.api.security.browsers import BadOrigin, BrowserGuard, allowed_origins, normal_origin
 from app.api.security.loopback import is_loopback_bind, split_host
 from app.settings import Settings
 from tests.helpers.definitions import user, workflow
@@ -352,3 +352,14 @@ def test_hosts_and_bind_addresses() -> None:
     assert [is_loopback_bind(host) for host in ("0.0.0.0", "::", "192.0.2.1", "example.com")] == [
         False
     ] * 4
+
+
+def test_a_star_in_allowed_hosts_turns_the_host_check_off(settings: Settings) -> None:
+    def checks_host(**update: str) -> bool:
+        guard = BrowserGuard(app=None, settings=settings.model_copy(update=update))  # type: ignore[arg-type]
+        return guard.check_host
+
+    assert checks_host(host="127.0.0.1")
+    assert not checks_host(host="127.0.0.1", allowed_hosts="*")
+    assert not checks_host(host="0.0.0.0")
+    assert checks_host(host="0.0.0.0", allowed_hosts="orchy.example")

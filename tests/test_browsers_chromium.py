@@ -162,3 +162,34 @@ async def test_the_same_page_takes_effect_once_its_origin_is_allowed(
             assert (await http.get(f"/metadata/workflow/{victim.name}")).status_code == 200
             await api.wait_status(victim.fetch_flow, "TERMINATED")
             await api.wait_status(victim.form_flow, "TERMINATED")
+
+
+async def test_a_page_the_server_serves_itself_may_call_it(server: ServerThread, api: Api) -> None:
+    """The server's own origin (its /docs today, a dashboard tomorrow) is allowed, by either
+    of its loopback names."""
+    from playwright.async_api import async_playwright
+
+    names = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox"], timeout=PAGE_SECONDS * 1000
+        )
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(PAGE_SECONDS * 1000)
+            for base in (server.url, f"http://localhost:{server.port}"):
+                name = unique("from-docs")
+                await page.goto(f"{base}/docs")
+                status = await page.evaluate(
+                    """(definition) => fetch("/metadata/workflow", {
+                         method: "POST", headers: {"Content-Type": "application/json"},
+                         body: JSON.stringify(definition),
+                       }).then((response) => response.status)""",
+                    workflow(name, user(1, "x")),
+                )
+                assert status == 200
+                names.append(name)
+        finally:
+            await browser.close()
+    for name in names:
+        assert (await api.http.get(f"/metadata/workflow/{name}")).status_code == 200
