@@ -137,18 +137,10 @@ class BrowserGuard:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        origin = host = fetch_site = fetch_mode = preflight = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value
-            elif name == b"host":
-                host = value
-            elif name == b"sec-fetch-site":
-                fetch_site = value
-            elif name == b"sec-fetch-mode":
-                fetch_mode = value
-            elif name == b"access-control-request-method":
-                preflight = value
+        # One pass, in C (a header a browser would not send twice: the last one counts).
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        host = headers.get(b"host")
         if self.check_host and host is not None and host not in self.accepted_hosts:
             refusal = self.host_refusal(host.decode("latin-1"))
             if refusal is not None:
@@ -157,8 +149,9 @@ class BrowserGuard:
             if len(self.accepted_hosts) < ACCEPTED_HOSTS_MOST:
                 self.accepted_hosts.add(host)
         if origin is None:
-            if fetch_site == CROSS_SITE and not (
-                fetch_mode == NAVIGATE and scope.get("method", "GET") in SAFE_METHODS
+            if headers.get(b"sec-fetch-site") == CROSS_SITE and not (
+                headers.get(b"sec-fetch-mode") == NAVIGATE
+                and scope.get("method", "GET") in SAFE_METHODS
             ):
                 message = (
                     "a request from a page of another site is refused "
@@ -175,7 +168,7 @@ class BrowserGuard:
         if kind == "websocket":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "OPTIONS" and preflight is not None:
+        if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
             await self.answer_preflight(origin, send)
             return
         await self.app(scope, receive, self.with_cors(origin, send))
