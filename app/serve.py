@@ -8,10 +8,12 @@ in flight, so that connected workers never hold a stop for the rest of their pol
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
 import socket
+import ssl
 from typing import Any
 
 import uvicorn
@@ -21,6 +23,7 @@ from uvicorn.supervisors import Multiprocess
 from app import safe_defaults
 from app.http_protocol import OneWriteHttpToolsProtocol
 from app.settings import Settings, get_settings
+from app.store.connection import RedisUnusable, check_redis_url
 from app.store.embedded import DataDirInUse, check_folder_free, data_dir_path
 
 APP_PATH = "app.main:app"
@@ -48,6 +51,34 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS options from ``ORCHY_SSL_*`` (none: plain HTTP), checked here so that a
+    missing or wrong file ends the command with one line naming it. A CA (``ssl_ca_certs``)
+    makes every client show a certificate it signed (mTLS)."""
+    certfile, keyfile, ca_certs = settings.ssl_certfile, settings.ssl_keyfile, settings.ssl_ca_certs
+    if not certfile:
+        if keyfile or ca_certs:
+            raise ServeError("--ssl-keyfile and --ssl-ca-certs need --ssl-certfile")
+        return {}
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile or None)
+    except (OSError, ssl.SSLError) as error:
+        raise ServeError(f"cannot use --ssl-certfile {certfile}: {_reason(error)}") from None
+    options: dict[str, Any] = {"ssl_certfile": certfile, "ssl_keyfile": keyfile or None}
+    if ca_certs:
+        try:
+            context.load_verify_locations(ca_certs)
+        except (OSError, ssl.SSLError) as error:
+            raise ServeError(f"cannot use --ssl-ca-certs {ca_certs}: {_reason(error)}") from None
+        options |= {"ssl_ca_certs": ca_certs, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
+
+
+def _reason(error: OSError | ssl.SSLError) -> str:
+    return (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+
+
 def log_config() -> dict[str, Any]:
     """uvicorn's logging, with Orchy's own loggers (``orchy.*``) on the same stream."""
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -62,11 +93,25 @@ def _orchy_app(app: Any) -> Any:
     return app
 
 
+def scheme(config: uvicorn.Config) -> str:
+    return "https" if config.ssl_certfile else "http"
+
+
+def mutual(config: uvicorn.Config) -> str:
+    return ", client certificates required" if config.ssl_cert_reqs == ssl.CERT_REQUIRED else ""
+
+
 class OrchyServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            log.info("listening on http://%s:%d", self.config.host, self.config.port)
+            log.info(
+                "listening on %s://%s:%d%s",
+                scheme(self.config),
+                self.config.host,
+                self.config.port,
+                mutual(self.config),
+            )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = _orchy_app(self.config.loaded_app)
@@ -98,7 +143,14 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
             check_folder_free(data_dir_path(settings.data_dir))
         except DataDirInUse as error:
             raise ServeError(str(error)) from None
+    tls = tls_options(settings)
     sock = listen_socket(host, port)
+    if settings.redis_url:
+        try:
+            asyncio.run(check_redis_url(settings))
+        except RedisUnusable as error:
+            sock.close()
+            raise ServeError(str(error)) from None
     publish_address(host)
     config = uvicorn.Config(
         APP_PATH,
@@ -110,12 +162,20 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         log_level="info",
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        **tls,
     )
     open_notice = safe_defaults.notice(settings)  # logged once uvicorn set the logging up
     if open_notice is not None:
         log.warning(open_notice)
     if workers > 1:
-        log.info("listening on http://%s:%d with %d server processes", host, port, workers)
+        log.info(
+            "listening on %s://%s:%d with %d server processes%s",
+            scheme(config),
+            host,
+            port,
+            workers,
+            mutual(config),
+        )
         Multiprocess(config, sockets=[sock]).run()
         return
     server = OrchyServer(config)

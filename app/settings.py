@@ -30,6 +30,10 @@ class Settings(WorkerSettings):
         default="", validation_alias=AliasChoices("ORCHY_REDIS_URL", "REDIS_URL")
     )
     data_dir: str = Field(default_factory=default_data_dir)
+    # A rediss:// server's CA (PEM), and a client certificate and key if it asks for one.
+    redis_ca_certs: str = ""
+    redis_client_cert: str = ""
+    redis_client_key: str = ""
     # A Redis call that takes longer fails (the request answers 503) instead of hanging.
     redis_timeout_seconds: float = 5.0
     embedded_start_timeout_seconds: float = 10.0

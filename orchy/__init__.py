@@ -45,14 +45,18 @@ from orchy.client import (
     RunStatus,
     RunSummary,
 )
+from orchy.credentials import Credentials, CredentialsError
 from orchy.errors import (
     Conflict,
+    Forbidden,
     Invalid,
     NotFound,
     OrchyError,
     RunFailed,
     RunNotEnded,
+    TLSError,
     TooLarge,
+    Unauthorized,
     Unavailable,
 )
 from orchy.settings import ClientSettings
@@ -75,7 +79,10 @@ __all__ = [
     "Client",
     "ClientSettings",
     "Conflict",
+    "Credentials",
+    "CredentialsError",
     "ForEach",
+    "Forbidden",
     "If",
     "Invalid",
     "InvalidInputError",
@@ -95,8 +102,10 @@ __all__ = [
     "RunSummary",
     "Step",
     "Switch",
+    "TLSError",
     "Task",
     "TooLarge",
+    "Unauthorized",
     "Unavailable",
     "While",
     "Worker",

@@ -6,6 +6,7 @@ a failure may be tried again and after how long (``Retrying``)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +14,17 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from orchy.errors import Conflict, Invalid, NotFound, OrchyError, TooLarge, Unavailable
+from orchy.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    OrchyError,
+    TLSError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from orchy.settings import ClientSettings
 
 T = TypeVar("T")
@@ -21,6 +32,8 @@ T = TypeVar("T")
 UNAVAILABLE = 503
 ERRORS: dict[int, type[OrchyError]] = {
     400: Invalid,
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: TooLarge,
@@ -83,7 +96,7 @@ class Retrying:
         if isinstance(failure, httpx.Response):
             if failure.status_code != UNAVAILABLE:
                 return None
-        elif not isinstance(failure, RETRYABLE_ERRORS):
+        elif not isinstance(failure, RETRYABLE_ERRORS) or tls_failure(failure) is not None:
             return None
         if not self.call.idempotent or self.tries >= self.settings.client_retries:
             return None
@@ -92,9 +105,41 @@ class Retrying:
         return min(pause, self.settings.client_max_backoff_seconds)
 
 
-def unavailable(error: httpx.TransportError) -> Unavailable:
-    """The error of a call that got no answer."""
-    return Unavailable(f"no answer from the server: {type(error).__name__}: {error}")
+CLIENT_CERT_HINT = "give one as ORCHY_CLIENT_CERT and ORCHY_CLIENT_KEY, or client_cert="
+TLS_HINT = f"the server's CA goes in ORCHY_CA_BUNDLE or ca_bundle=; {CLIENT_CERT_HINT}"
+
+
+def tls_failure(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind ``error`` (a certificate the client does not trust, or one the
+    server refused): trying again cannot help."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def unavailable(error: httpx.TransportError, settings: ClientSettings) -> OrchyError:
+    """The error of a call that got no answer: ``TLSError`` when TLS refused the connection."""
+    refused = tls_failure(error)
+    if refused is not None:
+        return TLSError(f"TLS with the server failed: {refused} ({TLS_HINT})")
+    message = f"no answer from the server: {type(error).__name__}: {error}"
+    if (
+        isinstance(error, httpx.RemoteProtocolError)
+        and settings.url.startswith("https:")
+        and not settings.client_cert
+    ):
+        # A server that requires a client certificate ends the connection without a word.
+        message += f" (a server that requires a client certificate does this: {CLIENT_CERT_HINT})"
+    return Unavailable(message)
+
+
+def http_options(settings: ClientSettings) -> dict[str, Any]:
+    """The ``httpx`` client's options: its base URL and the TLS context of the settings."""
+    context = settings.credentials.ssl_context()
+    return {"base_url": settings.url, "verify": context if context is not None else True}
 
 
 def _timeout(settings: ClientSettings, call: Call[Any]) -> httpx.Timeout:
@@ -106,7 +151,8 @@ class SyncTransport:
 
     def __init__(self, settings: ClientSettings, http: httpx.Client | None = None) -> None:
         self.settings = settings
-        self.http = http or httpx.Client(base_url=settings.url)
+        self.headers = settings.credentials.headers()
+        self.http = http or httpx.Client(**http_options(settings))
 
     def send(self, call: Call[T]) -> T:
         """The parsed answer of ``call``, or its typed error."""
@@ -118,12 +164,13 @@ class SyncTransport:
                     call.path,
                     json=call.json,
                     params=call.params,
+                    headers=self.headers,
                     timeout=_timeout(self.settings, call),
                 )
             except RETRYABLE_ERRORS as error:
                 pause = retrying.delay(error)
                 if pause is None:
-                    raise unavailable(error) from error
+                    raise unavailable(error, self.settings) from error
             else:
                 pause = retrying.delay(response)
                 if pause is None:
@@ -140,7 +187,8 @@ class AsyncTransport:
 
     def __init__(self, settings: ClientSettings, http: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
-        self.http = http or httpx.AsyncClient(base_url=settings.url)
+        self.headers = settings.credentials.headers()
+        self.http = http or httpx.AsyncClient(**http_options(settings))
 
     async def send(self, call: Call[T]) -> T:
         """The parsed answer of ``call``, or its typed error."""
@@ -152,12 +200,13 @@ class AsyncTransport:
                     call.path,
                     json=call.json,
                     params=call.params,
+                    headers=self.headers,
                     timeout=_timeout(self.settings, call),
                 )
             except RETRYABLE_ERRORS as error:
                 pause = retrying.delay(error)
                 if pause is None:
-                    raise unavailable(error) from error
+                    raise unavailable(error, self.settings) from error
             else:
                 pause = retrying.delay(response)
                 if pause is None:

@@ -20,9 +20,10 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from orchy._http import AsyncTransport, Call, SyncTransport
+from orchy.credentials import Credentials
 from orchy.errors import RunFailed, RunNotEnded
 from orchy.settings import ClientSettings
 
@@ -88,6 +89,7 @@ class Run(_Model):
     finished_at: str | None = Field(default=None, alias="finishedAt")
     parent: RunLink | None = None
     children: list[RunLink] = Field(default_factory=list)
+    rerun_of: str | None = Field(default=None, alias="rerunOf")  # the run a rerun reruns
 
     @property
     def ended(self) -> bool:
@@ -270,6 +272,18 @@ class _Operations:
         )
         return published
 
+    def retry(self, flow_id: str, input: Any) -> Operation[list[int]]:
+        body = None if input is None else {"input": input}
+        # A second retry of a run that goes on again is refused (409): never repeated.
+        answer = yield Call("POST", _path("flow", flow_id, "retry"), json=body)
+        return [int(action) for action in answer["actions"]]
+
+    def rerun(self, flow_id: str, input: Any) -> Operation[str]:
+        body = None if input is None else {"input": input}
+        # A second try could start a second run: never repeated.
+        answer = yield Call("POST", _path("flow", flow_id, "rerun"), json=body)
+        return str(answer["flowId"])
+
     def lifecycle(self, flow_id: str, what: str) -> Operation[None]:
         yield Call("POST", _path("flow", flow_id, what))
 
@@ -295,17 +309,25 @@ _OPS = _Operations()
 
 
 def _settings(
-    url: str | None, timeout_seconds: float | None, retries: int | None
+    url: str | None,
+    timeout_seconds: float | None,
+    retries: int | None,
+    credentials: Credentials,
 ) -> ClientSettings:
-    settings = ClientSettings()
-    changes: dict[str, Any] = {}
-    if url is not None:
-        changes["url"] = url
-    if timeout_seconds is not None:
-        changes["timeout_seconds"] = timeout_seconds
-    if retries is not None:
-        changes["client_retries"] = retries
-    return settings.model_copy(update=changes)
+    """The ``ORCHY_*`` settings, with the arguments that were given instead."""
+    token = SecretStr(credentials.token) if credentials.token is not None else None
+    given = {
+        "url": url,
+        "timeout_seconds": timeout_seconds,
+        "client_retries": retries,
+        "token": token,
+        "ca_bundle": credentials.ca_bundle,
+        "client_cert": credentials.client_cert,
+        "client_key": credentials.client_key,
+    }
+    return ClientSettings().model_copy(
+        update={name: value for name, value in given.items() if value is not None}
+    )
 
 
 def _action_settings(
@@ -327,7 +349,10 @@ def _action_settings(
 class Client:
     """The blocking client. ``url``, ``timeout_seconds`` and ``retries`` default to
     ``ORCHY_URL``, ``ORCHY_TIMEOUT_SECONDS`` and ``ORCHY_CLIENT_RETRIES`` (see
-    ``ClientSettings``). Use it as a context manager, or call ``close()``."""
+    ``ClientSettings``); ``token`` (sent as ``Authorization: Bearer``), ``ca_bundle`` (the
+    CA of an HTTPS server), ``client_cert`` and ``client_key`` (for a server that asks for a
+    client certificate) to ``ORCHY_TOKEN``, ``ORCHY_CA_BUNDLE``, ``ORCHY_CLIENT_CERT`` and
+    ``ORCHY_CLIENT_KEY``. Use it as a context manager, or call ``close()``."""
 
     def __init__(
         self,
@@ -335,10 +360,15 @@ class Client:
         *,
         timeout_seconds: float | None = None,
         retries: int | None = None,
+        token: str | None = None,
+        ca_bundle: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
         settings: ClientSettings | None = None,
         http: httpx.Client | None = None,
     ) -> None:
-        self.settings = settings or _settings(url, timeout_seconds, retries)
+        credentials = Credentials(token, ca_bundle, client_cert, client_key)
+        self.settings = settings or _settings(url, timeout_seconds, retries, credentials)
         self._transport = SyncTransport(self.settings, http)
 
     def _run(self, operation: Operation[T]) -> T:
@@ -448,6 +478,19 @@ class Client:
         """Ends a run as TERMINATED (``Conflict`` when it has already ended)."""
         self._run(_OPS.lifecycle(flow_id, "terminate"))
 
+    def retry(self, flow_id: str, input: Any = None) -> list[int]:
+        """Lets a FAILED or TERMINATED run go on from the actions that failed (or were open
+        when it was terminated), each at a fresh attempt, keeping all that completed.
+        ``input`` replaces the input of the one user task started again. Returns the ids of
+        the actions started again. Raises ``Conflict`` unless the run is FAILED or
+        TERMINATED, ``NotFound`` for an unknown run."""
+        return self._run(_OPS.retry(flow_id, input))
+
+    def rerun(self, flow_id: str, input: Any = None) -> str:
+        """Starts a new run of the run's workflow version with its input (or ``input``);
+        returns the new run's id."""
+        return self._run(_OPS.rerun(flow_id, input))
+
     def list_runs(
         self,
         name: str | None = None,
@@ -474,10 +517,15 @@ class AsyncClient:
         *,
         timeout_seconds: float | None = None,
         retries: int | None = None,
+        token: str | None = None,
+        ca_bundle: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
         settings: ClientSettings | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.settings = settings or _settings(url, timeout_seconds, retries)
+        credentials = Credentials(token, ca_bundle, client_cert, client_key)
+        self.settings = settings or _settings(url, timeout_seconds, retries, credentials)
         self._transport = AsyncTransport(self.settings, http)
 
     async def _run(self, operation: Operation[T]) -> T:
@@ -577,6 +625,14 @@ class AsyncClient:
     async def terminate(self, flow_id: str) -> None:
         """See ``Client.terminate``."""
         await self._run(_OPS.lifecycle(flow_id, "terminate"))
+
+    async def retry(self, flow_id: str, input: Any = None) -> list[int]:
+        """See ``Client.retry``."""
+        return await self._run(_OPS.retry(flow_id, input))
+
+    async def rerun(self, flow_id: str, input: Any = None) -> str:
+        """See ``Client.rerun``."""
+        return await self._run(_OPS.rerun(flow_id, input))
 
     async def list_runs(
         self,

@@ -19,6 +19,14 @@ class OrchyError(Exception):
         self.status = status
 
 
+class Unauthorized(OrchyError):
+    """401: no token, or one the server does not accept (``token=``, ``ORCHY_TOKEN``)."""
+
+
+class Forbidden(OrchyError):
+    """403: the token's role or tenant does not allow this request."""
+
+
 class NotFound(OrchyError):
     """404: no such run, workflow, version or action."""
 
@@ -33,6 +41,11 @@ class Invalid(OrchyError):
 
 class TooLarge(OrchyError):
     """413: a body (input, output, event data) over the server's limit."""
+
+
+class TLSError(OrchyError):
+    """The TLS handshake failed: the server's certificate is not signed by a trusted CA (give
+    its CA as ``ca_bundle``), or the server wants a client certificate (``client_cert``)."""
 
 
 class Unavailable(OrchyError):
@@ -60,11 +73,14 @@ class RunNotEnded(OrchyError):
 
 __all__ = [
     "Conflict",
+    "Forbidden",
     "Invalid",
     "NotFound",
     "OrchyError",
     "RunFailed",
     "RunNotEnded",
+    "TLSError",
     "TooLarge",
+    "Unauthorized",
     "Unavailable",
 ]

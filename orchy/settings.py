@@ -3,10 +3,12 @@ environment variables, else these defaults."""
 
 from __future__ import annotations
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from orchy.credentials import CredentialSettings
 
 
-class ClientSettings(BaseSettings):
+class ClientSettings(CredentialSettings):
     """Where the server is and how hard to try.
 
     - ``ORCHY_URL``: the server's base URL.
@@ -15,6 +17,8 @@ class ClientSettings(BaseSettings):
       after a 503 or a connection error.
     - ``ORCHY_CLIENT_BACKOFF_SECONDS``: the first pause between tries, doubled at each try
       up to ``ORCHY_CLIENT_MAX_BACKOFF_SECONDS``.
+    - ``ORCHY_TOKEN``, ``ORCHY_CA_BUNDLE``, ``ORCHY_CLIENT_CERT``, ``ORCHY_CLIENT_KEY``: the
+      bearer token and the TLS files (``orchy.credentials``).
     """
 
     model_config = SettingsConfigDict(env_prefix="ORCHY_", extra="ignore")

@@ -400,3 +400,30 @@ async def test_flow_history_pause_resume_and_terminate(api: Api, server: ServerT
     assert again.message.startswith("409:")
     assert unknown.code == 1
     assert unknown.message.startswith("404:")
+
+
+async def test_flow_retry_and_rerun(api: Api, server: ServerThread) -> None:
+    name = unique("cli-repair")
+    queue = f"{name}-work"
+    await api.register(workflow(name, user(1, queue, n="{$.input.n}")))
+    flow_id = await api.start(name, {"n": 1})
+    task = await api.poll_one(queue)
+    assert (await api.fail(task["taskId"], "broken", retryable=False)).status_code == 200
+    await api.wait_status(flow_id, "FAILED")
+
+    retried = await orchy("flow", "retry", flow_id, "--input", '{"n": 2}', server=server)
+    assert retried.code == 0, retried.stderr
+    assert retried.json() == {"status": "ok", "actions": [1]}
+    assert (await api.poll_one(queue))["input"] == {"n": 2}
+    again = await orchy("flow", "retry", flow_id, server=server)
+    assert again.code == 1
+    assert again.message.startswith("409:") and "RUNNING" in again.message
+
+    rerun = await orchy("flow", "rerun", flow_id, "--input", '{"n": 3}', server=server)
+    assert rerun.code == 0, rerun.stderr
+    new_id = rerun.json()["flowId"]
+    assert (await api.flow(new_id))["input"] == {"n": 3}
+    same = await orchy("flow", "rerun", flow_id, server=server)
+    assert (await api.flow(same.json()["flowId"]))["input"] == {"n": 1}
+    bad = await orchy("flow", "rerun", flow_id, "--input", "{nope", server=server)
+    assert bad.code != 0 and "--input is not valid JSON" in bad.message

@@ -282,6 +282,30 @@ async def test_a_start_without_a_key_is_never_retried(server: ServerThread) -> N
         assert len(attempts) == 6
 
 
+async def test_retry_and_rerun_a_failed_run(
+    client: AsyncClient, server: ServerThread, settings: Settings
+) -> None:
+    name, queue = await doubling_workflow(client)
+    async with running(doubling_worker(settings, server, queue)):
+        failed = await client.execute(name, {"n": -3}, timeout=WAIT)
+        assert failed.status is RunStatus.FAILED
+        rerun_id = await client.rerun(failed.id, {"n": 5})
+        assert await client.retry(failed.id, {"n": 4}) == [1]
+        retried = await client.wait(failed.id, timeout=WAIT)
+        rerun = await client.wait(rerun_id, timeout=WAIT)
+    assert retried.status is RunStatus.COMPLETED
+    assert retried.actions["1"].output == {"doubled": 8}
+    assert retried.actions["1"].attempts == 1
+    assert rerun.actions["1"].output == {"doubled": 10}
+    assert (rerun.rerun_of, retried.rerun_of) == (failed.id, None)
+    with pytest.raises(Conflict):
+        await client.retry(failed.id)
+    with pytest.raises(NotFound):
+        await client.rerun(unique("missing"))
+    events = [entry["event"] for entry in await client.history(failed.id)]
+    assert "RUN_RETRIED" in events and "RERUN" in events
+
+
 async def test_the_blocking_client_does_the_same(server: ServerThread, settings: Settings) -> None:
     name, queue = unique("sync"), unique("sync-task")
 
@@ -302,6 +326,10 @@ async def test_the_blocking_client_does_the_same(server: ServerThread, settings:
                 client.get(unique("missing"))
             with pytest.raises(Conflict):
                 client.pause(ok.id)
+            with pytest.raises(Conflict):
+                client.retry(ok.id)
+            again = client.rerun(ok.id)
+            assert client.wait(again, timeout=WAIT).actions["1"].output == {"doubled": 8}
         down = Client(f"http://127.0.0.1:{free_port()}", retries=3)
         with down, pytest.raises(Unavailable):
             down.start(name, {"n": 1})  # without a key: never tried again

@@ -57,7 +57,7 @@ async def test_a_child_run_records_its_parent_and_its_end_adds_a_cend_timer(lua:
     queue = lua.new_name()
     waiting = await lua.start([child(parent, 8, 3, 1), user(1, queue)])
     assert await lua.score(waiting, member("cend", waiting, 0, 1)) is None
-    assert await lua.store.terminate(waiting, "stop") == "ok"
+    assert await lua.store.terminate(waiting, "stop", by="tester") == "ok"
     assert await lua.score(waiting, member("cend", waiting, 0, 1)) is not None
 
 
@@ -76,7 +76,7 @@ async def test_ending_a_run_adds_a_kill_timer_per_open_sub_workflow_execution(lu
     )
     assert await lua.finish_waiting(flow, 2, "step", 2) == "ok"
     before = await lua.now()
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
     run = await lua.run(flow)
     assert (run["x:1:s"], run["x:2:s"], run["x:3:s"]) == ("FAILED", "COMPLETED", "FAILED")
     kill = await lua.score(flow, member("kill", flow, 1, 1))
@@ -105,7 +105,7 @@ async def test_child_started_records_the_child_once_and_removes_the_spawn_timer(
 
 async def test_child_started_on_an_ended_run_says_so(lua: Lua) -> None:
     flow = await lua.start([sub(1)])
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
     spawn = member("spawn", flow, 1, 1)
     kid = lua.new_flow()
     assert await lua.store.child_started(flow, 1, kid, spawn) == "terminal"
@@ -189,16 +189,16 @@ async def test_child_ended_refuses_another_child_or_execution(lua: Lua) -> None:
 
 async def test_child_ended_on_a_paused_ended_or_missing_parent(lua: Lua) -> None:
     paused = await lua.start([sub(1)])
-    assert await lua.store.pause(paused) == "ok"
+    assert await lua.store.pause(paused, by="tester") == "ok"
     kid = lua.new_flow()
     assert await lua.store.child_ended(paused, 1, kid, "COMPLETED", "{}", "") == "held"
     # The step waits for resume, as a wait's does.
     assert await lua.finish_waiting(paused, 1, "step", 2) == "held"
-    assert await lua.store.resume(paused) == "ok"
+    assert await lua.store.resume(paused, by="tester") == "ok"
     assert await lua.finish_waiting(paused, 1, "step", 2) == "ok"
 
     ended = await lua.start([sub(1)])
-    assert await lua.store.terminate(ended, "stop") == "ok"
+    assert await lua.store.terminate(ended, "stop", by="tester") == "ok"
     assert await lua.store.child_ended(ended, 1, kid, "TERMINATED", "", "x") == "terminal"
     assert "x:1:cs" not in await lua.run(ended)
     assert await lua.store.child_ended(lua.new_flow(), 1, kid, "COMPLETED", "{}", "") == ("missing")

@@ -12,7 +12,7 @@ import pytest
 from app.engine.correlation import Correlation
 from app.engine.ids import TimerKind, TimerMember
 from app.settings import Settings
-from app.store.correlation import CorrelationStore
+from app.store.correlation import CorrelationStore, DeliveryRecord
 from app.store.keys import CorrelationKeys
 from app.store.store import PlannedOp
 from tests.helpers.lua import RETENTION, Lua, member, user
@@ -83,7 +83,7 @@ async def test_a_correlated_wait_takes_an_event_buffered_by_run_id_first(lua: Lu
     event = lua.new_name("ev")
     queue = lua.new_name()
     flow = await lua.start([user(1, queue)])
-    assert await lua.store.send_event(flow, event, '"by id"') == "buffered"
+    assert await lua.store.send_event(flow, event, '"by id"', by="tester") == "buffered"
     await lua.poll(flow, queue)
     assert await lua.complete(flow, 1, ops=[cwait(2, event, "k")]) == "ok"
     run = await lua.run(flow)
@@ -125,15 +125,18 @@ async def test_register_again_keeps_the_place_and_renews_the_index(
 async def test_register_takes_a_kept_event_once_per_run(lua: Lua, corr: CorrelationStore) -> None:
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
-    published = await corr.publish("d1", event, "k", '{"a":1}', 60_000, False, RETRY_MS, GRACE_MS)
+    published = await corr.publish(
+        "d1", event, "k", '{"a":1}', 60_000, False, RETRY_MS, GRACE_MS, by="svc-a"
+    )
     assert (published.done, published.kept) == (True, True)
     [(event_id, kept)] = (await kept_events(lua, index)).items()
-    assert kept["f"] == 0
+    assert (kept["f"], kept["b"]) == (0, "svc-a")
     assert await lua.client.hget(index.events, f"d:{event_id}") == '{"a":1}'
 
     flow, other = lua.new_flow(), lua.new_flow()
     taken = await corr.register(event, "k", flow, 1, 60_000)
-    assert taken is not None and (taken.event_id, taken.data_json) == (event_id, '{"a":1}')
+    assert taken is not None
+    assert (taken.event_id, taken.data_json, taken.by) == (event_id, '{"a":1}', "svc-a")
     # Handled again: the same event again.
     assert await corr.register(event, "k", flow, 1, 60_000) == taken
     # Another run takes it too; a later wait of the same run does not.
@@ -148,7 +151,7 @@ async def test_register_leaves_a_first_only_event_to_its_first_taker(
     lua: Lua, corr: CorrelationStore
 ) -> None:
     event = lua.new_name("ev")
-    await corr.publish("d1", event, "k", '"one"', 60_000, True, RETRY_MS, GRACE_MS)
+    await corr.publish("d1", event, "k", '"one"', 60_000, True, RETRY_MS, GRACE_MS, by="tester")
     first, second = lua.new_flow(), lua.new_flow()
     taken = await corr.register(event, "k", first, 1, 60_000)
     assert taken is not None and taken.data_json == '"one"'
@@ -159,7 +162,7 @@ async def test_register_leaves_a_first_only_event_to_its_first_taker(
 async def test_register_does_not_take_an_expired_event(lua: Lua, corr: CorrelationStore) -> None:
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
-    await corr.publish("d1", event, "k", '"old"', 1, False, RETRY_MS, GRACE_MS)
+    await corr.publish("d1", event, "k", '"old"', 1, False, RETRY_MS, GRACE_MS, by="tester")
     [kept] = (await kept_events(lua, index)).values()
 
     async def past() -> bool:
@@ -173,8 +176,8 @@ async def test_register_drops_events_past_their_grace(lua: Lua, corr: Correlatio
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
     # A long-lived event keeps the index; the short-lived one is past its grace at once.
-    await corr.publish("d0", event, "k", '"young"', 60_000, False, RETRY_MS, GRACE_MS)
-    await corr.publish("d1", event, "k", '"old"', 1, False, RETRY_MS, 1)
+    await corr.publish("d0", event, "k", '"young"', 60_000, False, RETRY_MS, GRACE_MS, by="tester")
+    await corr.publish("d1", event, "k", '"old"', 1, False, RETRY_MS, 1, by="tester")
     young, (event_id, kept) = (await kept_events(lua, index)).items()
 
     async def past() -> bool:
@@ -187,6 +190,22 @@ async def test_register_drops_events_past_their_grace(lua: Lua, corr: Correlatio
     assert await lua.client.hexists(index.events, f"d:{event_id}") == 0
 
 
+async def test_register_takes_an_event_kept_with_no_publisher(
+    lua: Lua, corr: CorrelationStore
+) -> None:
+    """An event kept before publishers were recorded is taken all the same; it names
+    nobody."""
+    event = lua.new_name("ev")
+    index = index_of(corr, event, "k")
+    expiry = await lua.now() + 60_000
+    await lua.client.hset(
+        index.events,
+        mapping={"1": json.dumps({"x": expiry, "f": 0, "g": expiry + GRACE_MS}), "d:1": '"old"'},
+    )
+    taken = await corr.register(event, "k", lua.new_flow(), 1, 60_000)
+    assert taken is not None and (taken.event_id, taken.data_json, taken.by) == ("1", '"old"', "")
+
+
 # -- correlate_forget.lua -----------------------------------------------------------------
 
 
@@ -195,7 +214,7 @@ async def test_forget_drops_the_registration_and_gives_back_an_unreceived_take(
 ) -> None:
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
-    await corr.publish("d1", event, "k", '"one"', 60_000, True, RETRY_MS, GRACE_MS)
+    await corr.publish("d1", event, "k", '"one"', 60_000, True, RETRY_MS, GRACE_MS, by="tester")
     waiter, taker = lua.new_flow(), lua.new_flow()
     taken = await corr.register(event, "k", taker, 1, 60_000)
     assert taken is not None
@@ -219,10 +238,13 @@ async def test_publish_with_no_waiter_keeps_the_event_for_its_ttl(
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
     before = await lua.now()
-    settled = await corr.publish("d1", event, "k", '{"a":1}', 30_000, True, RETRY_MS, GRACE_MS)
+    settled = await corr.publish(
+        "d1", event, "k", '{"a":1}', 30_000, True, RETRY_MS, GRACE_MS, by="svc-a"
+    )
     after = await lua.now()
     assert (settled.done, settled.kept, settled.delivered) == (True, True, ())
     [kept] = (await kept_events(lua, index)).values()
+    assert kept["b"] == "svc-a"
     assert before + 30_000 <= int(str(kept["x"])) <= after + 30_000
     assert kept["g"] == int(str(kept["x"])) + GRACE_MS
     assert kept["f"] == 1
@@ -231,7 +253,7 @@ async def test_publish_with_no_waiter_keeps_the_event_for_its_ttl(
 
     # A TTL of 0 keeps nothing.
     other = lua.new_name("ev")
-    settled = await corr.publish("d2", other, "k", "{}", 0, False, RETRY_MS, GRACE_MS)
+    settled = await corr.publish("d2", other, "k", "{}", 0, False, RETRY_MS, GRACE_MS, by="tester")
     assert (settled.done, settled.kept) == (True, False)
     assert await lua.client.exists(index_of(corr, other, "k").events) == 0
 
@@ -245,13 +267,19 @@ async def test_publish_records_its_delivery_to_each_run_once_before_delivering(
     for flow, seq in ((a, 1), (b, 4), (a, 2)):
         await corr.register(event, "k", flow, seq, 60_000)
     before = await lua.now()
-    settled = await corr.publish("d1", event, "k", '"x"', 60_000, False, RETRY_MS, GRACE_MS)
+    settled = await corr.publish(
+        "d1", event, "k", '"x"', 60_000, False, RETRY_MS, GRACE_MS, by="svc-a"
+    )
     after = await lua.now()
     assert (settled.done, settled.pending) == (False, [(a, 1), (b, 4)])
     # The run's later wait stays registered: a run gets the event once.
     assert await lua.client.zrange(index.waiters, 0, -1) == [f"{a}|2"]
     record = await lua.client.hgetall(lua.keys.delivery(index.partition, "d1"))
     assert (record["ev"], record["key"], record["d"], record["first"]) == (event, "k", '"x"', "0")
+    assert record["by"] == "svc-a"
+    assert await corr.delivery(index.partition, "d1") == DeliveryRecord(
+        event, "k", '"x"', [(a, 1), (b, 4)], "svc-a"
+    )
     due = await lua.client.zscore(index.timers, f"cdel|d1|{index.partition}|1")
     assert due is not None and before + RETRY_MS <= due <= after + RETRY_MS
 
@@ -260,7 +288,9 @@ async def test_publish_first_only_takes_the_oldest_waiter(lua: Lua, corr: Correl
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
     a, b = await registered_waiters(lua, corr, event, [1, 1])
-    settled = await corr.publish("d1", event, "k", '"x"', 60_000, True, RETRY_MS, GRACE_MS)
+    settled = await corr.publish(
+        "d1", event, "k", '"x"', 60_000, True, RETRY_MS, GRACE_MS, by="tester"
+    )
     assert settled.pending == [(a, 1)]
     assert await lua.client.zrange(index.waiters, 0, -1) == [f"{b}|1"]
 
@@ -274,7 +304,7 @@ async def test_settle_ends_the_delivery_once_its_receivers_answered(
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
     a, b = await registered_waiters(lua, corr, event, [1, 2])
-    await corr.publish("d1", event, "k", '"x"', 60_000, False, RETRY_MS, GRACE_MS)
+    await corr.publish("d1", event, "k", '"x"', 60_000, False, RETRY_MS, GRACE_MS, by="tester")
 
     partly = await corr.settle("d1", event, "k", [(a, 1, 7), (lua.new_flow(), 1, 3)], GRACE_MS)
     assert (partly.done, partly.pending) == (False, [(b, 2)])
@@ -294,14 +324,14 @@ async def test_settle_moves_on_from_ended_waits_and_keeps_the_event_when_none_is
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
     a, b = await registered_waiters(lua, corr, event, [1, 1])
-    await corr.publish("d1", event, "k", '"x"', 60_000, True, RETRY_MS, GRACE_MS)
+    await corr.publish("d1", event, "k", '"x"', 60_000, True, RETRY_MS, GRACE_MS, by="svc-a")
     # The oldest wait had ended: the first-only event goes to the next one.
     moved = await corr.settle("d1", event, "k", [(a, 1, None)], GRACE_MS)
     assert (moved.done, moved.pending) == (False, [(b, 1)])
     settled = await corr.settle("d1", event, "k", [(b, 1, None)], GRACE_MS)
     assert (settled.done, settled.kept, settled.delivered) == (True, True, ())
     [(event_id, kept)] = (await kept_events(lua, index)).items()
-    assert kept["f"] == 1
+    assert (kept["f"], kept["b"]) == (1, "svc-a")  # its publisher, from the record
     assert await lua.client.hget(index.events, f"d:{event_id}") == '"x"'
 
 
@@ -312,7 +342,10 @@ async def test_deliver_consumes_the_event_once(lua: Lua, corr: CorrelationStore)
     event = lua.new_name("ev")
     flow = await lua.start([cwait(1, event, "k", 60_000)])
     before = await lua.now()
-    assert await corr.deliver(flow, 1, event, "k", '{"v":1}', "d:one") == ("delivered", 1)
+    assert await corr.deliver(flow, 1, event, "k", '{"v":1}', "d:one", by="svc-a") == (
+        "delivered",
+        1,
+    )
     run = await lua.run(flow)
     assert (run["x:1:n"], run["x:1:evn"], run["x:1:evd"], run["x:1:cev"]) == (
         "2",
@@ -326,31 +359,53 @@ async def test_deliver_consumes_the_event_once(lua: Lua, corr: CorrelationStore)
     assert await creg_due(lua, flow, 1) is None  # nothing left to renew
     assert await lua.waiters(flow) == []
     received = (await lua.history(flow))[-1]
-    assert (received["event"], received["key"], received["action"]) == ("EVENT_RECEIVED", "k", 1)
+    assert (received["event"], received["key"], received["action"], received["by"]) == (
+        "EVENT_RECEIVED",
+        "k",
+        1,
+        "svc-a",
+    )
 
-    assert await corr.deliver(flow, 1, event, "k", '{"v":1}', "d:one") == ("already", 1)
-    assert await corr.deliver(flow, 1, event, "k", '{"v":2}', "d:two") == ("stale", 1)
+    assert await corr.deliver(flow, 1, event, "k", '{"v":1}', "d:one", by="tester") == (
+        "already",
+        1,
+    )
+    assert await corr.deliver(flow, 1, event, "k", '{"v":2}', "d:two", by="tester") == ("stale", 1)
     assert (await lua.run(flow))["x:1:evd"] == '{"v":1}'
+
+
+async def test_deliver_of_an_event_with_no_publisher_names_nobody(
+    lua: Lua, corr: CorrelationStore
+) -> None:
+    event = lua.new_name("ev")
+    flow = await lua.start([cwait(1, event, "k")])
+    assert await corr.deliver(flow, 1, event, "k", "{}", "k:1", by="") == ("delivered", 1)
+    received = (await lua.history(flow))[-1]
+    assert received["event"] == "EVENT_RECEIVED"
+    assert "by" not in received
 
 
 async def test_deliver_refuses_another_key_event_or_seq(lua: Lua, corr: CorrelationStore) -> None:
     event = lua.new_name("ev")
     flow = await lua.start([cwait(1, event, "k")])
-    assert await corr.deliver(flow, 1, event, "other", "{}", "d:1") == ("stale", 1)
-    assert await corr.deliver(flow, 1, "other", "k", "{}", "d:1") == ("stale", 1)
-    assert await corr.deliver(flow, 9, event, "k", "{}", "d:1") == ("stale", None)
+    assert await corr.deliver(flow, 1, event, "other", "{}", "d:1", by="tester") == ("stale", 1)
+    assert await corr.deliver(flow, 1, "other", "k", "{}", "d:1", by="tester") == ("stale", 1)
+    assert await corr.deliver(flow, 9, event, "k", "{}", "d:1", by="tester") == ("stale", None)
     assert (await lua.run(flow))["x:1:n"] == "1"
 
 
 async def test_deliver_to_a_paused_ended_or_missing_run(lua: Lua, corr: CorrelationStore) -> None:
     event = lua.new_name("ev")
     paused = await lua.start([cwait(1, event, "k")])
-    assert await lua.store.pause(paused) == "ok"
-    assert await corr.deliver(paused, 1, event, "k", "{}", "d:1") == ("held", 1)
+    assert await lua.store.pause(paused, by="tester") == "ok"
+    assert await corr.deliver(paused, 1, event, "k", "{}", "d:1", by="tester") == ("held", 1)
     ended = await lua.start([cwait(1, event, "k")])
-    assert await lua.store.terminate(ended, "stop") == "ok"
-    assert await corr.deliver(ended, 1, event, "k", "{}", "d:1") == ("terminal", 1)
-    assert await corr.deliver(lua.new_flow(), 1, event, "k", "{}", "d:1") == ("missing", None)
+    assert await lua.store.terminate(ended, "stop", by="tester") == "ok"
+    assert await corr.deliver(ended, 1, event, "k", "{}", "d:1", by="tester") == ("terminal", 1)
+    assert await corr.deliver(lua.new_flow(), 1, event, "k", "{}", "d:1", by="tester") == (
+        "missing",
+        None,
+    )
 
 
 # -- the hand-offs, interrupted and repeated ------------------------------------------------
@@ -365,7 +420,7 @@ async def test_registration_handled_twice_delivers_a_kept_event_once(
     lua: Lua, corr: CorrelationStore, correlation: Correlation
 ) -> None:
     event = lua.new_name("ev")
-    await corr.publish("d1", event, "k", '"kept"', 60_000, True, RETRY_MS, GRACE_MS)
+    await corr.publish("d1", event, "k", '"kept"', 60_000, True, RETRY_MS, GRACE_MS, by="svc-a")
     flow = await lua.start([cwait(1, event, "k")])
     creg = TimerMember(TimerKind.CORRELATE, flow, 1, 1)
     # A server took the event and died before the run got it: the timer is handled again.
@@ -374,7 +429,8 @@ async def test_registration_handled_twice_delivers_a_kept_event_once(
     assert await correlation.handle_timer(creg) == "stale"
     run = await lua.run(flow)
     assert (run["x:1:evd"], run["x:1:n"]) == ('"kept"', "2")
-    assert [e["event"] for e in await lua.history(flow)].count("EVENT_RECEIVED") == 1
+    [received] = [e for e in await lua.history(flow) if e["event"] == "EVENT_RECEIVED"]
+    assert received["by"] == "svc-a"  # the publisher of the kept event
     assert await creg_due(lua, flow, 1) is None
     # The take stays with the run that received it: no other run gets the event.
     assert await corr.register(event, "k", lua.new_flow(), 1, 60_000) is None
@@ -384,7 +440,7 @@ async def test_a_take_whose_wait_ended_is_given_back(
     lua: Lua, corr: CorrelationStore, correlation: Correlation
 ) -> None:
     event = lua.new_name("ev")
-    await corr.publish("d1", event, "k", '"kept"', 60_000, True, RETRY_MS, GRACE_MS)
+    await corr.publish("d1", event, "k", '"kept"', 60_000, True, RETRY_MS, GRACE_MS, by="tester")
     flow = await lua.start([cwait(1, event, "k", 60_000)])
     assert await corr.register(event, "k", flow, 1, 60_000) is not None
     # The wait timed out before the server came back.
@@ -404,9 +460,14 @@ async def test_a_delivery_resumed_by_its_timer_reaches_each_run_once(
             "waiting"
         )
     # The publishing server recorded the delivery, reached the first run, then died.
-    pending = await corr.publish("d1", event, "k", '"x"', 60_000, False, RETRY_MS, GRACE_MS)
+    pending = await corr.publish(
+        "d1", event, "k", '"x"', 60_000, False, RETRY_MS, GRACE_MS, by="svc-a"
+    )
     assert pending.pending == [(flow, 1) for flow in flows]
-    assert await corr.deliver(flows[0], 1, event, "k", '"x"', "d:d1") == ("delivered", 1)
+    assert await corr.deliver(flows[0], 1, event, "k", '"x"', "d:d1", by="svc-a") == (
+        "delivered",
+        1,
+    )
     # Its timer is handled, twice (two servers, or a retry).
     timer = TimerMember(TimerKind.DELIVER, "d1", index.partition, 1)
     assert await correlation.handle_timer(timer) == "done"
@@ -414,7 +475,8 @@ async def test_a_delivery_resumed_by_its_timer_reaches_each_run_once(
     for flow in flows:
         run = await lua.run(flow)
         assert (run["x:1:evd"], run["x:1:n"], run["x:1:cev"]) == ('"x"', "2", "d:d1")
-        assert [e["event"] for e in await lua.history(flow)].count("EVENT_RECEIVED") == 1
+        [received] = [e for e in await lua.history(flow) if e["event"] == "EVENT_RECEIVED"]
+        assert received["by"] == "svc-a"  # the publisher, from the delivery's record
     assert await lua.client.exists(lua.keys.delivery(index.partition, "d1")) == 0
     assert await lua.client.zscore(index.timers, str(timer)) is None
     assert await lua.client.exists(index.waiters) == 0
@@ -438,7 +500,7 @@ async def test_registration_of_a_wait_that_ended_drops_it_from_the_index(
     assert await correlation.handle_timer(creg) == "waiting"  # renewed: still there, once
     assert await lua.client.zrange(index.waiters, 0, -1) == [f"{flow}|1"]
     # Its run ends; the timer comes again: the wait leaves the index.
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
     assert await correlation.handle_timer(creg) == "stale"
     assert await lua.client.exists(index.waiters) == 0
     # A timer of a run that is gone is only dropped.
@@ -454,7 +516,7 @@ async def test_a_delivery_whose_timer_failed_is_tried_again_later(
     event = lua.new_name("ev")
     index = index_of(corr, event, "k")
     await corr.register(event, "k", lua.new_flow(), 1, 60_000)
-    await corr.publish("d1", event, "k", "{}", 60_000, False, RETRY_MS, GRACE_MS)
+    await corr.publish("d1", event, "k", "{}", 60_000, False, RETRY_MS, GRACE_MS, by="tester")
     timer = TimerMember(TimerKind.DELIVER, "d1", index.partition, 1)
     before = await lua.now()
     assert await correlation.delivery_failed(timer) == "retry"

@@ -21,7 +21,7 @@ async def test_event_is_delivered_to_the_oldest_waiter(lua: Lua) -> None:
     assert await lua.waiters(flow) == [f"1|{event}", f"2|{event}"]
 
     before = await lua.now()
-    assert await lua.store.send_event(flow, event, '{"k":"first"}') == "delivered"
+    assert await lua.store.send_event(flow, event, '{"k":"first"}', by="svc-a") == "delivered"
     after = await lua.now()
 
     run = await lua.run(flow)
@@ -36,9 +36,16 @@ async def test_event_is_delivered_to_the_oldest_waiter(lua: Lua) -> None:
     assert await lua.score(flow, member("wto", flow, 2, 1)) is not None
     assert await lua.waiters(flow) == [f"2|{event}"]
     received = (await lua.history(flow))[-1]
-    assert (received["event"], received["name"], received["seq"]) == ("EVENT_RECEIVED", event, 1)
+    assert received == {
+        "event": "EVENT_RECEIVED",
+        "name": event,
+        "seq": 1,
+        "by": "svc-a",
+        "at": received["at"],
+    }
+    assert before <= received["at"] <= after
 
-    assert await lua.store.send_event(flow, event, '{"k":"second"}') == "delivered"
+    assert await lua.store.send_event(flow, event, '{"k":"second"}', by="tester") == "delivered"
     run = await lua.run(flow)
     assert (run["x:2:evd"], run["x:2:n"]) == ('{"k":"second"}', "2")
     assert await lua.score(flow, member("wto", flow, 2, 1)) is None
@@ -56,9 +63,9 @@ async def test_events_are_buffered_and_consumed_in_order(lua: Lua) -> None:
     queue = lua.new_name()
     event = lua.new_name("ev")
     flow = await lua.start([user(1, queue)])
-    assert await lua.store.send_event(flow, event, '"one"') == "buffered"
-    assert await lua.store.send_event(flow, event, '"two"') == "buffered"
-    assert await lua.store.send_event(flow, event, '"three"') == "buffered"
+    assert await lua.store.send_event(flow, event, '"one"', by="svc-a") == "buffered"
+    assert await lua.store.send_event(flow, event, '"two"', by="svc-b") == "buffered"
+    assert await lua.store.send_event(flow, event, '"three"', by="svc-a") == "buffered"
     assert [json.loads(entry) for entry in await lua.events(flow)] == [
         {"n": event, "d": '"one"'},
         {"n": event, "d": '"two"'},
@@ -66,6 +73,7 @@ async def test_events_are_buffered_and_consumed_in_order(lua: Lua) -> None:
     ]
     buffered = [e for e in await lua.history(flow) if e["event"] == "EVENT_BUFFERED"]
     assert [e["name"] for e in buffered] == [event] * 3
+    assert [e["by"] for e in buffered] == ["svc-a", "svc-b", "svc-a"]
     await lua.poll(flow, queue)
 
     assert await lua.complete(flow, 1, ops=[wait(2, event), wait(3, event)]) == "ok"
@@ -80,8 +88,8 @@ async def test_waiters_of_different_events_are_independent(lua: Lua) -> None:
     left, right, nobody = lua.new_name("ev"), lua.new_name("ev"), lua.new_name("ev")
     flow = await lua.start([wait(1, left, 60_000), wait(2, right, 60_000)])
 
-    assert await lua.store.send_event(flow, right, "2") == "delivered"
-    assert await lua.store.send_event(flow, nobody, "3") == "buffered"
+    assert await lua.store.send_event(flow, right, "2", by="tester") == "delivered"
+    assert await lua.store.send_event(flow, nobody, "3", by="tester") == "buffered"
 
     run = await lua.run(flow)
     assert (run["x:2:evn"], run["x:2:evd"]) == (right, "2")
@@ -91,7 +99,7 @@ async def test_waiters_of_different_events_are_independent(lua: Lua) -> None:
     assert await lua.score(flow, member("step", flow, 1, 2)) is None
     assert [json.loads(entry)["n"] for entry in await lua.events(flow)] == [nobody]
 
-    assert await lua.store.send_event(flow, left, "1") == "delivered"
+    assert await lua.store.send_event(flow, left, "1", by="tester") == "delivered"
     assert (await lua.run(flow))["x:1:evd"] == "1"
     assert await lua.waiters(flow) == []
 
@@ -99,14 +107,17 @@ async def test_waiters_of_different_events_are_independent(lua: Lua) -> None:
 async def test_event_of_ended_or_missing_run(lua: Lua) -> None:
     event = lua.new_name("ev")
     flow = await lua.start([wait(1, event)])
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
     run_before = await lua.run(flow)
 
-    assert await lua.store.send_event(flow, event, "1") == "terminal"
+    history_before = await lua.history(flow)
+
+    assert await lua.store.send_event(flow, event, "1", by="tester") == "terminal"
     assert await lua.run(flow) == run_before
+    assert await lua.history(flow) == history_before
     assert await lua.events(flow) == []
     ghost = lua.new_flow()
-    assert await lua.store.send_event(ghost, event, "1") == "missing"
+    assert await lua.store.send_event(ghost, event, "1", by="tester") == "missing"
     assert await lua.client.exists(lua.run_keys(ghost).events) == 0
     assert await lua.client.exists(lua.run_keys(ghost).run) == 0
 
@@ -116,9 +127,9 @@ async def test_event_to_a_paused_run_is_answered_held_and_its_step_held(lua: Lua
     says so ("held"), as a worker's result to a paused run is answered."""
     event = lua.new_name("ev")
     flow = await lua.start([wait(1, event)])
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
 
-    assert await lua.store.send_event(flow, event, '"x"') == "held"
+    assert await lua.store.send_event(flow, event, '"x"', by="tester") == "held"
     assert await lua.finish_waiting(flow, 1, "step", 2) == "held"
 
     assert await lua.held(flow) == {member("step", flow, 1, 2)}

@@ -121,7 +121,7 @@ async def test_executions_closed_by_the_runs_end_get_their_end_time(lua: Lua) ->
     flow = await lua.start([user(1, queue)])
     before = await lua.now()
 
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
 
     run = await lua.run(flow)
     assert (run["x:1:s"], run["x:1:e"]) == ("FAILED", "stop")
@@ -133,13 +133,13 @@ async def test_a_held_result_writes_its_output_only_when_applied(lua: Lua) -> No
     queue = lua.new_name()
     flow = await lua.start([user(1, queue)])
     await lua.poll(flow, queue)
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
 
     assert await lua.complete(flow, 1, output='{"r":1}') == "held"
     run = await lua.run(flow)
     assert "x:1:o" not in run and "x:1:t1" not in run
 
-    assert await lua.store.resume(flow) == "ok"
+    assert await lua.store.resume(flow, by="tester") == "ok"
     replay = await lua.store.transition(
         flow,
         1,

@@ -166,7 +166,7 @@ async def test_terminating_the_run_closes_its_items(lua: Lua) -> None:
     flow = await lua.start([each(1, queue, ["1", "2", "3"], 2)])
     await lua.poll(flow, queue)
 
-    await lua.store.terminate(flow, "stop")
+    await lua.store.terminate(flow, "stop", by="tester")
 
     run = await lua.run(flow)
     assert (run["x:1:s"], run["x:2:s"], run["x:3:s"], run["active"]) == (

@@ -151,7 +151,7 @@ async def test_ending_the_run_kills_the_open_items_children_only(lua: Lua) -> No
     flow = await lua.start([subeach(1, 5, 2)])
     assert await end_item(lua, flow, 2) == "ok"  # item 4 starts
 
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
 
     for seq in (3, 4):
         assert await lua.score(flow, member("kill", flow, seq, 1)) is not None

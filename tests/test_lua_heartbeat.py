@@ -53,7 +53,7 @@ async def test_heartbeat_of_ended_or_missing_run(lua: Lua) -> None:
     lease = member("lease", flow, 1, 1)
     secret = await lua.secret(flow, 1) or ""
     due = await lua.score(flow, lease)
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
 
     assert await lua.store.heartbeat(flow, 1, 1, 500_000, lease, secret) == "terminal"
     assert await lua.score(flow, lease) == due
@@ -70,7 +70,7 @@ async def test_heartbeat_after_a_held_lease_expiry_is_stale(lua: Lua) -> None:
     flow = await lua.start([user(1, queue)])
     await lua.poll(flow, queue)
     lease = member("lease", flow, 1, 1)
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
     expiry = Outcome("QUEUED", error="lease expired", retry_delay_ms=0)
     held = await lua.store.transition(
         flow, 1, "RUNNING", 1, expiry, timer_member=lease, held_member=lease

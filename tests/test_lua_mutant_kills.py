@@ -117,7 +117,7 @@ async def test_a_wait_consumes_one_of_two_identical_buffered_events(lua: Lua) ->
     queue, event = lua.new_name(), lua.new_name("ev")
     flow = await lua.start([user(1, queue)])
     for _ in range(2):
-        assert await lua.store.send_event(flow, event, '{"same":1}') == "buffered"
+        assert await lua.store.send_event(flow, event, '{"same":1}', by="tester") == "buffered"
     await lua.poll(flow, queue)
 
     assert await lua.complete(flow, 1, ops=[wait(2, event)]) == "ok"
@@ -175,7 +175,7 @@ async def test_a_finished_run_is_announced_for_the_run_logs(lua: Lua, pubsub: An
     flow = await lua.start([user(1, queue)])
     assert await messages(pubsub, 1) == [f"q|{lua.partition(flow)}|{queue}"]
 
-    assert await lua.store.terminate(flow, "stop it") == "ok"
+    assert await lua.store.terminate(flow, "stop it", by="tester") == "ok"
 
     assert await messages(pubsub, 1) == [f"f|{lua.partition(flow)}|{flow}|TERMINATED|stop it"]
 
@@ -189,7 +189,7 @@ async def test_a_held_result_takes_the_place_of_a_held_lease_expiry(lua: Lua) ->
     queue = lua.new_name()
     flow = await lua.start([user(1, queue)])
     await lua.poll(flow, queue)
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
     lease, result = member("lease", flow, 1, 1), member("res", flow, 1, 1)
     expiry = await lua.store.transition(
         flow,
@@ -247,7 +247,7 @@ async def test_a_start_that_fails_after_writing_history_leaves_no_history(lua: L
     """start-3: the cleanup of a failed start deletes the history too, which a run that
     ends at once writes before it sets its keys' expiry."""
     flow = lua.new_flow()
-    keys, args = lua.store._start_call(RunStart(flow, "wf", 1, "{}", "", "", []))
+    keys, args = lua.store._start_call(RunStart(flow, "wf", 1, "{}", "", "", [], by="tester"))
     # Not a number of seconds: the run completes and writes its history, then its EXPIRE
     # fails, as any command failing that late would.
     args[3] = "soon"
@@ -265,7 +265,9 @@ async def test_a_start_whose_first_queue_is_not_a_list_changes_nothing(lua: Lua)
     await lua.client.set(lua.queue_key(flow, broken), "not a list")
 
     with pytest.raises(ResponseError, match="holds a string, not a list"):
-        await lua.store.start_run(flow, "wf", 1, "{}", "", "", [user(1, broken), user(2, good)])
+        await lua.store.start_run(
+            flow, "wf", 1, "{}", "", "", [user(1, broken), user(2, good)], by="tester"
+        )
 
     await assert_no_run(lua, flow, "wf")
     assert await lua.queue(flow, good) == []
@@ -279,7 +281,7 @@ async def test_an_event_reaches_only_waits_for_exactly_its_name(lua: Lua) -> Non
     name = lua.new_name("ev")
     flow = await lua.start([wait(1, f"{name}-late", 60_000)])
 
-    assert await lua.store.send_event(flow, name, "1") == "buffered"
+    assert await lua.store.send_event(flow, name, "1", by="tester") == "buffered"
 
     assert await lua.waiters(flow) == [f"1|{name}-late"]
     assert "x:1:evn" not in await lua.run(flow)
@@ -294,7 +296,7 @@ async def test_a_pause_stamps_the_run_updated(lua: Lua) -> None:
     started = int((await lua.run(flow))["updatedAt"])
     await clock_passes(lua, started)
 
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
 
     assert int((await lua.run(flow))["updatedAt"]) > started
 

@@ -97,7 +97,7 @@ async def test_poll_drops_entries_of_ended_runs(lua: Lua) -> None:
     while lua.partition(live) != lua.partition(terminated):
         live = lua.new_flow()
     await lua.start([user(1, queue)], flow=live)
-    assert await lua.store.terminate(terminated, "stop") == "ok"
+    assert await lua.store.terminate(terminated, "stop", by="tester") == "ok"
 
     tasks = await lua.poll(live, queue)
 
@@ -112,7 +112,7 @@ async def test_poll_leases_tasks_of_a_paused_run(lua: Lua) -> None:
     # poll.lua takes PAUSED runs on purpose: the pause holds the result, not the delivery.
     queue = lua.new_name()
     flow = await lua.start([user(1, queue)])
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
 
     tasks = await lua.poll(flow, queue)
 

@@ -79,14 +79,14 @@ async def test_requeue_of_a_paused_run_is_held(lua: Lua) -> None:
     queue = lua.new_name()
     flow = await retried(lua, queue)
     enq = member("enq", flow, 1, 2)
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
 
     assert await lua.store.requeue(flow, 1, 2, enq, queue) == "held"
 
     assert await lua.held(flow) == {enq}
     assert await lua.score(flow, enq) is None
     assert await lua.queue(flow, queue) == []
-    assert await lua.store.resume(flow) == "ok"
+    assert await lua.store.resume(flow, by="tester") == "ok"
     assert await lua.score(flow, enq) is not None
     assert await lua.store.requeue(flow, 1, 2, enq, queue) == "ok"
     assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 2)]
@@ -96,7 +96,7 @@ async def test_requeue_of_ended_or_missing_run(lua: Lua) -> None:
     queue = lua.new_name()
     flow = await retried(lua, queue)
     enq = member("enq", flow, 1, 2)
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
     assert await lua.store.requeue(flow, 1, 2, enq, queue) == "terminal"
     assert await lua.score(flow, enq) is None
     assert await lua.queue(flow, queue) == []

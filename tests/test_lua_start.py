@@ -40,7 +40,7 @@ async def test_start_creates_run_indexes_history_and_queued_task(lua: Lua) -> No
     flow = lua.new_flow()
     before = await lua.now()
     created = await lua.store.start_run(
-        flow, name, 7, '{"x":[1,2]}', "idem-1", "", [user(4, queue, '{"arg":5}')]
+        flow, name, 7, '{"x":[1,2]}', "idem-1", "", [user(4, queue, '{"arg":5}')], by="alice"
     )
     after = await lua.now()
     assert created is True
@@ -81,12 +81,27 @@ async def test_start_creates_run_indexes_history_and_queued_task(lua: Lua) -> No
     assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 1)]
     history = await lua.history(flow)
     assert history == [
-        {"event": "RUN_STARTED", "name": name, "version": 7, "at": created_at},
+        {"event": "RUN_STARTED", "name": name, "version": 7, "by": "alice", "at": created_at},
         {"event": "QUEUED", "action": 4, "seq": 1, "name": queue, "at": created_at},
     ]
     # A running run keeps its keys.
     assert await lua.ttl(lua.run_keys(flow).run) == -1
     assert await lua.ttl(lua.run_keys(flow).history) == -1
+
+
+async def test_starts_in_one_round_trip_each_name_their_principal(lua: Lua) -> None:
+    """start_runs (``/flow/execute/many``): every run's RUN_STARTED names who started it."""
+    queue, name = lua.new_name(), lua.new_name("wf")
+    first, second = lua.new_flow(), lua.new_flow()
+    starts = [
+        RunStart(first, name, 1, "{}", "", "", [user(1, queue)], by="svc-a"),
+        RunStart(second, name, 1, "{}", "", "", [user(1, queue)], by="svc-b"),
+    ]
+    assert await lua.store.start_runs(starts) == [True, True]
+    for flow, by in ((first, "svc-a"), (second, "svc-b")):
+        started = (await lua.history(flow))[0]
+        assert (started["event"], started["by"]) == ("RUN_STARTED", by)
+        assert (await lua.run(flow))["x:1:q"] == queue  # the ops still follow ARGV[10]
 
 
 async def test_start_queues_a_task_with_a_poll_timeout_under_its_timer(lua: Lua) -> None:
@@ -110,7 +125,14 @@ async def test_start_existing_id_is_refused_and_changes_nothing(lua: Lua) -> Non
     history_before = await lua.history(flow)
 
     again = await lua.store.start_run(
-        flow, lua.new_name("wf"), 3, '{"second":true}', "", "", [user(1, queue), sleep(2, 1000)]
+        flow,
+        lua.new_name("wf"),
+        3,
+        '{"second":true}',
+        "",
+        "",
+        [user(1, queue), sleep(2, 1000)],
+        by="tester",
     )
 
     assert again is False
@@ -229,7 +251,7 @@ async def test_wait_consumes_a_buffered_event(lua: Lua) -> None:
     queue = lua.new_name()
     event = lua.new_name("ev")
     flow = await lua.start([user(1, queue)])
-    assert await lua.store.send_event(flow, event, '{"n":1}') == "buffered"
+    assert await lua.store.send_event(flow, event, '{"n":1}', by="tester") == "buffered"
     assert len(await lua.events(flow)) == 1
     assert len(await lua.poll(flow, queue)) == 1
 
@@ -393,8 +415,8 @@ async def test_run_without_active_executions_completes_with_retention(lua: Lua) 
 async def test_finished_run_expires_its_event_and_waiter_keys(lua: Lua) -> None:
     event, other = lua.new_name("ev"), lua.new_name("ev")
     flow = await lua.start([wait(1, event)])
-    assert await lua.store.send_event(flow, other, "1") == "buffered"
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.send_event(flow, other, "1", by="tester") == "buffered"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
     keys = lua.run_keys(flow)
     for key in (keys.run, keys.history, keys.events, keys.waiters):
         assert RETENTION - 5 <= await lua.ttl(key) <= RETENTION, key
@@ -432,7 +454,14 @@ async def test_start_with_a_queue_key_of_another_type_changes_nothing(lua: Lua) 
 
     with pytest.raises(ResponseError, match="holds a string, not a list"):
         await lua.store.start_run(
-            flow, name, 1, "{}", "", "", [sleep(1, 60_000), user(2, good), user(3, broken)]
+            flow,
+            name,
+            1,
+            "{}",
+            "",
+            "",
+            [sleep(1, 60_000), user(2, good), user(3, broken)],
+            by="tester",
         )
 
     await assert_no_run(lua, flow, name)
@@ -444,7 +473,7 @@ async def test_start_with_a_queue_key_of_another_type_changes_nothing(lua: Lua) 
 async def test_start_that_fails_midway_leaves_no_run_behind(lua: Lua) -> None:
     queue, name = lua.new_name(), lua.new_name("wf")
     flow = lua.new_flow()
-    start = RunStart(flow, name, 1, "{}", "", "", [user(1, queue), sleep(2, 1000)])
+    start = RunStart(flow, name, 1, "{}", "", "", [user(1, queue), sleep(2, 1000)], by="tester")
     keys, args = lua.store._start_call(start)
     # The sleep's number is not a number: the script fails after the run and its first task
     # were written, as any command failing midway would.
@@ -458,6 +487,9 @@ async def test_start_that_fails_midway_leaves_no_run_behind(lua: Lua) -> None:
     assert await lua.poll(flow, queue) == []
     assert await lua.queue(flow, queue) == []
     # The same start succeeds without the fault.
-    assert await lua.store.start_run(flow, name, 1, "{}", "", "", [user(1, queue)]) is True
+    assert (
+        await lua.store.start_run(flow, name, 1, "{}", "", "", [user(1, queue)], by="tester")
+        is True
+    )
     leased = [task.task_id.rsplit(".", 1)[0] for task in await lua.poll(flow, queue)]
     assert leased == [queue_entry(flow, 1, 1)]

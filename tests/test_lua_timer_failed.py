@@ -70,7 +70,7 @@ async def test_a_timer_removed_meanwhile_is_not_brought_back(lua: Lua) -> None:
 async def test_a_timer_of_an_ended_or_missing_run_is_dropped(lua: Lua) -> None:
     flow = await lua.start([sleep(1, FAR_MS)])
     timer = member("fire", flow, 1, 1)
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
     await lua.client.zadd(lua.timers_key(flow), {timer: await lua.now()})
     history = await lua.history(flow)
 

@@ -168,7 +168,7 @@ async def test_poll_timeout_fails_the_queued_attempt_for_a_retry_or_for_good(lua
 async def test_poll_timeout_of_a_paused_run_is_held(lua: Lua) -> None:
     queue = lua.new_name()
     flow = await lua.start([user_with_poll_timeout(1, queue, 500)])
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
     timeout = member("pto", flow, 1, 1)
     retry = Outcome("QUEUED", error="not polled", retry_delay_ms=0)
 
@@ -202,7 +202,7 @@ async def test_transition_on_ended_run_is_terminal_and_drops_the_timer(lua: Lua)
     queue = lua.new_name()
     flow = await lua.start([user(1, queue), sleep(2, 60_000)])
     await lua.poll(flow, queue)
-    assert await lua.store.terminate(flow, "stop") == "ok"
+    assert await lua.store.terminate(flow, "stop", by="tester") == "ok"
     # Terminate leaves the run's timers; whoever handles them removes them.
     lease, fire = member("lease", flow, 1, 1), member("fire", flow, 2, 1)
     assert await lua.score(flow, lease) is not None
@@ -300,7 +300,7 @@ async def test_transition_on_paused_run_holds_the_result(lua: Lua) -> None:
     queue = lua.new_name()
     flow = await lua.start([user(1, queue)])
     await lua.poll(flow, queue)
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
     lease, result = member("lease", flow, 1, 1), member("res", flow, 1, 1)
 
     assert await lua.complete(flow, 1, output='{"r":1}') == "held"
@@ -321,7 +321,7 @@ async def test_transition_on_paused_run_holds_the_result(lua: Lua) -> None:
     assert await lua.store.heartbeat(flow, 1, 1, LEASE_MS, lease, secret) == "stale"
 
     # Resume makes it due; the replay (held member "") applies it.
-    assert await lua.store.resume(flow) == "ok"
+    assert await lua.store.resume(flow, by="tester") == "ok"
     assert await lua.score(flow, result) is not None
     replay = await lua.store.transition(
         flow,
@@ -341,7 +341,7 @@ async def test_transition_on_paused_run_holds_the_result(lua: Lua) -> None:
 async def test_transition_holds_a_fired_timer_of_a_paused_run(lua: Lua) -> None:
     flow = await lua.start([sleep(1, 0)])
     fire = member("fire", flow, 1, 1)
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
 
     assert await lua.finish_waiting(flow, 1, "fire", 1) == "held"
 
@@ -365,7 +365,7 @@ async def test_wait_timeout_removes_its_waiter(lua: Lua) -> None:
     assert await lua.score(flow, timeout) is None
     assert await lua.waiters(flow) == [f"2|{event}"]
     # The next event goes to the wait still waiting, not to the one that timed out.
-    assert await lua.store.send_event(flow, event, "7") == "delivered"
+    assert await lua.store.send_event(flow, event, "7", by="tester") == "delivered"
     run = await lua.run(flow)
     assert (run["x:2:evd"], run["x:2:n"]) == ("7", "2")
     assert "x:1:evn" not in run
@@ -375,13 +375,13 @@ async def test_replayed_result_of_a_run_paused_again_is_held_again(lua: Lua) -> 
     queue, next_queue = lua.new_name(), lua.new_name()
     flow = await lua.start([user(1, queue)])
     await lua.poll(flow, queue)
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
     assert await lua.complete(flow, 1) == "held"
-    assert await lua.store.resume(flow) == "ok"
+    assert await lua.store.resume(flow, by="tester") == "ok"
     result = member("res", flow, 1, 1)
     assert await lua.score(flow, result) is not None
     # Paused again before the sweeper got to the released result.
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
 
     # What the engine sends for a "res" timer: the held result, with no held member.
     answer = await lua.store.transition(
@@ -529,7 +529,7 @@ async def test_transition_of_a_paused_run_leases_nothing(lua: Lua) -> None:
     queue, mine = lua.new_name(), lua.new_name()
     flow = await lua.start([user(1, queue)])
     await lua.poll(flow, queue)
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
 
     reply = await complete_leasing(lua, flow, [leased(user(2, mine))])
 
@@ -551,7 +551,7 @@ async def test_each_change_raises_the_revision_once(lua: Lua) -> None:
     # One script, several history entries: one revision.
     await lua.complete(flow, 1, ops=[user(3, following), user(4, following)])
     assert (await lua.run(flow))["rev"] == "3"
-    assert await lua.store.pause(flow) == "ok"
+    assert await lua.store.pause(flow, by="tester") == "ok"
     assert (await lua.run(flow))["rev"] == "4"
 
 

@@ -36,7 +36,9 @@ async def start_apart(engine: Engine, name: str) -> str:
         key = f"{name}-{number}"
         parent = idempotent_flow_id(name, key)
         if keys.partition_of(parent) != keys.partition_of(child_flow_id(parent, 1)):
-            flow_id, created = await engine.start(name, {"total": 5}, idempotency_key=key)
+            flow_id, created = await engine.start(
+                name, {"total": 5}, idempotency_key=key, by="tester"
+            )
             assert created
             return flow_id
     raise AssertionError("no key puts the child elsewhere")
@@ -164,7 +166,7 @@ async def test_the_kill_handler_run_twice_ends_the_child_once(engine: Engine, lu
     parent = await start_apart(engine, pair.name)
     assert await engine.handle_timer(str(member("spawn", parent, 1, 1))) == "ok"
     child = child_flow_id(parent, 1)
-    await engine.terminate(parent, "stop")
+    await engine.terminate(parent, "stop", by="tester")
     kill = str(member("kill", parent, 1, 1))
     assert await lua.score(parent, kill) is not None
     assert await engine.handle_timer(kill) == "ok"
@@ -190,7 +192,7 @@ async def test_a_child_started_after_its_parent_ended_is_ended(engine: Engine, l
     parent = await start_apart(engine, pair.name)
     spawn = str(member("spawn", parent, 1, 1))
     running = await snapshot(engine, parent)
-    await engine.terminate(parent, "stop")
+    await engine.terminate(parent, "stop", by="tester")
     assert await engine.handle_timer(str(member("kill", parent, 1, 1))) == "missing"
     execution = running.execution(1)
     assert execution is not None
@@ -206,7 +208,7 @@ async def test_a_paused_parent_holds_its_childs_end_until_resumed(engine: Engine
     pair = await register_pair(engine)
     parent = await start_apart(engine, pair.name)
     assert await engine.handle_timer(str(member("spawn", parent, 1, 1))) == "ok"
-    await engine.pause(parent)
+    await engine.pause(parent, by="tester")
     await complete_one(engine, pair.charge, {"charged": 1})
     assert await engine.handle_timer(str(member("cend", child_flow_id(parent, 1), 0, 1))) == (
         "held"
@@ -214,7 +216,7 @@ async def test_a_paused_parent_holds_its_childs_end_until_resumed(engine: Engine
     step = str(member("step", parent, 1, 2))
     assert await engine.handle_timer(step) == "held"
     assert await engine.poll("w-1", [pair.after], 10, 0) == []
-    await engine.resume(parent)
+    await engine.resume(parent, by="tester")
     assert await engine.handle_timer(step) == "ok"
     [task] = await engine.poll("w-1", [pair.after], 10, 0)
     assert task.input_json == '{"got":{"charged":1}}'
@@ -227,12 +229,12 @@ async def test_a_refused_spawn_of_a_paused_parent_fails_the_action_on_resume(
     await engine.catalog.register_workflow(
         workflow(name, sub_workflow(1, unique("nowhere"), {"error": [2]}), user(2, f"{name}-e"))
     )
-    parent, _ = await engine.start(name, {})
-    await engine.pause(parent)
+    parent, _ = await engine.start(name, {}, by="tester")
+    await engine.pause(parent, by="tester")
     spawn = str(member("spawn", parent, 1, 1))
     assert await engine.handle_timer(spawn) == "held"
     assert (await lua.run(parent))["x:1:s"] == "WAITING"
-    await engine.resume(parent)
+    await engine.resume(parent, by="tester")
     assert await lua.score(parent, spawn) is not None  # made due again
     assert await engine.handle_timer(spawn) == "ok"
     run = await lua.run(parent)
@@ -296,7 +298,7 @@ async def test_a_childs_output_over_the_limit_fails_the_action(
         await engine.catalog.register_workflow(
             workflow(name, sub_workflow(1, child_name, blob="{$.input.blob}"))
         )
-        parent, _ = await engine.start(name, {"blob": "x" * 100})
+        parent, _ = await engine.start(name, {"blob": "x" * 100}, by="tester")
         assert await engine.handle_timer(str(member("spawn", parent, 1, 1))) == "ok"
         child = child_flow_id(parent, 1)
         assert (await lua.run(child))["status"] == "COMPLETED"
@@ -324,7 +326,7 @@ async def test_a_childs_input_over_the_limit_fails_the_action(lua: Lua, settings
                 user(2, f"{name}-error", why="{$.1.output.error}"),
             )
         )
-        parent, _ = await engine.start(name, {"blob": "x" * 100})
+        parent, _ = await engine.start(name, {"blob": "x" * 100}, by="tester")
         assert await engine.handle_timer(str(member("spawn", parent, 1, 1))) == "ok"
         assert await lua.run(child_flow_id(parent, 1)) == {}
         [task] = await engine.poll("w-1", [f"{name}-error"], 1, 0)

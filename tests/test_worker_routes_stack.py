@@ -357,7 +357,7 @@ async def test_a_result_sent_before_the_read_of_its_run_is_back_plans_from_that_
         steps = [f"{name}-a", f"{name}-b"]
         definition = workflow(name, user(1, steps[0], {"default": [2]}), user(2, steps[1]))
         await engine.catalog.register_workflow(definition)
-        [(flow_id, _)] = await engine.start_many(name, [{}])
+        [(flow_id, _)] = await engine.start_many(name, [{}], by="tester")
         for step in steps:
             [task] = await engine.poll("w", [step], 1, 0)
             applied = await engine.apply_results([(task.task_id, Success({}))])

@@ -26,7 +26,7 @@ from app.engine.sweeper import Sweeper
 from app.engine.wakeups import Wakeups
 from app.settings import Settings, get_settings
 from app.store import Store
-from app.store.connection import Connection, open_connection, redacted
+from app.store.connection import Connection, check_usable, open_connection, redacted
 
 log = logging.getLogger("orchy.server")
 # A background task that swallowed one cancellation (redis-py's pub/sub does while it
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             started.push_async_callback(client.aclose)
             pubsub_client = connection.pubsub_client(settings.redis_timeout_seconds)
             started.push_async_callback(pubsub_client.aclose)
+            await check_usable(client, connection.url)
             store = Store(client, settings.partitions, settings.retention_seconds)
             await store.check_partitions()
             wakeups = Wakeups()

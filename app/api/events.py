@@ -3,11 +3,12 @@ key, with no run id (app/engine/correlation.py)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app.api.deps import EngineDep, SettingsDep
 from app.api.models import DeliveredTo, PublishRequest, PublishResponse
 from app.api.openapi_docs import request_example, responses
+from app.api.security.principal import principal_of
 from app.engine.errors import Invalid
 from app.engine.planner import dumps
 
@@ -25,7 +26,11 @@ FLOW_ID = "0b6f2c1e9a4d4e0f8c3b7a5d2e1f0a9b"
     openapi_extra=request_example({"key": "o-1", "data": {"paid": True}, "ttlSeconds": 30}),
 )
 async def publish_event(
-    event: str, request: PublishRequest, engine: EngineDep, settings: SettingsDep
+    event: str,
+    request: PublishRequest,
+    engine: EngineDep,
+    settings: SettingsDep,
+    http_request: Request,
 ) -> PublishResponse:
     """Delivers an event to every run whose wait for ``event`` names ``key`` as its
     ``correlationKey`` (each run once; with ``firstOnly``, only the oldest wait's run), and
@@ -37,7 +42,12 @@ async def publish_event(
         raise Invalid(f"ttlSeconds: at most {most:g} (ORCHY_EVENT_TTL_MAX_SECONDS), not {ttl:g}")
     data = {} if request.data is None else request.data
     published = await engine.correlation.publish(
-        event, request.key, dumps(data), ttl, request.firstOnly
+        event,
+        request.key,
+        dumps(data),
+        ttl,
+        request.firstOnly,
+        by=principal_of(http_request.scope).name,
     )
     return PublishResponse(
         delivered=[

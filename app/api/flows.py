@@ -18,9 +18,15 @@ from app.api.models import (
     FlowHistory,
     FlowList,
     FlowView,
+    RerunRequest,
+    RerunResponse,
+    RetryRequest,
+    RetryResponse,
 )
 from app.api.openapi_docs import request_example, responses
+from app.api.security.principal import principal_of
 from app.api.views import flow_summary, flow_view, history_entry
+from app.engine import repair
 from app.engine.errors import Invalid
 from app.engine.run_wait import wait_for_end
 from app.engine.snapshot import RunSnapshot
@@ -83,6 +89,7 @@ HISTORY_EXAMPLE = {
             "event": "RUN_STARTED",
             "name": "notificationWorkflow",
             "version": 1,
+            "by": "anonymous",
         },
         {
             "at": "2026-01-05T10:00:00.000Z",
@@ -102,13 +109,19 @@ HISTORY_EXAMPLE = {
     responses=responses({"flowId": FLOW_ID, "created": True}, 404, 413, 422, status=CREATED),
     openapi_extra=request_example(EXECUTE_EXAMPLE),
 )
-async def execute(request: ExecuteRequest, engine: EngineDep) -> ExecuteResponse:
+async def execute(
+    request: ExecuteRequest, engine: EngineDep, http_request: Request
+) -> ExecuteResponse:
     """Starts a run of the workflow's latest version (or ``version``) with ``input`` as
     ``$.input``. With ``idempotencyKey``, a second start with the same key and workflow
     starts nothing and answers the first run's id with ``created: false``. 404 when the
     workflow (or version) does not exist."""
     flow_id, created = await engine.start(
-        request.name, request.input, request.version, request.idempotencyKey
+        request.name,
+        request.input,
+        request.version,
+        request.idempotencyKey,
+        by=principal_of(http_request.scope).name,
     )
     return ExecuteResponse(flowId=flow_id, created=created)
 
@@ -123,12 +136,14 @@ async def execute(request: ExecuteRequest, engine: EngineDep) -> ExecuteResponse
     ),
 )
 async def execute_many(
-    request: ExecuteManyRequest, engine: EngineDep, settings: SettingsDep
+    request: ExecuteManyRequest, engine: EngineDep, settings: SettingsDep, http_request: Request
 ) -> ExecuteManyResponse:
     """Starts one run per input in one request (at most ``ORCHY_MAX_STARTS_PER_REQUEST``)."""
     if len(request.inputs) > settings.max_starts_per_request:
         raise Invalid(f"inputs: at most {settings.max_starts_per_request} runs per request")
-    started = await engine.start_many(request.name, request.inputs, request.version)
+    started = await engine.start_many(
+        request.name, request.inputs, request.version, by=principal_of(http_request.scope).name
+    )
     return ExecuteManyResponse(flowIds=[flow_id for flow_id, _ in started])
 
 
@@ -197,7 +212,8 @@ async def get_flow(
     "/{flow_id}/history", response_model=FlowHistory, responses=responses(HISTORY_EXAMPLE, 404, 422)
 )
 async def get_history(flow_id: str, engine: EngineDep) -> FlowHistory:
-    """Every transition of the run, in order, with its time and the action it concerns."""
+    """Every transition of the run, in order, with its time and the action it concerns;
+    what a caller asked for (start, pause, resume, terminate, an event) names it as ``by``."""
     await engine.snapshot(flow_id)
     entries = await engine.store.read_history(flow_id)
     return FlowHistory(flowId=flow_id, history=[history_entry(entry) for entry in entries])
@@ -213,43 +229,90 @@ async def send_event(
     flow_id: str,
     event: str,
     engine: EngineDep,
+    http_request: Request,
     data: Annotated[Any, Body()] = None,
 ) -> Accepted:
     """Delivers an event, its body (any JSON; none is ``{}``) becoming the output of the
     wait it ends: ``delivered`` to the run's oldest wait for it, ``buffered`` until a wait
     asks, or ``held`` when a wait of a paused run takes it (it goes on once the run is
     resumed). 409 when the run has ended."""
-    answer = await engine.send_event(flow_id, event, {} if data is None else data)
+    by = principal_of(http_request.scope).name
+    answer = await engine.send_event(flow_id, event, {} if data is None else data, by=by)
     if answer == "held":
         return Accepted(status="held")
     return Accepted(status="delivered" if answer == "delivered" else "buffered")
 
 
 @router.post("/{flow_id}/pause", response_model=Accepted, responses=responses(OK, 404, 409, 422))
-async def pause(flow_id: str, engine: EngineDep) -> Accepted:
+async def pause(flow_id: str, engine: EngineDep, http_request: Request) -> Accepted:
     """Pauses a RUNNING run: results and timers that arrive are held (results answered
     ``held``) and nothing new is scheduled until resume; tasks already queued are still
     delivered. 409 unless the run is RUNNING."""
-    await engine.pause(flow_id)
+    await engine.pause(flow_id, by=principal_of(http_request.scope).name)
     return Accepted(status="ok")
 
 
 @router.post("/{flow_id}/resume", response_model=Accepted, responses=responses(OK, 404, 409, 422))
-async def resume(flow_id: str, engine: EngineDep) -> Accepted:
+async def resume(flow_id: str, engine: EngineDep, http_request: Request) -> Accepted:
     """Resumes a PAUSED run, applying what was held meanwhile. 409 unless it is PAUSED."""
-    await engine.resume(flow_id)
+    await engine.resume(flow_id, by=principal_of(http_request.scope).name)
     return Accepted(status="ok")
 
 
 @router.post(
     "/{flow_id}/terminate", response_model=Accepted, responses=responses(OK, 404, 409, 422)
 )
-async def terminate(flow_id: str, engine: EngineDep) -> Accepted:
+async def terminate(flow_id: str, engine: EngineDep, http_request: Request) -> Accepted:
     """Ends the run as TERMINATED: its queued tasks are never delivered, its timers do
     nothing, results for it get 409, open actions are marked FAILED. 409 when the run has
     already ended."""
-    await engine.terminate(flow_id)
+    await engine.terminate(flow_id, by=principal_of(http_request.scope).name)
     return Accepted(status="ok")
+
+
+@router.post(
+    "/{flow_id}/retry",
+    response_model=RetryResponse,
+    responses=responses({"status": "ok", "actions": [3]}, 404, 409, 422),
+    openapi_extra=request_example({"input": {"userId": 42}}),
+)
+async def retry(
+    flow_id: str,
+    engine: EngineDep,
+    http_request: Request,
+    request: Annotated[RetryRequest | None, Body()] = None,
+) -> RetryResponse:
+    """Lets a FAILED or TERMINATED run go on from the actions that failed (or were open
+    when it was terminated), each at a fresh first attempt; everything that completed is
+    kept. ``input`` replaces the input of the one user task started again, ``inputs`` those
+    of several, by action id. Answers the ids of the actions started again. 409 when the
+    run is RUNNING, PAUSED or COMPLETED, is a sub-workflow's child (retry its parent), or
+    has nothing to retry."""
+    body = request or RetryRequest()
+    retried = await repair.retry(
+        engine, flow_id, principal_of(http_request.scope).name, body.input, body.inputs
+    )
+    return RetryResponse(actions=retried.actions)
+
+
+@router.post(
+    "/{flow_id}/rerun",
+    status_code=CREATED,
+    response_model=RerunResponse,
+    responses=responses({"flowId": FLOW_ID}, 404, 413, 422, status=CREATED),
+    openapi_extra=request_example({"input": {"userId": 7}}),
+)
+async def rerun(
+    flow_id: str,
+    engine: EngineDep,
+    http_request: Request,
+    request: Annotated[RerunRequest | None, Body()] = None,
+) -> RerunResponse:
+    """Starts a new run of the same workflow version with the run's input (or ``input``),
+    whatever the run's status; both runs' histories name the other."""
+    body = request or RerunRequest()
+    new_id = await repair.rerun(engine, flow_id, principal_of(http_request.scope).name, body.input)
+    return RerunResponse(flowId=new_id)
 
 
 __all__ = ["router"]

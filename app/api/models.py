@@ -70,6 +70,28 @@ class ExecuteRequest(BaseModel):
     idempotencyKey: str | None = Field(default=None, min_length=1)
 
 
+class RetryRequest(BaseModel):
+    input: Any = Field(
+        default=None, description="the new input of the one user task the retry starts again"
+    )
+    inputs: dict[str, Any] | None = Field(
+        default=None, description="new inputs of retried user tasks, by action id"
+    )
+
+
+class RetryResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    actions: list[int] = Field(description="the ids of the actions started again")
+
+
+class RerunRequest(BaseModel):
+    input: Any = Field(default=None, description="the new run's input (default: the run's)")
+
+
+class RerunResponse(BaseModel):
+    flowId: str
+
+
 class ExecuteManyRequest(BaseModel):
     name: str = Field(min_length=1)
     inputs: list[Any] = Field(min_length=1, description="one run per input")
@@ -163,6 +185,12 @@ class FlowView(BaseModel):
     childrenCount: int = Field(
         default=0, description="how many runs it started, listed in children or not"
     )
+    rerunOf: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="for a rerun (POST /flow/{id}/rerun): the run it reruns (absent for "
+        "other runs)",
+    )
 
 
 class FlowSummary(BaseModel):
@@ -185,6 +213,13 @@ class HistoryEntry(BaseModel):
 
     at: str
     event: str
+    by: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='who asked for it: the principal\'s name ("anonymous" on a server '
+        'without authentication), or "flow:<id>" for a sub-workflow\'s child started or '
+        "ended by its parent run; absent from entries of the engine's own work",
+    )
 
 
 class FlowHistory(BaseModel):

@@ -77,6 +77,7 @@ def flow_view(
             for _, action_id, child, _ in children[:max_children]
         ],
         childrenCount=len(children),
+        rerunOf=fields.get("rerunOf"),
     )
 
 

@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from app.definition import DEFAULT_BRANCH, ERROR_BRANCH
+from app.definition import DEFAULT_BRANCH
+from app.engine import outcomes
+from app.engine.audit import run_as
 from app.engine.ids import TimerKind, TimerMember, child_flow_id
 from app.engine.planner import dumps
 from app.engine.run_output import run_output
@@ -84,9 +86,7 @@ def item_end(
     if error is None:
         outcome = Outcome(ActionStatus.COMPLETED, dumps(output), branch=DEFAULT_BRANCH)
     else:
-        outcome = Outcome(
-            ActionStatus.FAILED, dumps({"error": error}), error=error, branch=ERROR_BRANCH
-        )
+        outcome = outcomes.failed(error)
     return Transition(
         flow_id,
         execution.seq,
@@ -179,7 +179,7 @@ class Children:
         child_id = child_flow_id(parent.flow_id, execution.seq)
         link = PlannedOp("child", execution.action_id, parent.flow_id, str(execution.seq), depth)
         start = await self.engine.plan_start(
-            workflow, child_id, child_input, input_json, first_ops=[link]
+            workflow, child_id, child_input, input_json, first_ops=[link], by=run_as(parent.flow_id)
         )
         await self.engine.commit_starts([start])
         return child_id
@@ -234,7 +234,9 @@ class Children:
     async def _end_child(self, child_id: str, parent: RunSnapshot) -> str:
         """Terminates the child (an ended or never started one is left as it is)."""
         status = parent.fields.get("status", "gone")
-        return await self.store.terminate(child_id, f"parent run {parent.flow_id} {status}")
+        return await self.store.terminate(
+            child_id, f"parent run {parent.flow_id} {status}", by=run_as(parent.flow_id)
+        )
 
     async def end_child(self, flow_id: str, seq: int) -> str:
         """Terminates the child of execution ``seq`` of ``flow_id``, if it has one running."""

@@ -64,9 +64,18 @@ class Correlation:
         self.keep_ms = store.retention_seconds * MS_PER_SECOND
 
     async def publish(
-        self, event: str, key: str, data_json: str, ttl_seconds: float | None, first_only: bool
+        self,
+        event: str,
+        key: str,
+        data_json: str,
+        ttl_seconds: float | None,
+        first_only: bool,
+        *,
+        by: str,
     ) -> Published:
-        """Delivers ``data_json`` to the runs waiting for (event, key), or keeps it."""
+        """Delivers ``data_json`` to the runs waiting for (event, key), or keeps it. ``by``
+        (the principal's name) goes with it: each run that gets it, now or from the kept
+        event later, writes it in its EVENT_RECEIVED entry."""
         ttl = self.settings.event_ttl_seconds if ttl_seconds is None else ttl_seconds
         delivery_id = uuid.uuid4().hex
         settled = await self.store.publish(
@@ -78,10 +87,11 @@ class Correlation:
             first_only,
             round(self.settings.event_delivery_retry_seconds * MS_PER_SECOND),
             self.grace_ms,
+            by=by,
         )
         if settled.done:
             return Published([], settled.kept)
-        return await self._deliver(delivery_id, event, key, data_json, settled.pending)
+        return await self._deliver(delivery_id, event, key, data_json, settled.pending, by)
 
     async def _deliver(
         self,
@@ -90,12 +100,13 @@ class Correlation:
         key: str,
         data_json: str,
         receivers: list[tuple[str, int]],
+        by: str,
     ) -> Published:
         """Delivers to ``receivers`` and settles, until the delivery is done."""
         token = f"d:{delivery_id}"
         seen: list[tuple[str, int]] = []
         while True:
-            answers = await self.store.deliver_many(receivers, event, key, data_json, token)
+            answers = await self.store.deliver_many(receivers, event, key, data_json, token, by=by)
             results: list[tuple[str, int, int | None]] = []
             for (flow_id, seq), (answer, action_id) in zip(receivers, answers, strict=True):
                 got = answer.got_it and action_id is not None
@@ -142,7 +153,7 @@ class Correlation:
             await self.store.renew_run_timer(flow_id, text, self.keep_ms // 2)
             return "waiting"
         answer, _ = await self.store.deliver(
-            flow_id, seq, event, key, taken.data_json, f"k:{taken.event_id}"
+            flow_id, seq, event, key, taken.data_json, f"k:{taken.event_id}", by=taken.by
         )
         if not answer.got_it:  # the wait ended meanwhile: the event is given back
             await self.store.forget(event, key, flow_id, seq, "")
@@ -156,7 +167,9 @@ class Correlation:
         if record is None:
             await self.store.drop_index_timer(partition, str(member))
             return "gone"
-        await self._deliver(delivery_id, record.event, record.key, record.data_json, record.pending)
+        await self._deliver(
+            delivery_id, record.event, record.key, record.data_json, record.pending, record.by
+        )
         return "done"
 
     async def delivery_failed(self, member: TimerMember) -> str:

@@ -18,7 +18,7 @@ import orjson
 
 from app.actions import for_each, javascript
 from app.definition import DEFAULT_BRANCH, WorkflowDef
-from app.engine import run_log
+from app.engine import outcomes, run_log
 from app.engine.catalog import Catalog
 from app.engine.children import Children, child_result, item_end
 from app.engine.correlation import Correlation, is_correlation_timer
@@ -174,10 +174,12 @@ class Engine:
         input_data: JSON,
         version: int | None = None,
         idempotency_key: str | None = None,
+        *,
+        by: str,
     ) -> tuple[str, bool]:
         """Starts a run; returns (flow id, created). A repeated idempotency key returns the
-        first run's id and created False."""
-        [started] = await self.start_many(name, [input_data], version, [idempotency_key])
+        first run's id and created False. ``by``: who starts it (app/engine/audit.py)."""
+        [started] = await self.start_many(name, [input_data], version, [idempotency_key], by=by)
         return started
 
     async def start_many(
@@ -186,8 +188,10 @@ class Engine:
         inputs: list[JSON],
         version: int | None = None,
         idempotency_keys: list[str | None] | None = None,
+        *,
+        by: str,
     ) -> list[tuple[str, bool]]:
-        """Starts one run per input, in one pipelined round trip."""
+        """Starts one run per input, in one pipelined round trip; ``by`` starts them all."""
         workflow = await self.catalog.workflow(name, version)
         if workflow is None:
             which = "" if version is None else f" version {version}"
@@ -204,7 +208,7 @@ class Engine:
                 )
             flow_id = idempotent_flow_id(name, key) if key else new_flow_id()
             starts.append(
-                await self.plan_start(workflow, flow_id, input_data, input_json, key or "")
+                await self.plan_start(workflow, flow_id, input_data, input_json, key or "", by=by)
             )
         created = await self.commit_starts(starts)
         return [
@@ -219,8 +223,10 @@ class Engine:
         input_json: str,
         idempotency_key: str = "",
         first_ops: Sequence[PlannedOp] = (),
+        *,
+        by: str,
     ) -> RunStart:
-        """The start of run ``flow_id`` of ``workflow``: ``first_ops``, its limit of
+        """The start of run ``flow_id`` of ``workflow`` by ``by``: ``first_ops``, its limit of
         executions and its variables' initial values, then the plan of its root action on
         its new data document."""
         document: JSONObject = {
@@ -244,6 +250,7 @@ class Engine:
             idempotency_key,
             plan.fail_reason,
             await self._with_poll_timeouts(plan.ops),
+            by,
         )
 
     async def commit_starts(self, starts: list[RunStart]) -> list[bool]:
@@ -497,9 +504,7 @@ class Engine:
             var_ops = self.planner.set_vars(action, result.output, document)
         if isinstance(var_ops, str):  # a mutation cannot apply: the execution fails
             await self.planner.follow_failure(workflow, action, var_ops, document, plan)
-            outcome = Outcome(
-                ActionStatus.FAILED, dumps({"error": var_ops}), error=var_ops, branch="error"
-            )
+            outcome = outcomes.failed(var_ops)
         elif isinstance(result, Success):
             plan = await self.planner.start(
                 workflow, action.branch(DEFAULT_BRANCH), document, Plan(ops=var_ops)
@@ -507,18 +512,11 @@ class Engine:
             outcome = Outcome(ActionStatus.COMPLETED, output_json, branch=DEFAULT_BRANCH)
         else:
             settings = await self.catalog.action(execution.queue or action.name)
-            if result.retryable and settings.may_retry(task.attempt):
-                delay = settings.retry_delay_seconds(task.attempt)
-                outcome = Outcome(
-                    "QUEUED", error=result.error, retry_delay_ms=round(delay * MS_PER_SECOND)
-                )
-            else:
-                attempts = f"after {task.attempt} attempt(s)"
-                error = f"{result.error} ({attempts})"
-                await self.planner.follow_failure(workflow, action, error, document, plan)
-                outcome = Outcome(
-                    ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error"
-                )
+            outcome, retrying = outcomes.retry_or_fail(
+                settings, task.attempt, result.error, result.retryable
+            )
+            if not retrying:
+                await self.planner.follow_failure(workflow, action, outcome.error, document, plan)
         expected_rev = expected_rev or _revision_if_writing_vars(plan, snapshot)
         return _user_transition(task, result, outcome, plan, timer, claimed_score, expected_rev)
 
@@ -541,15 +539,11 @@ class Engine:
                 task, result, outcome, Plan(ops=[item_op]), timer, claimed_score
             )
         settings = await self.catalog.action(queue)
-        if result.retryable and settings.may_retry(task.attempt):
-            delay = settings.retry_delay_seconds(task.attempt)
-            outcome = Outcome(
-                "QUEUED", error=result.error, retry_delay_ms=round(delay * MS_PER_SECOND)
-            )
-            return _user_transition(task, result, outcome, Plan(), timer, claimed_score)
-        error = f"{result.error} (after {task.attempt} attempt(s))"
-        outcome = Outcome(ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error")
-        return _user_transition(task, result, outcome, Plan(ops=[item_op]), timer, claimed_score)
+        outcome, retrying = outcomes.retry_or_fail(
+            settings, task.attempt, result.error, result.retryable
+        )
+        plan = Plan() if retrying else Plan(ops=[item_op])
+        return _user_transition(task, result, outcome, plan, timer, claimed_score)
 
     async def _commit(
         self, changes: Sequence[Transition], keep: Sequence[str] = ()
@@ -710,32 +704,34 @@ class Engine:
 
     # -- events and lifecycle -------------------------------------------------------
 
-    async def send_event(self, flow_id: str, name: str, data: JSON) -> str:
-        answer = await self.store.send_event(flow_id, name, dumps(data))
+    # ``by``: who asks (the principal's name), written in the run's history (app/engine/audit.py).
+
+    async def send_event(self, flow_id: str, name: str, data: JSON, *, by: str) -> str:
+        answer = await self.store.send_event(flow_id, name, dumps(data), by=by)
         if answer == "missing":
             raise NotFound(f"flow {flow_id!r} not found")
         if answer == "terminal":
             raise Conflict(f"flow {flow_id!r} has ended; event {name!r} was not delivered")
         return answer
 
-    async def pause(self, flow_id: str) -> None:
-        answer = await self.store.pause(flow_id)
+    async def pause(self, flow_id: str, *, by: str) -> None:
+        answer = await self.store.pause(flow_id, by=by)
         if answer == "missing":
             raise NotFound(f"flow {flow_id!r} not found")
         if answer == "not_running":
             snapshot = await self.snapshot(flow_id)
             raise Conflict(f"flow {flow_id!r} is {snapshot.status.value}, not RUNNING")
 
-    async def resume(self, flow_id: str) -> None:
-        answer = await self.store.resume(flow_id)
+    async def resume(self, flow_id: str, *, by: str) -> None:
+        answer = await self.store.resume(flow_id, by=by)
         if answer == "missing":
             raise NotFound(f"flow {flow_id!r} not found")
         if answer == "not_paused":
             snapshot = await self.snapshot(flow_id)
             raise Conflict(f"flow {flow_id!r} is {snapshot.status.value}, not PAUSED")
 
-    async def terminate(self, flow_id: str, reason: str | None = None) -> None:
-        answer = await self.store.terminate(flow_id, reason or TERMINATED_REASON)
+    async def terminate(self, flow_id: str, reason: str | None = None, *, by: str) -> None:
+        answer = await self.store.terminate(flow_id, reason or TERMINATED_REASON, by=by)
         if answer == "missing":
             raise NotFound(f"flow {flow_id!r} not found")
         if answer == "terminal":
@@ -867,7 +863,7 @@ class Engine:
             member.seq,
             execution.status,
             execution.attempt,
-            Outcome(ActionStatus.FAILED, dumps({"error": reason}), error=reason, branch="error"),
+            outcomes.failed(reason),
             (),
             reason,
             timer_member=member_text,
@@ -943,9 +939,7 @@ class Engine:
         if isinstance(var_ops, str):  # a mutation cannot apply: the execution fails
             plan = Plan()
             await self.planner.follow_failure(workflow, action, var_ops, document, plan)
-            outcome = Outcome(
-                ActionStatus.FAILED, dumps({"error": var_ops}), error=var_ops, branch="error"
-            )
+            outcome = outcomes.failed(var_ops)
         else:
             plan = await self.planner.start(
                 workflow, action.branch(branch), document, Plan(ops=var_ops)
@@ -987,7 +981,7 @@ class Engine:
         action = workflow.actions[execution.action_id]
         plan = Plan()
         await self.planner.follow_failure(workflow, action, error, Document.of_run(snapshot), plan)
-        outcome = Outcome(ActionStatus.FAILED, dumps({"error": error}), error=error, branch="error")
+        outcome = outcomes.failed(error)
         return await self._end_waiting(snapshot, execution, member, outcome, plan)
 
 

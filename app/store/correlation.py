@@ -67,10 +67,12 @@ class WaitState:
 
 @dataclass(frozen=True)
 class Taken:
-    """A kept event a wait took: its id (token ``k:<id>``) and data."""
+    """A kept event a wait took: its id (token ``k:<id>``), data, and who published it
+    ("" for an event kept before publishers were recorded)."""
 
     event_id: str
     data_json: str
+    by: str
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class DeliveryRecord:
     key: str
     data_json: str
     pending: list[tuple[str, int]]
+    by: str  # who published it ("" in a record written before publishers were recorded)
 
 
 def _receivers(text: str) -> list[tuple[str, int]]:
@@ -134,18 +137,27 @@ class CorrelationStore:
         return WaitState(*values)
 
     def _deliver_call(
-        self, flow_id: str, seq: int, event: str, key: str, data_json: str, token: str
+        self, flow_id: str, seq: int, event: str, key: str, data_json: str, token: str, by: str
     ) -> tuple[list[str], list[Any]]:
         partition = self.keys.partition_of(flow_id)
         keys = self.keys.run(flow_id).as_list()
         args = [flow_id, partition, self.keys.notify_channel, self.retention_seconds]
-        return keys, [*args, seq, event, key, data_json, token]
+        return keys, [*args, seq, event, key, data_json, token, by]
 
     async def deliver(
-        self, flow_id: str, seq: int, event: str, key: str, data_json: str, token: str
+        self,
+        flow_id: str,
+        seq: int,
+        event: str,
+        key: str,
+        data_json: str,
+        token: str,
+        *,
+        by: str,
     ) -> tuple[Delivered, int | None]:
-        """correlate_deliver.lua: (answer, action id of the wait, if it exists)."""
-        [answer] = await self.deliver_many([(flow_id, seq)], event, key, data_json, token)
+        """correlate_deliver.lua: (answer, action id of the wait, if it exists). ``by``: who
+        published the event ("" when not known: the history entry then names nobody)."""
+        [answer] = await self.deliver_many([(flow_id, seq)], event, key, data_json, token, by=by)
         return answer
 
     async def deliver_many(
@@ -155,13 +167,15 @@ class CorrelationStore:
         key: str,
         data_json: str,
         token: str,
+        *,
+        by: str,
     ) -> list[tuple[Delivered, int | None]]:
         """correlate_deliver.lua for each receiver, pipelined (each its own atomic call)."""
         script = self.scripts["correlate_deliver"]
         answers: list[tuple[Delivered, int | None]] = []
         for first in range(0, len(receivers), DELIVER_CHUNK):
             calls = [
-                self._deliver_call(flow_id, seq, event, key, data_json, token)
+                self._deliver_call(flow_id, seq, event, key, data_json, token, by)
                 for flow_id, seq in receivers[first : first + DELIVER_CHUNK]
             ]
             commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
@@ -198,7 +212,7 @@ class CorrelationStore:
             keys=[index.waiters, index.events], args=[index.takers_prefix, flow_id, seq, keep_ms]
         )
         if reply[0] == "taken":
-            return Taken(str(reply[1]), str(reply[2]))
+            return Taken(str(reply[1]), str(reply[2]), str(reply[3]))
         return None
 
     async def forget(self, event: str, key: str, flow_id: str, seq: int, token: str) -> int:
@@ -225,10 +239,13 @@ class CorrelationStore:
         first_only: bool,
         retry_ms: int,
         grace_ms: int,
+        *,
+        by: str,
     ) -> Settled:
+        """correlate_publish.lua; ``by``: who publishes it (the principal's name)."""
         partition, keys = self._delivery_keys(event, key, delivery_id)
         args = [delivery_id, partition, self.keys.notify_channel, event, key, data_json]
-        args += [ttl_ms, "1" if first_only else "0", retry_ms, grace_ms]
+        args += [ttl_ms, "1" if first_only else "0", retry_ms, grace_ms, by]
         return _settled(await self.scripts["correlate_publish"](keys=keys, args=args))
 
     async def settle(
@@ -247,12 +264,12 @@ class CorrelationStore:
 
     async def delivery(self, partition: int, delivery_id: str) -> DeliveryRecord | None:
         values = await self.client.hmget(
-            self.keys.delivery(partition, delivery_id), ["ev", "key", "d", "pending"]
+            self.keys.delivery(partition, delivery_id), ["ev", "key", "d", "pending", "by"]
         )
-        event, key, data_json, pending = values
+        event, key, data_json, pending, by = values
         if event is None or key is None or data_json is None or pending is None:
             return None
-        return DeliveryRecord(event, key, data_json, _receivers(pending))
+        return DeliveryRecord(event, key, data_json, _receivers(pending), by or "")
 
     async def drop_index_timer(self, partition: int, member: str) -> None:
         await self.client.zrem(self.keys.timers(partition), member)

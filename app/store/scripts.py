@@ -21,6 +21,8 @@ SCRIPT_NAMES = (
     "timer_failed",
     "child_started",
     "child_ended",
+    "retry",
+    "note_rerun",
 )
 
 
@@ -46,6 +48,8 @@ class Scripts:
     timer_failed: Any
     child_started: Any
     child_ended: Any
+    retry: Any
+    note_rerun: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

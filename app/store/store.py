@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -100,6 +101,7 @@ class RunStart:
     idempotency_key: str
     fail_reason: str
     ops: Sequence[PlannedOp]
+    by: str  # who starts it (app/engine/audit.py)
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,32 @@ class Transition:
     expected_rev: str = ""  # the run's revision this was planned from, if it must not move
     lease_secret: str = ""  # the secret of the lease a worker's result names ("" for timers)
     take_secrets: str = ""  # a fresh lease secret per task leased at once, end to end
+
+
+@dataclass(frozen=True)
+class ForEachRetry:
+    """A for-each that a retry lets go on (see retry.lua): its FAILED items start again on
+    ``queue`` (None: a sub-workflow body, each item a child run), then items not started
+    yet, up to ``concurrency`` open at once."""
+
+    seq: int
+    queue: str | None
+    poll_timeout_ms: int
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class RunRetry:
+    """All that retry.lua takes (see its header)."""
+
+    flow_id: str
+    expected_rev: str
+    by: str
+    fail_reason: str
+    replaced: Sequence[int]  # the executions the ops start afresh
+    actions: Sequence[int]  # the ids of the actions retried, for the history
+    for_each: Sequence[ForEachRetry]
+    ops: Sequence[PlannedOp]
 
 
 @dataclass(frozen=True)
@@ -243,9 +271,11 @@ class Store:
         idempotency_key: str,
         fail_reason: str,
         ops: Sequence[PlannedOp],
+        *,
+        by: str,
     ) -> bool:
         """Creates the run; False when a run with this id already exists."""
-        start = RunStart(flow_id, name, version, input_json, idempotency_key, fail_reason, ops)
+        start = RunStart(flow_id, name, version, input_json, idempotency_key, fail_reason, ops, by)
         return (await self.start_runs([start]))[0]
 
     async def start_runs(self, starts: Sequence[RunStart]) -> list[bool]:
@@ -270,6 +300,7 @@ class Store:
             start.input_json,
             start.idempotency_key,
             start.fail_reason,
+            start.by,
             *op_args,
         ]
         return keys, args
@@ -403,23 +434,73 @@ class Store:
         queue_key = self.keys.queue(self.keys.partition_of(flow_id), queue)
         await self.client.lrem(queue_key, 1, entry)
 
-    async def send_event(self, flow_id: str, name: str, data_json: str) -> str:
+    # ``by``: the principal's name, written as ``by`` in the history entry.
+
+    async def send_event(self, flow_id: str, name: str, data_json: str, *, by: str) -> str:
         keys = self.keys.run(flow_id).as_list()
-        args = [*self._run_args(flow_id), name, data_json]
+        args = [*self._run_args(flow_id), name, data_json, by]
         return str(await self.scripts.event(keys=keys, args=args))
 
-    async def pause(self, flow_id: str) -> str:
+    async def pause(self, flow_id: str, *, by: str) -> str:
         run_keys = self.keys.run(flow_id)
-        return str(await self.scripts.pause(keys=[run_keys.run, run_keys.history], args=[flow_id]))
+        keys = [run_keys.run, run_keys.history]
+        return str(await self.scripts.pause(keys=keys, args=[flow_id, by]))
 
-    async def resume(self, flow_id: str) -> str:
+    async def resume(self, flow_id: str, *, by: str) -> str:
         keys = self.keys.run(flow_id).as_list()
-        return str(await self.scripts.resume(keys=keys, args=self._run_args(flow_id)))
+        return str(await self.scripts.resume(keys=keys, args=[*self._run_args(flow_id), by]))
 
-    async def terminate(self, flow_id: str, reason: str) -> str:
+    async def terminate(self, flow_id: str, reason: str, *, by: str) -> str:
         keys = self.keys.run(flow_id).as_list()
-        args = [*self._run_args(flow_id), reason]
+        args = [*self._run_args(flow_id), reason, by]
         return str(await self.scripts.terminate(keys=keys, args=args))
+
+    async def retry(self, change: RunRetry) -> str:
+        """Lets an ended run go on (retry.lua): "ok", "missing", "moved" or its status."""
+        flow_id = change.flow_id
+        partition = self.keys.partition_of(flow_id)
+        run_keys = self.keys.run(flow_id).as_list()
+        queue_keys, op_args = self._ops(flow_id, change.ops, len(run_keys) + 1)
+        for_each = []
+        for spec in change.for_each:
+            key_index = 0
+            if spec.queue is not None:
+                key = self.keys.queue(partition, spec.queue)
+                if key not in queue_keys:
+                    queue_keys.append(key)
+                key_index = len(run_keys) + 1 + queue_keys.index(key)
+            for_each.append(
+                {
+                    "seq": spec.seq,
+                    "key": key_index,
+                    "name": spec.queue or "",
+                    "pollTimeoutMs": spec.poll_timeout_ms,
+                    "concurrency": spec.concurrency,
+                }
+            )
+        plan = {
+            "replaced": list(change.replaced),
+            "actions": list(change.actions),
+            "forEach": for_each,
+        }
+        args = [
+            *self._run_args(flow_id),
+            change.expected_rev,
+            change.by,
+            change.fail_reason,
+            orjson.dumps(plan).decode(),
+            *op_args,
+        ]
+        return str(await self.scripts.retry(keys=[*run_keys, *queue_keys], args=args))
+
+    async def note_rerun(self, flow_id: str, new_flow_id: str, by: str) -> str:
+        """Writes in the history of ``flow_id`` that ``new_flow_id`` reruns it."""
+        run_keys = self.keys.run(flow_id)
+        return str(
+            await self.scripts.note_rerun(
+                keys=[run_keys.run, run_keys.history], args=[new_flow_id, by]
+            )
+        )
 
     # -- sub-workflows ---------------------------------------------------------------
 

@@ -6,14 +6,21 @@ import logging
 import os
 import sys
 
+from orchy.credentials import Credentials
 from orchy.worker.loader import load_worker
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CHATTY_LOGGERS = ("aiohttp.access", "aiohttp.client")
 
 
-def run_worker_command(target: str, server_url: str | None, concurrency: int | None) -> None:
-    """Load the Worker named by ``target`` and run it until SIGINT/SIGTERM.
+def run_worker_command(
+    target: str,
+    server_url: str | None,
+    concurrency: int | None,
+    credentials: Credentials | None = None,
+) -> None:
+    """Load the Worker named by ``target`` and run it until SIGINT/SIGTERM; the fields of
+    ``credentials`` that are set win over the worker's own.
 
     Exits with a one-line message (``SystemExit``) when the target or an option is wrong.
     """
@@ -33,6 +40,9 @@ def run_worker_command(target: str, server_url: str | None, concurrency: int | N
             worker.server_url = server_url
         if concurrency is not None:
             worker.concurrency = concurrency
+        if credentials is not None:
+            worker.credentials = credentials.over(worker.credentials)
+            worker.credentials.over(worker.settings.credentials).ssl_context()
     except ValueError as exc:
         raise SystemExit(f"orchy worker: {exc}") from None
     worker.run_sync()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -166,8 +167,14 @@ class OrchyClient:
         timeout_seconds: float,
         retries: int,
         backoff_seconds: float,
+        headers: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``headers`` go with every request (the bearer token); ``ssl_context`` verifies an
+        HTTPS server (and holds the client certificate); None: the system's CAs."""
         self._timeout_seconds = timeout_seconds
+        self._headers = {**JSON_HEADERS, **(headers or {})}
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._retries = retries
         self._backoff_seconds = backoff_seconds
         self._base_url = server_url.rstrip("/")
@@ -179,9 +186,9 @@ class OrchyClient:
             self._session = aiohttp.ClientSession(
                 # The worker's own concurrency bounds the connections: a poll, and per task
                 # in hand a heartbeat and a result.
-                connector=aiohttp.TCPConnector(limit=0),
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl),
                 timeout=aiohttp.ClientTimeout(total=self._timeout_seconds),
-                headers=JSON_HEADERS,
+                headers=self._headers,
             )
         return self._session
 

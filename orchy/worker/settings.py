@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from orchy.credentials import CredentialSettings
 
 
-class WorkerSettings(BaseSettings):
-    """Settings of a :class:`orchy.Worker` (environment variables ``ORCHY_<FIELD>``)."""
+class WorkerSettings(CredentialSettings):
+    """Settings of a :class:`orchy.Worker` (environment variables ``ORCHY_<FIELD>``); the
+    token and TLS files (``ORCHY_TOKEN``, ``ORCHY_CA_BUNDLE``...) are the client's."""
 
     model_config = SettingsConfigDict(env_prefix="ORCHY_", extra="ignore")
 

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchy.credentials import Credentials
 from orchy.worker.client import OrchyClient
 from orchy.worker.registry import ActionOptions, ActionRegistry, F, RetryPolicy
 from orchy.worker.runner import RunConfig, WorkerRun
@@ -37,7 +38,10 @@ class Worker:
     """Runs Python functions as Orchy user actions, polling the server over HTTP.
 
     ``server_url`` and ``concurrency`` default to the ``ORCHY_WORKER_*`` settings, read when
-    :meth:`run` starts; both may be changed until then (the CLI does).
+    :meth:`run` starts; both may be changed until then (the CLI does). ``token`` (sent as
+    ``Authorization: Bearer`` with every request), ``ca_bundle``, ``client_cert`` and
+    ``client_key`` default to ``ORCHY_TOKEN``, ``ORCHY_CA_BUNDLE``, ``ORCHY_CLIENT_CERT`` and
+    ``ORCHY_CLIENT_KEY``; ``credentials`` holds those given here.
     """
 
     def __init__(
@@ -46,9 +50,14 @@ class Worker:
         concurrency: int | None = None,
         worker_id: str | None = None,
         *,
+        token: str | None = None,
+        ca_bundle: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
         settings: WorkerSettings | None = None,
     ) -> None:
         self.server_url = server_url
+        self.credentials = Credentials(token, ca_bundle, client_cert, client_key)
         self.concurrency = concurrency
         self.worker_id = worker_id or default_worker_id()
         self._settings = settings
@@ -135,6 +144,8 @@ class Worker:
         _check_concurrency(concurrency)
         server_url = self.server_url or settings.worker_server_url
         _check_server_url(server_url)
+        credentials = self.credentials.over(settings.credentials)
+        ssl_context = credentials.ssl_context()
         config = RunConfig(
             worker_id=self.worker_id,
             concurrency=concurrency,
@@ -165,6 +176,8 @@ class Worker:
                 timeout_seconds=settings.worker_http_timeout_seconds,
                 retries=settings.worker_http_retries,
                 backoff_seconds=settings.worker_http_backoff_seconds,
+                headers=credentials.headers(),
+                ssl_context=ssl_context,
             ) as client:
                 run = WorkerRun(self._registry, client, pool, config, stop=stop, force=force)
                 await run.serve()

@@ -1,12 +1,16 @@
 """A private Redis Cluster of three masters on free ports, made by hand (CLUSTER ADDSLOTS and
-CLUSTER MEET, as ``redis-cli --cluster create`` would), with the embedded Redis's binary."""
+CLUSTER MEET, as ``redis-cli --cluster create`` would), with the embedded Redis's binary; or,
+given ``NodeTLS``, on TLS ports only (clients and the cluster bus), with the system's
+``redis-server`` (the embedded one is built without TLS)."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -46,11 +50,41 @@ def node_port(taken: set[int]) -> int:
     raise RuntimeError("no free pair of ports for a cluster node")
 
 
-def node_client(port: int) -> redis.Redis:
-    return redis.Redis(host=LOCALHOST, port=port, decode_responses=True, socket_timeout=5)
+@dataclass(frozen=True)
+class NodeTLS:
+    """A node's certificate and key, and the CA that signs them (which clients trust)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def server_options(self, port: int) -> dict[str, str]:
+        return {
+            "port": "0",
+            "tls-port": str(port),
+            "tls-cluster": "yes",
+            "tls-cert-file": str(self.cert),
+            "tls-key-file": str(self.key),
+            "tls-ca-cert-file": str(self.ca),
+            "tls-auth-clients": "no",
+        }
 
 
-def start_node(port: int, directory: Path) -> subprocess.Popen[bytes]:
+def node_client(port: int, tls: NodeTLS | None = None) -> redis.Redis:
+    secure = {"ssl": True, "ssl_ca_certs": str(tls.ca)} if tls is not None else {}
+    return redis.Redis(host=LOCALHOST, port=port, decode_responses=True, socket_timeout=5, **secure)
+
+
+def _binary(tls: NodeTLS | None) -> str:
+    if tls is None:
+        return redis_server_binary()
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("a TLS cluster needs a redis-server with TLS on PATH")
+    return binary
+
+
+def start_node(port: int, directory: Path, tls: NodeTLS | None = None) -> subprocess.Popen[bytes]:
     directory.mkdir(parents=True, exist_ok=True)
     options = {
         "port": str(port),
@@ -62,10 +96,11 @@ def start_node(port: int, directory: Path) -> subprocess.Popen[bytes]:
         "cluster-enabled": "yes",
         "cluster-config-file": str(directory / "nodes.conf"),
         "cluster-node-timeout": "5000",
+        **(tls.server_options(port) if tls is not None else {}),
     }
     arguments = [item for name, value in options.items() for item in (f"--{name}", value)]
     process = subprocess.Popen(
-        [redis_server_binary(), *arguments],
+        [_binary(tls), *arguments],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -73,7 +108,7 @@ def start_node(port: int, directory: Path) -> subprocess.Popen[bytes]:
 
     def answers() -> bool:
         assert process.poll() is None, f"redis-server exited:\n{directory / 'redis.log'}"
-        with contextlib.suppress(redis.RedisError), node_client(port) as client:
+        with contextlib.suppress(redis.RedisError), node_client(port, tls) as client:
             return bool(client.ping())
         return False
 
@@ -81,10 +116,10 @@ def start_node(port: int, directory: Path) -> subprocess.Popen[bytes]:
     return process
 
 
-def cluster_ok(ports: list[int]) -> bool:
+def cluster_ok(ports: list[int], tls: NodeTLS | None = None) -> bool:
     for port in ports:
         try:
-            with node_client(port) as client:
+            with node_client(port, tls) as client:
                 info = client.execute_command("CLUSTER", "INFO")
         except redis.RedisError:
             return False
@@ -99,29 +134,33 @@ def cluster_ok(ports: list[int]) -> bool:
 
 
 @contextlib.contextmanager
-def private_cluster(directory: Path, masters: int = MASTERS) -> Iterator[str]:
-    """Yields the cluster's ``redis+cluster://`` URL; kills every node afterwards."""
+def private_cluster(
+    directory: Path, masters: int = MASTERS, tls: NodeTLS | None = None
+) -> Iterator[str]:
+    """Yields the cluster's ``redis+cluster://`` URL (``rediss+cluster://`` with ``tls``);
+    kills every node afterwards."""
     taken: set[int] = set()
     ports: list[int] = []
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for index in range(masters):
             ports.append(node_port(taken))
-            processes.append(start_node(ports[-1], directory / f"node-{index}"))
+            processes.append(start_node(ports[-1], directory / f"node-{index}", tls))
         share = SLOTS // masters
         for index, port in enumerate(ports):
             last = SLOTS if index == masters - 1 else (index + 1) * share
-            with node_client(port) as client:
+            with node_client(port, tls) as client:
                 for first in range(index * share, last, ADDSLOTS_CHUNK):
                     slots = range(first, min(first + ADDSLOTS_CHUNK, last))
                     client.execute_command("CLUSTER", "ADDSLOTS", *slots)
-        with node_client(ports[0]) as client:
+        with node_client(ports[0], tls) as client:
             for port in ports[1:]:
                 client.execute_command("CLUSTER", "MEET", LOCALHOST, port)
         wait_until_sync(
-            lambda: cluster_ok(ports), CLUSTER_READY_SECONDS, step=0.1, what="cluster_state:ok"
+            lambda: cluster_ok(ports, tls), CLUSTER_READY_SECONDS, step=0.1, what="cluster_state:ok"
         )
-        yield f"redis+cluster://{LOCALHOST}:{ports[0]}"
+        scheme = "rediss+cluster" if tls is not None else "redis+cluster"
+        yield f"{scheme}://{LOCALHOST}:{ports[0]}"
     finally:
         for process in processes:
             process.kill()

@@ -117,7 +117,9 @@ class Lua:
     ) -> str:
         flow = flow or self.new_flow()
         name = name or self.new_name("wf")
-        created = await self.store.start_run(flow, name, 3, input_json, "", fail_reason, ops)
+        created = await self.store.start_run(
+            flow, name, 3, input_json, "", fail_reason, ops, by="tester"
+        )
         assert created is True
         return flow
 

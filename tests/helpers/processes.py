@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import uuid
@@ -96,16 +97,21 @@ class ChildProcess:
 
 @dataclass
 class ServerProcess(ChildProcess):
-    """``python -m app.cli serve`` in a child process, its output in ``log_path``."""
+    """``python -m app.cli serve`` in a child process, its output in ``log_path``. With
+    ``tls`` (the context a client verifies it with) the server is asked for over HTTPS;
+    ``arguments`` are added to its command line."""
 
     env: dict[str, str]
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    tls: ssl.SSLContext | None = None
+    arguments: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def log_tail(self, chars: int | None = LOG_TAIL_CHARS) -> str:
         """The last ``chars`` characters of the server's output (None: all of it)."""
@@ -117,7 +123,11 @@ class ServerProcess(ChildProcess):
     def launch(self) -> subprocess.Popen[bytes]:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
+                [
+                    sys.executable,
+                    *("-m", "app.cli", "serve", "--port", str(self.port)),
+                    *self.arguments,
+                ],
                 cwd=ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -133,7 +143,8 @@ class ServerProcess(ChildProcess):
             if process.poll() is not None:
                 raise AssertionError(f"server exited with {process.returncode}:\n{self.log_tail()}")
             try:
-                async with httpx.AsyncClient(timeout=1.0) as client:
+                verify = self.tls if self.tls is not None else True
+                async with httpx.AsyncClient(timeout=1.0, verify=verify) as client:
                     return (await client.get(f"{self.url}/health")).status_code == 200
             except httpx.HTTPError:
                 return False

@@ -39,6 +39,11 @@
 --                                      the k-th item not started yet ("<index> <payload>")
 --   x:<fe>:fw                         a for-each whose body is a sub-workflow: its workflow
 --                                      (each item is then a sub-workflow execution, x:<seq>:cw)
+--   x:<seq>:cl                        an execution closed (FAILED) because the run ended while
+--                                      it was open: retry.lua starts it afresh
+--   x:<seq>:rp                        a FAILED for-each item that a retry started again as a
+--                                      new item: the for-each's seq (its x:<seq>:p before)
+--   rerunOf                           a rerun: the id of the run it reruns
 -- A timer member is "<kind>|<flowId>|<seq>|<n>", scored by its due time in ms.
 -- A queue entry is "<flowId>.<seq>.<attempt>"; the task id a lease hands out adds the lease
 -- secret, "<flowId>.<seq>.<attempt>.<secret>", which only the lease's holder is told: it is
@@ -268,7 +273,7 @@ local function close_open_execs(ctx, reason)
   for seq = 1, last do
     if OPEN[redis.call('HGET', ctx.run, xf(seq, 's'))] then
       local aid = set_exec_status(ctx, seq, 'FAILED')
-      redis.call('HSET', ctx.run, xf(seq, 'e'), reason)
+      redis.call('HSET', ctx.run, xf(seq, 'e'), reason, xf(seq, 'cl'), 1)
       redis.call('HDEL', ctx.run, af(aid, 'jw'))
       if is_latest(ctx, aid, seq) then redis.call('HSET', ctx.run, af(aid, 'e'), reason) end
       -- A sub-workflow's child (started or about to be) ends with it.
@@ -283,14 +288,15 @@ end
 
 -- Ends the run with ``status`` and ``reason``, once per script. Open executions are closed
 -- unless it completes on its own (nothing is open then); ``ending`` is the terminate action
--- that ends it, if one does, whatever is still open: the history names it.
+-- that ends it, if one does, whatever is still open: the history names it, and ``ctx.by``
+-- the principal that ended it, if one did (terminate.lua).
 local function finish_run(ctx, status, reason, ending)
   if ctx.finished then return end
   ctx.finished = true
   if status ~= 'COMPLETED' or ending then close_open_execs(ctx, reason) end
   redis.call('HSET', ctx.run, 'status', status, 'reason', reason, 'updatedAt', ctx.now,
     'finishedAt', ctx.now)
-  hist(ctx, { event = 'RUN_' .. status, reason = reason, action = ending })
+  hist(ctx, { event = 'RUN_' .. status, reason = reason, action = ending, by = ctx.by })
   -- A child run tells its parent, from its own partition, through its "cend" timer.
   if redis.call('HEXISTS', ctx.run, 'parent') == 1 then
     add_timer(ctx, timer_member(ctx, 'cend', 0, 1), ctx.now)
@@ -441,7 +447,8 @@ end
 -- takes the next of ``ctx.secrets``); < 0, minus the poll timeout ms of a queued task;
 -- otherwise a queued task with no poll timeout.
 -- A "sub" op (a subWorkflow) waits for a child run (see spawn_child); a "child" op, first
--- in a child run's start, records its parent (see the header).
+-- in a child run's start, records its parent (see the header); a "rerun" op, first in a
+-- rerun's start, records the run it reruns.
 -- An "each" op (a for-each) and an "item" op (a for-each item ended; payload: its seq) queue
 -- items on their KEYS index under ``name``; their number is minus the poll timeout ms, or 0.
 -- A "subeach" op is an "each" op whose items are child runs of the workflow ``name``.
@@ -539,6 +546,10 @@ local function apply_ops(ctx, i)
       local seq = new_exec(ctx, aid, 'WAITING', 1, received(input))
       spawn_child(ctx, seq, name)
       hist(ctx, { event = 'WAITING', action = action, seq = seq, workflow = name })
+    elseif kind == 'rerun' then
+      -- First op of a rerun's start: name is the run it reruns, payload who asked for it.
+      redis.call('HSET', ctx.run, 'rerunOf', name)
+      hist(ctx, { event = 'RERUN_OF', flow = name, by = payload })
     elseif kind == 'child' then
       -- First op of a child run's start: name is the parent run, payload the parent's
       -- execution seq, aid its action, number the child's depth.

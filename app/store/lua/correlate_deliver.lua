@@ -6,12 +6,14 @@
 --     [5] waiters list, [6] held set
 -- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds,
 --     [5] seq of the wait, [6] event name, [7] key, [8] data JSON, [9] the event's token
---     ("d:<delivery id>" for a publication, "k:<id>" for a kept event)
+--     ("d:<delivery id>" for a publication, "k:<id>" for a kept event), [10] who published
+--     it (the principal's name, written as ``by`` in EVENT_RECEIVED; "" when not known)
 -- Returns {answer, action id or ""}: "delivered", "held" (the run is paused: the wait goes
 -- on once it is resumed), "already", "stale" (the wait no longer waits for it), "terminal"
 -- or "missing".
 local ctx = run_context()
 local seq, name, key, data, token = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local by = ARGV[10] ~= '' and ARGV[10] or nil
 local status = redis.call('HGET', ctx.run, 'status')
 if status == false then return { 'missing', '' } end
 local exec = redis.call('HMGET', ctx.run, xf(seq, 'a'), xf(seq, 's'), xf(seq, 'n'),
@@ -28,6 +30,6 @@ redis.call('HSET', ctx.run, xf(seq, 'cev'), token, 'updatedAt', ctx.now)
 -- The wait has its event: its registration timer has nothing left to renew.
 redis.call('ZREM', ctx.timers, timer_member(ctx, 'creg', seq, 1))
 hist(ctx, { event = 'EVENT_RECEIVED', name = name, seq = tonumber(seq), key = key,
-  action = tonumber(aid) })
+  action = tonumber(aid), by = by })
 if status == 'PAUSED' then return done(ctx, { 'held', aid }) end
 return done(ctx, { 'delivered', aid })

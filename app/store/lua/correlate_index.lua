@@ -4,7 +4,8 @@
 --
 -- Waiters: a zset of "<flowId>|<seq>", scored by arrival (the counter ``n`` of the events
 -- hash). Kept events: the events hash, numeric ``<id>`` -> {"x": expiry ms, "f": 1 when
--- firstOnly, "g": ms until which its record is kept} and ``d:<id>`` -> its data JSON
+-- firstOnly, "g": ms until which its record is kept, "b": who published it (none in events
+-- kept before it was written)} and ``d:<id>`` -> its data JSON
 -- (read only by the wait that takes it); the runs that took event
 -- <id>: the hash ``<takers prefix><id>``, flow -> seq of the wait that took it.
 -- Both keys live as long as the longest need of what they hold (``keep_for``): a kept event
@@ -57,14 +58,15 @@ local function drop_if_empty(waiters, events)
   end
 end
 
--- Keeps an event that found no waiting run for ``ttl_ms`` (its record ``grace_ms`` more).
--- Returns true when kept (a ttl of 0 keeps nothing).
-local function keep_event(waiters, events, data, ttl_ms, first, now, grace_ms)
+-- Keeps an event that found no waiting run for ``ttl_ms`` (its record ``grace_ms`` more);
+-- ``by``: who published it. Returns true when kept (a ttl of 0 keeps nothing).
+local function keep_event(waiters, events, data, ttl_ms, first, now, grace_ms, by)
   if ttl_ms <= 0 then return false end
   local id = redis.call('HINCRBY', events, 'n', 1)
   local expiry = now + ttl_ms
   redis.call('HSET', events, id,
-    cjson.encode({ x = expiry, f = first and 1 or 0, g = expiry + grace_ms }), 'd:' .. id, data)
+    cjson.encode({ x = expiry, f = first and 1 or 0, g = expiry + grace_ms, b = by }),
+    'd:' .. id, data)
   keep_for(waiters, events, ttl_ms + grace_ms)
   return true
 end

@@ -4,15 +4,19 @@
 -- KEYS[1] index waiters zset, [2] index events hash
 -- ARGV[1] takers prefix, [2] flow id, [3] seq of the wait, [4] how long the registration
 --     is kept, ms (it is renewed while the wait waits: a registration again keeps its place)
--- Returns {"taken", event id, data JSON} or {"waiting"}.
+-- Returns {"taken", event id, data JSON, who published it ("" if the event does not say)} or
+-- {"waiting"}.
 local waiters, events = KEYS[1], KEYS[2]
 local prefix, flow, seq, keep_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 local waiter = flow .. '|' .. seq
+local function taken(id, kept)
+  return { 'taken', tostring(id), redis.call('HGET', events, 'd:' .. id), kept.b or '' }
+end
 local ids = live_ids(events, prefix, now)
 for _, id in ipairs(ids) do
   if redis.call('HGET', prefix .. id, flow) == seq then
-    return { 'taken', tostring(id), redis.call('HGET', events, 'd:' .. id) }
+    return taken(id, cjson.decode(redis.call('HGET', events, id)))
   end
 end
 for _, id in ipairs(ids) do
@@ -24,7 +28,7 @@ for _, id in ipairs(ids) do
     redis.call('HSET', takers, flow, seq)
     redis.call('PEXPIREAT', takers, kept.g)
     redis.call('ZREM', waiters, waiter)
-    return { 'taken', tostring(id), redis.call('HGET', events, 'd:' .. id) }
+    return taken(id, kept)
   end
 end
 if redis.call('ZSCORE', waiters, waiter) == false then

@@ -1,7 +1,8 @@
 -- correlate_settle.lua: what became of a delivery's receivers (correlate_deliver answered
 -- for each). While receivers are pending it waits for them; when none got the event (their
 -- waits had ended) it goes to the next waiters, and with none left it is kept for its TTL;
--- then the delivery ends: its record and its timer go. Idempotent: a result for a receiver
+-- then the delivery ends: its record and its timer go. A kept event keeps the record's
+-- publisher (``by``, see correlate_publish.lua). Idempotent: a result for a receiver
 -- no longer pending changes nothing, and a delivery that has ended answers "gone".
 -- KEYS[1] index waiters zset, [2] index events hash, [3] delivery record hash,
 --     [4] timers zset of the index's partition
@@ -18,7 +19,8 @@ if redis.call('EXISTS', record) == 0 then
   redis.call('ZREM', ctx.timers, timer)
   return { 'gone' }
 end
-local rec = redis.call('HMGET', record, 'd', 'ttl', 'first', 'pending', 'delivered', 'tried')
+local rec = redis.call('HMGET', record, 'd', 'ttl', 'first', 'pending', 'delivered', 'tried',
+  'by')
 local first = rec[3] == '1'
 local pending, delivered, tried = cjson.decode(rec[4]), cjson.decode(rec[5]), cjson.decode(rec[6])
 for i = 5, #ARGV, 3 do
@@ -43,7 +45,8 @@ if #pending > 0 then
 end
 local kept = false
 if #delivered == 0 then
-  kept = keep_event(waiters, events, rec[1], tonumber(rec[2]), first, ctx.now, grace_ms)
+  kept = keep_event(waiters, events, rec[1], tonumber(rec[2]), first, ctx.now, grace_ms,
+    rec[7] or nil)
 end
 redis.call('DEL', record)
 redis.call('ZREM', ctx.timers, timer)

@@ -4,8 +4,9 @@
 --     of the runs of this workflow name, [9..] queues named by the ops
 -- ARGV[1] flow id, [2] partition, [3] notify channel, [4] retention seconds,
 --     [5] workflow name, [6] version, [7] input JSON, [8] idempotency key or "",
---     [9] reason to fail the run at once or "", [10..] ops (see apply_ops; an "end" op
---     ends the run, and ARGV[9] is then "")
+--     [9] reason to fail the run at once or "", [10] who starts it (the principal's name,
+--     written as ``by`` in RUN_STARTED), [11..] ops (see apply_ops; an "end" op ends the run,
+--     and ARGV[9] is then "")
 -- Returns "created", or "exists" when a run with this id (same idempotency key) exists.
 -- Raises, changing nothing, when a queue of KEYS[9..] is not a list (see check_queues). Any
 -- other error midway is raised after removing the run's keys and index entries: Redis does
@@ -20,8 +21,8 @@ local started, error_message = pcall(function()
     'createdAt', ctx.now, 'updatedAt', ctx.now, 'seq', 0, 'active', 0, 'joins', '')
   redis.call('ZADD', KEYS[7], ctx.now, ctx.flow)
   redis.call('ZADD', KEYS[8], ctx.now, ctx.flow)
-  hist(ctx, { event = 'RUN_STARTED', name = ARGV[5], version = tonumber(ARGV[6]) })
-  apply_ops(ctx, 10)
+  hist(ctx, { event = 'RUN_STARTED', name = ARGV[5], version = tonumber(ARGV[6]), by = ARGV[10] })
+  apply_ops(ctx, 11)
   if ARGV[9] ~= '' then finish_run(ctx, 'FAILED', ARGV[9]) else settle(ctx) end
   flush(ctx)
 end)
