@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import typer
 
+from app.auth_cli import auth_cli
 from app.settings import get_settings
 from orchy.credentials import Credentials, CredentialsError
 
@@ -29,6 +30,7 @@ queue_cli = typer.Typer(help="Task queues.", no_args_is_help=True)
 cli.add_typer(workflow_cli, name="workflow")
 cli.add_typer(flow_cli, name="flow")
 cli.add_typer(queue_cli, name="queue")
+cli.add_typer(auth_cli, name="auth")
 
 TERMINAL = {"COMPLETED", "FAILED", "TERMINATED"}
 WAIT_STEP_SECONDS = 0.2
@@ -186,6 +188,7 @@ def serve(
     ] = False,
 ) -> None:
     """Start the server (the embedded Redis unless REDIS_URL is set)."""
+    from app.api.security.settings_errors import AuthSettingsError
     from app.serve import ServeError, run_server
 
     given = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile, "ssl_ca_certs": ssl_ca_certs}
@@ -196,7 +199,7 @@ def serve(
         settings = settings.model_copy(update={"insecure": True})
     try:
         run_server(settings, host or settings.host, port or settings.port, workers)
-    except ServeError as error:
+    except (ServeError, AuthSettingsError) as error:
         typer.echo(f"orchy serve: {error}", err=True)
         raise typer.Exit(FAILURE_EXIT) from None
 

@@ -170,6 +170,8 @@ class Settings(WorkerSettings):
     # restart), and/or the same entries inline as JSON (a list of objects).
     api_keys_file: str = ""
     api_keys: str = ""
+    # The keys file is read again (when a request comes) at most this often.
+    api_keys_reload_seconds: float = 1.0
     # OAuth/OIDC access tokens (JWT): the issuer (``iss``), the audience (``aud``), where
     # its keys are (default: the issuer's /.well-known/openid-configuration jwks_uri), and
     # the claims that carry the role, the tenant and a worker's action names.
@@ -180,7 +182,13 @@ class Settings(WorkerSettings):
     oidc_tenant_claim: str = "orchy_tenant"
     oidc_actions_claim: str = "orchy_actions"
     oidc_jwks_cache_seconds: float = 300.0
+    # A token signed with a key id the server does not know fetches the keys again (the
+    # issuer rotated them), at most this often.
+    oidc_jwks_refresh_min_seconds: float = 10.0
+    oidc_fetch_timeout_seconds: float = 5.0
     oidc_leeway_seconds: float = 30.0
+    # Verified tokens kept (until they expire) so that each is checked once.
+    oidc_token_cache_size: int = 10_000
     # Browsers: origins allowed to call the API (exact ``scheme://host[:port]``, comma
     # separated); a request with another Origin is refused. Hosts a loopback server answers.
     allowed_origins: str = ""

@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api.security.principal import PRINCIPAL_SCOPE_KEY, Principal, Role
+from app.api.security.principal import Role
 from app.engine.audit import run_as
 from app.settings import Settings
+from tests.helpers.auth import Key
 from tests.helpers.definitions import sub_workflow, system, user, workflow
 from tests.helpers.http import Api, ServerThread, serving
 from tests.helpers.waiting import unique, wait_until
@@ -163,35 +164,26 @@ async def test_history_entries_document_by(http: httpx.AsyncClient) -> None:
     assert "principal" in by["description"]
 
 
-class PrincipalFromHeader:
-    """Puts a principal named by the ``x-test-principal`` header in the request's scope,
-    where the authentication middleware puts the principal of a token: the routes read it
-    with ``principal_of`` whatever put it there."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for header, value in scope["headers"]:
-                if header == b"x-test-principal":
-                    scope[PRINCIPAL_SCOPE_KEY] = Principal(value.decode(), Role.OPERATOR)
-        await self.app(scope, receive, send)
+ANN = Key.new("ann", Role.OPERATOR)
+BOB = Key.new("bob", Role.OPERATOR)
 
 
 @pytest.fixture(scope="module")
 def named_server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
-    with serving(settings, PrincipalFromHeader) as thread:
+    """A server that checks API keys: ann's and bob's."""
+    entries = [key.entry.model_dump(exclude_none=True) for key in (ANN, BOB)]
+    with serving(settings.model_copy(update={"api_keys": json.dumps(entries)})) as thread:
         yield thread
 
 
 async def test_the_history_names_the_requests_principal(named_server: ServerThread) -> None:
-    """Each request's own principal, not a name the route chose."""
+    """Each request's own principal (the name of its API key), not a name the route chose."""
     async with httpx.AsyncClient(base_url=named_server.url, timeout=30) as http:
+        as_ann, as_bob = ANN.headers, BOB.headers
+        http.headers.update(as_ann)
         api = Api(http)
         name, event = unique("audited-named"), unique("go")
         await api.register(waits_then_works(name, event))
-        as_ann, as_bob = {"x-test-principal": "ann"}, {"x-test-principal": "bob"}
         started = await ok(
             await http.post("/flow/execute", json={"name": name, "input": {}}, headers=as_ann)
         )

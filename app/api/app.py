@@ -18,6 +18,7 @@ from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi_docs import install_docs, operation_id
 from app.api.security.browsers import BrowserGuard
+from app.api.security.guard import install_auth
 from app.api.worker_routes import serve_first
 from app.engine import run_log
 from app.engine.engine import Engine
@@ -145,12 +146,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.add_middleware(JSONBodyMiddleware, settings=settings)
-    # Added last, so outermost: a web page's request is refused before anything reads it.
-    app.add_middleware(BrowserGuard, settings=settings)
     install_error_handlers(app)
     # The workers' routes first: they are matched on every poll and result.
     serve_first(app, tasks.router)
     for module in (queues, flows, executions, events, metadata, health):
         app.include_router(module.router)
     install_docs(app)
+    # Every route is in place; the authentication middleware goes outside the others.
+    install_auth(app, settings)
+    # Added last, so outermost: a web page's request is refused before anything reads it
+    # (authentication included: a CORS preflight carries no token).
+    app.add_middleware(BrowserGuard, settings=settings)
     return app

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from app.api.deps import EngineDep, SettingsDep
 from app.api.models import DeliveredTo, PublishRequest, PublishResponse
 from app.api.openapi_docs import request_example, responses
+from app.api.security.permissions import Permission, needs
 from app.api.security.principal import principal_of
 from app.engine.errors import Invalid
 from app.engine.planner import dumps
@@ -23,7 +24,10 @@ FLOW_ID = "0b6f2c1e9a4d4e0f8c3b7a5d2e1f0a9b"
     responses=responses(
         {"delivered": [{"flowId": FLOW_ID, "actionId": 4}], "kept": False}, 413, 422
     ),
-    openapi_extra=request_example({"key": "o-1", "data": {"paid": True}, "ttlSeconds": 30}),
+    openapi_extra=needs(
+        Permission.SEND_EVENTS,
+        request_example({"key": "o-1", "data": {"paid": True}, "ttlSeconds": 30}),
+    ),
 )
 async def publish_event(
     event: str,

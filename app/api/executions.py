@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from app.api.deps import EngineDep, SettingsDep
 from app.api.models import ExecutionList
 from app.api.openapi_docs import responses
+from app.api.security.permissions import Permission, needs
 from app.api.views import execution_view
 from app.engine.errors import Invalid
 from app.engine.executions import action_executions
@@ -48,6 +49,7 @@ EXAMPLE = {
     "/{flow_id}/actions/{action_id}/executions",
     response_model=ExecutionList,
     responses=responses(EXAMPLE, 404, 422),
+    openapi_extra=needs(Permission.READ),
 )
 async def list_executions(
     flow_id: str,

@@ -24,6 +24,7 @@ from app.api.models import (
     RetryResponse,
 )
 from app.api.openapi_docs import request_example, responses
+from app.api.security.permissions import Permission, needs
 from app.api.security.principal import principal_of
 from app.api.views import flow_summary, flow_view, history_entry
 from app.engine import repair
@@ -107,7 +108,7 @@ HISTORY_EXAMPLE = {
     status_code=CREATED,
     response_model=ExecuteResponse,
     responses=responses({"flowId": FLOW_ID, "created": True}, 404, 413, 422, status=CREATED),
-    openapi_extra=request_example(EXECUTE_EXAMPLE),
+    openapi_extra=needs(Permission.START, request_example(EXECUTE_EXAMPLE)),
 )
 async def execute(
     request: ExecuteRequest, engine: EngineDep, http_request: Request
@@ -131,8 +132,11 @@ async def execute(
     status_code=CREATED,
     response_model=ExecuteManyResponse,
     responses=responses({"flowIds": [FLOW_ID]}, 404, 413, 422, status=CREATED),
-    openapi_extra=request_example(
-        {"name": "notificationWorkflow", "inputs": [{"userId": 42}, {"userId": 7}]}
+    openapi_extra=needs(
+        Permission.START,
+        request_example(
+            {"name": "notificationWorkflow", "inputs": [{"userId": 42}, {"userId": 7}]}
+        ),
     ),
 )
 async def execute_many(
@@ -151,6 +155,7 @@ async def execute_many(
     "",
     response_model=FlowList,
     responses=responses({"runs": [SUMMARY_EXAMPLE], "offset": 0, "limit": 50}, 422),
+    openapi_extra=needs(Permission.READ),
 )
 async def list_flows(
     engine: EngineDep,
@@ -179,7 +184,12 @@ async def list_flows(
     return FlowList(runs=[flow_summary(run) for run in page], offset=offset, limit=limit)
 
 
-@router.get("/{flow_id}", response_model=FlowView, responses=responses(FLOW_EXAMPLE, 404, 422))
+@router.get(
+    "/{flow_id}",
+    response_model=FlowView,
+    responses=responses(FLOW_EXAMPLE, 404, 422),
+    openapi_extra=needs(Permission.READ),
+)
 async def get_flow(
     flow_id: str,
     engine: EngineDep,
@@ -209,7 +219,10 @@ async def get_flow(
 
 
 @router.get(
-    "/{flow_id}/history", response_model=FlowHistory, responses=responses(HISTORY_EXAMPLE, 404, 422)
+    "/{flow_id}/history",
+    response_model=FlowHistory,
+    responses=responses(HISTORY_EXAMPLE, 404, 422),
+    openapi_extra=needs(Permission.READ),
 )
 async def get_history(flow_id: str, engine: EngineDep) -> FlowHistory:
     """Every transition of the run, in order, with its time and the action it concerns;
@@ -223,7 +236,7 @@ async def get_history(flow_id: str, engine: EngineDep) -> FlowHistory:
     "/{flow_id}/events/{event}",
     response_model=Accepted,
     responses=responses({"status": "delivered"}, 404, 409, 413, 422),
-    openapi_extra=request_example({"opened": True}),
+    openapi_extra=needs(Permission.SEND_EVENTS, request_example({"opened": True})),
 )
 async def send_event(
     flow_id: str,
@@ -243,7 +256,12 @@ async def send_event(
     return Accepted(status="delivered" if answer == "delivered" else "buffered")
 
 
-@router.post("/{flow_id}/pause", response_model=Accepted, responses=responses(OK, 404, 409, 422))
+@router.post(
+    "/{flow_id}/pause",
+    response_model=Accepted,
+    responses=responses(OK, 404, 409, 422),
+    openapi_extra=needs(Permission.LIFECYCLE),
+)
 async def pause(flow_id: str, engine: EngineDep, http_request: Request) -> Accepted:
     """Pauses a RUNNING run: results and timers that arrive are held (results answered
     ``held``) and nothing new is scheduled until resume; tasks already queued are still
@@ -252,7 +270,12 @@ async def pause(flow_id: str, engine: EngineDep, http_request: Request) -> Accep
     return Accepted(status="ok")
 
 
-@router.post("/{flow_id}/resume", response_model=Accepted, responses=responses(OK, 404, 409, 422))
+@router.post(
+    "/{flow_id}/resume",
+    response_model=Accepted,
+    responses=responses(OK, 404, 409, 422),
+    openapi_extra=needs(Permission.LIFECYCLE),
+)
 async def resume(flow_id: str, engine: EngineDep, http_request: Request) -> Accepted:
     """Resumes a PAUSED run, applying what was held meanwhile. 409 unless it is PAUSED."""
     await engine.resume(flow_id, by=principal_of(http_request.scope).name)
@@ -260,7 +283,10 @@ async def resume(flow_id: str, engine: EngineDep, http_request: Request) -> Acce
 
 
 @router.post(
-    "/{flow_id}/terminate", response_model=Accepted, responses=responses(OK, 404, 409, 422)
+    "/{flow_id}/terminate",
+    response_model=Accepted,
+    responses=responses(OK, 404, 409, 422),
+    openapi_extra=needs(Permission.LIFECYCLE),
 )
 async def terminate(flow_id: str, engine: EngineDep, http_request: Request) -> Accepted:
     """Ends the run as TERMINATED: its queued tasks are never delivered, its timers do
@@ -274,7 +300,7 @@ async def terminate(flow_id: str, engine: EngineDep, http_request: Request) -> A
     "/{flow_id}/retry",
     response_model=RetryResponse,
     responses=responses({"status": "ok", "actions": [3]}, 404, 409, 422),
-    openapi_extra=request_example({"input": {"userId": 42}}),
+    openapi_extra=needs(Permission.LIFECYCLE, request_example({"input": {"userId": 42}})),
 )
 async def retry(
     flow_id: str,
@@ -300,7 +326,7 @@ async def retry(
     status_code=CREATED,
     response_model=RerunResponse,
     responses=responses({"flowId": FLOW_ID}, 404, 413, 422, status=CREATED),
-    openapi_extra=request_example({"input": {"userId": 7}}),
+    openapi_extra=needs(Permission.START, request_example({"input": {"userId": 7}})),
 )
 async def rerun(
     flow_id: str,

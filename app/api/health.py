@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import EngineDep, SettingsDep
 from app.api.models import Health
+from app.api.security.permissions import Permission, needs
 
 router = APIRouter(tags=["health"])
 UNAVAILABLE = 503
@@ -29,6 +30,7 @@ UNAVAILABLE = 503
             },
         },
     },
+    openapi_extra=needs(Permission.PUBLIC),
 )
 async def health(engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     """200 when Redis answers a ping within ``ORCHY_HEALTH_TIMEOUT_SECONDS``, else 503 with

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 
 from app.api.deps import EngineDep, SettingsDep
 from app.api.models import (
@@ -14,6 +14,9 @@ from app.api.models import (
     WorkflowSummary,
 )
 from app.api.openapi_docs import request_example, responses
+from app.api.security.guard import require_actions
+from app.api.security.permissions import Permission, needs
+from app.api.security.principal import principal_of
 from app.api.workflow_schema import NOTIFICATION_EXAMPLE, StoredWorkflow, WorkflowBody
 from app.engine.catalog import action_to_json
 from app.engine.errors import Invalid, NotFound
@@ -37,7 +40,7 @@ ACTION_EXAMPLE = {
     "/workflow",
     response_model=WorkflowRegistered,
     responses=responses({"name": "notificationWorkflow", "version": 1, "created": True}, 422),
-    openapi_extra=request_example(NOTIFICATION_EXAMPLE),
+    openapi_extra=needs(Permission.DEFINE, request_example(NOTIFICATION_EXAMPLE)),
 )
 async def register_workflow(
     engine: EngineDep, definition: Annotated[WorkflowBody, Body()]
@@ -58,6 +61,7 @@ async def register_workflow(
     "/workflow",
     response_model=list[WorkflowSummary],
     responses=responses([{"name": "notificationWorkflow", "latestVersion": 2}]),
+    openapi_extra=needs(Permission.READ),
 )
 async def list_workflows(engine: EngineDep) -> list[WorkflowSummary]:
     """Every registered workflow's name and latest version."""
@@ -79,6 +83,7 @@ async def list_workflows(engine: EngineDep) -> list[WorkflowSummary]:
             "content": {"application/json": {"example": {**NOTIFICATION_EXAMPLE, "version": 1}}},
         },
     },
+    openapi_extra=needs(Permission.READ),
 )
 async def get_workflow(
     name: str, engine: EngineDep, version: int | None = Query(default=None, ge=1)
@@ -96,14 +101,18 @@ async def get_workflow(
     "/action",
     response_model=ActionDefinitionOut,
     responses=responses(ACTION_EXAMPLE, 422),
-    openapi_extra=request_example({"name": "query-db", "retryCount": 3, "timeoutSeconds": 30}),
+    openapi_extra=needs(
+        Permission.DEFINE_ACTIONS,
+        request_example({"name": "query-db", "retryCount": 3, "timeoutSeconds": 30}),
+    ),
 )
 async def put_action(
-    definition: ActionDefinition, engine: EngineDep, settings: SettingsDep
+    definition: ActionDefinition, engine: EngineDep, settings: SettingsDep, request: Request
 ) -> dict[str, Any]:
     """Stores a user action's retry and timeout settings, replacing any stored before;
     fields left out take the server's defaults (``ORCHY_DEFAULT_*``). Answers the settings
-    as stored."""
+    as stored. A worker token limited to some actions may define only those (else 403)."""
+    require_actions(request.scope, [definition.name], "name")
     defaults = ActionSettings.defaults(definition.name, settings)
     action = ActionSettings(
         name=definition.name,
@@ -130,19 +139,33 @@ def _within_max(field: str, seconds: float | None, most: float) -> float | None:
 
 
 @router.get(
-    "/action", response_model=list[ActionDefinitionOut], responses=responses([ACTION_EXAMPLE])
+    "/action",
+    response_model=list[ActionDefinitionOut],
+    responses=responses([ACTION_EXAMPLE]),
+    openapi_extra=needs(Permission.READ_ACTIONS),
 )
-async def list_actions(engine: EngineDep) -> list[dict[str, Any]]:
-    """Every stored action definition, by name (actions never defined are not listed)."""
-    return [action_to_json(action) for action in await engine.catalog.actions()]
+async def list_actions(engine: EngineDep, request: Request) -> list[dict[str, Any]]:
+    """Every stored action definition, by name (actions never defined are not listed); for
+    a worker token limited to some actions, those of them only."""
+    allowed = principal_of(request.scope).actions
+    return [
+        action_to_json(action)
+        for action in await engine.catalog.actions()
+        if allowed is None or action.name in allowed
+    ]
 
 
 @router.get(
-    "/action/{name}", response_model=ActionDefinitionOut, responses=responses(ACTION_EXAMPLE, 422)
+    "/action/{name}",
+    response_model=ActionDefinitionOut,
+    responses=responses(ACTION_EXAMPLE, 422),
+    openapi_extra=needs(Permission.READ_ACTIONS),
 )
-async def get_action(name: str, engine: EngineDep) -> dict[str, Any]:
+async def get_action(name: str, engine: EngineDep, request: Request) -> dict[str, Any]:
     """The settings the server applies to user action ``name``. Never 404: an action with
     no stored definition answers 200 with the server's defaults (``ORCHY_DEFAULT_RETRY_COUNT``,
     ``ORCHY_DEFAULT_RETRY_AFTER_SECONDS``, ``ORCHY_DEFAULT_RETRY_POLICY``,
-    ``ORCHY_DEFAULT_TIMEOUT_SECONDS``), which are what its tasks get."""
+    ``ORCHY_DEFAULT_TIMEOUT_SECONDS``), which are what its tasks get. A worker token limited
+    to some actions reads only those (else 403)."""
+    require_actions(request.scope, [name], "name")
     return action_to_json(await engine.catalog.action(name))

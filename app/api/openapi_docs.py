@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from app.api.models import ErrorResponse
+from app.api.security.permissions import Permission, needs
 
 DOCS_PATH = "/docs"
 SWAGGER_UI_PATH = "/docs/static"
@@ -54,7 +55,7 @@ def install_docs(app: FastAPI) -> None:
     route, which loads them from a CDN, is off)."""
     app.mount(SWAGGER_UI_PATH, StaticFiles(directory=SWAGGER_UI_FILES), name="swagger-ui")
 
-    @app.get(DOCS_PATH, include_in_schema=False)
+    @app.get(DOCS_PATH, include_in_schema=False, openapi_extra=needs(Permission.PUBLIC))
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from app.api.deps import EngineDep
 from app.api.models import QueueList, QueueView
 from app.api.openapi_docs import responses
+from app.api.security.permissions import Permission, needs
 from app.api.views import iso
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -21,7 +22,12 @@ QUEUES_EXAMPLE = {
 }
 
 
-@router.get("/queues", response_model=QueueList, responses=responses(QUEUES_EXAMPLE))
+@router.get(
+    "/queues",
+    response_model=QueueList,
+    responses=responses(QUEUES_EXAMPLE),
+    openapi_extra=needs(Permission.READ),
+)
 async def list_queues(engine: EngineDep) -> QueueList:
     """Every known user action (named by a registered workflow, defined, or polled for): the
     tasks waiting in its queue and when a worker last polled for it (null: never)."""

@@ -1,6 +1,12 @@
 """Workers: poll, results, heartbeats. Every route here is a ``WorkerRoute``
 (``app/api/worker_routes.py``): documented by FastAPI, served by the fast path, its endpoint
-called with its path parameters, its validated body and the request."""
+called with its path parameters, its validated body and the request.
+
+A worker token limited to some action names (``Principal.actions``) may poll, and offer in a
+``next``, only those. Results, failures and heartbeats are not checked against the task's
+action: a task id carries the lease secret that only the poll (or ``next``) leasing it was
+told, so a limited worker holds ids of its own actions' tasks only, and checking would cost
+a read of the task per result."""
 
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ from app.api.models import (
     TakeNextRequest,
 )
 from app.api.openapi_docs import request_example, responses
+from app.api.security.guard import require_actions
+from app.api.security.permissions import Permission, needs
 from app.api.worker_routes import WorkerRoute
 from app.engine.engine import Failure, Result, Success, TakeNext
 from app.engine.errors import EngineError, Invalid, TooLarge
@@ -57,13 +65,14 @@ def _json(body: bytes) -> Response:
     "/poll",
     response_model=PollResponse,
     responses=responses({"tasks": [TASK_EXAMPLE]}, 413, 422),
-    openapi_extra=request_example(POLL_EXAMPLE),
+    openapi_extra=needs(Permission.WORK, request_example(POLL_EXAMPLE)),
 )
 async def poll(request: PollRequest, http_request: Request) -> Response:
     """Leases up to ``max`` tasks of ``actions`` to ``workerId``, waiting up to
     ``waitSeconds`` (at most ``ORCHY_POLL_MAX_WAIT_SECONDS``) for one; ``tasks`` is empty
     when none came. Each task is leased for its action's ``timeoutSeconds``: answer it with
     ``/complete`` or ``/fail`` (or extend it with ``/heartbeat``) before then."""
+    require_actions(http_request.scope, request.actions, "actions")
     engine, settings = engine_and_settings(http_request)
     if request.max > settings.poll_max_tasks:
         raise Invalid(f"max: at most {settings.poll_max_tasks} tasks per poll")
@@ -100,7 +109,7 @@ def _tasks_json(tasks: list[LeasedTask]) -> bytes:
     "/{task_id}/complete",
     response_model=Completed,
     responses=responses({"status": "ok"}, 404, 409, 413, 422),
-    openapi_extra=request_example({"output": OUTPUT_EXAMPLE}),
+    openapi_extra=needs(Permission.WORK, request_example({"output": OUTPUT_EXAMPLE})),
 )
 async def complete(task_id: str, request: CompleteRequest, http_request: Request) -> Response:
     """Applies the attempt's output (at most ``ORCHY_MAX_OUTPUT_BYTES``): ``ok``, or
@@ -109,7 +118,7 @@ async def complete(task_id: str, request: CompleteRequest, http_request: Request
     ``next``, as in ``/tasks/results``, the user tasks the output starts are leased to that
     worker at once and answered in ``tasks``."""
     engine, settings = engine_and_settings(http_request)
-    take_next = _take_next(request.next, settings)
+    take_next = _take_next(request.next, settings, http_request)
     applied = await engine.apply_results([(task_id, Success(request.output))], take_next)
     [answer] = applied.answers
     if isinstance(answer, EngineError):
@@ -124,7 +133,9 @@ async def complete(task_id: str, request: CompleteRequest, http_request: Request
     "/{task_id}/fail",
     response_model=Accepted,
     responses=responses({"status": "ok"}, 404, 409, 413, 422),
-    openapi_extra=request_example({"error": "SMTP server refused", "retryable": True}),
+    openapi_extra=needs(
+        Permission.WORK, request_example({"error": "SMTP server refused", "retryable": True})
+    ),
 )
 async def fail(task_id: str, request: FailRequest, http_request: Request) -> Response:
     """Reports a failed attempt: retried per the action's policy, unless ``retryable`` is
@@ -146,11 +157,14 @@ async def fail(task_id: str, request: FailRequest, http_request: Request) -> Res
         413,
         422,
     ),
-    openapi_extra=request_example(
-        {
-            "results": [{"taskId": TASK_ID, "output": OUTPUT_EXAMPLE}],
-            "next": {"workerId": "worker-1", "actions": ["query-db", "sendEmail"], "max": 16},
-        }
+    openapi_extra=needs(
+        Permission.WORK,
+        request_example(
+            {
+                "results": [{"taskId": TASK_ID, "output": OUTPUT_EXAMPLE}],
+                "next": {"workerId": "worker-1", "actions": ["query-db", "sendEmail"], "max": 16},
+            }
+        ),
     ),
 )
 async def results(request: ResultsRequest, http_request: Request) -> Response:
@@ -159,7 +173,7 @@ async def results(request: ResultsRequest, http_request: Request) -> Response:
     engine, settings = engine_and_settings(http_request)
     if len(request.results) > settings.poll_max_tasks:
         raise Invalid(f"results: at most {settings.poll_max_tasks} per request")
-    take_next = _take_next(request.next, settings)
+    take_next = _take_next(request.next, settings, http_request)
     statuses: list[ResultStatus | None] = [None] * len(request.results)
     accepted: list[tuple[int, tuple[str, Result]]] = []
     for index, item in enumerate(request.results):
@@ -189,9 +203,12 @@ async def results(request: ResultsRequest, http_request: Request) -> Response:
     return _json(b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased) + b"}")
 
 
-def _take_next(offer: TakeNextRequest | None, settings: Settings) -> TakeNext | None:
+def _take_next(
+    offer: TakeNextRequest | None, settings: Settings, http_request: Request
+) -> TakeNext | None:
     if offer is None:
         return None
+    require_actions(http_request.scope, offer.actions, "next.actions")
     if offer.max > settings.poll_max_tasks:
         raise Invalid(f"next.max: at most {settings.poll_max_tasks} tasks")
     return TakeNext(offer.workerId, frozenset(offer.actions), offer.max)
@@ -206,6 +223,7 @@ def _refused(task_id: str, error: Exception) -> ResultStatus:
     "/{task_id}/heartbeat",
     response_model=Accepted,
     responses=responses({"status": "ok"}, 404, 409, 422),
+    openapi_extra=needs(Permission.WORK),
 )
 async def heartbeat(task_id: str, http_request: Request) -> Response:
     """Extends the attempt's lease by the action's ``timeoutSeconds``."""
