@@ -4,8 +4,6 @@ and says so."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from app.api.security.browsers import BadOrigin, allowed_origins
 from app.api.security.loopback import is_loopback_bind
 from app.settings import Settings
@@ -22,12 +20,6 @@ def refusal(settings: Settings) -> str | None:
         allowed_origins(settings.allowed_origins)
     except BadOrigin as error:
         return str(error)
-    keys_file = settings.api_keys_file
-    if keys_file and not Path(keys_file).is_file():
-        return (
-            f"ORCHY_API_KEYS_FILE names {keys_file}, which is not a file: "
-            "the server would start without its keys"
-        )
     if settings.auth_configured or settings.insecure or is_loopback_bind(settings.host):
         return None
     return (
