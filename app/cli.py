@@ -179,6 +179,13 @@ def serve(
             help="Require client certificates signed by this CA: mTLS (ORCHY_SSL_CA_CERTS)."
         ),
     ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve without authentication on a non-loopback address (ORCHY_INSECURE).",
+        ),
+    ] = False,
 ) -> None:
     """Start the server (the embedded Redis unless REDIS_URL is set)."""
     from app.api.security.settings_errors import AuthSettingsError
@@ -188,6 +195,8 @@ def serve(
     settings = get_settings().model_copy(
         update={name: value for name, value in given.items() if value is not None}
     )
+    if insecure:
+        settings = settings.model_copy(update={"insecure": True})
     try:
         run_server(settings, host or settings.host, port or settings.port, workers)
     except (ServeError, AuthSettingsError) as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import socket
 import ssl
 from typing import Any
@@ -19,8 +20,9 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
+from app import safe_defaults
 from app.http_protocol import OneWriteHttpToolsProtocol
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from app.store.connection import RedisUnusable, check_redis_url
 from app.store.embedded import DataDirInUse, check_folder_free, data_dir_path
 
@@ -118,8 +120,20 @@ class OrchyServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def publish_address(host: str) -> None:
+    """The application is imported by uvicorn (in each server process of ``--workers``) and
+    reads its settings from the environment: it learns the address it is bound to here, so
+    that a server on loopback checks the ``Host`` of its requests (README: Browsers)."""
+    os.environ["ORCHY_HOST"] = host
+    get_settings.cache_clear()
+
+
 def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     """Runs the server until SIGINT/SIGTERM; ServeError if it cannot start."""
+    settings = settings.model_copy(update={"host": host, "port": port})
+    unsafe = safe_defaults.refusal(settings)
+    if unsafe is not None:
+        raise ServeError(unsafe)
     if workers > 1 and not settings.redis_url:
         raise ServeError(
             "--workers above 1 needs REDIS_URL: the embedded Redis belongs to one process"
@@ -137,6 +151,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         except RedisUnusable as error:
             sock.close()
             raise ServeError(str(error)) from None
+    publish_address(host)
     config = uvicorn.Config(
         APP_PATH,
         host=host,
@@ -149,6 +164,9 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         **tls,
     )
+    open_notice = safe_defaults.notice(settings)  # logged once uvicorn set the logging up
+    if open_notice is not None:
+        log.warning(open_notice)
     if workers > 1:
         log.info(
             "listening on %s://%s:%d with %d server processes%s",

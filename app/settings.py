@@ -204,6 +204,8 @@ class Settings(WorkerSettings):
     # separated); a request with another Origin is refused. Hosts a loopback server answers.
     allowed_origins: str = ""
     allowed_hosts: str = ""
+    # How long a browser may keep the answer to a CORS preflight of an allowed origin.
+    cors_max_age_seconds: int = 600
     # Serve without authentication on a non-loopback address (``orchy serve --insecure``).
     insecure: bool = False
     # TLS of the HTTP server; with ``ssl_ca_certs`` every client must show a certificate.

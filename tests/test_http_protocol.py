@@ -24,7 +24,7 @@ async def test_a_client_that_expects_100_continue_gets_it_before_it_sends_its_bo
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
         writer.write(
-            f"POST {TASK_PATH} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            f"POST {TASK_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
         )
         await writer.drain()
@@ -50,7 +50,7 @@ async def test_answers_on_one_connection_each_come_whole_and_in_order(
         for index in range(3):
             body = orjson.dumps({"error": f"boom {index}"})
             writer.write(
-                f"POST /tasks/x{index}/fail HTTP/1.1\r\nHost: test\r\n"
+                f"POST /tasks/x{index}/fail HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )

@@ -16,6 +16,7 @@ from app.api import events, executions, flows, health, metadata, queues, tasks
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi_docs import install_docs, operation_id
+from app.api.security.browsers import BrowserGuard
 from app.api.security.guard import install_auth
 from app.api.worker_routes import serve_first
 from app.engine import run_log
@@ -116,6 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (queues, flows, executions, events, metadata, health):
         app.include_router(module.router)
     install_docs(app)
-    # Last: every route is in place, and the authentication middleware is the outermost.
+    # Every route is in place; the authentication middleware goes outside the others.
     install_auth(app, settings)
+    # Added last, so outermost: a web page's request is refused before anything reads it
+    # (authentication included: a CORS preflight carries no token).
+    app.add_middleware(BrowserGuard, settings=settings)
     return app
