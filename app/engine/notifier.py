@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from app.engine import run_log
 from app.engine.sweeper import Sweeper
 from app.engine.wakeups import Wakeups
+from app.telemetry.recorder import Telemetry
 
 log = logging.getLogger("orchy.notify")
 
@@ -24,6 +25,7 @@ class Notifier:
         wakeups: Wakeups,
         sweeper: Sweeper | None,
         reconnect_seconds: float,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.client = client
         self.channel = channel
@@ -31,6 +33,8 @@ class Notifier:
         self.sweeper = sweeper
         self.reconnect_seconds = reconnect_seconds
         self.subscribed = asyncio.Event()
+        self.telemetry = telemetry
+        self._counting: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         while True:
@@ -67,4 +71,16 @@ class Notifier:
             self.sweeper.notify(int(partition), int(float(rest)))
         elif kind == run_log.FINISHED:
             run_log.finished(rest)
-            self.wakeups.run_ended(rest.split("|", 1)[0])
+            flow_id, status = [*rest.split("|", 2), ""][:2]
+            self.wakeups.run_ended(flow_id)
+            if self.telemetry is not None:
+                counting = asyncio.ensure_future(self._run_ended(flow_id, status))
+                self._counting.add(counting)  # a reference, until it is done
+                counting.add_done_callback(self._counting.discard)
+
+    async def _run_ended(self, flow_id: str, status: str) -> None:
+        assert self.telemetry is not None
+        try:
+            await self.telemetry.run_ended(flow_id, status)
+        except Exception as error:  # only a metric or a span is lost
+            log.warning("end of run %s not counted: %s", flow_id, error)

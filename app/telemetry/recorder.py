@@ -1,0 +1,139 @@
+"""``Telemetry``: what the engine tells at its few central places (a run started, tasks
+leased, an attempt ended, timers due, a run ended), turned into metrics and, with
+``ORCHY_OTEL=true``, spans."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from app.engine.ids import TimerKind
+from app.settings import Settings
+from app.telemetry import metrics, trace_ids
+
+if TYPE_CHECKING:
+    from app.store import LeasedTask, PlannedOp, Store
+    from app.store.store import Applied, RunStart, Transition
+    from app.telemetry.tracing import RunTracing
+
+MS_PER_SECOND = 1000
+RETRYING = "QUEUED"  # an attempt's outcome when its action's retry policy retries it
+APPLIED = "ok"  # transition.lua's answer when it applied
+FAILED_OP = "failed"
+# The ops of a plan that end a system action's execution (planner.py): its output, or its
+# failure.
+SYSTEM_ACTION_ENDS = frozenset({"done", FAILED_OP})
+
+
+def _now_ms() -> int:
+    return round(time.time() * MS_PER_SECOND)
+
+
+def _attempt_key(task_id: str) -> str:
+    """``<flowId>.<seq>.<attempt>`` of a task id (which adds the lease secret)."""
+    flow_id, seq, attempt = task_id.split(".", 3)[:3]
+    return f"{flow_id}.{seq}.{attempt}"
+
+
+class Telemetry:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.tracing: RunTracing | None = None
+        if settings.otel:
+            from app.telemetry.tracing import RunTracing
+
+            self.tracing = RunTracing(settings.otel_exporter)
+        # When this process leased each attempt in hand (ms), by "<flowId>.<seq>.<attempt>".
+        # A result that reaches another server process is timed from its execution's start.
+        self._leased_at: OrderedDict[str, int] = OrderedDict()
+        self._lease_memory = settings.lease_clock_size
+
+    def traceparent(self, flow_id: str, task_id: str) -> str | None:
+        """The W3C trace context a leased task carries to its worker (tracing on)."""
+        if self.tracing is None:
+            return None
+        _, seq, attempt = _attempt_key(task_id).rsplit(".", 2)
+        return trace_ids.traceparent(flow_id, int(seq), int(attempt))
+
+    def runs_started(self, starts: Sequence[RunStart], created: Sequence[bool]) -> None:
+        for start, was_created in zip(starts, created, strict=True):
+            if was_created:
+                metrics.run_started(start.name)
+                self._system_actions(start.flow_id, start.ops)
+
+    def leased(self, tasks: Sequence[LeasedTask]) -> None:
+        if not tasks:
+            return
+        now = _now_ms()
+        leased_at = self._leased_at
+        for task in tasks:
+            leased_at[_attempt_key(task.task_id)] = now
+        while len(leased_at) > self._lease_memory:
+            leased_at.popitem(last=False)
+
+    def attempt_ended(
+        self,
+        flow_id: str,
+        seq: int,
+        attempt: int,
+        action: str,
+        created_ms: int | None,
+        new_status: str,
+        error: str,
+        ended_by: TimerKind | None = None,
+    ) -> None:
+        """A user task's attempt ended (a worker's result, or ``ended_by`` a timer) and its
+        transition applied."""
+        if new_status == RETRYING:
+            metrics.retried(action)
+        if ended_by is TimerKind.LEASE:
+            metrics.lease_expired(action)
+        elif ended_by is TimerKind.POLL_TIMEOUT:
+            metrics.poll_timed_out(action)
+        now = _now_ms()
+        leased_at = self._leased_at.pop(f"{flow_id}.{seq}.{attempt}", None)
+        if leased_at is not None:
+            waited = (
+                (leased_at - created_ms) / MS_PER_SECOND if created_ms and attempt == 1 else None
+            )
+            metrics.attempt_timed(action, waited, (now - leased_at) / MS_PER_SECOND)
+        if self.tracing is not None:
+            from app.telemetry.tracing import SpanTimes
+
+            start = leased_at or created_ms or now
+            self.tracing.attempt_ended(flow_id, seq, attempt, action, SpanTimes(start, now), error)
+
+    def transitions_applied(
+        self, changes: Sequence[Transition], replies: Sequence[Applied]
+    ) -> None:
+        """Spans of the system actions that ended within these transitions (tracing on)."""
+        if self.tracing is None:
+            return
+        for change, reply in zip(changes, replies, strict=True):
+            if reply.status == APPLIED:
+                self._system_actions(change.flow_id, change.ops)
+
+    def _system_actions(self, flow_id: str, ops: Sequence[PlannedOp]) -> None:
+        if self.tracing is None:
+            return
+        now = _now_ms()
+        for op in ops:
+            if op.kind in SYSTEM_ACTION_ENDS:
+                error = op.payload if op.kind == FAILED_OP else ""
+                self.tracing.system_action(flow_id, op.action_id, op.kind, now, error)
+
+    async def run_ended(self, flow_id: str, status: str) -> None:
+        """A run ended: every server process hears it; the first to claim it counts it."""
+        fields = await self.store.claim_run_end(flow_id)
+        if fields is None:
+            return
+        workflow = fields["name"] or ""
+        metrics.run_ended(workflow, status)
+        if self.tracing is not None:
+            from app.telemetry.tracing import SpanTimes
+
+            end = int(fields["finishedAt"] or _now_ms())
+            start = int(fields["createdAt"] or end)
+            self.tracing.run_ended(flow_id, workflow, status, SpanTimes(start, end))
