@@ -112,10 +112,13 @@ def run_ended(workflow: str, status: str) -> None:
     RUNS_ENDED.labels(workflow, status).inc()
 
 
-def attempt_timed(action: str, queued_seconds: float | None, executed_seconds: float) -> None:
+def attempt_timed(
+    action: str, queued_seconds: float | None, executed_seconds: float | None
+) -> None:
     if queued_seconds is not None:
         _queue_wait[action].observe(max(queued_seconds, 0.0))
-    _execution[action].observe(max(executed_seconds, 0.0))
+    if executed_seconds is not None:
+        _execution[action].observe(max(executed_seconds, 0.0))
 
 
 def retried(action: str) -> None:

@@ -95,10 +95,13 @@ class Telemetry:
         now = _now_ms()
         leased_at = self._leased_at.pop(f"{flow_id}.{seq}.{attempt}", None)
         if leased_at is not None:
-            waited = (
-                (leased_at - created_ms) / MS_PER_SECOND if created_ms and attempt == 1 else None
-            )
-            metrics.attempt_timed(action, waited, (now - leased_at) / MS_PER_SECOND)
+            waited = None
+            if created_ms and attempt == 1:
+                waited = (leased_at - created_ms) / MS_PER_SECOND
+            executed = None
+            if ended_by is not TimerKind.LEASE:  # a result came
+                executed = (now - leased_at) / MS_PER_SECOND
+            metrics.attempt_timed(action, waited, executed)
         if self.tracing is not None:
             from app.telemetry.tracing import SpanTimes
 
