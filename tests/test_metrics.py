@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from app.settings import Settings
 from orchy import NonRetryableError, Worker
@@ -150,6 +149,18 @@ async def test_retries_lease_expiries_poll_timeouts_and_timer_lag(
     )
 
 
+def _serve_two_processes(port: int, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", str(port)],
+            cwd=ROOT,
+            env=clean_env(REDIS_URL=redis_url),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
 async def test_two_server_processes_answer_the_same_counts(
     processes: Processes, tmp_path: Path
 ) -> None:
@@ -158,15 +169,7 @@ async def test_two_server_processes_answer_the_same_counts(
     await redis.start()
     port = free_port()
     log = tmp_path / "server.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", str(port)],
-            cwd=ROOT,
-            env=clean_env(REDIS_URL=redis.url),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    server = _serve_two_processes(port, redis.url, log)
     try:
         url = f"http://127.0.0.1:{port}"
 
