@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from app.store.store import Applied, RunStart, Transition
     from app.telemetry.tracing import RunTracing
 
-MS_PER_SECOND = 1000
+NS_PER_MS = 1_000_000
+NS_PER_SECOND = 1_000_000_000
 RETRYING = "QUEUED"  # an attempt's outcome when its action's retry policy retries it
 APPLIED = "ok"  # transition.lua's answer when it applied
 FAILED_OP = "failed"
@@ -27,8 +28,8 @@ FAILED_OP = "failed"
 SYSTEM_ACTION_ENDS = frozenset({"done", FAILED_OP})
 
 
-def _now_ms() -> int:
-    return round(time.time() * MS_PER_SECOND)
+def _ms_in_ns(ms: int) -> int:
+    return ms * NS_PER_MS
 
 
 def _attempt_key(task_id: str) -> str:
@@ -45,8 +46,9 @@ class Telemetry:
             from app.telemetry.tracing import RunTracing
 
             self.tracing = RunTracing(settings.otel_exporter)
-        # When this process leased each attempt in hand (ms), by "<flowId>.<seq>.<attempt>".
-        # A result that reaches another server process is timed from its execution's start.
+        # When this process leased each attempt in hand (ns since the epoch), by
+        # "<flowId>.<seq>.<attempt>". A result that reaches another server process is not
+        # in the histograms, and its span starts at its execution's creation.
         self._leased_at: OrderedDict[str, int] = OrderedDict()
         self._lease_memory = settings.lease_clock_size
 
@@ -66,7 +68,7 @@ class Telemetry:
     def leased(self, tasks: Sequence[LeasedTask]) -> None:
         if not tasks:
             return
-        now = _now_ms()
+        now = time.time_ns()
         leased_at = self._leased_at
         for task in tasks:
             leased_at[_attempt_key(task.task_id)] = now
@@ -92,20 +94,20 @@ class Telemetry:
             metrics.lease_expired(action)
         elif ended_by is TimerKind.POLL_TIMEOUT:
             metrics.poll_timed_out(action)
-        now = _now_ms()
+        now = time.time_ns()
         leased_at = self._leased_at.pop(f"{flow_id}.{seq}.{attempt}", None)
         if leased_at is not None:
             waited = None
             if created_ms and attempt == 1:
-                waited = (leased_at - created_ms) / MS_PER_SECOND
+                waited = (leased_at - _ms_in_ns(created_ms)) / NS_PER_SECOND
             executed = None
             if ended_by is not TimerKind.LEASE:  # a result came
-                executed = (now - leased_at) / MS_PER_SECOND
+                executed = (now - leased_at) / NS_PER_SECOND
             metrics.attempt_timed(action, waited, executed)
         if self.tracing is not None:
             from app.telemetry.tracing import SpanTimes
 
-            start = leased_at or created_ms or now
+            start = leased_at or (_ms_in_ns(created_ms) if created_ms else now)
             self.tracing.attempt_ended(flow_id, seq, attempt, action, SpanTimes(start, now), error)
 
     def transitions_applied(
@@ -121,7 +123,7 @@ class Telemetry:
     def _system_actions(self, flow_id: str, ops: Sequence[PlannedOp]) -> None:
         if self.tracing is None:
             return
-        now = _now_ms()
+        now = time.time_ns()
         for op in ops:
             if op.kind in SYSTEM_ACTION_ENDS:
                 error = op.payload if op.kind == FAILED_OP else ""
@@ -137,6 +139,6 @@ class Telemetry:
         if self.tracing is not None:
             from app.telemetry.tracing import SpanTimes
 
-            end = int(fields["finishedAt"] or _now_ms())
-            start = int(fields["createdAt"] or end)
+            end = _ms_in_ns(int(fields["finishedAt"])) if fields["finishedAt"] else time.time_ns()
+            start = _ms_in_ns(int(fields["createdAt"])) if fields["createdAt"] else end
             self.tracing.run_ended(flow_id, workflow, status, SpanTimes(start, end))

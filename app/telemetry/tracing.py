@@ -36,7 +36,6 @@ from app.telemetry import trace_ids
 
 SERVICE = "orchy-server"
 CONSOLE = "console"
-NS_PER_MS = 1_000_000
 _random = RandomIdGenerator()
 # The ids of the span being started now (spans are started one at a time, in one thread).
 _chosen: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
@@ -75,8 +74,10 @@ def _provider(exporter: str) -> TracerProvider:
 
 @dataclass(frozen=True)
 class SpanTimes:
-    start_ms: int
-    end_ms: int
+    """Nanoseconds since the epoch, as OpenTelemetry takes them."""
+
+    start_ns: int
+    end_ns: int
 
 
 class RunTracing:
@@ -111,13 +112,13 @@ class RunTracing:
                 context=context,
                 kind=kind,
                 attributes=attributes,
-                start_time=times.start_ms * NS_PER_MS,
+                start_time=times.start_ns,
             )
         finally:
             _chosen.reset(token)
         if error:
             span.set_status(Status(StatusCode.ERROR, error))
-        span.end(end_time=max(times.end_ms, times.start_ms) * NS_PER_MS)
+        span.end(end_time=max(times.end_ns, times.start_ns))
 
     def run_ended(self, flow_id: str, workflow: str, status: str, times: SpanTimes) -> None:
         self._emit(
@@ -149,7 +150,7 @@ class RunTracing:
         )
 
     def system_action(
-        self, flow_id: str, action_id: int, kind: str, at_ms: int, error: str
+        self, flow_id: str, action_id: int, kind: str, at_ns: int, error: str
     ) -> None:
         """A system action that ran within a transition (a script, a switch, a set)."""
         trace_id = trace_ids.trace_id(flow_id)
@@ -157,7 +158,7 @@ class RunTracing:
             f"action {action_id}",
             (trace_id, _random.generate_span_id()),
             trace_ids.run_span_id(flow_id),
-            SpanTimes(at_ms, at_ms),
+            SpanTimes(at_ns, at_ns),
             {"orchy.flow_id": flow_id, "orchy.action_id": action_id, "orchy.op": kind},
             error=error,
         )
