@@ -6,6 +6,7 @@ them is asked."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -221,3 +222,12 @@ async def test_two_server_processes_answer_the_same_counts(
         server.terminate()
         await asyncio.to_thread(server.wait, 15)
     assert "Application shutdown complete" in log.read_text()
+
+
+async def test_the_readme_lists_every_metric_with_its_type(http: httpx.AsyncClient) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Prometheus metrics", 1)[1].split("### OpenTelemetry", 1)[0]
+    listed = set(re.findall(r"^\| `(orchy_\w+)` \| (\w+) \|", section, re.MULTILINE))
+    response = await http.get("/metrics")
+    served = set(re.findall(r"^# TYPE (orchy_\w+) (\w+)$", response.text, re.MULTILINE))
+    assert listed == served

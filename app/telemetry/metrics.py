@@ -23,6 +23,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
@@ -38,6 +39,9 @@ MS_PER_SECOND = 1000
 TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
 SCRIPT_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+# No ``*_created`` series (when each labelled counter was first used): noise to scrape.
+disable_created_metrics()
 
 RUNS_STARTED = Counter("orchy_runs_started", "Runs started, by workflow.", ["workflow"])
 RUNS_ENDED = Counter(
