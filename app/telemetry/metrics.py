@@ -41,7 +41,7 @@ SCRIPT_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 # No ``*_created`` series (when each labelled counter was first used): noise to scrape.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 RUNS_STARTED = Counter("orchy_runs_started", "Runs started, by workflow.", ["workflow"])
 RUNS_ENDED = Counter(
