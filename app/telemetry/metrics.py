@@ -13,7 +13,6 @@ on a child kept per label value, nothing that blocks."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -148,17 +147,27 @@ def redis_error(error: BaseException) -> None:
     REDIS_ERRORS.labels(type(error).__name__).inc()
 
 
-@contextlib.contextmanager
-def script_call(script: str) -> Iterator[None]:
+class _ScriptCall:
+    """Times one script call (a class, not a generator: this is on every request)."""
+
+    __slots__ = ("began", "child")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.began = time.perf_counter()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        if isinstance(error, RedisError):
+            redis_error(error)
+        self.child.observe(time.perf_counter() - self.began)
+
+
+def script_call(script: str) -> _ScriptCall:
     """Times a script call; counts it as a Redis error if it raises one."""
-    began = time.perf_counter()
-    try:
-        yield
-    except RedisError as error:
-        redis_error(error)
-        raise
-    finally:
-        _script_time[script].observe(time.perf_counter() - began)
+    return _ScriptCall(_script_time[script])
 
 
 class TimedScript:
