@@ -20,7 +20,13 @@ from orchy.testing import running_worker
 from tests.helpers.definitions import set_action, user, workflow
 from tests.helpers.http import Api, ServerThread, api_of, free_port
 from tests.helpers.metrics import Samples, buckets, scrape, value
-from tests.helpers.processes import ROOT, Processes, RedisProcess, clean_env
+from tests.helpers.processes import (
+    ROOT,
+    SERVER_READY_SECONDS,
+    Processes,
+    RedisProcess,
+    clean_env,
+)
 from tests.helpers.waiting import unique, wait_until
 from tests.helpers.worker_wire import fast_worker
 
@@ -182,7 +188,8 @@ async def test_two_server_processes_answer_the_same_counts(
             except httpx.HTTPError:
                 return False
 
-        await wait_until(ready, 30.0, what="the server's processes to answer")
+        # Two processes start at once, each as long as one server does.
+        await wait_until(ready, 2 * SERVER_READY_SECONDS, what="the server's processes to answer")
         name, action = unique("metrics-multi"), unique("metrics-multi-action")
         runs = 8
         async with api_of(url) as api:

@@ -12,17 +12,9 @@ from app.telemetry import metrics
 
 router = APIRouter(tags=["metrics"])
 
-EXAMPLE = """# HELP orchy_runs_started_total Runs started, by workflow.
-# TYPE orchy_runs_started_total counter
-orchy_runs_started_total{workflow="order"} 42.0
-"""
-
-
-@router.get(
-    "/metrics",
-    response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {"example": EXAMPLE}}}},
-)
+# Not in the OpenAPI document, which describes the JSON API: Prometheus reads this route,
+# not API clients (README, "Metrics and tracing", lists the metrics).
+@router.get("/metrics", response_class=Response, include_in_schema=False)
 async def prometheus_metrics(engine: EngineDep) -> Response:
     """Runs started and ended by workflow; tasks queued and leased by action (read from
     Redis now); queue wait and execution time; lease expiries, retries and poll timeouts;
