@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 
+from app.engine.ids import idempotent_flow_id
 from app.settings import Settings
+from app.store.keys import Keys
 from orchy import NonRetryableError, Worker
 from orchy.testing import running_worker
 from tests.helpers.definitions import set_action, user, workflow
@@ -238,3 +240,38 @@ async def test_the_readme_lists_every_metric_with_its_type(http: httpx.AsyncClie
     response = await http.get("/metrics")
     served = set(re.findall(r"^# TYPE (orchy_\w+) (\w+)$", response.text, re.MULTILINE))
     assert listed == served
+
+
+async def test_a_script_that_redis_refuses_is_counted(
+    http: httpx.AsyncClient, api: Api, settings: Settings, redis_client: Any
+) -> None:
+    name, action, key = unique("metrics-refused"), unique("metrics-refused-action"), "k"
+    await api.register(workflow(name, user(1, action)))
+    keys = Keys(settings.partitions)
+    flow_id = idempotent_flow_id(name, key)
+    # The run's first task would be pushed to a key that is not a list: start.lua refuses.
+    queue = keys.queue(keys.partition_of(flow_id), action)
+    await api.start(name)  # start.lua is loaded in Redis: the refusal is its reply
+    before = await scrape(http)
+    await redis_client.set(queue, "not a list")
+    try:
+        # A 500; or, about one time in two, a connection closed without an answer (seen with
+        # uvicorn's "Exception in ASGI application" after the 500 handler ran): only the
+        # count matters here.
+        async with httpx.AsyncClient(base_url=str(http.base_url), timeout=30) as once:
+            try:
+                response = await once.post(
+                    "/flow/execute", json={"name": name, "idempotencyKey": key}
+                )
+                assert response.status_code == 500, (response.status_code, response.text)
+            except httpx.TransportError:
+                pass
+    finally:
+        await redis_client.delete(queue)
+    after = await scrape(http)
+    refused = "orchy_redis_errors_total"
+    assert (
+        value(after, refused, error="ResponseError")
+        == value(before, refused, error="ResponseError") + 1
+    )
+    assert value(after, "orchy_runs_started_total", workflow=name) == 1

@@ -12,6 +12,7 @@ from app.telemetry import metrics
 
 router = APIRouter(tags=["metrics"])
 
+
 # Not in the OpenAPI document, which describes the JSON API: Prometheus reads this route,
 # not API clients (README, "Metrics and tracing", lists the metrics).
 @router.get("/metrics", response_class=Response, include_in_schema=False)

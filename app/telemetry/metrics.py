@@ -83,7 +83,11 @@ SCRIPT_TIME = Histogram(
     ["script"],
     buckets=SCRIPT_BUCKETS,
 )
-REDIS_ERRORS = Counter("orchy_redis_errors", "Redis calls that failed, by error type.", ["error"])
+REDIS_ERRORS = Counter(
+    "orchy_redis_errors",
+    "Script calls that failed in Redis (connection lost, timeout, error reply), by error type.",
+    ["error"],
+)
 
 
 class _Children:
