@@ -43,8 +43,12 @@ class Telemetry:
         self.store = store
         self.tracing: RunTracing | None = None
         if settings.otel:
-            from app.telemetry.tracing import RunTracing
-
+            try:
+                from app.telemetry.tracing import RunTracing
+            except ImportError as error:
+                raise RuntimeError(
+                    f"ORCHY_OTEL=true needs OpenTelemetry: pip install 'orchy[otel]' ({error})"
+                ) from error
             self.tracing = RunTracing(settings.otel_exporter)
         # When this process leased each attempt in hand (ns since the epoch), by
         # "<flowId>.<seq>.<attempt>". A result that reaches another server process is not
