@@ -34,7 +34,6 @@ class Notifier:
         self.reconnect_seconds = reconnect_seconds
         self.subscribed = asyncio.Event()
         self.telemetry = telemetry
-        self._counting: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         while True:
@@ -74,13 +73,4 @@ class Notifier:
             flow_id, status = [*rest.split("|", 2), ""][:2]
             self.wakeups.run_ended(flow_id)
             if self.telemetry is not None:
-                counting = asyncio.ensure_future(self._run_ended(flow_id, status))
-                self._counting.add(counting)  # a reference, until it is done
-                counting.add_done_callback(self._counting.discard)
-
-    async def _run_ended(self, flow_id: str, status: str) -> None:
-        assert self.telemetry is not None
-        try:
-            await self.telemetry.run_ended(flow_id, status)
-        except Exception as error:  # only a metric or a span is lost
-            log.warning("end of run %s not counted: %s", flow_id, error)
+                self.telemetry.run_ended(flow_id, status)

@@ -4,6 +4,8 @@ leased, an attempt ended, timers due, a run ended), turned into metrics and, wit
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from app.store import LeasedTask, PlannedOp, Store
     from app.store.store import Applied, RunStart, Transition
     from app.telemetry.tracing import RunTracing
+
+log = logging.getLogger("orchy.telemetry")
 
 NS_PER_MS = 1_000_000
 NS_PER_SECOND = 1_000_000_000
@@ -55,6 +59,8 @@ class Telemetry:
         # in the histograms, and its span starts at its execution's creation.
         self._leased_at: OrderedDict[str, int] = OrderedDict()
         self._lease_memory = settings.lease_clock_size
+        self._ended: list[tuple[str, str]] = []  # runs ended, not claimed yet
+        self._claiming: asyncio.Future[None] | None = None
 
     def traceparent(self, flow_id: str, task_id: str) -> str | None:
         """The W3C trace context a leased task carries to its worker (tracing on)."""
@@ -133,11 +139,27 @@ class Telemetry:
                 error = op.payload if op.kind == FAILED_OP else ""
                 self.tracing.system_action(flow_id, op.action_id, op.kind, now, error)
 
-    async def run_ended(self, flow_id: str, status: str) -> None:
-        """A run ended: every server process hears it; the first to claim it counts it."""
-        fields = await self.store.claim_run_end(flow_id)
-        if fields is None:
-            return
+    def run_ended(self, flow_id: str, status: str) -> None:
+        """A run ended. Every server process hears it; the first to claim it counts it (and
+        emits its span). Ends are claimed in batches, one round trip at a time, so that a
+        burst of them never holds more than one Redis connection."""
+        self._ended.append((flow_id, status))
+        if self._claiming is None or self._claiming.done():
+            self._claiming = asyncio.ensure_future(self._claim_ends())
+
+    async def _claim_ends(self) -> None:
+        while self._ended:
+            batch, self._ended = self._ended, []
+            try:
+                claims = await self.store.claim_run_ends([flow_id for flow_id, _ in batch])
+            except Exception as error:  # only metrics and spans are lost
+                log.warning("ends of %d runs not counted: %s", len(batch), error)
+                continue
+            for (flow_id, status), fields in zip(batch, claims, strict=True):
+                if fields is not None:
+                    self._count_end(flow_id, status, fields)
+
+    def _count_end(self, flow_id: str, status: str, fields: dict[str, str]) -> None:
         workflow = fields["name"] or ""
         metrics.run_ended(workflow, status)
         if self.tracing is not None:
