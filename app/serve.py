@@ -9,11 +9,14 @@ in flight, so that connected workers never hold a stop for the rest of their pol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import os
 import socket
 import ssl
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -22,11 +25,12 @@ from uvicorn.supervisors import Multiprocess
 
 from app import safe_defaults
 from app.http_protocol import OneWriteHttpToolsProtocol
-from app.settings import Settings, get_settings
+from app.settings import LogFormat, Settings, get_settings
 from app.store.connection import RedisUnusable, check_redis_url
 from app.store.embedded import DataDirInUse, check_folder_free, data_dir_path
 
 APP_PATH = "app.main:app"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's; see metrics_folder
 log = logging.getLogger("orchy.serve")
 
 
@@ -79,11 +83,32 @@ def _reason(error: OSError | ssl.SSLError) -> str:
     return (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
 
 
-def log_config() -> dict[str, Any]:
-    """uvicorn's logging, with Orchy's own loggers (``orchy.*``) on the same stream."""
+def log_config(log_format: LogFormat = LogFormat.TEXT) -> dict[str, Any]:
+    """uvicorn's logging, with Orchy's own loggers (``orchy.*``) on the same stream; every
+    line a JSON object with ``LogFormat.JSON``."""
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["orchy"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    if log_format is LogFormat.JSON:
+        json_lines = {"()": "app.telemetry.json_logs.JsonFormatter"}
+        config["formatters"] = {"default": json_lines, "access": json_lines}
     return config
+
+
+@contextlib.contextmanager
+def metrics_folder(workers: int) -> Iterator[None]:
+    """With several server processes, a folder where each keeps its metrics, so that any of
+    them answers ``/metrics`` for all (prometheus-client's multiprocess mode; the processes
+    read ``PROMETHEUS_MULTIPROC_DIR`` when they start). One given in the environment is
+    used as it is."""
+    if workers <= 1 or os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="orchy-metrics-") as folder:
+        os.environ[MULTIPROCESS_DIR] = folder
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIR]
 
 
 def _orchy_app(app: Any) -> Any:
@@ -158,7 +183,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         http=OneWriteHttpToolsProtocol,
-        log_config=log_config(),
+        log_config=log_config(settings.log_format),
         log_level="info",
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
@@ -176,7 +201,8 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
             workers,
             mutual(config),
         )
-        Multiprocess(config, sockets=[sock]).run()
+        with metrics_folder(workers):
+            Multiprocess(config, sockets=[sock]).run()
         return
     server = OrchyServer(config)
     server.run(sockets=[sock])

@@ -4,6 +4,7 @@ library's are in ``orchy/worker/settings.py``, which ``Settings`` extends."""
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from orchy.worker.settings import WorkerSettings
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
 
 
 def default_data_dir() -> str:
@@ -220,6 +226,18 @@ class Settings(WorkerSettings):
 
     # Finished runs (and their history) expire after this long.
     retention_seconds: int = 7 * 24 * 3600
+
+    # -- metrics, traces and logs (README: Metrics and tracing) ---------------------------
+    # Server logs: "text" (uvicorn's lines) or "json" (one JSON object per line).
+    log_format: LogFormat = LogFormat.TEXT
+    # OpenTelemetry traces of runs (needs the ``orchy[otel]`` extra), and where they go
+    # when the application set up no tracer provider: "otlp" (OTEL_EXPORTER_OTLP_*) or
+    # "console".
+    otel: bool = False
+    otel_exporter: str = "otlp"
+    # Lease times a server process remembers (one per task in hand, for the queue-wait and
+    # execution-time histograms and spans); the oldest are forgotten beyond this.
+    lease_clock_size: int = 100_000
     # The worker library's settings (worker_*, poll_max_tasks) come from WorkerSettings.
 
 

@@ -69,6 +69,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role] | str] = {
 OUTSIDE_THE_SCHEMA: dict[tuple[str, str], frozenset[Role] | str] = {
     ("GET", "/docs"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/metrics"): READERS,
     ("GET", "/docs/static/swagger-ui.css"): PUBLIC,
 }
 NOTHING = "hidden-route-nothing"

@@ -247,6 +247,8 @@ class TaskOut(BaseModel):
     name: str
     attempt: int
     input: Any
+    # With ORCHY_OTEL=true: the W3C trace context of the attempt's span, in its run's trace.
+    traceparent: str | None = None
 
 
 class PollResponse(BaseModel):

@@ -34,7 +34,7 @@ from app.api.openapi_docs import request_example, responses
 from app.api.security.guard import require_actions
 from app.api.security.permissions import Permission, needs
 from app.api.worker_routes import WorkerRoute
-from app.engine.engine import Failure, Result, Success, TakeNext
+from app.engine.engine import Engine, Failure, Result, Success, TakeNext
 from app.engine.errors import EngineError, Invalid, TooLarge
 from app.settings import Settings
 from app.store import LeasedTask
@@ -85,22 +85,25 @@ async def poll(request: PollRequest, http_request: Request) -> Response:
         )
     finally:
         watcher.cancel()
-    return _json(b'{"tasks":' + _tasks_json(tasks) + b"}")
+    return _json(b'{"tasks":' + _tasks_json(tasks, engine) + b"}")
 
 
-def _tasks_json(tasks: list[LeasedTask]) -> bytes:
-    """A list of leased tasks, each with its input spliced in as stored: no parse, no re-dump."""
+def _tasks_json(tasks: list[LeasedTask], engine: Engine) -> bytes:
+    """A list of leased tasks, each with its input spliced in as stored: no parse, no re-dump.
+    With tracing on, each carries its attempt's span as ``traceparent``."""
     parts = []
+    traced = engine.telemetry.tracing is not None
     for task in tasks:
-        head = orjson.dumps(
-            {
-                "taskId": task.task_id,
-                "flowId": task.flow_id,
-                "actionId": task.action_id,
-                "name": task.name,
-                "attempt": task.attempt,
-            }
-        )
+        fields: dict[str, object] = {
+            "taskId": task.task_id,
+            "flowId": task.flow_id,
+            "actionId": task.action_id,
+            "name": task.name,
+            "attempt": task.attempt,
+        }
+        if traced:
+            fields["traceparent"] = engine.telemetry.traceparent(task.flow_id, task.task_id)
+        head = orjson.dumps(fields)
         parts.append(head[:-1] + b',"input":' + task.input_json.encode() + b"}")
     return b"[" + b",".join(parts) + b"]"
 
@@ -126,7 +129,7 @@ async def complete(task_id: str, request: CompleteRequest, http_request: Request
     status = b'{"status":"held"' if answer == "held" else b'{"status":"ok"'
     if take_next is None:
         return _json(status + b"}")
-    return _json(status + b',"tasks":' + _tasks_json(applied.leased) + b"}")
+    return _json(status + b',"tasks":' + _tasks_json(applied.leased, engine) + b"}")
 
 
 @router.post(
@@ -200,7 +203,9 @@ async def results(request: ResultsRequest, http_request: Request) -> Response:
         else:
             statuses[index] = ResultStatus(taskId=task_id, status=OK, held=answer == "held")
     replies = orjson.dumps([status.model_dump() for status in statuses if status is not None])
-    return _json(b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased) + b"}")
+    return _json(
+        b'{"results":' + replies + b',"tasks":' + _tasks_json(applied.leased, engine) + b"}"
+    )
 
 
 def _take_next(

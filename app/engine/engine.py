@@ -47,10 +47,12 @@ from app.settings import Settings
 from app.store import LeasedTask, PlannedOp, Store
 from app.store.correlation import CorrelationStore
 from app.store.store import Applied, Outcome, RunStart, Transition
+from app.telemetry.recorder import Telemetry
 
 log = logging.getLogger("orchy.engine")
 
 MS_PER_SECOND = 1000
+APPLIED = "ok"  # transition.lua's answer when it applied
 LEASE_EXPIRED = "lease expired: no result within the action's timeoutSeconds"
 TERMINATED_REASON = "terminated by request"
 TASK_ID_SHAPE = "task ids look like <flowId>.<n>.<n>.<secret>, as a poll hands them out"
@@ -151,6 +153,7 @@ class Engine:
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
         self._polls_recorded: dict[str, float] = {}  # action -> when this process last wrote
         self.children = Children(self)  # sub-workflows' hand-offs (spawn, cend, kill timers)
+        self.telemetry = Telemetry(store, settings)
 
     async def warm_up(self) -> None:
         """Starts the script processes now rather than on the first script."""
@@ -276,6 +279,7 @@ class Engine:
         of their queued tasks; whether each run was created (False: it existed)."""
         created = await self.store.start_runs(starts)
         run_log.started(starts, created)
+        self.telemetry.runs_started(starts, created)
         for start in starts:
             self._announce(start.flow_id, start.ops)
         return created
@@ -372,6 +376,7 @@ class Engine:
                 f"applied ({self.settings.moved_retry_rounds} tries, "
                 "ORCHY_MOVED_RETRY_ROUNDS); nothing was applied, send it again"
             )
+        self.telemetry.leased(leased)
         return AppliedResults(answers, leased)
 
     async def _apply_round(
@@ -402,6 +407,7 @@ class Engine:
         fields_of = {**kept, **dict(zip(unread, await self.store.read_runs(unread), strict=True))}
         again: list[int] = []
         planned: list[tuple[int, TaskId, Transition]] = []
+        executions: dict[int, Execution] = {}
         budget = 0 if take_next is None else take_next.most - len(leased)
         for index in indexes:
             task_id, result = results[index]
@@ -420,6 +426,7 @@ class Engine:
                 if take_next is not None and budget > 0:
                     change, budget = await self._lease_at_once(change, take_next, budget)
                 planned.append((index, task, change))
+                executions[index] = execution
             except EngineError as error:
                 if task is not None and task.flow_id in kept and index not in items:
                     again.append(index)  # the kept copy may be behind: read it and see
@@ -436,6 +443,7 @@ class Engine:
             try:
                 self._raise_for(reply.status, f"task {task}")
                 answers[index] = reply.status
+                self._attempt_ended(task, executions[index], change, reply)
                 leased += self._leased_tasks(change, reply)
             except EngineError as error:
                 answers[index] = error
@@ -497,7 +505,30 @@ class Engine:
         )
         [answer] = await self._commit([change])
         self._raise_for(answer.status, f"task {task}")
+        self._attempt_ended(task, execution, change, answer, timer)
         return answer.status
+
+    def _attempt_ended(
+        self,
+        task: TaskId,
+        execution: Execution,
+        change: Transition,
+        reply: Applied,
+        timer: TimerMember | None = None,
+    ) -> None:
+        """Tells the telemetry of an attempt's end (not of a result held while paused)."""
+        if reply.status != APPLIED:
+            return
+        self.telemetry.attempt_ended(
+            task.flow_id,
+            task.seq,
+            task.attempt,
+            execution.queue or "",
+            execution.created_ms,
+            change.outcome.new_status,
+            change.outcome.error,
+            ended_by=None if timer is None else timer.kind,
+        )
 
     async def _plan_user_result(
         self,
@@ -574,6 +605,7 @@ class Engine:
         replies, reads = await self.store.transitions(changes, keep if self.runs.enabled else ())
         self.runs.keep(reads)
         run_log.failed_attempts(changes, replies)
+        self.telemetry.transitions_applied(changes, replies)
         for change in changes:
             self._announce(change.flow_id, change.ops)
         return replies
@@ -642,6 +674,7 @@ class Engine:
                 remaining = deadline - time.monotonic()
                 if tasks:
                     self._keep_runs_of(tasks)
+                    self.telemetry.leased(tasks)
                     return tasks
                 if remaining <= 0:
                     return tasks

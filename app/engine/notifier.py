@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from app.engine import run_log
 from app.engine.sweeper import Sweeper
 from app.engine.wakeups import Wakeups
+from app.telemetry.recorder import Telemetry
 
 log = logging.getLogger("orchy.notify")
 
@@ -24,6 +25,7 @@ class Notifier:
         wakeups: Wakeups,
         sweeper: Sweeper | None,
         reconnect_seconds: float,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.client = client
         self.channel = channel
@@ -31,6 +33,7 @@ class Notifier:
         self.sweeper = sweeper
         self.reconnect_seconds = reconnect_seconds
         self.subscribed = asyncio.Event()
+        self.telemetry = telemetry
 
     async def run(self) -> None:
         while True:
@@ -67,4 +70,7 @@ class Notifier:
             self.sweeper.notify(int(partition), int(float(rest)))
         elif kind == run_log.FINISHED:
             run_log.finished(rest)
-            self.wakeups.run_ended(rest.split("|", 1)[0])
+            flow_id, status = [*rest.split("|", 2), ""][:2]
+            self.wakeups.run_ended(flow_id)
+            if self.telemetry is not None:
+                self.telemetry.run_ended(flow_id, status)

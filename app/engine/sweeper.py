@@ -12,6 +12,7 @@ import time
 from app.engine.engine import Engine
 from app.settings import Settings
 from app.store.store import UNREACHABLE
+from app.telemetry import metrics
 
 log = logging.getLogger("orchy.timers")
 
@@ -91,6 +92,7 @@ class Sweeper:
                 continue
             claim = await self.store.claim_timers(partition, self.settings.timer_batch, claim_ms)
             self._clock_offset_ms = claim.now_ms - time.time() * MS_PER_SECOND
+            metrics.timers_due(claim.now_ms, claim.due)
             for member, _due in claim.due:
                 await self._slots.acquire()
                 task = asyncio.create_task(self._handle(partition, member, claim.now_ms + claim_ms))

@@ -147,6 +147,7 @@ class Tenants:
             wakeups,
             sweeper,
             self.settings.notifier_reconnect_seconds,
+            engine.telemetry,
         )
         suffix = f"-{namespace}" if namespace else ""
         stack = TenantStack(namespace, engine, sweeper, notifier)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -54,6 +55,10 @@ class Scripts:
     search_prune: Any
 
     @classmethod
-    def register(cls, client: Any) -> Scripts:
-        """Registers every script on ``client`` (EVALSHA, falling back to EVAL once)."""
-        return cls(**{name: client.register_script(script_source(name)) for name in SCRIPT_NAMES})
+    def register(cls, client: Any, wrap: Callable[[str, Any], Any] | None = None) -> Scripts:
+        """Registers every script on ``client`` (EVALSHA, falling back to EVAL once); each
+        is ``wrap(name, script)`` when given (the store times them)."""
+        scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        if wrap is not None:
+            scripts = {name: wrap(name, script) for name, script in scripts.items()}
+        return cls(**scripts)

@@ -16,6 +16,7 @@ from app.store.coalesce import Coalescer
 from app.store.keys import DEFAULT_NAMESPACE, Keys, RunKeys
 from app.store.scripts import Scripts
 from app.store.search import RunSearch
+from app.telemetry import metrics
 
 # redis-py's asyncio ``Redis`` or ``RedisCluster``, opened with ``decode_responses=True``; their
 # stubs type every reply as ``bytes | str``, which that option makes ``str``.
@@ -29,6 +30,10 @@ START_FIXED_KEYS = 8
 TRANSITION_FIXED_KEYS = 6
 # The fields of one execution that ``action_executions`` reads (see common.lua's header).
 LISTED_EXECUTION_FIELDS = ("a", "s", "n", "in", "q", "o", "e", "t0", "t1")
+# A lease's timer member starts so: "lease|<flowId>|<seq>|<attempt>" (common.lua).
+LEASE_TIMER = "lease|"
+# The run hash field that one server process sets when it has counted the run's end.
+RUN_END_TOLD = "endTold"
 # Fields asked for in one HMGET when looking for an action's executions.
 SCAN_CHUNK = 10_000
 
@@ -192,7 +197,9 @@ class Store:
         self.client = client
         self.keys = Keys(partitions, namespace)
         self.retention_seconds = retention_seconds
-        self.scripts: Scripts = shared.scripts if shared else Scripts.register(client)
+        self.scripts: Scripts = (
+            shared.scripts if shared else Scripts.register(client, metrics.TimedScript)
+        )
         self.coalescer: Coalescer = shared.coalescer if shared else Coalescer(client)
         self.search = RunSearch(self.coalescer, self.keys)
 
@@ -339,7 +346,8 @@ class Store:
             ("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls
         ]
         commands += [("HGETALL", self.keys.run(flow_id).run) for flow_id in then_read]
-        replies = await self.coalescer.execute(commands)
+        with metrics.script_call(script_name):
+            replies = await self.coalescer.execute(commands)
         reads: list[Any] = replies[len(calls) :]
         for read in reads:
             if isinstance(read, Exception):
@@ -352,6 +360,7 @@ class Store:
                 reply = await script(keys=keys, args=args)
                 reloaded = True
             elif isinstance(reply, Exception):
+                metrics.redis_error(reply)
                 raise reply
             answers.append(reply)
         if reloaded and then_read:
@@ -607,6 +616,56 @@ class Store:
             )
             for index, name in enumerate(names)
         ]
+
+    async def leased_by_action(self) -> dict[str, int]:
+        """How many tasks are leased to workers now, by action: the lease timers of every
+        partition, each one's execution's queue name read from its run (for ``/metrics``;
+        it reads every timer, so it costs with the number of timers waiting)."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition in range(self.keys.partitions):
+            pipe.zrange(self.keys.timers(partition), 0, -1)
+        leases = [
+            member.split("|")
+            for members in await pipe.execute()
+            for member in members
+            if member.startswith(LEASE_TIMER)
+        ]
+        pipe = self.client.pipeline(transaction=False)
+        for _, flow_id, seq, _ in leases:
+            pipe.hget(self.keys.run(flow_id).run, f"x:{seq}:q")
+        counts: dict[str, int] = {}
+        for queue in await pipe.execute() if leases else []:
+            if queue is not None:
+                counts[queue] = counts.get(queue, 0) + 1
+        return counts
+
+    async def claim_run_ends(self, flow_ids: Sequence[str]) -> list[dict[str, str] | None]:
+        """Marks each ended run as told (every server process hears of each end), in one
+        round trip, and answers its name, createdAt and finishedAt to the one process that
+        marked it first; None to the others, and for a run that is gone."""
+        commands: list[tuple[Any, ...]] = []
+        for flow_id in flow_ids:
+            run = self.keys.run(flow_id).run
+            commands.append(("HSETNX", run, RUN_END_TOLD, "1"))
+            commands.append(("HMGET", run, "name", "createdAt", "finishedAt"))
+        replies = await self.coalescer.execute(commands)
+        claims: list[dict[str, str] | None] = []
+        expired: list[str] = []
+        for index, flow_id in enumerate(flow_ids):
+            marked, fields = replies[2 * index], replies[2 * index + 1]
+            if isinstance(marked, Exception) or isinstance(fields, Exception):
+                metrics.redis_error(marked if isinstance(marked, Exception) else fields)
+                claims.append(None)
+            elif fields[0] is None:  # the run had expired: the mark made a hash of its own
+                expired.append(self.keys.run(flow_id).run)
+                claims.append(None)
+            elif marked != 1:
+                claims.append(None)
+            else:
+                claims.append(dict(zip(("name", "createdAt", "finishedAt"), fields, strict=True)))
+        for run in expired:
+            await self.client.hdel(run, RUN_END_TOLD)
+        return claims
 
     async def heartbeat(
         self, flow_id: str, seq: int, attempt: int, lease_ms: int, timer_member: str, secret: str

@@ -61,6 +61,8 @@ class Task:
     name: str
     attempt: int
     input: JSON
+    # The W3C trace context of the attempt's span, when the server traces runs.
+    traceparent: str | None = None
 
     @classmethod
     def from_json(cls, data: JSON) -> Task:
@@ -80,6 +82,9 @@ class Task:
             name=name,
             attempt=attempt if isinstance(attempt, int) else 1,
             input=data.get("input", {}),
+            traceparent=traceparent
+            if isinstance(traceparent := data.get("traceparent"), str)
+            else None,
         )
 
     @property

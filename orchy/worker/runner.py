@@ -30,6 +30,7 @@ from orchy.worker.errors import ActionRegistrationError, NonRetryableError
 from orchy.worker.jsontypes import JSONObject
 from orchy.worker.registry import ActionRegistry, RegisteredAction, normalize_output
 from orchy.worker.threads import DaemonThreadPool
+from orchy.worker.tracing import task_span
 from orchy.worker.typed_io import dump_output
 
 logger = logging.getLogger("orchy.worker")
@@ -224,12 +225,13 @@ class WorkerRun:
         try:
             given = task.input if typed is None else typed.load(task.input)
             arguments = (given, task) if action.wants_task else (given,)
-            if action.is_async:
-                result = await action.func(*arguments)
-            else:
-                result = await self._pool.run(action.func, *arguments)
-            if inspect.isawaitable(result):
-                result = await result
+            with task_span(task.name, task.traceparent, _span_attributes(task)):
+                if action.is_async:
+                    result = await action.func(*arguments)
+                else:
+                    result = await self._pool.run(action.func, *arguments)
+                if inspect.isawaitable(result):
+                    result = await result
             result = dump_output(result) if typed is None else typed.dump(result)
         except NonRetryableError as exc:
             logger.warning("%s failed (not retryable): %s", task.label, describe_error(exc))
@@ -407,3 +409,12 @@ class WorkerRun:
         if job.cancelled():
             return None
         return job.result()
+
+
+def _span_attributes(task: Task) -> dict[str, str | int]:
+    return {
+        "orchy.task_id": task.task_id,
+        "orchy.flow_id": task.flow_id,
+        "orchy.action": task.name,
+        "orchy.attempt": task.attempt,
+    }
