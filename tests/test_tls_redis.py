@@ -234,6 +234,9 @@ async def test_a_server_on_rediss_with_a_client_certificate_completes_a_run(
     assert PASSWORD not in server.log_tail(None)
 
 
+REFUSED_WITHOUT_CERTIFICATE = ("CERTIFICATE_REQUIRED", "Connection reset by peer")
+
+
 async def test_the_query_parameters_of_redis_py_work_too(
     mtls_redis: TLSRedis, certificates: Certificates
 ) -> None:
@@ -258,7 +261,9 @@ async def test_the_query_parameters_of_redis_py_work_too(
             await without.ping()
     finally:
         await without.aclose()
-    assert "CERTIFICATE_REQUIRED" in str(refused.value)
+    # Under TLS 1.3 the client's handshake ends before the server checks the certificate:
+    # the client then reads either the server's alert or the reset of the connection.
+    assert any(sign in str(refused.value) for sign in REFUSED_WITHOUT_CERTIFICATE), refused.value
 
 
 def test_redacted_hides_passwords_in_credentials_and_query() -> None:
