@@ -83,6 +83,10 @@ class Settings(WorkerSettings):
     run_wait_recheck_seconds: float = 5.0
     # Each server process writes an action's last poll time at most this often.
     poll_record_seconds: float = 1.0
+    # A worker is listed (GET /workers, and counted for its actions in GET /tasks/queues)
+    # this long after its last poll; then its record expires. Each server process writes a
+    # worker's record at most every ``poll_record_seconds``.
+    worker_seen_seconds: float = 60.0
 
     # Defaults for user actions that have no definition.
     default_retry_count: int = 3

@@ -44,6 +44,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role] | str] = {
     ("POST", "/tasks/results"): frozenset({ADMIN, WORKER}),
     ("POST", "/tasks/{task_id}/heartbeat"): frozenset({ADMIN, WORKER}),
     ("GET", "/tasks/queues"): READERS,
+    ("GET", "/workers"): READERS,
     ("POST", "/flow/execute"): frozenset({ADMIN, OPERATOR, CLIENT}),
     ("POST", "/flow/execute/many"): frozenset({ADMIN, OPERATOR, CLIENT}),
     ("GET", "/flow"): READERS,

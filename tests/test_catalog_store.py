@@ -69,7 +69,7 @@ async def test_a_new_definition_is_version_one_and_is_read_back(
     assert await catalog_.latest_version(name) == 1
     assert name in await catalog_.workflow_names()
     assert await store.workflow_source(name, 1) == (1, canonical_json(raw))
-    queues = {queue.name for queue in await store.queues()}
+    queues = {queue.name for queue in await store.workload.queues(0, 0)}
     assert {"a-charge", "b-send"} <= queues
     assert "delay" not in queues
 

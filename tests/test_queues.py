@@ -90,7 +90,17 @@ async def test_queues_show_depth_and_last_poll(api: Api, http: httpx.AsyncClient
     name = unique("depth")
     action = f"{name}-task"
     await api.register(workflow(name, user(1, action)))
-    assert (await queues(http))[action] == {"action": action, "depth": 0, "lastPollAt": None}
+    assert (await queues(http))[action] == {
+        "action": action,
+        "depth": 0,
+        "lastPollAt": None,
+        "leased": 0,
+        "retrying": 0,
+        "oldestQueuedAt": None,
+        "oldestQueuedAgeSeconds": None,
+        "workers": 0,
+        "noWorker": False,
+    }
 
     for _ in range(3):
         await api.start(name)

@@ -12,7 +12,17 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import events, executions, flows, health, metadata, metrics, queues, tasks
+from app.api import (
+    events,
+    executions,
+    flows,
+    health,
+    metadata,
+    metrics,
+    queues,
+    tasks,
+    workers,
+)
 from app.api.content_type import JSONBodyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi_docs import install_docs, operation_id
@@ -114,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # The workers' routes first: they are matched on every poll and result.
     serve_first(app, tasks.router)
-    for module in (queues, flows, executions, events, metadata, health, metrics):
+    for module in (queues, workers, flows, executions, events, metadata, health, metrics):
         app.include_router(module.router)
     install_docs(app)
     # Every route is in place; the authentication middleware goes outside the others.

@@ -27,6 +27,7 @@ async def prometheus_metrics(engine: EngineDep) -> Response:
     Redis now); queue wait and execution time; lease expiries, retries and poll timeouts;
     timer lag; script round trips; Redis errors. Counts of every process of this server;
     the task gauges are those of the caller's tenant."""
-    queued = {queue.name: queue.depth for queue in await engine.store.queues()}
-    leased = await engine.store.leased_by_action()
+    queues = await engine.store.workload.queues(0, 0)
+    queued = {queue.name: queue.depth for queue in queues}
+    leased = {queue.name: queue.leased for queue in queues if queue.leased}
     return Response(metrics.scrape(queued, leased), media_type=CONTENT_TYPE_LATEST)

@@ -319,10 +319,44 @@ class QueueView(BaseModel):
     action: str
     depth: int = Field(description="tasks waiting in the action's queue")
     lastPollAt: str | None = Field(description="when a worker last polled for the action")
+    leased: int = Field(description="tasks leased to workers now")
+    retrying: int = Field(
+        description="failed attempts waiting for their back-off before being queued again"
+    )
+    oldestQueuedAt: str | None = Field(
+        description="when the oldest task still waiting in the queue was queued (null: none)"
+    )
+    oldestQueuedAgeSeconds: float | None = Field(
+        description="how long the oldest task still waiting has waited (null: none)"
+    )
+    workers: int = Field(
+        description="workers seen polling for the action within ORCHY_WORKER_SEEN_SECONDS, "
+        "or holding its tasks"
+    )
+    noWorker: bool = Field(description="tasks wait (depth > 0) and no worker was seen polling")
 
 
 class QueueList(BaseModel):
     queues: list[QueueView]
+
+
+class WorkerView(BaseModel):
+    workerId: str
+    actions: list[str] = Field(
+        description="the actions it polled for within the seen window, or holds tasks of"
+    )
+    lastPollAt: str | None = Field(
+        description="its last poll (or result offering to take tasks); null: it holds leased "
+        "tasks but has not polled within the window (busy to its concurrency)"
+    )
+    tasksInHand: int = Field(description="tasks leased to it now (the server's leases)")
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerView] = Field(
+        description="workers seen polling within ORCHY_WORKER_SEEN_SECONDS or holding leased "
+        "tasks, newest poll first"
+    )
 
 
 class Health(BaseModel):

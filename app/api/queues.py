@@ -1,7 +1,10 @@
-"""Task queues as workers see them: how many tasks wait for each action, and when a worker
-last polled for it. A queue that grows while its last poll gets old has no worker."""
+"""Task queues as workers see them: per action, how many tasks wait, are leased and wait for
+a retry's back-off, how long the oldest one has waited, and the workers polling for it. A
+queue with tasks and no worker is flagged ``noWorker``."""
 
 from __future__ import annotations
+
+import time
 
 from fastapi import APIRouter
 
@@ -13,11 +16,32 @@ from app.api.views import iso
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
+MS_PER_SECOND = 1000
 
 QUEUES_EXAMPLE = {
     "queues": [
-        {"action": "query-db", "depth": 0, "lastPollAt": "2026-01-01T12:00:00.000Z"},
-        {"action": "sendEmail", "depth": 12, "lastPollAt": "2026-01-01T11:58:30.000Z"},
+        {
+            "action": "query-db",
+            "depth": 0,
+            "lastPollAt": "2026-01-01T12:00:00.000Z",
+            "leased": 3,
+            "retrying": 1,
+            "oldestQueuedAt": None,
+            "oldestQueuedAgeSeconds": None,
+            "workers": 2,
+            "noWorker": False,
+        },
+        {
+            "action": "sendEmail",
+            "depth": 12,
+            "lastPollAt": "2026-01-01T11:58:30.000Z",
+            "leased": 0,
+            "retrying": 0,
+            "oldestQueuedAt": "2026-01-01T11:59:00.000Z",
+            "oldestQueuedAgeSeconds": 60.0,
+            "workers": 0,
+            "noWorker": True,
+        },
     ]
 }
 
@@ -30,11 +54,27 @@ QUEUES_EXAMPLE = {
 )
 async def list_queues(engine: EngineDep) -> QueueList:
     """Every known user action (named by a registered workflow, defined, or polled for): the
-    tasks waiting in its queue and when a worker last polled for it (null: never)."""
-    queues = await engine.store.queues()
+    tasks waiting in its queue, leased and waiting for a retry; when the oldest waiting one
+    was queued; when a worker last polled for it (null: never) and how many workers were
+    seen polling for it within ORCHY_WORKER_SEEN_SECONDS."""
+    now_ms = round(time.time() * MS_PER_SECOND)
+    seen_ms = round(engine.settings.worker_seen_seconds * MS_PER_SECOND)
+    queues = await engine.store.workload.queues(now_ms, seen_ms)
     return QueueList(
         queues=[
-            QueueView(action=queue.name, depth=queue.depth, lastPollAt=iso(queue.last_poll_ms))
+            QueueView(
+                action=queue.name,
+                depth=queue.depth,
+                lastPollAt=iso(queue.last_poll_ms),
+                leased=queue.leased,
+                retrying=queue.retrying,
+                oldestQueuedAt=iso(queue.oldest_queued_ms),
+                oldestQueuedAgeSeconds=None
+                if queue.oldest_queued_ms is None
+                else max(now_ms - queue.oldest_queued_ms, 0) / MS_PER_SECOND,
+                workers=queue.workers,
+                noWorker=queue.depth > 0 and queue.workers == 0,
+            )
             for queue in queues
         ]
     )

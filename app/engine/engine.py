@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import itertools
 import logging
-import math
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from app.engine.ids import (
     new_flow_id,
 )
 from app.engine.planner import Plan, Planner, dumps
+from app.engine.poll_records import PollRecords
 from app.engine.pools import Pools
 from app.engine.run_cache import MOVED, RunCache
 from app.engine.searchable import start_tokens
@@ -151,7 +151,7 @@ class Engine:
         self.runs = RunCache(settings.run_cache_size)
         self._keeping: set[asyncio.Task[None]] = set()
         self._partition_cursor = itertools.cycle(range(store.keys.partitions))
-        self._polls_recorded: dict[str, float] = {}  # action -> when this process last wrote
+        self.poll_records = PollRecords(store.workload, settings)
         self.children = Children(self)  # sub-workflows' hand-offs (spawn, cend, kill timers)
         self.telemetry = Telemetry(store, settings)
 
@@ -359,6 +359,8 @@ class Engine:
         A run this server kept from its last transition is not read again; if it has
         changed since, its transition does nothing ("moved") and the result is applied
         again from a fresh read."""
+        if take_next is not None:  # a worker offering to take tasks is seen as a poll is
+            await self.poll_records.polled(take_next.worker_id, sorted(take_next.actions))
         answers: list[str | EngineError] = [NotFound("")] * len(results)
         leased: list[LeasedTask] = []
         again = await self._apply_round(results, range(len(results)), answers, leased, take_next)
@@ -664,7 +666,7 @@ class Engine:
 
         ``gone`` is set when the client hangs up: a poll nobody will read must not lease."""
         deadline = time.monotonic() + min(wait_seconds, self.settings.poll_max_wait_seconds)
-        await self._record_poll(actions)
+        await self.poll_records.polled(worker_id, actions)
         leases = [(name, (await self.catalog.action(name)).lease_ms) for name in actions]
         look_everywhere = self.wakeups.full_scan_due(actions, self.settings.poll_recheck_seconds)
         while not self.wakeups.closed and (gone is None or not gone.is_set()):
@@ -686,18 +688,6 @@ class Engine:
             finally:
                 self.wakeups.unsubscribe(actions, wakeup)
         return []
-
-    async def _record_poll(self, actions: list[str]) -> None:
-        """Notes the poll time of its actions, at most once per ``poll_record_seconds`` per
-        action and process: one HSET, or none."""
-        now = time.monotonic()
-        every = self.settings.poll_record_seconds
-        due = [name for name in actions if now - self._polls_recorded.get(name, -math.inf) >= every]
-        if not due:
-            return
-        await self.store.record_polls(due, round(time.time() * MS_PER_SECOND))
-        for name in due:
-            self._polls_recorded[name] = now
 
     def _keep_runs_of(self, tasks: list[LeasedTask]) -> None:
         """Reads the runs of tasks just leased (one round trip for the whole batch) and keeps

@@ -185,6 +185,13 @@ class Keys:
         return f"{self._meta}:polls"
 
     @property
+    def workers_seen(self) -> str:
+        """The workers seen polling: a zset of ``["<workerId>", "<action>"]`` (JSON) -> when
+        that worker last polled for that action (ms); entries older than
+        ORCHY_WORKER_SEEN_SECONDS are pruned as new ones come (record_poll.lua)."""
+        return f"{self._meta}:workers"
+
+    @property
     def config(self) -> str:
         return f"{self._meta}:config"
 

@@ -16,6 +16,7 @@ from app.store.coalesce import Coalescer
 from app.store.keys import DEFAULT_NAMESPACE, Keys, RunKeys
 from app.store.scripts import Scripts
 from app.store.search import RunSearch
+from app.store.workload import Workload
 from app.telemetry import metrics
 
 # redis-py's asyncio ``Redis`` or ``RedisCluster``, opened with ``decode_responses=True``; their
@@ -30,8 +31,6 @@ START_FIXED_KEYS = 8
 TRANSITION_FIXED_KEYS = 6
 # The fields of one execution that ``action_executions`` reads (see common.lua's header).
 LISTED_EXECUTION_FIELDS = ("a", "s", "n", "in", "q", "o", "e", "t0", "t1")
-# A lease's timer member starts so: "lease|<flowId>|<seq>|<attempt>" (common.lua).
-LEASE_TIMER = "lease|"
 # The run hash field that one server process sets when it has counted the run's end.
 RUN_END_TOLD = "endTold"
 # Fields asked for in one HMGET when looking for an action's executions.
@@ -66,16 +65,6 @@ class LeasedTask:
     attempt: int
     input_json: str
     name: str = ""
-
-
-@dataclass(frozen=True)
-class QueueState:
-    """One action's queue: entries waiting in it over all partitions (a poll drops those
-    of runs that have ended since), and when a worker last polled for it (ms), if ever."""
-
-    name: str
-    depth: int
-    last_poll_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -202,6 +191,7 @@ class Store:
         )
         self.coalescer: Coalescer = shared.coalescer if shared else Coalescer(client)
         self.search = RunSearch(self.coalescer, self.keys)
+        self.workload = Workload(client, self.keys, self.scripts)
 
     def in_namespace(self, namespace: str) -> Store:
         """The store of another namespace (a tenant) on the same Redis, sharing this one's
@@ -588,57 +578,6 @@ class Store:
             for row in rows
         ]
 
-    async def record_polls(self, names: Sequence[str], at_ms: int) -> None:
-        """Notes that a worker polled for ``names`` at ``at_ms``."""
-        await self.client.hset(self.keys.polls, mapping=dict.fromkeys(names, at_ms))
-
-    async def queues(self) -> list[QueueState]:
-        """Every known action's queue: the user actions of registered workflows, the
-        defined actions and the actions polled for; by name."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.smembers(self.keys.queue_names)
-        pipe.hkeys(self.keys.actions)
-        pipe.hgetall(self.keys.polls)
-        queued, defined, polls = await pipe.execute()
-        names = sorted({*queued, *defined, *polls})
-        partitions = range(self.keys.partitions)
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            for partition in partitions:
-                pipe.llen(self.keys.queue(partition, name))
-        lengths = await pipe.execute() if names else []
-        width = len(partitions)
-        return [
-            QueueState(
-                name,
-                sum(lengths[index * width : (index + 1) * width]),
-                int(polls[name]) if name in polls else None,
-            )
-            for index, name in enumerate(names)
-        ]
-
-    async def leased_by_action(self) -> dict[str, int]:
-        """How many tasks are leased to workers now, by action: the lease timers of every
-        partition, each one's execution's queue name read from its run (for ``/metrics``;
-        it reads every timer, so it costs with the number of timers waiting)."""
-        pipe = self.client.pipeline(transaction=False)
-        for partition in range(self.keys.partitions):
-            pipe.zrange(self.keys.timers(partition), 0, -1)
-        leases = [
-            member.split("|")
-            for members in await pipe.execute()
-            for member in members
-            if member.startswith(LEASE_TIMER)
-        ]
-        pipe = self.client.pipeline(transaction=False)
-        for _, flow_id, seq, _ in leases:
-            pipe.hget(self.keys.run(flow_id).run, f"x:{seq}:q")
-        counts: dict[str, int] = {}
-        for queue in await pipe.execute() if leases else []:
-            if queue is not None:
-                counts[queue] = counts.get(queue, 0) + 1
-        return counts
-
     async def claim_run_ends(self, flow_ids: Sequence[str]) -> list[dict[str, str] | None]:
         """Marks each ended run as told (every server process hears of each end), in one
         round trip, and answers its name, createdAt and finishedAt to the one process that
@@ -826,7 +765,6 @@ __all__ = [
     "LeasedTask",
     "Outcome",
     "PlannedOp",
-    "QueueState",
     "RunKeys",
     "RunStart",
     "Store",

@@ -15,6 +15,7 @@
 --   x:<seq>:o|t0|t1                   that execution's output JSON (once it ends with one:
 --                                      COMPLETED, or FAILED's {"error": ...}), ms when it was
 --                                      created and when it ended
+--   x:<seq>:tq                        ms when a retried attempt was queued again (requeue.lua)
 --   a:<id>:s|n|e|x|c|jw|jf            the latest execution of action <id> (status,
 --                                      attempts, error, its seq, the number of executions of
 --                                      <id> so far, waiting join seq, join fired); its output

@@ -22,7 +22,8 @@ if status == 'PAUSED' then
   redis.call('SADD', ctx.held, member)
   return 'held'
 end
-redis.call('HSET', ctx.run, 'updatedAt', ctx.now)
+-- When this attempt was queued (a first attempt's is its execution's t0): queue ages.
+redis.call('HSET', ctx.run, 'updatedAt', ctx.now, xf(seq, 'tq'), ctx.now)
 enqueue(ctx, KEYS[7], ARGV[8], seq, attempt, tonumber(ARGV[9]))
 hist(ctx, { event = 'QUEUED', seq = tonumber(seq), attempt = tonumber(attempt) })
 return done(ctx, 'ok')
