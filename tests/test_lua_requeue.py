@@ -43,6 +43,8 @@ async def test_requeue_puts_the_next_attempt_on_the_queue(lua: Lua, pubsub: Any)
     assert await lua.store.requeue(flow, 1, 2, enq, queue) == "ok"
 
     assert int((await lua.run(flow))["updatedAt"]) >= before
+    # When the attempt was queued again (GET /tasks/queues: the oldest task's age).
+    assert before <= int((await lua.run(flow))["x:1:tq"]) <= await lua.now()
     assert await lua.queue(flow, queue) == [queue_entry(flow, 1, 2)]
     assert await lua.score(flow, enq) is None
     assert await messages(pubsub, 1) == [f"q|{partition}|{queue}"]

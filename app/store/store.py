@@ -191,7 +191,11 @@ class Store:
         )
         self.coalescer: Coalescer = shared.coalescer if shared else Coalescer(client)
         self.search = RunSearch(self.coalescer, self.keys)
-        self.workload = Workload(client, self.keys, self.scripts)
+
+    @property
+    def workload(self) -> Workload:
+        """Queues, leases, retries and workers as operators look at them."""
+        return Workload(self.client, self.keys, self.scripts)
 
     def in_namespace(self, namespace: str) -> Store:
         """The store of another namespace (a tenant) on the same Redis, sharing this one's
