@@ -81,7 +81,8 @@ class Settings(WorkerSettings):
     # waits, and how often a wait reads the run again in case an end message was lost.
     max_run_wait_seconds: float = 30.0
     run_wait_recheck_seconds: float = 5.0
-    # Each server process writes an action's last poll time at most this often.
+    # Each server process writes an action's last poll time, and a worker's record (see
+    # worker_seen_seconds), at most this often.
     poll_record_seconds: float = 1.0
     # A worker is listed (GET /workers, and counted for its actions in GET /tasks/queues)
     # this long after its last poll; then its record expires. Each server process writes a

@@ -216,3 +216,32 @@ async def test_a_tenants_workers_are_not_listed_to_another(
         assert (queue_b["workers"], queue_b["leased"], queue_b["depth"]) == (0, 0, 1)
         assert queue_b["noWorker"] is True
         assert (await a.complete(task["taskId"], {})).status_code == 200
+
+
+async def test_a_worker_holding_tasks_stays_listed_after_its_last_poll_expires(
+    window_api: Api,
+) -> None:
+    api = window_api
+    name = unique("busy")
+    action = f"{name}-task"
+    await set_action(api.http, action, timeoutSeconds=60)
+    await api.register(workflow(name, user(1, action)))
+    await api.start(name)
+    await api.start(name)
+    worker = unique("busy-worker")
+    [task] = await api.poll([action], most=1, wait=0, worker=worker)
+
+    async def poll_expired() -> bool:
+        return (await workers_of(api))[worker]["lastPollAt"] is None
+
+    await wait_until(poll_expired, timeout=SEEN_SECONDS + 10, what="the poll record to expire")
+    assert (await workers_of(api))[worker] == {
+        "workerId": worker,
+        "actions": [action],
+        "lastPollAt": None,
+        "tasksInHand": 1,
+    }
+    queue = await queue_of(api, action)
+    assert (queue["depth"], queue["workers"], queue["noWorker"]) == (1, 1, False)
+    assert (await api.complete(task["taskId"], {})).status_code == 200
+    assert worker not in await workers_of(api)

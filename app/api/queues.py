@@ -16,18 +16,20 @@ from app.api.views import iso
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
+# (The OpenAPI document leaves out null values, so the example shows none.)
+
 MS_PER_SECOND = 1000
 
 QUEUES_EXAMPLE = {
     "queues": [
         {
             "action": "query-db",
-            "depth": 0,
+            "depth": 4,
             "lastPollAt": "2026-01-01T12:00:00.000Z",
             "leased": 3,
             "retrying": 1,
-            "oldestQueuedAt": None,
-            "oldestQueuedAgeSeconds": None,
+            "oldestQueuedAt": "2026-01-01T11:59:59.250Z",
+            "oldestQueuedAgeSeconds": 0.75,
             "workers": 2,
             "noWorker": False,
         },

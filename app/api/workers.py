@@ -23,7 +23,7 @@ MS_PER_SECOND = 1000
 WORKERS_EXAMPLE = {
     "workers": [
         {
-            "workerId": "host-1:4242",
+            "workerId": "host-1-4242-9f2c1a",
             "actions": ["query-db", "sendEmail"],
             "lastPollAt": "2026-01-01T12:00:00.000Z",
             "tasksInHand": 3,
