@@ -12,13 +12,11 @@ from app.api.deps import EngineDep
 from app.api.models import QueueList, QueueView
 from app.api.openapi_docs import responses
 from app.api.security.permissions import Permission, needs
-from app.api.views import iso
+from app.api.views import MS_PER_SECOND, iso
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 # (The OpenAPI document leaves out null values, so the example shows none.)
-
-MS_PER_SECOND = 1000
 
 QUEUES_EXAMPLE = {
     "queues": [

@@ -14,11 +14,9 @@ from app.api.deps import EngineDep
 from app.api.models import WorkerList, WorkerView
 from app.api.openapi_docs import responses
 from app.api.security.permissions import Permission, needs
-from app.api.views import iso
+from app.api.views import MS_PER_SECOND, iso
 
 router = APIRouter(tags=["tasks"])
-
-MS_PER_SECOND = 1000
 
 WORKERS_EXAMPLE = {
     "workers": [
