@@ -19,7 +19,8 @@ import pytest
 from fastapi import APIRouter
 
 from app.api.app import create_app
-from app.api.security.principal import Role
+from app.api.security.authenticate import AuthenticationMiddleware, Authenticator
+from app.api.security.principal import Principal, Role, principal_of
 from app.api.security.route_table import RouteTable
 from app.settings import Settings
 from tests.helpers.auth import Key, role_keys
@@ -219,3 +220,33 @@ def test_an_application_with_a_route_that_declares_no_permission_is_refused() ->
     other.include_router(sub, prefix="/included")
     with pytest.raises(TypeError, match="/included/nested declares no permission"):
         RouteTable.of(other)
+
+
+async def test_a_public_route_of_a_checked_server_gets_a_caller_who_may_only_read(
+    settings: Settings, keys: dict[Role, Key]
+) -> None:
+    """A public route passes without its token being read: what it is handed as the caller
+    (were it to use one) is a reader of the server's namespace, never the admin that a
+    server without authentication hands every request."""
+    entries = [key.entry.model_dump(exclude_none=True) for key in keys.values()]
+    checked = settings.model_copy(update={"api_keys": json.dumps(entries)})
+    authenticator = Authenticator.of(checked)
+    assert authenticator is not None
+    seen: list[Principal] = []
+
+    async def route(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(principal_of(scope))
+
+    middleware = AuthenticationMiddleware(route, authenticator, RouteTable.of(create_app(checked)))
+    for path, headers in (("/health", []), ("/health", [(b"authorization", b"Bearer x")])):
+        scope = {"type": "http", "method": "GET", "path": path, "headers": headers}
+        await middleware(scope, None, None)  # type: ignore[arg-type]
+    admin = [(b"authorization", f"Bearer {keys[Role.ADMIN].key}".encode())]
+    await middleware(
+        {"type": "http", "method": "GET", "path": "/flow", "headers": admin}, None, None
+    )  # type: ignore[arg-type]
+    assert [(p.role, p.tenant) for p in seen] == [
+        (Role.VIEWER, None),
+        (Role.VIEWER, None),
+        (Role.ADMIN, None),
+    ]
