@@ -7,8 +7,9 @@ the worker routes send by the thousand. Here the head of a response with a
 ``content-length`` is held and goes out with the first write of its body. A response
 without one (chunked: streamed, of unknown length) is written as uvicorn writes it, so that
 its client sees the head at once; so is the answer to a HEAD request, which has no body to
-carry it, and everything a cycle writes before its response starts (``100 Continue``). A held head is never left behind: the cycle's next write, or
-its transport's close, takes it out first.
+carry it, and everything a cycle writes before its response starts (``100 Continue``). A
+held head is never left behind: the cycle's next write, or its transport's close, takes it
+out first.
 """
 
 from __future__ import annotations
