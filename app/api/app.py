@@ -75,7 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             connection = open_connection(settings)
             started.callback(connection.close)
             log_where_state_lives(connection)
-            client = connection.client(settings.redis_timeout_seconds)
+            client = connection.client(
+                settings.redis_timeout_seconds, settings.redis_max_connections
+            )
             started.push_async_callback(client.aclose)
             pubsub_client = connection.pubsub_client(settings.redis_timeout_seconds)
             started.push_async_callback(pubsub_client.aclose)
