@@ -63,7 +63,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 
 # Routes FastAPI or Starlette make themselves, which cannot declare their permission: the
 # OpenAPI schema, and the files of /docs.
-PUBLIC_PATHS = frozenset({"/openapi.json", "/docs/static"})
+PUBLIC_PATHS = frozenset({"/openapi.json", "/docs/static", "/ui/static"})
 
 
 class UndeclaredPermission(TypeError):
