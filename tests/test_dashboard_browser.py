@@ -42,6 +42,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 LOOP_PASSES = 3
+# How a node of the DAG shows its count of executions: the sign, then the count.
+EXECUTIONS_MARK = "\N{MULTIPLICATION SIGN}"
 
 
 def order_workflow(name: str, queues: dict[str, str]) -> dict[str, Any]:
@@ -74,7 +76,9 @@ class Carrier:
         self.down = threading.Event()
 
 
-def order_worker(settings: Settings, server: ServerThread, queues: dict[str, str], carrier: Carrier) -> Worker:
+def order_worker(
+    settings: Settings, server: ServerThread, queues: dict[str, str], carrier: Carrier
+) -> Worker:
     worker = Worker(server.url, settings=fast_worker(settings))
 
     @worker.action(queues["place"])
@@ -168,7 +172,8 @@ async def test_find_a_run_follow_it_send_an_event_retry_it_and_terminate_another
         await page.wait_for_selector('g.node[data-action-id="4"].state-waiting')
         assert "state-completed" in await node_classes(page, 1)
         assert "state-completed" in await node_classes(page, 3)
-        assert f"×{LOOP_PASSES}" in await page.text_content('g.node[data-action-id="3"]')
+        packing = await page.text_content('g.node[data-action-id="3"]')
+        assert f"{EXECUTIONS_MARK}{LOOP_PASSES}" in packing
         assert "state-none" in await node_classes(page, 5)
         waiting_fill = await page.eval_on_selector(
             'g.node[data-action-id="4"] rect', "rect => getComputedStyle(rect).fill"

@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import events, executions, flows, health, metadata, metrics, queues, tasks
 from app.api.content_type import JSONBodyMiddleware
-from app.api.errors import install_error_handlers
 from app.api.dashboard import install_dashboard
+from app.api.errors import install_error_handlers
 from app.api.openapi_docs import install_docs, operation_id
 from app.api.security.browsers import BrowserGuard
 from app.api.security.guard import install_auth

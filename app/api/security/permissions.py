@@ -62,7 +62,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 # Routes FastAPI or Starlette make themselves, which cannot declare their permission: the
-# OpenAPI schema, and the files of /docs.
+# OpenAPI schema, and the files of /docs and of the dashboard (/ui).
 PUBLIC_PATHS = frozenset({"/openapi.json", "/docs/static", "/ui/static"})
 
 

@@ -3,7 +3,7 @@
 // loops, goto) so that the rest is acyclic; each action's layer is its longest path from
 // the root; a few barycenter sweeps order each layer to cut crossings. Back edges are
 // drawn dashed around the right side.
-const NODE_WIDTH = 168;
+const NODE_WIDTH = 190;
 const NODE_HEIGHT = 46;
 const GAP_X = 36;
 const GAP_Y = 54;
@@ -88,7 +88,7 @@ export function layout(definition) {
   }
 
   const widest = Math.max(1, ...layers.map((row) => row.length));
-  const width = widest * (NODE_WIDTH + GAP_X) - GAP_X + 2 * MARGIN + 60;
+  const width = widest * (NODE_WIDTH + GAP_X) - GAP_X + 2 * MARGIN;
   const height = layers.length * (NODE_HEIGHT + GAP_Y) - GAP_Y + 2 * MARGIN;
   const nodes = new Map();
   layers.forEach((row, depth) => {
@@ -121,7 +121,16 @@ function label(action) {
 // ``states``: action id -> {status, executions, attempts} (a run's ``actions``), or nothing
 // for a definition alone. ``onSelect(id)`` is called when an action is clicked.
 export function drawDag(container, definition, states = {}, onSelect = null, selected = null) {
-  const { nodes, edges, width, height } = layout(definition);
+  const { nodes, edges, width: laidWidth, height } = layout(definition);
+  // Each back edge gets its own vertical lane right of the actions its loop spans.
+  const backLanes = new Map();
+  edges.filter((edge) => edge.back).forEach((edge, index) => {
+    const top = nodes.get(edge.to).y;
+    const bottom = nodes.get(edge.from).y;
+    const spanned = [...nodes.values()].filter((n) => n.y >= top && n.y <= bottom);
+    backLanes.set(edge, Math.max(...spanned.map((n) => n.x + NODE_WIDTH)) + 16 + 10 * index);
+  });
+  const width = Math.max(laidWidth, ...[...backLanes.values()].map((lane) => lane + 40));
   const svg = element("svg", {
     class: "dag",
     width,
@@ -143,11 +152,15 @@ export function drawDag(container, definition, states = {}, onSelect = null, sel
     let d;
     let labelAt;
     if (edge.back) {
-      const right = Math.max(from.x, to.x) + NODE_WIDTH + 28;
-      const y1 = from.y + NODE_HEIGHT / 2;
-      const y2 = to.y + NODE_HEIGHT / 2;
-      d = `M${from.x + NODE_WIDTH},${y1} C${right},${y1} ${right},${y2} ${to.x + NODE_WIDTH},${y2}`;
-      labelAt = [right - 6, (y1 + y2) / 2];
+      // Down into the gap under the source's layer, out past every action of the layers
+      // the loop spans, up into the gap above the target's layer, and in from above.
+      const lane = backLanes.get(edge);
+      const below = from.y + NODE_HEIGHT + GAP_Y / 3;
+      const above = to.y - GAP_Y / 3;
+      const sx = from.x + NODE_WIDTH * 0.75;
+      const tx = to.x + NODE_WIDTH * 0.75;
+      d = `M${sx},${from.y + NODE_HEIGHT} L${sx},${below} L${lane},${below} L${lane},${above} L${tx},${above} L${tx},${to.y}`;
+      labelAt = [lane + 4, (below + above) / 2];
     } else {
       const x1 = from.x + NODE_WIDTH / 2;
       const y1 = from.y + NODE_HEIGHT;

@@ -32,11 +32,12 @@ function executionRows(executions) {
 function historyList(entries) {
   return h("ol", { class: "timeline" },
     entries.map((entry) => {
-      const { at, event, by, actionId, ...rest } = entry;
+      const { at, event, by, action, ...fields } = entry;
+      const rest = Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== "" && v !== null));
       return h("li", { class: "history-entry", "data-event": event },
         h("span", { class: "when" }, time(at)), " ",
         h("strong", {}, event),
-        actionId !== undefined && actionId !== null ? ` action ${actionId}` : "",
+        action !== undefined && action !== null ? ` action ${action}` : "",
         by ? h("span", { class: "by" }, ` by ${by}`) : "",
         Object.keys(rest).length ? h("code", { class: "rest" }, ` ${JSON.stringify(rest)}`) : "");
     }));
@@ -124,7 +125,7 @@ export async function showRun(view, flowId, isCurrent) {
       definition = await get(`/metadata/workflow/${encodeURIComponent(run.name)}?version=${run.version}`);
     }
     status.replaceChildren(statusBadge(run.status), run.reason ? h("span", { class: "reason" }, ` ${run.reason}`) : "");
-    meta.replaceChildren(
+    meta.replaceChildren(...[
       h("span", {}, "workflow ", h("a", { href: `#/definition/${encodeURIComponent(run.name)}?version=${run.version}` }, `${run.name} v${run.version}`)),
       h("span", {}, `started ${time(run.createdAt)}`),
       h("span", {}, `updated ${time(run.updatedAt)}`),
@@ -135,7 +136,7 @@ export async function showRun(view, flowId, isCurrent) {
         ? h("span", { id: "children" }, `children (${run.childrenCount}) `,
           run.children.map((child) => [runLink(child, `${child.flowId.slice(0, 8)}… (action ${child.actionId})`), " "]))
         : null,
-    );
+    ].filter(Boolean));
     draw();
     const [entries] = await Promise.all([get(`${base}/history`), loadExecutions()]);
     history.replaceChildren(h("h2", {}, "History"), historyList(entries.history));

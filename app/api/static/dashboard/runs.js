@@ -36,7 +36,7 @@ function filterForm(params, workflows) {
         workflows.map((w) => h("option", { value: w.name, selected: w.name === params.get("name") }, w.name)))),
     h("label", {}, "Version ", h("input", { name: "version", type: "number", min: 1, size: 4, value: params.get("version") || "" })),
     h("label", {}, "Status ",
-      h("select", { name: "status", multiple: true, size: 3 },
+      h("select", { name: "status", multiple: true, size: 5 },
         STATUSES.map((s) => h("option", { value: s, selected: statuses.includes(s) }, s)))),
     TIME_FILTERS.map((key) =>
       h("label", {}, `${key} `, h("input", { name: key, type: "datetime-local", value: localInput(params.get(key)) }))),
@@ -84,7 +84,7 @@ export async function showRuns(view, params, isCurrent) {
     nextCursor = answer.nextCursor;
     next.disabled = !nextCursor;
     previous.disabled = cursors.length === 1;
-    pageInfo.textContent = `page ${cursors.length} · ${answer.runs.length} runs · ${new Date().toLocaleTimeString()}`;
+    pageInfo.textContent = `page ${cursors.length} · ${answer.runs.length} run${answer.runs.length === 1 ? "" : "s"} · ${new Date().toLocaleTimeString()}`;
     body.replaceChildren(
       ...answer.runs.map((run) =>
         h("tr", { class: "run-row", "data-flow-id": run.id },
