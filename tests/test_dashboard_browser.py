@@ -20,7 +20,7 @@ from app.api.security.principal import Role
 from app.settings import Settings
 from orchy import NonRetryableError, Worker
 from tests.helpers.auth import role_keys
-from tests.helpers.definitions import system, user, workflow
+from tests.helpers.definitions import sub_workflow, system, user, workflow
 from tests.helpers.http import Api, ServerThread, serving
 from tests.helpers.waiting import unique
 from tests.helpers.worker_wire import fast_worker, running
@@ -208,20 +208,47 @@ async def test_find_a_run_follow_it_send_an_event_retry_it_and_terminate_another
         assert (await api.flow(wanted))["status"] == "COMPLETED"
         await shoot(page, "run-completed")
 
-        # A run whose task no worker takes, terminated from its page.
+        # Rerun from the page: the new run's page, naming the old one.
+        await page.click("#do-rerun")
+        await page.wait_for_selector(f'#rerun-of a[href="#/run/{wanted}"]')
+        assert wanted not in page.url
+
+        # A run whose task no worker takes: a retry refused (409) readably; paused, resumed
+        # and terminated from its page.
         hanging = await api.start(stuck)
         await page.fill("#jump-id", hanging)
         await page.click("#jump button[type=submit]")
         await page.wait_for_selector('g.node[data-action-id="1"].state-queued')
+        await page.click("#do-retry")
+        await page.wait_for_selector("#outcome.refused")
+        assert "retry refused: Not possible in the run's current state (409)" in (
+            await page.inner_text("#outcome")
+        )
+        await page.click("#do-pause")
+        await status_is(page, "PAUSED")
+        await page.click("#do-resume")
+        await status_is(page, "RUNNING")
         await page.click("#do-terminate")
         await status_is(page, "TERMINATED")
         assert (await api.flow(hanging))["status"] == "TERMINATED"
 
+        # A parent run links to its child, the child to its parent.
+        parent_name = unique("parent")
+        await api.register(workflow(parent_name, sub_workflow(1, stuck)))
+        parent = await api.start(parent_name)
+        await page.goto(f"{server.url}/ui#/run/{parent}")
+        await page.click("#children a")
+        await page.wait_for_selector(f'#parent a[href="#/run/{parent}"]')
+        child = page.url.rsplit("/", 1)[1]
+        assert (await api.flow(child))["parent"]["flowId"] == parent
+
         await page.goto(f"{server.url}/ui#/queues")
         await page.wait_for_selector(f'tr.queue[data-action="{queues["ship"]}"]')
         await shoot(page, "queues")
-        await page.goto(f"{server.url}/ui#/definition/{name}")
+        await page.goto(f"{server.url}/ui#/definitions")
+        await page.click(f'a[href="#/definition/{name}?version=1"]')
         await page.wait_for_selector('g.node[data-action-id="5"]')
+        assert f'"name": "{name}"' in await page.inner_text("pre.json")
         assert await page.locator("svg.dag path.edge.back").count() == 1
         await shoot(page, "definition")
 

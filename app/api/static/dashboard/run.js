@@ -131,7 +131,7 @@ export async function showRun(view, flowId, isCurrent) {
       h("span", {}, `updated ${time(run.updatedAt)}`),
       run.finishedAt ? h("span", {}, `finished ${time(run.finishedAt)}`) : null,
       run.parent ? h("span", { id: "parent" }, "parent ", runLink(run.parent)) : null,
-      run.rerunOf ? h("span", {}, "rerun of ", runLink(run.rerunOf)) : null,
+      run.rerunOf ? h("span", { id: "rerun-of" }, "rerun of ", runLink(run.rerunOf)) : null,
       run.children && run.children.length
         ? h("span", { id: "children" }, `children (${run.childrenCount}) `,
           run.children.map((child) => [runLink(child, `${child.flowId.slice(0, 8)}… (action ${child.actionId})`), " "]))
