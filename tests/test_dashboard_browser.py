@@ -152,19 +152,27 @@ async def test_find_a_run_follow_it_send_an_event_retry_it_and_terminate_another
     order_id = unique("A")
     async with running(order_worker(settings, server, queues, carrier)):
         wanted = await api.start(name, {"orderId": order_id})
-        other = await api.start(name, {"orderId": unique("B")})
 
-        # / leads to the dashboard; the runs found by the variable's value: only one.
+        # / leads to the dashboard's runs, refreshed live: a run started meanwhile appears.
         await page.goto(f"{server.url}/")
         assert page.url == f"{server.url}/ui"
+        await page.wait_for_selector(f'tr.run-row[data-flow-id="{wanted}"]')
+        other = await api.start(name, {"orderId": unique("B")})
         await page.wait_for_selector(f'tr.run-row[data-flow-id="{other}"]')
+
+        # Found by the variable's value: only one; none of them has COMPLETED yet.
         await page.fill("#run-filters textarea[name=where]", f"$.vars.orderId={order_id}")
+        await page.select_option("#run-filters select[name=status]", ["COMPLETED"])
+        await page.click("#run-filters button[type=submit]")
+        await page.wait_for_selector("text=No run matches.")
+        await page.select_option("#run-filters select[name=status]", [])
         await page.click("#run-filters button[type=submit]")
         await page.wait_for_selector(f'tr.run-row[data-flow-id="{wanted}"]')
         await page.wait_for_function(
             "document.querySelectorAll('tr.run-row').length === 1", polling=100
         )
         assert await page.locator(f'tr.run-row[data-flow-id="{other}"]').count() == 0
+        assert "where=" in page.url
         await shoot(page, "runs")
 
         # Its DAG: placed and packed three times, waiting for the event.
@@ -287,6 +295,10 @@ async def test_the_token_in_the_page_decides_what_its_buttons_may_do(
             # The same tab given an operator's token terminates it; the history says who.
             await page.fill("#token", keys[Role.OPERATOR].key)
             await page.click("#token-form button[type=submit]")
+            await page.wait_for_selector('g.node[data-action-id="1"].state-queued')
+            # The token stays with the tab (sessionStorage) across a reload.
+            await page.reload()
+            assert await page.input_value("#token") == keys[Role.OPERATOR].key
             await page.wait_for_selector('g.node[data-action-id="1"].state-queued')
             await page.click("#do-terminate")
             await status_is(page, "TERMINATED")
