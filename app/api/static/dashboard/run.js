@@ -73,7 +73,7 @@ export async function showRun(view, flowId, isCurrent) {
       return null;
     }
   };
-  const button = (label, path) =>
+  const button = (label) =>
     h("button", { type: "button", id: `do-${label}`, onclick: () => act(label, () => post(`${base}/${label}`)) }, label);
   const rerun = h("button", {
     type: "button",
