@@ -2,11 +2,13 @@
 against real servers and a real worker. A run is found by a searchable variable, its DAG
 shows each action's state, an event moves it on, a failed run is retried, another is
 terminated; on a server with API keys the page's token decides what the buttons may do.
-The screenshots the README shows are taken here (``docs/screenshots``)."""
+The screenshots the README shows are taken here: ``ORCHY_SCREENSHOTS=docs`` writes them to
+``docs/screenshots``."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from collections.abc import AsyncIterator
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.skipif(
 )
 PAGE_SECONDS = 15.0
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -127,8 +130,13 @@ async def page(browser: Any) -> AsyncIterator[Any]:
 
 
 async def shoot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    """A screenshot of the page; written to docs/screenshots (the README's) only when
+    ``ORCHY_SCREENSHOTS=docs``, so that a test run leaves the checkout as it was."""
+    png: bytes = await page.screenshot(full_page=True)
+    assert png.startswith(PNG_SIGNATURE)
+    if os.environ.get("ORCHY_SCREENSHOTS") == "docs":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        (SCREENSHOTS / f"{name}.png").write_bytes(png)
 
 
 async def node_classes(page: Any, action_id: int) -> str:
