@@ -36,6 +36,8 @@ ADMIN, OPERATOR, CLIENT, WORKER, VIEWER = (
 EVERY_ROLE = frozenset(Role)
 READERS = frozenset({ADMIN, OPERATOR, CLIENT, VIEWER})
 PUBLIC = "public"
+# Public, answering with a redirect (to the dashboard).
+REDIRECT = "redirect"
 
 # (method, path) -> the roles that may call it, or PUBLIC.
 EXPECTED: dict[tuple[str, str], frozenset[Role] | str] = {
@@ -72,6 +74,10 @@ OUTSIDE_THE_SCHEMA: dict[tuple[str, str], frozenset[Role] | str] = {
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/metrics"): READERS,
     ("GET", "/docs/static/swagger-ui.css"): PUBLIC,
+    ("GET", "/ui"): PUBLIC,
+    ("GET", "/ui/static/app.js"): PUBLIC,
+    ("GET", "/"): REDIRECT,
+    ("GET", "/dashboard"): REDIRECT,
 }
 NOTHING = "hidden-route-nothing"
 FLOW_ID = "0" * 32
@@ -165,6 +171,8 @@ async def test_every_route_answers_each_role_as_the_table_says(
 def _expected(allowed: frozenset[Role] | str, role: Role | None) -> str:
     if allowed == PUBLIC:
         return "2xx"
+    if allowed == REDIRECT:
+        return "3xx"
     if role is None:
         return "401"
     return "answered" if role in allowed else "403"
@@ -174,6 +182,8 @@ def _as_expected(response: httpx.Response, expected: str) -> bool:
     status = response.status_code
     if expected == "2xx":
         return 200 <= status < 300
+    if expected == "3xx":
+        return 300 <= status < 400
     if expected == "answered":
         return status not in (401, 403) and status < SERVER_ERROR
     if status != int(expected):

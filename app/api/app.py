@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import events, executions, flows, health, metadata, metrics, queues, tasks
 from app.api.content_type import JSONBodyMiddleware
+from app.api.dashboard import install_dashboard
 from app.api.errors import install_error_handlers
 from app.api.openapi_docs import install_docs, operation_id
 from app.api.security.browsers import BrowserGuard
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (queues, flows, executions, events, metadata, health, metrics):
         app.include_router(module.router)
     install_docs(app)
+    install_dashboard(app)
     # Every route is in place; the authentication middleware goes outside the others.
     install_auth(app, settings)
     # Added last, so outermost: a web page's request is refused before anything reads it
