@@ -25,6 +25,7 @@ SCRIPT_NAMES = (
     "retry",
     "note_rerun",
     "search_prune",
+    "claim_run_end",
 )
 
 
@@ -53,6 +54,7 @@ class Scripts:
     retry: Any
     note_rerun: Any
     search_prune: Any
+    claim_run_end: Any
 
     @classmethod
     def register(cls, client: Any, wrap: Callable[[str, Any], Any] | None = None) -> Scripts:
