@@ -6,9 +6,10 @@ writes, two system calls and two wake-ups of the client, for answers of a few by
 the worker routes send by the thousand. Here the head of a response with a
 ``content-length`` is held and goes out with the first write of its body. A response
 without one (chunked: streamed, of unknown length) is written as uvicorn writes it, so that
-its client sees the head at once; so is everything a cycle writes before its response
-starts (``100 Continue``). A held head is never left behind: the cycle's next write, or
-its transport's close, takes it out first.
+its client sees the head at once; so is the answer to a HEAD request, which has no body to
+carry it, and everything a cycle writes before its response starts (``100 Continue``). A
+held head is never left behind: the cycle's next write, or its transport's close, takes it
+out first.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class _HeadWithBody:
         cycle = self._cycle
         if not self._head_seen and cycle.response_started:
             self._head_seen = True  # the first write once the response has started
-            if not cycle.chunked_encoding:
+            # A HEAD answer's body is never written: its head has nothing to wait for.
+            if not cycle.chunked_encoding and cycle.scope["method"] != "HEAD":
                 self._held = bytes(data)
                 return
         if self._held:

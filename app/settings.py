@@ -42,6 +42,9 @@ class Settings(WorkerSettings):
     redis_client_key: str = ""
     # A Redis call that takes longer fails (the request answers 503) instead of hanging.
     redis_timeout_seconds: float = 5.0
+    # Connections the server's Redis client opens at most; a request that finds them all busy
+    # waits for one (up to redis_timeout_seconds) instead of failing.
+    redis_max_connections: int = 100
     embedded_start_timeout_seconds: float = 10.0
     # The embedded redis-server's malloc: "auto" (jemalloc when the system has it, else
     # libc's), "libc", or the path of a malloc library to preload. See store/embedded.py.

@@ -19,7 +19,8 @@ import pytest
 from fastapi import APIRouter
 
 from app.api.app import create_app
-from app.api.security.principal import Role
+from app.api.security.authenticate import AuthenticationMiddleware, Authenticator
+from app.api.security.principal import Principal, Role, principal_of
 from app.api.security.route_table import RouteTable
 from app.settings import Settings
 from tests.helpers.auth import Key, role_keys
@@ -35,6 +36,8 @@ ADMIN, OPERATOR, CLIENT, WORKER, VIEWER = (
 EVERY_ROLE = frozenset(Role)
 READERS = frozenset({ADMIN, OPERATOR, CLIENT, VIEWER})
 PUBLIC = "public"
+# Public, answering with a redirect (to the dashboard).
+REDIRECT = "redirect"
 
 # (method, path) -> the roles that may call it, or PUBLIC.
 EXPECTED: dict[tuple[str, str], frozenset[Role] | str] = {
@@ -72,6 +75,10 @@ OUTSIDE_THE_SCHEMA: dict[tuple[str, str], frozenset[Role] | str] = {
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/metrics"): READERS,
     ("GET", "/docs/static/swagger-ui.css"): PUBLIC,
+    ("GET", "/ui"): PUBLIC,
+    ("GET", "/ui/static/app.js"): PUBLIC,
+    ("GET", "/"): REDIRECT,
+    ("GET", "/dashboard"): REDIRECT,
 }
 NOTHING = "hidden-route-nothing"
 FLOW_ID = "0" * 32
@@ -165,6 +172,8 @@ async def test_every_route_answers_each_role_as_the_table_says(
 def _expected(allowed: frozenset[Role] | str, role: Role | None) -> str:
     if allowed == PUBLIC:
         return "2xx"
+    if allowed == REDIRECT:
+        return "3xx"
     if role is None:
         return "401"
     return "answered" if role in allowed else "403"
@@ -174,6 +183,8 @@ def _as_expected(response: httpx.Response, expected: str) -> bool:
     status = response.status_code
     if expected == "2xx":
         return 200 <= status < 300
+    if expected == "3xx":
+        return 300 <= status < 400
     if expected == "answered":
         return status not in (401, 403) and status < SERVER_ERROR
     if status != int(expected):
@@ -220,3 +231,33 @@ def test_an_application_with_a_route_that_declares_no_permission_is_refused() ->
     other.include_router(sub, prefix="/included")
     with pytest.raises(TypeError, match="/included/nested declares no permission"):
         RouteTable.of(other)
+
+
+async def test_a_public_route_of_a_checked_server_gets_a_caller_who_may_only_read(
+    settings: Settings, keys: dict[Role, Key]
+) -> None:
+    """A public route passes without its token being read: what it is handed as the caller
+    (were it to use one) is a reader of the server's namespace, never the admin that a
+    server without authentication hands every request."""
+    entries = [key.entry.model_dump(exclude_none=True) for key in keys.values()]
+    checked = settings.model_copy(update={"api_keys": json.dumps(entries)})
+    authenticator = Authenticator.of(checked)
+    assert authenticator is not None
+    seen: list[Principal] = []
+
+    async def route(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(principal_of(scope))
+
+    middleware = AuthenticationMiddleware(route, authenticator, RouteTable.of(create_app(checked)))
+    for path, headers in (("/health", []), ("/health", [(b"authorization", b"Bearer x")])):
+        scope = {"type": "http", "method": "GET", "path": path, "headers": headers}
+        await middleware(scope, None, None)  # type: ignore[arg-type]
+    admin = [(b"authorization", f"Bearer {keys[Role.ADMIN].key}".encode())]
+    await middleware(
+        {"type": "http", "method": "GET", "path": "/flow", "headers": admin}, None, None
+    )  # type: ignore[arg-type]
+    assert [(p.role, p.tenant) for p in seen] == [
+        (Role.VIEWER, None),
+        (Role.VIEWER, None),
+        (Role.ADMIN, None),
+    ]

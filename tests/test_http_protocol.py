@@ -63,3 +63,20 @@ async def test_answers_on_one_connection_each_come_whole_and_in_order(
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def test_a_head_request_gets_its_head_and_the_connection_goes_on(
+    server: ServerThread,
+) -> None:
+    """A HEAD answer has no body to carry its head: the head leaves on its own, at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        for _ in range(2):  # the same connection answers again after it
+            writer.write(b"HEAD /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await writer.drain()
+            head = await read_head(reader)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert b"content-length: " in head.lower()
+    finally:
+        writer.close()
+        await writer.wait_closed()

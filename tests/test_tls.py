@@ -5,14 +5,9 @@ the run client, the worker library, ``orchy worker`` and the CLI's client comman
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import socket
 import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,11 +20,10 @@ from orchy import AsyncClient, TLSError, Unavailable, Worker
 from tests.helpers.cli import orchy
 from tests.helpers.definitions import user, workflow
 from tests.helpers.processes import (
-    PROCESS_EXIT_SECONDS,
-    ROOT,
     Processes,
     ServerProcess,
     marked_env,
+    orchy_worker_process,
 )
 from tests.helpers.tls import Certificates, make_certificates
 from tests.helpers.waiting import unique
@@ -238,25 +232,6 @@ async def test_mtls_refuses_a_client_without_a_certificate_at_the_handshake(
     assert "ORCHY_CLIENT_CERT" in str(refused.value)
 
 
-@contextlib.contextmanager
-def orchy_worker(worker_file: Path, *arguments: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``orchy worker FILE ARGUMENTS`` as a user runs it; it must exit 0 on SIGTERM."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", str(worker_file), *arguments],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(PROCESS_EXIT_SECONDS) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-
-
 WORKER_FILE = """
 from orchy import Worker
 
@@ -285,7 +260,7 @@ async def test_mtls_the_cli_and_orchy_worker_with_ca_bundle_and_client_certifica
 
     registered = await orchy("workflow", "register", str(definition), *tls, server=mtls_server.url)
     assert registered.code == 0, registered.stderr
-    with orchy_worker(worker_file, "--server", mtls_server.url, *tls):
+    with orchy_worker_process(worker_file, "--server", mtls_server.url, *tls):
         finished = await orchy(
             "run", name, "--input", '{"n": 5}', "--wait", *tls, server=mtls_server.url
         )

@@ -23,14 +23,14 @@ from tests.helpers.definitions import system, workflow
 from tests.helpers.http import free_port
 from tests.helpers.processes import (
     PROCESS_EXIT_SECONDS,
-    REDIS_READY_SECONDS,
     ChildProcess,
     Processes,
     ServerProcess,
+    listening,
     marked_env,
 )
 from tests.helpers.tls import Certificates, make_certificates
-from tests.helpers.waiting import unique, wait_until
+from tests.helpers.waiting import unique
 
 USER = "orchy"
 PASSWORD = "s3cret-Pa55word"
@@ -79,19 +79,7 @@ class TLSRedis(ChildProcess):
         return self.process
 
     async def start(self) -> None:
-        process = self.launch()
-
-        async def listening() -> bool:
-            assert process.poll() is None, (self.folder / "redis.log").read_text()
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                return False
-            writer.close()
-            await writer.wait_closed()
-            return True
-
-        await wait_until(listening, REDIS_READY_SECONDS, step=0.02, what="redis-server (TLS)")
+        await listening(self.launch(), self.port, (self.folder / "redis.log").read_text)
 
     def url(self, credentials: str) -> str:
         return f"rediss://{credentials}@127.0.0.1:{self.port}/0"

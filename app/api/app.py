@@ -24,6 +24,7 @@ from app.api import (
     workers,
 )
 from app.api.content_type import JSONBodyMiddleware
+from app.api.dashboard import install_dashboard
 from app.api.errors import install_error_handlers
 from app.api.openapi_docs import install_docs, operation_id
 from app.api.security.browsers import BrowserGuard
@@ -85,7 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             connection = open_connection(settings)
             started.callback(connection.close)
             log_where_state_lives(connection)
-            client = connection.client(settings.redis_timeout_seconds)
+            client = connection.client(
+                settings.redis_timeout_seconds, settings.redis_max_connections
+            )
             started.push_async_callback(client.aclose)
             pubsub_client = connection.pubsub_client(settings.redis_timeout_seconds)
             started.push_async_callback(pubsub_client.aclose)
@@ -127,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (queues, workers, flows, executions, events, metadata, health, metrics):
         app.include_router(module.router)
     install_docs(app)
+    install_dashboard(app)
     # Every route is in place; the authentication middleware goes outside the others.
     install_auth(app, settings)
     # Added last, so outermost: a web page's request is refused before anything reads it

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import hiredis
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection as TCPConnection
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
@@ -29,6 +29,8 @@ from app.store.store import RedisClient
 CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 TLS_SCHEMES = ("rediss://", "rediss+cluster://")
 DEFAULT_TIMEOUT_SECONDS = 5.0
+# Connections one client opens at most (ORCHY_REDIS_MAX_CONNECTIONS for the server).
+DEFAULT_MAX_CONNECTIONS = 100
 # Query parameters of a URL whose values are not written in logs.
 SECRET_PARAMETERS = frozenset({"password", "ssl_password", "ssl_keyfile_password"})
 HIDDEN = "***"
@@ -146,10 +148,15 @@ class RedisTLS:
 
 
 def client_for_url(
-    url: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, tls: RedisTLS | None = None
+    url: str,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    tls: RedisTLS | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> RedisClient:
     """A client whose calls give up after ``timeout_seconds``: a frozen Redis must turn into
-    503 answers, never into requests that hang."""
+    503 answers, never into requests that hang. It opens at most ``max_connections``; a call
+    that finds them all busy (a burst of concurrent requests) waits for one, up to
+    ``timeout_seconds``, rather than failing at once."""
     options: dict[str, Any] = {
         "decode_responses": True,
         "socket_timeout": timeout_seconds,
@@ -160,7 +167,9 @@ def client_for_url(
         if is_tls_url(url):  # redis-py's TLS connections, packing commands its own way
             return RedisCluster.from_url(_node_url(url), **options)
         return RedisCluster.from_url(_node_url(url), connection_class=PackedConnection, **options)
-    pool = ConnectionPool.from_url(url, **options)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_seconds, **options
+    )
     pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
     return Redis(connection_pool=pool)
 
@@ -212,8 +221,12 @@ class Connection:
     embedded: EmbeddedRedis | None
     tls: RedisTLS = field(default_factory=RedisTLS)
 
-    def client(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> RedisClient:
-        return client_for_url(self.url, timeout_seconds, self.tls)
+    def client(
+        self,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> RedisClient:
+        return client_for_url(self.url, timeout_seconds, self.tls, max_connections)
 
     def pubsub_client(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Redis:
         return pubsub_client_for_url(self.url, timeout_seconds, self.tls)

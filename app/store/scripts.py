@@ -26,6 +26,7 @@ SCRIPT_NAMES = (
     "note_rerun",
     "search_prune",
     "record_poll",
+    "claim_run_end",
 )
 
 
@@ -55,6 +56,7 @@ class Scripts:
     note_rerun: Any
     search_prune: Any
     record_poll: Any
+    claim_run_end: Any
 
     @classmethod
     def register(cls, client: Any, wrap: Callable[[str, Any], Any] | None = None) -> Scripts:

@@ -586,29 +586,12 @@ class Store:
         """Marks each ended run as told (every server process hears of each end), in one
         round trip, and answers its name, createdAt and finishedAt to the one process that
         marked it first; None to the others, and for a run that is gone."""
-        commands: list[tuple[Any, ...]] = []
-        for flow_id in flow_ids:
-            run = self.keys.run(flow_id).run
-            commands.append(("HSETNX", run, RUN_END_TOLD, "1"))
-            commands.append(("HMGET", run, "name", "createdAt", "finishedAt"))
-        replies = await self.coalescer.execute(commands)
-        claims: list[dict[str, str] | None] = []
-        expired: list[str] = []
-        for index, flow_id in enumerate(flow_ids):
-            marked, fields = replies[2 * index], replies[2 * index + 1]
-            if isinstance(marked, Exception) or isinstance(fields, Exception):
-                metrics.redis_error(marked if isinstance(marked, Exception) else fields)
-                claims.append(None)
-            elif fields[0] is None:  # the run had expired: the mark made a hash of its own
-                expired.append(self.keys.run(flow_id).run)
-                claims.append(None)
-            elif marked != 1:
-                claims.append(None)
-            else:
-                claims.append(dict(zip(("name", "createdAt", "finishedAt"), fields, strict=True)))
-        for run in expired:
-            await self.client.hdel(run, RUN_END_TOLD)
-        return claims
+        calls = [([self.keys.run(flow_id).run], [RUN_END_TOLD]) for flow_id in flow_ids]
+        replies = await self._run_pipelined("claim_run_end", calls)
+        return [
+            dict(zip(("name", "createdAt", "finishedAt"), reply, strict=True)) if reply else None
+            for reply in replies
+        ]
 
     async def heartbeat(
         self, flow_id: str, seq: int, attempt: int, lease_ms: int, timer_member: str, secret: str

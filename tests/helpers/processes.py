@@ -163,6 +163,25 @@ class ServerProcess(ChildProcess):
         await self._end(subprocess.Popen.kill)
 
 
+async def listening(
+    process: subprocess.Popen[bytes], port: int, why_it_exited: Callable[[], str]
+) -> None:
+    """Waits until ``process`` (a redis-server) accepts connections on ``port``; fails with
+    ``why_it_exited()`` if it ends first."""
+
+    async def accepts() -> bool:
+        assert process.poll() is None, why_it_exited()
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    await wait_until(accepts, REDIS_READY_SECONDS, step=0.02, what="redis-server to listen")
+
+
 @dataclass
 class RedisProcess(ChildProcess):
     """A private ``redis-server`` on a TCP port with an append-only file in ``data_dir``."""
@@ -197,19 +216,7 @@ class RedisProcess(ChildProcess):
         return self.process
 
     async def start(self) -> None:
-        process = self.launch()
-
-        async def ready() -> bool:
-            assert process.poll() is None, "redis-server exited at start"
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                return False
-            writer.close()
-            await writer.wait_closed()
-            return True
-
-        await wait_until(ready, REDIS_READY_SECONDS, step=0.02, what="redis-server to listen")
+        await listening(self.launch(), self.port, lambda: "redis-server exited at start")
 
     async def stop(self) -> None:
         """SIGTERM: Redis writes its append-only file and exits."""
@@ -243,11 +250,10 @@ class Processes:
 
 
 @contextlib.contextmanager
-def example_worker_process(worker_file: Path, server_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``orchy worker`` with an example's worker file, as a user runs it; it must exit 0 on
-    SIGTERM."""
+def orchy_worker_process(worker_file: Path, *arguments: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``orchy worker FILE ARGUMENTS`` as a user runs it; it must exit 0 on SIGTERM."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", str(worker_file), "--server", server_url],
+        [sys.executable, "-m", "app.cli", "worker", str(worker_file), *arguments],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -260,6 +266,13 @@ def example_worker_process(worker_file: Path, server_url: str) -> Iterator[subpr
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def example_worker_process(
+    worker_file: Path, server_url: str
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """``orchy worker`` with an example's worker file and ``--server``, as a user runs it."""
+    return orchy_worker_process(worker_file, "--server", server_url)
 
 
 def read_pid(pidfile: Path) -> int:

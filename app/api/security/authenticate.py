@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.security.api_keys import ApiKeys
 from app.api.security.oidc import OidcVerifier
 from app.api.security.permissions import Permission, roles_with
-from app.api.security.principal import PRINCIPAL_SCOPE_KEY, Principal
+from app.api.security.principal import PRINCIPAL_SCOPE_KEY, PUBLIC_CALLER, Principal
 from app.api.security.refusals import Forbidden, Unauthorized, names, refusal
 from app.api.security.route_table import RouteTable
 from app.engine.errors import EngineError
@@ -96,6 +96,7 @@ class AuthenticationMiddleware:
         permission = self.table.permission(scope["method"], _route_path(scope))
         if permission is Permission.PUBLIC:
             # Whatever token comes along is not looked at (nor refused).
+            scope[PRINCIPAL_SCOPE_KEY] = PUBLIC_CALLER
             await self.app(scope, receive, send)
             return
         try:

@@ -62,8 +62,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 # Routes FastAPI or Starlette make themselves, which cannot declare their permission: the
-# OpenAPI schema, and the files of /docs.
-PUBLIC_PATHS = frozenset({"/openapi.json", "/docs/static"})
+# OpenAPI schema, and the files of /docs and of the dashboard (/ui).
+PUBLIC_PATHS = frozenset({"/openapi.json", "/docs/static", "/ui/static"})
 
 
 class UndeclaredPermission(TypeError):

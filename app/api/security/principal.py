@@ -33,6 +33,9 @@ class Principal:
 
 # The caller of a server that runs without authentication (loopback, or --insecure).
 ANONYMOUS = Principal(name="anonymous", role=Role.ADMIN)
+# The caller of a public route (/health, /docs) of a server that checks credentials: no
+# token was looked at, so it may read at most, whatever the route does with it.
+PUBLIC_CALLER = Principal(name="public", role=Role.VIEWER)
 
 
 def principal_of(scope: Any) -> Principal:

@@ -1,0 +1,1 @@
+"""The engine: parameter resolution, definition validation and run execution."""
