@@ -154,8 +154,8 @@ async def test_find_a_run_follow_it_send_an_event_retry_it_and_terminate_another
     queues = {step: unique(step) for step in ("place", "pack", "ship")}
     name = unique("order")
     await api.register(order_workflow(name, queues))
-    stuck = unique("stuck")
-    await api.register(workflow(stuck, user(1, unique("never-polled"))))
+    stuck, never_polled = unique("stuck"), unique("never-polled")
+    await api.register(workflow(stuck, user(1, never_polled)))
     carrier = Carrier()
     order_id = unique("A")
     async with running(order_worker(settings, server, queues, carrier)):
@@ -260,6 +260,13 @@ async def test_find_a_run_follow_it_send_an_event_retry_it_and_terminate_another
 
         await page.goto(f"{server.url}/ui#/queues")
         await page.wait_for_selector(f'tr.queue[data-action="{queues["ship"]}"]')
+        # Tasks no worker polls for are flagged; the queues the worker polls are not, and the
+        # worker is listed with its actions.
+        await page.wait_for_selector(f'tr.queue.no-worker[data-action="{never_polled}"]')
+        assert (
+            await page.locator(f'tr.queue.no-worker[data-action="{queues["ship"]}"]').count() == 0
+        )
+        await page.wait_for_selector(f'table.workers td:has-text("{queues["ship"]}")')
         await shoot(page, "queues")
         await page.goto(f"{server.url}/ui#/definitions")
         await page.click(f'a[href="#/definition/{name}?version=1"]')

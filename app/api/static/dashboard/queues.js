@@ -33,14 +33,13 @@ export async function showQueues(view, isCurrent) {
       workers.replaceChildren(
         h("h2", {}, "Workers"),
         h("table", { class: "workers" },
-          h("thead", {}, h("tr", {}, ["worker", "actions", "last poll", "tasks in hand", "address"].map((c) => h("th", {}, c)))),
+          h("thead", {}, h("tr", {}, ["worker", "actions", "last poll", "tasks in hand"].map((c) => h("th", {}, c)))),
           h("tbody", {}, seen.workers.map((worker) =>
             h("tr", {},
               h("td", { class: "mono" }, worker.workerId),
               h("td", {}, (worker.actions || []).join(", ")),
               h("td", {}, time(worker.lastPollAt)),
-              h("td", {}, worker.tasksInHand),
-              h("td", {}, worker.address || ""))))));
+              h("td", {}, worker.tasksInHand))))));
     } catch (error) {
       // A server without GET /workers (404) shows the queues alone.
       if (!(error instanceof ApiError) || error.status !== 404) throw error;
