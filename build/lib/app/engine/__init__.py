@@ -1,1 +1,0 @@
-"""The engine: parameter resolution, definition validation and run execution."""

@@ -1,5 +1,0 @@
-"""``uvicorn app.main:app``."""
-
-from app.api.app import create_app
-
-app = create_app()
