@@ -322,3 +322,52 @@ async def test_the_token_in_the_page_decides_what_its_buttons_may_do(
             assert "by test-operator" in await page.inner_text(
                 '#history li[data-event="RUN_TERMINATED"]'
             )
+
+
+RUNS_FOR_PAGES = 30  # more than the dashboard's page of 25
+
+
+async def page_ids(page: Any) -> list[str]:
+    ids: list[str] = await page.eval_on_selector_all(
+        "tr.run-row", "rows => rows.map(row => row.dataset.flowId)"
+    )
+    return ids
+
+
+async def test_the_runs_page_filters_by_time_and_pages_by_cursor(
+    server: ServerThread, api: Api, page: Any
+) -> None:
+    name = unique("paged")
+    await api.register(workflow(name, user(1, unique("paged-task"))))
+    response = await api.http.post(
+        "/flow/execute/many", json={"name": name, "inputs": [{}] * RUNS_FOR_PAGES}
+    )
+    assert response.status_code == 201, response.text
+    started = set(response.json()["flowIds"])
+
+    # The workflow chosen in the form: a first page of 25, the next page the other 5, and
+    # back; live refresh off so that the pages stay as they are.
+    await page.goto(f"{server.url}/ui#/runs")
+    await page.select_option('#run-filters select[name="name"]', name)
+    await page.click('#run-filters button[type="submit"]')
+    await page.uncheck("#live")
+    await page.wait_for_function("document.querySelectorAll('tr.run-row').length === 25")
+    first = await page_ids(page)
+    await page.click("#next-page")
+    await page.wait_for_function("document.querySelectorAll('tr.run-row').length === 5")
+    second = await page_ids(page)
+    assert set(first) | set(second) == started and not set(first) & set(second)
+    assert await page.is_disabled("#next-page")
+    await page.click("#previous-page")
+    await page.wait_for_function("document.querySelectorAll('tr.run-row').length === 25")
+    assert await page_ids(page) == first
+
+    # Started before a time long past: none; started after it: all of them again.
+    await page.fill('#run-filters input[name="startedBefore"]', "2020-01-01T00:00")
+    await page.click('#run-filters button[type="submit"]')
+    await page.wait_for_selector("text=No run matches.")
+    await page.fill('#run-filters input[name="startedBefore"]', "")
+    await page.fill('#run-filters input[name="startedAfter"]', "2020-01-01T00:00")
+    await page.click('#run-filters button[type="submit"]')
+    await page.wait_for_function("document.querySelectorAll('tr.run-row').length === 25")
+    assert set(await page_ids(page)) <= started
