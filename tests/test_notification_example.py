@@ -17,6 +17,7 @@ from tests.helpers.notification import INPUT, WORKFLOW
 from tests.helpers.waiting import unique, wait_until
 
 MALE_USER = 1234
+RUN_SECONDS = 40.0
 FEMALE_USER = 42
 
 
@@ -37,14 +38,18 @@ async def test_notification_example_all_three_branches(
         actions: dict[str, Any] = (await api.flow(flow_id))["actions"]
         return bool(actions.get("7", {}).get("status") == "WAITING")
 
-    await wait_until(lambda: waiting_for_open(female_open), what="the FEMALE run to wait")
+    # The worker serves the session's shared queues (query-db, sendSms...), where other
+    # tests leave tasks of their own runs: it may have those to work through first.
+    await wait_until(
+        lambda: waiting_for_open(female_open), RUN_SECONDS, what="the FEMALE run to wait"
+    )
     sent = await http.post(f"/flow/{female_open}/events/open", json={"opened": True})
     assert sent.json() == {"status": "delivered"}
 
     male_flow, open_flow, timeout_flow = await asyncio.gather(
-        api.wait_status(male, "COMPLETED", timeout=40),
-        api.wait_status(female_open, "COMPLETED", timeout=40),
-        api.wait_status(female_timeout, "COMPLETED", timeout=40),
+        api.wait_status(male, "COMPLETED", timeout=RUN_SECONDS),
+        api.wait_status(female_open, "COMPLETED", timeout=RUN_SECONDS),
+        api.wait_status(female_timeout, "COMPLETED", timeout=RUN_SECONDS),
     )
 
     assert male_flow["data"]["2"]["output"]["user"]["discount"] == 20

@@ -6,7 +6,6 @@ processes completing runs on them."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from tests.helpers.processes import (
     listening,
     marked_env,
 )
-from tests.helpers.tls import Certificates, make_certificates
+from tests.helpers.tls import Certificates, make_certificates, tls_redis_server
 from tests.helpers.waiting import unique
 
 USER = "orchy"
@@ -38,9 +37,9 @@ WRONG_PASSWORD = "not-the-Pa55word"
 RUN_SECONDS = 30.0
 
 
-def tls_redis_server() -> str:
+def system_redis_server() -> str:
     """The system's ``redis-server`` (the embedded one is built without TLS)."""
-    binary = shutil.which("redis-server")
+    binary = tls_redis_server()
     if binary is None:
         pytest.fail("these tests need a redis-server with TLS on PATH (Debian's redis-server)")
     return binary
@@ -63,7 +62,7 @@ class TLSRedis(ChildProcess):
         tls = self.certificates
         self.process = subprocess.Popen(
             [
-                tls_redis_server(),
+                system_redis_server(),
                 *("--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1"),
                 *("--tls-cert-file", str(tls.server_cert), "--tls-key-file", str(tls.server_key)),
                 *("--tls-ca-cert-file", str(self.client_ca or tls.ca)),

