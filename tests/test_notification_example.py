@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.helpers.http import Api
-from tests.helpers.notification import INPUT, WORKFLOW
+from app.settings import Settings
+from tests.helpers.http import Api, ServerThread, api_of, serving
+from tests.helpers.notification import INPUT, WORKFLOW, notification_worker_process
 from tests.helpers.waiting import unique, wait_until
 
 MALE_USER = 1234
@@ -25,9 +25,22 @@ async def _run(api: Api, user_id: int) -> str:
     return await api.start("notificationWorkflow", {**INPUT, "userId": user_id})
 
 
-async def test_notification_example_all_three_branches(
-    api: Api, http: httpx.AsyncClient, notification_worker: subprocess.Popen[bytes]
-) -> None:
+@pytest.fixture
+def own_server(settings: Settings, redis_client: Any) -> Iterator[ServerThread]:
+    """A server of its own namespace: the example's queues (query-db, sendSms...) hold only
+    this test's tasks, not those other tests leave in the session's shared queues."""
+    with serving(settings.model_copy(update={"namespace": unique("notification")})) as server:
+        yield server
+
+
+async def test_notification_example_all_three_branches(own_server: ServerThread) -> None:
+    async with api_of(own_server.url) as api:
+        with notification_worker_process(own_server.url):
+            await all_three_branches(api)
+
+
+async def all_three_branches(api: Api) -> None:
+    http = api.http
     response = await http.post("/metadata/workflow", content=WORKFLOW.read_bytes())
     assert response.status_code == 200, response.text
     male = await _run(api, MALE_USER)
@@ -38,11 +51,7 @@ async def test_notification_example_all_three_branches(
         actions: dict[str, Any] = (await api.flow(flow_id))["actions"]
         return bool(actions.get("7", {}).get("status") == "WAITING")
 
-    # The worker serves the session's shared queues (query-db, sendSms...), where other
-    # tests leave tasks of their own runs: it may have those to work through first.
-    await wait_until(
-        lambda: waiting_for_open(female_open), RUN_SECONDS, what="the FEMALE run to wait"
-    )
+    await wait_until(lambda: waiting_for_open(female_open), what="the FEMALE run to wait")
     sent = await http.post(f"/flow/{female_open}/events/open", json={"opened": True})
     assert sent.json() == {"status": "delivered"}
 
