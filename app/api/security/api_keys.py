@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.api.security.principal import Principal, Role
 from app.api.security.settings_errors import AuthSettingsError
-from app.api.security.tenant_name import TENANT_NAME_RULE, is_tenant_name
+from app.store.keys import NAMESPACE_RULE, is_namespace
 
 log = logging.getLogger("orchy.auth")
 
@@ -62,8 +62,8 @@ class ApiKeyEntry(BaseModel):
     @field_validator("tenant")
     @classmethod
     def _tenant(cls, tenant: str | None) -> str | None:
-        if tenant is not None and not is_tenant_name(tenant):
-            raise ValueError(f"a tenant name is {TENANT_NAME_RULE}")
+        if tenant is not None and not is_namespace(tenant):
+            raise ValueError(f"a tenant name is {NAMESPACE_RULE}")
         return tenant
 
     @field_validator("actions")

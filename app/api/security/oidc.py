@@ -20,8 +20,8 @@ from app.api.security.jwks import ACCEPTED_ALGORITHMS, Jwks
 from app.api.security.principal import Principal, Role
 from app.api.security.refusals import Forbidden, Unauthorized, names
 from app.api.security.settings_errors import AuthSettingsError
-from app.api.security.tenant_name import TENANT_NAME_RULE, is_tenant_name
 from app.settings import Settings
+from app.store.keys import NAMESPACE_RULE, is_namespace
 
 REQUIRED_CLAIMS = ["exp", "iss", "aud"]
 # Claims naming the caller, most telling first (``sub`` of a user, the client of a
@@ -194,8 +194,8 @@ def _role(value: Any, name: str) -> Role:
 def _tenant(value: Any, name: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not is_tenant_name(value):
-        raise Forbidden(f"the token's {name} claim is not a tenant name ({TENANT_NAME_RULE})")
+    if not isinstance(value, str) or not is_namespace(value):
+        raise Forbidden(f"the token's {name} claim is not a tenant name ({NAMESPACE_RULE})")
     return value
 
 
